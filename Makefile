@@ -1,0 +1,48 @@
+# Two commands do all the set-up: `make reproduce` and `make test` (see README).
+# Both create .venv when missing and (re)install only when pyproject.toml changed (hash stamp).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.pyproject.sha256
+CONFIG ?= configs/default.yaml
+PYTEST_ARGS ?=
+
+.PHONY: venv test test-browser reproduce smoke lab bench clean-reports help
+
+help:
+	@echo "make reproduce   - full pipeline on the embedded default (configs/default.yaml) -> reports/<run-id>"
+	@echo "make test        - the test suite (unit, parity, notebooks under smoke parameters)"
+	@echo "make test-browser- JupyterLab + headless Chromium test of the widget inspector"
+	@echo "make smoke       - the pipeline with configs/smoke.yaml"
+	@echo "make lab         - JupyterLab on the project's kernel"
+	@echo "make bench       - benchmarks, results in reports/bench/"
+
+venv:
+	@h=$$(sha256sum pyproject.toml | cut -d' ' -f1); \
+	if [ ! -x $(PY) ] || [ "$$(cat $(STAMP) 2>/dev/null)" != "$$h" ]; then \
+	  echo "[make] installing into $(VENV) (pyproject.toml changed or no venv)"; \
+	  ( [ -x $(PY) ] || $(PYTHON) -m venv $(VENV) ) && \
+	  $(PY) -m pip install -q --upgrade pip && \
+	  $(PY) -m pip install -q -e '.[dev]' && \
+	  $(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (mipd_kit)" >/dev/null && \
+	  echo "$$h" > $(STAMP) || exit 1; \
+	else echo "[make] $(VENV) up to date"; fi
+
+test: venv
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/python -m pytest -q -rs $(PYTEST_ARGS) tests
+
+test-browser: venv
+	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -q -rs -m browser tests
+
+reproduce: venv
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/mipd run --config $(CONFIG)
+
+smoke: venv
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/mipd run --config configs/smoke.yaml
+
+lab: venv
+	HF_HUB_OFFLINE=1 $(VENV)/bin/jupyter lab --notebook-dir=notebooks $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
+
+bench: venv
+	HF_HUB_OFFLINE=1 $(VENV)/bin/python benchmarks/run_all.py

@@ -1,0 +1,1 @@
+"""Records, readers, splits and the SynthSitu generator."""

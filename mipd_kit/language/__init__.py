@@ -1,0 +1,1 @@
+"""Language-model access through one small callable interface (``Sampler``)."""

@@ -1,0 +1,46 @@
+"""The Sampler interface (after simple-evals' ``SamplerBase``): every language-model call goes through it.
+
+A ``Sampler`` is a callable ``sampler(messages) -> Response``. Generators and judges are both Samplers; tests
+pass deterministic ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+#: A chat message: {"role": "system"|"user"|"assistant", "content": str | list of parts}.
+#: An image part is {"type": "image_path", "path": str} (backends convert it to their own form).
+Message = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Response:
+    """What a sampler returns.
+
+    Attributes:
+        text: the model's reply.
+        messages: the messages that were sent.
+        metadata: backend details (model, latency_s, usage, attempts, ...).
+    """
+
+    text: str
+    messages: tuple[Message, ...]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class SamplerError(RuntimeError):
+    """A backend failed after its retries (dead endpoint, wrong key, persistent 5xx...)."""
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    """A language model behind one call."""
+
+    @property
+    def fingerprint(self) -> str:
+        """Stable string naming backend, model and decoding settings (keys the rationale store)."""
+        ...
+
+    def __call__(self, messages: Sequence[Message]) -> Response:
+        ...

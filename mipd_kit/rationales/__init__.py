@@ -1,0 +1,1 @@
+"""Judgmental Rationales Generator: glimpse/gaze rationales, judge, refinement, store."""

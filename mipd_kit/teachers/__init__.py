@@ -1,0 +1,1 @@
+"""Teachers (embedded, open_clip, transformers), text encoders and the feature cache."""
