@@ -1,0 +1,50 @@
+"""Packaging contracts: environment.yml mirrors pyproject.toml, the CLI dispatches, the layout exists."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import tomllib
+
+import pytest
+import yaml
+
+from mipd_kit import cli
+
+
+def _norm(req: str) -> str:
+    return re.sub(r"\s+", "", req).lower().replace("_", "-")
+
+
+def test_environment_yml_matches_pyproject(root):
+    py = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    wanted = {_norm(r) for r in py["dependencies"]} | {_norm(r) for r in py["optional-dependencies"]["dev"]}
+    env = yaml.safe_load((root / "environment.yml").read_text())
+    pip_block = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    have = {_norm(r) for r in pip_block if not r.startswith("-e")}
+    assert have == wanted, f"only in environment.yml: {sorted(have - wanted)}; only in pyproject.toml: {sorted(wanted - have)}"
+
+
+def test_cli_help_lists_every_command(capsys):
+    assert cli.main([]) == 0
+    out = capsys.readouterr().out
+    for name in cli.COMMANDS:
+        assert name in out
+
+
+def test_cli_unknown_command_is_an_error(capsys):
+    assert cli.main(["no-such-command"]) == 2
+    assert "unknown command" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", sorted(cli.COMMANDS))
+def test_every_command_module_exists(name):
+    module, func, _ = cli.COMMANDS[name]
+    mod = importlib.import_module(module)
+    assert callable(getattr(mod, func)), f"{module}.{func} is missing"
+
+
+def test_layout(root):
+    for p in ["mipd_kit", "notebooks", "data", "reports", "tests", "configs", "environment.yml", "README.md",
+              "Makefile", ".ci/run", "pyproject.toml"]:
+        assert (root / p).exists(), p
