@@ -29,6 +29,7 @@ class VerbDef:
         roles: ordered role names (imSitu ``order``).
         role_defs: role -> definition.
         framenet: FrameNet frame name, ``""`` when unknown.
+        role_framenet: role -> FrameNet frame element (imSitu ``roles[role].framenet``), may be empty.
     """
 
     name: str
@@ -37,6 +38,7 @@ class VerbDef:
     roles: tuple[str, ...]
     role_defs: dict[str, str] = field(default_factory=dict)
     framenet: str = ""
+    role_framenet: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
