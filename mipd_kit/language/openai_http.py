@@ -1,0 +1,258 @@
+"""OpenAI-compatible chat-completions backend (vLLM, llama.cpp server, Ollama, hosted APIs) over plain HTTP.
+
+``POST {base_url}/chat/completions`` with ``{"model", "messages", "temperature", "max_tokens", "seed"}``; the reply
+text is ``choices[0].message.content``. ``base_url`` is the API root including ``/v1`` (e.g.
+``http://127.0.0.1:8080/v1``). The API key is read **only** from the environment variable named by
+``api_key_env`` (never from a file or config value); when that variable is unset no ``Authorization`` header is
+sent (local servers usually need none).
+
+Robustness: a connect/read timeout per request; retries with exponential back-off and full jitter on
+connection errors, timeouts, 408/409/429 and 5xx, honouring ``Retry-After`` (seconds or HTTP date, capped);
+401/403 and other 4xx fail at once; a body that is not the expected JSON is retried and then raises
+:class:`~mipd_kit.language.base.SamplerError` naming the endpoint. Concurrency is bounded: at most
+``concurrency`` requests are in flight from one sampler whatever the number of calling threads, and
+:meth:`OpenAIHTTPSampler.map` runs a batch on a pool of that size.
+
+Images: message parts ``{"type": "image_path", "path": ...}`` become base64 ``data:`` URLs
+(``{"type": "image_url", "image_url": {"url": ...}}``) for vision chat models; an unreadable image raises
+``SamplerError`` naming the file.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import hashlib
+import mimetypes
+import os
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import httpx
+
+from mipd_kit.language.base import Message, Response, SamplerError
+
+RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+
+
+@dataclass
+class OpenAIHTTPConfig:
+    """Settings of one OpenAI-compatible endpoint.
+
+    Attributes:
+        base_url: API root including ``/v1``.
+        model: model name sent in the request.
+        api_key_env: name of the environment variable holding the key ("" = no key).
+        temperature, max_tokens, seed: decoding settings (part of the fingerprint).
+        timeout_s: per-request timeout (connect and read).
+        max_retries: retries after the first attempt.
+        backoff_s: base of the exponential back-off; attempt k sleeps U(0, min(backoff_max_s, backoff_s * 2**k)).
+        backoff_max_s: cap of one back-off sleep and of an honoured Retry-After.
+        concurrency: maximum requests in flight from this sampler.
+    """
+
+    base_url: str = "http://127.0.0.1:8080/v1"
+    model: str = "local-model"
+    api_key_env: str = "OPENAI_API_KEY"
+    temperature: float = 0.2
+    max_tokens: int = 256
+    seed: Optional[int] = 0
+    timeout_s: float = 60.0
+    max_retries: int = 4
+    backoff_s: float = 0.5
+    backoff_max_s: float = 30.0
+    concurrency: int = 8
+
+    @classmethod
+    def smoke(cls) -> "OpenAIHTTPConfig":
+        return cls(timeout_s=5.0, max_retries=2, backoff_s=0.05, backoff_max_s=1.0, concurrency=4)
+
+
+def image_data_url(path: str | os.PathLike) -> str:
+    """``data:<mime>;base64,...`` URL of an image file; raises ``SamplerError`` naming the file if unreadable."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise SamplerError(f"cannot read image {p}: {e}") from e
+    mime = mimetypes.guess_type(p.name)[0] or "image/png"
+    if not mime.startswith("image/"):
+        raise SamplerError(f"{p} is not an image (mime type {mime})")
+    return f"data:{mime};base64,{base64.b64encode(raw).decode()}"
+
+
+def to_openai_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """Convert our messages (with ``image_path`` parts) to the OpenAI chat format."""
+    out = []
+    for m in messages:
+        c = m.get("content", "")
+        if isinstance(c, str):
+            out.append({"role": m["role"], "content": c})
+            continue
+        parts = []
+        for p in c:
+            if p.get("type") == "image_path":
+                parts.append({"type": "image_url", "image_url": {"url": image_data_url(p["path"])}})
+            else:
+                parts.append(p)
+        out.append({"role": m["role"], "content": parts})
+    return out
+
+
+def _retry_after(value: Optional[str]) -> Optional[float]:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        dt = email.utils.parsedate_to_datetime(value)
+        return max(0.0, dt.timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+class OpenAIHTTPSampler:
+    """A :class:`~mipd_kit.language.base.Sampler` talking to an OpenAI-compatible server.
+
+    Thread-safe: one ``httpx.Client`` with a connection pool, a semaphore bounding in-flight requests.
+    ``stats`` counts requests, retries, errors by kind (read it for throughput and failure reports).
+    """
+
+    def __init__(self, cfg: OpenAIHTTPConfig, *, sleep=time.sleep, rng: Optional[random.Random] = None) -> None:
+        if cfg.concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {cfg.concurrency}")
+        self.cfg = cfg
+        self.url = cfg.base_url.rstrip("/") + "/chat/completions"
+        self._sleep = sleep
+        self._rng = rng or random.Random(cfg.seed)
+        self._rng_lock = threading.Lock()
+        self._sem = threading.BoundedSemaphore(cfg.concurrency)
+        self._stats_lock = threading.Lock()
+        self.stats: dict[str, int] = {"requests": 0, "retries": 0, "ok": 0, "failed": 0}
+        limits = httpx.Limits(max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency)
+        self._client = httpx.Client(timeout=httpx.Timeout(cfg.timeout_s), limits=limits)
+
+    @property
+    def fingerprint(self) -> str:
+        c = self.cfg
+        h = hashlib.sha256(c.base_url.encode()).hexdigest()[:6]
+        return f"openai:{c.model}@{h}:t{c.temperature:g}:n{c.max_tokens}:s{c.seed}"
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> "OpenAIHTTPSampler":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._stats_lock:
+            self.stats[key] = self.stats.get(key, 0) + n
+
+    def _headers(self) -> dict[str, str]:
+        h = {"Content-Type": "application/json"}
+        if self.cfg.api_key_env:
+            key = os.environ.get(self.cfg.api_key_env)
+            if key:
+                h["Authorization"] = f"Bearer {key}"
+        return h
+
+    def _backoff(self, attempt: int, retry_after: Optional[float]) -> float:
+        cap = self.cfg.backoff_max_s
+        if retry_after is not None:
+            return min(retry_after, cap)
+        with self._rng_lock:
+            return self._rng.uniform(0, min(cap, self.cfg.backoff_s * 2 ** attempt))
+
+    def _payload(self, messages: Sequence[Message]) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.cfg.model, "messages": to_openai_messages(messages),
+                                "temperature": self.cfg.temperature, "max_tokens": self.cfg.max_tokens}
+        if self.cfg.seed is not None:
+            body["seed"] = self.cfg.seed
+        return body
+
+    def __call__(self, messages: Sequence[Message]) -> Response:
+        body = self._payload(messages)
+        last = ""
+        t0 = time.perf_counter()
+        for attempt in range(self.cfg.max_retries + 1):
+            retry_after = None
+            self._count("requests")
+            try:
+                with self._sem:
+                    r = self._client.post(self.url, json=body, headers=self._headers())
+            except (httpx.TimeoutException, httpx.TransportError) as e:
+                last = f"{type(e).__name__}: {e}"
+                self._count("connection_errors")
+            else:
+                if r.status_code in (401, 403):
+                    self._count("failed")
+                    raise SamplerError(f"{self.url}: HTTP {r.status_code} (wrong or missing API key? the key is read "
+                                       f"from ${self.cfg.api_key_env or '<none>'}): {r.text[:200]}")
+                if r.status_code in RETRY_STATUS:
+                    last = f"HTTP {r.status_code}: {r.text[:200]}"
+                    self._count(f"http_{r.status_code}")
+                    retry_after = _retry_after(r.headers.get("retry-after"))
+                elif r.status_code >= 400:
+                    self._count("failed")
+                    raise SamplerError(f"{self.url}: HTTP {r.status_code}: {r.text[:300]}")
+                else:
+                    text = _reply_text(r)
+                    if text is not None:
+                        self._count("ok")
+                        meta = {"backend": "openai", "model": self.cfg.model, "attempts": attempt + 1,
+                                "latency_s": time.perf_counter() - t0}
+                        try:
+                            meta["usage"] = r.json().get("usage")
+                        except ValueError:
+                            pass
+                        return Response(text, tuple(messages), meta)
+                    last = f"malformed body: {r.text[:200]!r}"
+                    self._count("malformed")
+            if attempt < self.cfg.max_retries:
+                self._count("retries")
+                self._sleep(self._backoff(attempt, retry_after))
+        self._count("failed")
+        raise SamplerError(f"{self.url}: no valid reply after {self.cfg.max_retries + 1} attempts; last error: {last}")
+
+    def map(self, batch: Sequence[Sequence[Message]], *, return_exceptions: bool = True) -> list[Response | SamplerError]:
+        """Run many calls with at most ``concurrency`` in flight; results in input order.
+
+        Args:
+            batch: one message list per call.
+            return_exceptions: put a ``SamplerError`` in the result list instead of raising it.
+        """
+        def one(msgs: Sequence[Message]) -> Response | SamplerError:
+            try:
+                return self(msgs)
+            except SamplerError as e:
+                if return_exceptions:
+                    return e
+                raise
+
+        with ThreadPoolExecutor(max_workers=self.cfg.concurrency) as ex:
+            return list(ex.map(one, batch))
+
+
+def _reply_text(r: httpx.Response) -> Optional[str]:
+    """``choices[0].message.content`` as a string, or ``None`` when the body is not the expected JSON."""
+    try:
+        d = r.json()
+    except ValueError:
+        return None
+    try:
+        content = d["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        return None
+    if isinstance(content, list):  # some servers return content parts
+        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return content if isinstance(content, str) else None
