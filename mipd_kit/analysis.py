@@ -1,0 +1,603 @@
+"""Analysis of a run: results tables, the rare-bias picture, unseen-verb confusion, grounding by role, resources.
+
+Everything notebook ``06_analysis`` shows comes from here (STYLE.md rule 4):
+
+- :func:`render_results_md` -- pure: metrics rows (``metrics.json``, DESIGN.md "Contracts") + figures + run status ->
+  the markdown of ``results.md``: GSR tables per setting (teacher / baseline / mipd, then the ablations ``mipd-*``)
+  by seen / rare / unseen (+ unseen kinds), HOI tables, JRG and bench rows, embedded figures (relative PNG links).
+  Seeds are aggregated as ``mean ± sample std (n)``.
+- :func:`per_verb_accuracy`, :func:`unseen_confusion`, :func:`grounding_by_role` -- pure functions over
+  :class:`~mipd_kit.viz.cases.Case` lists (the same cases the inspector shows; the same SWiG conventions).
+- :func:`run_analysis` -- reads a run folder, draws the figures into ``run_dir/figures/``, records what was absent
+  in ``run_dir/analysis.json`` and writes ``results.md``; it degrades gracefully, naming each missing input and the
+  stage that writes it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+from .metrics import MetricRow, aggregate_seeds, merge_rows, read_rows
+from .viz.cases import Case, build_cases, load_situations, load_split
+
+MAIN_MODELS: tuple[str, ...] = ("teacher", "baseline", "mipd")
+HOI_MODELS: tuple[str, ...] = ("teacher", "spatial_prior", "icn", "clhoi")
+GSR_SPLITS: tuple[str, ...] = ("seen", "rare", "unseen", "unseen_compositional", "unseen_novel", "all")
+GSR_METRICS: tuple[str, ...] = ("verb", "value", "value_all", "grnd_value", "grnd_value_all")
+GSR_SETTINGS: tuple[str, ...] = ("top1", "top5", "gt_verb")
+HOI_SPLITS: tuple[str, ...] = ("full", "rare", "non_rare", "seen", "unseen")
+ANALYSIS_FILE = "analysis.json"
+
+
+# -- results.md ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Cell:
+    """An aggregated number: mean over seeds, sample std, number of seeds."""
+
+    mean: float
+    std: float
+    n: int
+
+    def fmt(self, digits: int = 1) -> str:
+        if self.n > 1:
+            return f"{self.mean:.{digits}f} ± {self.std:.{digits}f} ({self.n})"
+        return f"{self.mean:.{digits}f}"
+
+
+def aggregate(rows: Iterable[MetricRow]) -> dict[tuple, Cell]:
+    """Key without the seed -> :class:`Cell`. Per-seed rows are aggregated; rows with ``seed=None`` are taken as
+    they are, except the ``*_mean`` / ``*_std`` rows of seed aggregation, which are recomputed from the seeds."""
+    per: dict[tuple, list[float]] = {}
+    single: dict[tuple, float] = {}
+    for r in rows:
+        key = (r.task, r.model, r.split, r.setting, r.metric, r.mean)
+        if r.seed is None:
+            if r.metric.endswith(("_mean", "_std")):
+                continue
+            single[key] = r.value
+        else:
+            per.setdefault(key, []).append(r.value)
+    out = {k: Cell(v, 0.0, 1) for k, v in single.items()}
+    for k, vals in per.items():
+        out[k] = Cell(statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0, len(vals))
+    return out
+
+
+def model_sort_key(model: str, order: Sequence[str] = MAIN_MODELS) -> tuple:
+    """teacher, baseline, mipd first, then the ablations ``mipd-*``, then the rest, alphabetically."""
+    if model in order:
+        return (0, order.index(model), model)
+    if model.startswith("mipd-"):
+        return (1, 0, model)
+    return (2, 0, model)
+
+
+def _md_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in body]
+    return lines + [""]
+
+
+def _gsr_tables(cells: dict[tuple, Cell]) -> list[str]:
+    keys = [k for k in cells if k[0] == "gsr"]
+    if not keys:
+        return []
+    out = ["## Grounded situation recognition (Ov-GSR)", "",
+           "Percent. Splits: seen / rare (few training labels) / unseen (never labelled; SynthSitu also splits them "
+           "into compositional and novel). Seeds: mean ± sample std (n seeds).", ""]
+    settings = [s for s in GSR_SETTINGS if any(k[3] == s for k in keys)] + sorted(
+        {k[3] for k in keys} - set(GSR_SETTINGS))
+    means = [m for m in ("image", "verb", None) if any(k[5] == m for k in keys)]
+    for mean in means:
+        for setting in settings:
+            sub = [k for k in keys if k[3] == setting and k[5] == mean]
+            if not sub:
+                continue
+            metrics = [m for m in GSR_METRICS if any(k[4] == m for k in sub)] + sorted(
+                {k[4] for k in sub} - set(GSR_METRICS))
+            splits = [s for s in GSR_SPLITS if any(k[2] == s for k in sub)] + sorted(
+                {k[2] for k in sub} - set(GSR_SPLITS))
+            models = sorted({k[1] for k in sub}, key=model_sort_key)
+            mean_txt = {"image": "per-image means", "verb": "per-verb means", None: "means"}[mean]
+            for title, group in (("main", [m for m in models if not m.startswith("mipd-")]),
+                                 ("ablations", ([m for m in models if m == "mipd"]
+                                                + [m for m in models if m.startswith("mipd-")]))):
+                if title == "ablations" and not any(m.startswith("mipd-") for m in group):
+                    continue
+                body = []
+                for model in group:
+                    for split in splits:
+                        row = [model, split] + [cells[k].fmt() if (k := ("gsr", model, split, setting, m, mean))
+                                                in cells else "–" for m in metrics]
+                        if any(c != "–" for c in row[2:]):
+                            body.append(row)
+                if body:
+                    out += [f"### {setting}, {mean_txt} — {title}", ""]
+                    out += _md_table(["model", "split", *metrics], body)
+    return out
+
+
+def _hoi_tables(cells: dict[tuple, Cell]) -> list[str]:
+    keys = [k for k in cells if k[0] == "hoi"]
+    if not keys:
+        return []
+    out = ["## HOI detection (CL-HOI)", "", "mAP in percent (HICO-DET protocol; see README).", ""]
+    metrics = sorted({k[4] for k in keys}, key=lambda m: (m != "map", m))
+    for metric in metrics:
+        sub = [k for k in keys if k[4] == metric]
+        splits = [s for s in HOI_SPLITS if any(k[2] == s for k in sub)] + sorted(
+            {k[2] for k in sub} - set(HOI_SPLITS))
+        settings = sorted({k[3] for k in sub}, key=lambda s: (s != "default", s))
+        models = sorted({k[1] for k in sub}, key=lambda m: model_sort_key(m, HOI_MODELS))
+        body = []
+        for setting in settings:
+            for model in models:
+                row = [model, setting] + [_first(cells, ("hoi", model, s, setting, metric)) for s in splits]
+                if any(c != "–" for c in row[2:]):
+                    body.append(row)
+        out += [f"### {metric}", ""] + _md_table(["model", "setting", *splits], body)
+    return out
+
+
+def _first(cells: dict[tuple, Cell], key: tuple, digits: int = 2) -> str:
+    for mean in (None, "image", "verb"):
+        if (*key, mean) in cells:
+            return cells[(*key, mean)].fmt(digits)
+    return "–"
+
+
+def _other_tables(cells: dict[tuple, Cell]) -> list[str]:
+    keys = sorted((k for k in cells if k[0] not in ("gsr", "hoi")), key=lambda k: tuple(str(x) for x in k))
+    if not keys:
+        return []
+    out = []
+    for task in sorted({k[0] for k in keys}):
+        title = {"jrg": "Rationale generation and judging (JRG)", "bench": "Resources (benchmarks)"}.get(task, task)
+        body = [[k[1], k[2], k[3], k[4], k[5] or "", cells[k].fmt(3)] for k in keys if k[0] == task]
+        out += [f"## {title}", ""] + _md_table(["model", "split", "setting", "metric", "mean", "value"], body)
+    return out
+
+
+def render_results_md(rows: Iterable[MetricRow], figures: Sequence[str] = (), status: Optional[Mapping] = None,
+                      notes: Sequence[str] = (), title: Optional[str] = None) -> str:
+    """The markdown of ``results.md`` (pure).
+
+    Args:
+        rows: metric rows (any tasks).
+        figures: figure paths relative to the run folder (``figures/x.png``), embedded in this order.
+        status: the run's ``status.json`` mapping (state, failed stage and error, per-stage states).
+        notes: remarks, e.g. which inputs were absent.
+        title: heading (default: ``Run <run_id>``).
+    """
+    status = status or {}
+    run_id = status.get("run_id", "")
+    lines = [f"# {title or ('Run ' + run_id if run_id else 'Results')}", ""]
+    state = status.get("state")
+    if state:
+        lines.append(f"**State: {state}**" + (f" — failed at stage `{status.get('failed_stage')}`: "
+                                              f"{status.get('error')}" if state == "failed" else ""))
+        lines.append("")
+    stages = status.get("stages") or {}
+    if stages:
+        body = [[n, s.get("state", "pending"), s.get("reason", "") or (s.get("error") or "")[:120],
+                 f"{s['seconds']:.1f}" if isinstance(s.get("seconds"), (int, float)) else "", s.get("notebook", "")]
+                for n, s in stages.items()]
+        lines += ["## Stages", ""] + _md_table(["stage", "state", "note", "seconds", "notebook"], body)
+    if notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    rows = list(rows)
+    cells = aggregate(rows)
+    tables = _gsr_tables(cells) + _hoi_tables(cells) + _other_tables(cells)
+    lines += tables if tables else ["_No metrics yet (metrics.json is empty or absent)._", ""]
+    if figures:
+        lines += ["## Figures", ""]
+        for f in figures:
+            name = Path(f).stem.replace("_", " ")
+            lines += [f"### {name}", "", f"![{name}]({Path(f).as_posix()})", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_results(run_dir: str | os.PathLike, status: Optional[Mapping] = None) -> Path:
+    """Render ``run_dir/results.md`` from ``metrics.json``, ``figures/*.png``, ``status.json`` and the notes in
+    ``analysis.json`` (atomically); returns its path."""
+    run = Path(run_dir)
+    if status is None:
+        sp = run / "status.json"
+        status = json.loads(sp.read_text()) if sp.is_file() else {"run_id": run.name}
+    info = json.loads((run / ANALYSIS_FILE).read_text()) if (run / ANALYSIS_FILE).is_file() else {}
+    figs = sorted(p.relative_to(run).as_posix() for p in (run / "figures").glob("*.png")) \
+        if (run / "figures").is_dir() else []
+    order = info.get("figures", [])
+    figs = [f for f in order if f in figs] + [f for f in figs if f not in order]
+    text = render_results_md(read_rows(run / "metrics.json"), figs, status, info.get("notes", []))
+    out = run / "results.md"
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, out)
+    return out
+
+
+# -- pure analyses over cases ---------------------------------------------------------------------------------------
+def per_verb_accuracy(cases: Iterable[Case]) -> dict[str, tuple[int, int]]:
+    """verb -> (test images, top-1 correct)."""
+    out: dict[str, list[int]] = {}
+    for c in cases:
+        d = out.setdefault(c.gt_verb, [0, 0])
+        d[0] += 1
+        d[1] += int(c.pred_verb == c.gt_verb)
+    return {v: (n, k) for v, (n, k) in out.items()}
+
+
+def primitive_neighbours(unseen: Iterable[str], seen: Iterable[str],
+                         primitives: Mapping[str, Mapping[str, Any]]) -> dict[str, Optional[str]]:
+    """For each unseen verb the seen verb sharing most primitives (Jaccard over (name, value) pairs; ties by
+    name); None when the verb has no primitives listed."""
+    def items(v: str) -> set:
+        return {(k, json.dumps(x, sort_keys=True)) for k, x in (primitives.get(v) or {}).items()}
+
+    out: dict[str, Optional[str]] = {}
+    seen = sorted(seen)
+    for u in unseen:
+        a = items(u)
+        best, best_s = None, -1.0
+        for s in seen:
+            b = items(s)
+            if not a or not b:
+                continue
+            j = len(a & b) / len(a | b)
+            if j > best_s:
+                best, best_s = s, j
+        out[u] = best
+    return out
+
+
+@dataclass
+class Confusion:
+    """Where the test images of unseen verbs went (top-1).
+
+    Attributes:
+        rows: unseen verbs.
+        cols: predicted verbs shown (each row's own verb first, then the most frequent others).
+        counts: counts[i][j] = images of ``rows[i]`` predicted as ``cols[j]``; the last column is "other".
+        totals: images per row.
+        nearest: unseen verb -> nearest seen verb by shared primitives (None when unknown).
+    """
+
+    rows: list[str]
+    cols: list[str]
+    counts: list[list[int]]
+    totals: list[int]
+    nearest: dict[str, Optional[str]] = field(default_factory=dict)
+
+    def rate(self, i: int, j: int) -> float:
+        return self.counts[i][j] / self.totals[i] if self.totals[i] else 0.0
+
+
+def unseen_confusion(cases: Iterable[Case], unseen: Sequence[str],
+                     nearest: Optional[Mapping[str, Optional[str]]] = None, max_cols: int = 12) -> Confusion:
+    """Top-1 confusion of unseen verbs: columns = the unseen verbs themselves, their nearest seen verbs, then the
+    most frequent other predictions (at most ``max_cols``), and a final "other" column."""
+    unseen = [u for u in unseen]
+    pred_counts: dict[str, dict[str, int]] = {u: {} for u in unseen}
+    for c in cases:
+        if c.gt_verb in pred_counts:
+            p = c.pred_verb or "(none)"
+            pred_counts[c.gt_verb][p] = pred_counts[c.gt_verb].get(p, 0) + 1
+    rows = [u for u in unseen if pred_counts[u]]
+    freq: dict[str, int] = {}
+    for u in rows:
+        for p, n in pred_counts[u].items():
+            freq[p] = freq.get(p, 0) + n
+    cols: list[str] = list(rows)
+    for u in rows:
+        nb = (nearest or {}).get(u)
+        if nb and nb not in cols:
+            cols.append(nb)
+    for p, _ in sorted(freq.items(), key=lambda x: (-x[1], x[0])):
+        if len(cols) >= max_cols:
+            break
+        if p not in cols:
+            cols.append(p)
+    counts = []
+    for u in rows:
+        r = [pred_counts[u].get(c, 0) for c in cols]
+        r.append(sum(pred_counts[u].values()) - sum(r))
+        counts.append(r)
+    return Confusion(rows, cols + ["other"], counts, [sum(pred_counts[u].values()) for u in rows],
+                     {u: (nearest or {}).get(u) for u in rows})
+
+
+def grounding_by_role(cases: Iterable[Case]) -> dict[str, dict[str, float]]:
+    """Per role, over the cases whose frame for the gt verb was predicted: ``n``, ``noun`` (accuracy),
+    ``box`` (grounding accuracy over roles with box annotations) and ``grounded`` (both), in percent."""
+    acc: dict[str, list[int]] = {}
+    for c in cases:
+        if c.frame_source is None:
+            continue
+        for r in c.roles:
+            d = acc.setdefault(r.role, [0, 0, 0, 0, 0])  # n, noun ok, n with box info, box ok, grounded ok
+            d[0] += 1
+            d[1] += int(r.noun_ok)
+            if r.box_ok is not None:
+                d[2] += 1
+                d[3] += int(r.box_ok)
+            d[4] += int(r.grounded_ok)
+    return {role: {"n": float(n), "noun": 100.0 * k / n, "box": 100.0 * b / nb if nb else math.nan,
+                   "grounded": 100.0 * g / n}
+            for role, (n, k, nb, b, g) in sorted(acc.items()) if n}
+
+
+def read_bench(bench_dir: str | os.PathLike) -> list[MetricRow]:
+    """All rows of ``bench_dir/*.json`` (tidy rows, task ``bench``)."""
+    rows: list[MetricRow] = []
+    d = Path(bench_dir)
+    if d.is_dir():
+        for p in sorted(d.glob("*.json")):
+            rows += read_rows(p)
+    return rows
+
+
+# -- the notebook's driver ------------------------------------------------------------------------------------------
+@dataclass
+class AnalysisResult:
+    """What :func:`run_analysis` produced."""
+
+    figures: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    tables: dict[str, Any] = field(default_factory=dict)
+    results_md: Optional[Path] = None
+
+
+def _pred_files(run: Path) -> dict[tuple[str, int], Path]:
+    out = {}
+    for p in sorted((run / "predictions").glob("*-seed*.json")) if (run / "predictions").is_dir() else []:
+        if p.name.startswith("hoi-"):
+            continue
+        model, _, seed = p.stem.rpartition("-seed")
+        if seed.isdigit():
+            out[(model, int(seed))] = p
+    return out
+
+
+def _find_primitives(meta: Mapping[str, Any], verbs: Iterable[str]) -> dict[str, Mapping[str, Any]]:
+    verbs = set(verbs)
+    for key in ("verb_primitives", "primitives", "verbs"):
+        d = meta.get(key)
+        if isinstance(d, Mapping) and verbs & set(d) and all(isinstance(v, Mapping) for v in d.values()):
+            return dict(d)
+    return {}
+
+
+def _savefig(fig: Any, run: Path, name: str, out: AnalysisResult) -> None:
+    (run / "figures").mkdir(parents=True, exist_ok=True)
+    p = run / "figures" / f"{name}.png"
+    fig.savefig(p, dpi=110, bbox_inches="tight")
+    out.figures.append(f"figures/{name}.png")
+
+
+def run_analysis(run_dir: str | os.PathLike, world_dir: str | os.PathLike,
+                 bench_dir: Optional[str | os.PathLike] = None, models: Sequence[str] = ("baseline", "mipd"),
+                 test_file: str = "test.json", train_file: str = "train.json") -> AnalysisResult:
+    """Draw every figure of the run into ``run_dir/figures``, aggregate seeds into ``metrics.json``, note what was
+    absent (``analysis.json``) and write ``results.md``.
+
+    Args:
+        run_dir: the run folder.
+        world_dir: the data folder (``test.json``, ``train.json``, ``ov_split.json``, ``meta.json``).
+        bench_dir: folder of benchmark JSONs (``reports/bench``); None or absent: no resource section.
+        models: GSR models drawn in the per-verb and confusion figures (those with predictions).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run, world = Path(run_dir), Path(world_dir)
+    res = AnalysisResult()
+    note = res.notes.append
+
+    # metrics: seed aggregates
+    rows = read_rows(run / "metrics.json")
+    if rows:
+        agg = aggregate_seeds([r for r in rows if r.seed is not None])
+        if agg:
+            rows = merge_rows(run / "metrics.json", agg)
+    else:
+        note(f"no metrics: {run / 'metrics.json'} is absent or empty (written by the evaluation cells of "
+             "05_distillation and 07_cl_hoi)")
+
+    split_path = run / "ov_split.json" if (run / "ov_split.json").is_file() else world / "ov_split.json"
+    split = load_split(split_path) if split_path.is_file() else None
+    if split is None:
+        note(f"no ov split ({run / 'ov_split.json'} nor {world / 'ov_split.json'}; written by 00_data): "
+             "figures are not broken down by seen / rare / unseen")
+    gt = load_situations(world / test_file) if (world / test_file).is_file() else None
+    if gt is None:
+        note(f"no ground truth {world / test_file} (written by 00_data): per-verb, confusion and grounding "
+             "figures skipped")
+    train_counts: dict[str, int] = {}
+    if (world / train_file).is_file():
+        for s in load_situations(world / train_file).values():
+            train_counts[s.verb] = train_counts.get(s.verb, 0) + 1
+    elif split is not None and getattr(split, "counts", None):
+        note(f"{world / train_file} absent: training counts are not known per verb")
+    pred_files = _pred_files(run)
+    if not pred_files:
+        note(f"no GSR predictions in {run / 'predictions'} (written by 05_distillation): per-verb, confusion and "
+             "grounding figures skipped")
+    present = sorted({m for m, _ in pred_files})
+    shown = [m for m in models if m in present] or present[:2]
+    missing_models = [m for m in models if m not in present]
+    if pred_files and missing_models:
+        note(f"no predictions for model(s) {missing_models} (have {present})")
+
+    cases_by_model: dict[str, list[Case]] = {}
+    if gt is not None:
+        for m in shown:
+            cs: list[Case] = []
+            for (model, seed), p in sorted(pred_files.items()):
+                if model == m:
+                    cs += build_cases(gt, json.loads(p.read_text()), split)
+            cases_by_model[m] = cs
+
+    tags = (lambda v: _tags(split, v))
+
+    # 1. rare bias: per-verb accuracy vs training-set size
+    if cases_by_model:
+        fig, axes = plt.subplots(1, len(cases_by_model), figsize=(5 * len(cases_by_model), 4), squeeze=False,
+                                 layout="constrained")
+        colours = {"seen": "tab:blue", "rare": "tab:orange", "unseen": "tab:red", "unknown": "tab:gray",
+                   "all": "tab:gray"}
+        table = {}
+        for ax, (m, cs) in zip(axes[0], cases_by_model.items()):
+            acc = per_verb_accuracy(cs)
+            table[m] = {v: {"train": train_counts.get(v, 0), "test": n, "acc": 100.0 * k / n}
+                        for v, (n, k) in acc.items()}
+            for grp in ("seen", "rare", "unseen", "unknown", "all"):
+                vs = [v for v in acc if tags(v) == grp]
+                if not vs:
+                    continue
+                ax.scatter([train_counts.get(v, 0) + 1 for v in vs], [table[m][v]["acc"] for v in vs],
+                           label=grp, color=colours[grp], alpha=0.75, s=[12 + 3 * acc[v][0] ** 0.5 for v in vs])
+            ax.set_xscale("log")
+            ax.set_xlabel("training images of the verb + 1 (log)")
+            ax.set_ylabel("top-1 verb accuracy (%)")
+            ax.set_title(f"{m}: per-verb accuracy vs training size")
+            ax.set_ylim(-3, 103)
+            ax.legend(fontsize=8)
+        res.tables["per_verb"] = table
+        _savefig(fig, run, "rare_bias", res)
+        plt.close(fig)
+
+    # 2. unseen confusion
+    unseen = list(getattr(split, "unseen", []) or []) if split is not None else []
+    if cases_by_model and unseen:
+        meta = json.loads((world / "meta.json").read_text()) if (world / "meta.json").is_file() else {}
+        prims = _find_primitives(meta, unseen)
+        trainable = list(getattr(split, "seen", [])) + list(getattr(split, "rare", []))
+        nearest = primitive_neighbours(unseen, trainable, prims) if prims else {}
+        if not prims:
+            note("no verb primitives in meta.json: nearest seen verbs are not marked in the confusion figure")
+        fig, axes = plt.subplots(1, len(cases_by_model), figsize=(7 * len(cases_by_model), 1.2 + 0.45 * len(unseen)),
+                                 squeeze=False, layout="constrained")
+        res.tables["confusion"] = {}
+        for ax, (m, cs) in zip(axes[0], cases_by_model.items()):
+            conf = unseen_confusion(cs, unseen, nearest)
+            if not conf.rows:
+                ax.set_axis_off()
+                continue
+            mat = [[conf.rate(i, j) * 100 for j in range(len(conf.cols))] for i in range(len(conf.rows))]
+            im = ax.imshow(mat, cmap="viridis", vmin=0, vmax=100, aspect="auto")
+            ax.set_yticks(range(len(conf.rows)),
+                          [f"{u} (≈{conf.nearest[u]})" if conf.nearest.get(u) else u for u in conf.rows], fontsize=8)
+            ax.set_xticks(range(len(conf.cols)), conf.cols, rotation=60, ha="right", fontsize=8)
+            for i, u in enumerate(conf.rows):
+                for j, c in enumerate(conf.cols):
+                    if c == conf.nearest.get(u):
+                        ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="white", lw=1.5))
+            ax.set_title(f"{m}: unseen verbs -> top-1 prediction (% of images; box = nearest seen verb)", fontsize=9)
+            fig.colorbar(im, ax=ax, fraction=0.03)
+            res.tables["confusion"][m] = {u: {c: conf.counts[i][j] for j, c in enumerate(conf.cols)}
+                                          for i, u in enumerate(conf.rows)}
+        _savefig(fig, run, "unseen_confusion", res)
+        plt.close(fig)
+    elif cases_by_model:
+        note("no unseen verbs in the split: confusion figure skipped")
+
+    # 3. grounding by role
+    if cases_by_model:
+        by_role = {m: grounding_by_role(cs) for m, cs in cases_by_model.items()}
+        roles = sorted({r for d in by_role.values() for r in d})
+        if roles:
+            width_in = min(16.0, max(5.0, 0.6 * len(roles) * len(by_role)))
+            fig, ax = plt.subplots(figsize=(width_in, 3.8), layout="constrained")
+            width = 0.8 / len(by_role)
+            for k, (m, d) in enumerate(by_role.items()):
+                xs = [i + k * width for i in range(len(roles))]
+                ax.bar(xs, [d.get(r, {}).get("grounded", 0.0) for r in roles], width, label=f"{m} grounded")
+                ax.scatter(xs, [d.get(r, {}).get("noun", 0.0) for r in roles], marker="_", s=200, color="k")
+            ax.set_xticks([i + 0.4 - width / 2 for i in range(len(roles))], roles, rotation=30, ha="right")
+            ax.set_ylabel("% of roles (frame of the gt verb)")
+            ax.set_title("grounding quality by role (bars: noun + box correct; ticks: noun correct)")
+            ax.set_ylim(0, 100)
+            ax.legend(fontsize=8)
+            res.tables["grounding_by_role"] = by_role
+            _savefig(fig, run, "grounding_by_role", res)
+            plt.close(fig)
+        else:
+            note("no predicted frames for the ground-truth verbs: grounding figure skipped")
+
+    # 4. resources
+    bench = read_bench(bench_dir) if bench_dir is not None else []
+    if bench:
+        shown = [r for r in bench if _is_resource_metric(r.metric)]
+        metrics = sorted({r.metric for r in shown})
+        if metrics:
+            ncols = min(3, len(metrics))
+            nrows = -(-len(metrics) // ncols)
+            fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 0.6 + 2.2 * nrows), squeeze=False,
+                                     layout="constrained")
+            for ax in axes.flat[len(metrics):]:
+                ax.set_axis_off()
+            for ax, metric in zip(axes.flat, metrics):
+                rs = [r for r in shown if r.metric == metric]
+                labels = [f"{r.model} / {r.setting}" if r.setting and r.setting != "-" else r.model for r in rs]
+                ax.barh(range(len(rs)), [r.value for r in rs], color="tab:purple")
+                ax.set_yticks(range(len(rs)), labels, fontsize=7)
+                ax.invert_yaxis()
+                ax.set_title(metric, fontsize=9)
+                for i, r in enumerate(rs):
+                    ax.text(r.value, i, f" {r.value:.3g}", va="center", fontsize=7)
+            fig.suptitle("resources: speed and memory (reports/bench; all rows in results.md)", fontsize=10)
+            _savefig(fig, run, "resources", res)
+            plt.close(fig)
+        else:
+            note(f"benchmarks in {bench_dir} have no speed / memory metrics to draw (rows listed in results.md)")
+        res.tables["bench"] = [r.__dict__ for r in bench]
+        merge_rows(run / "metrics.json", bench)
+    else:
+        note(f"no benchmark results in {bench_dir} (run `make bench`): resource comparison skipped"
+             if bench_dir is not None else "no bench_dir given: resource comparison skipped")
+
+    info = {"figures": res.figures, "notes": res.notes}
+    tmp = run / (ANALYSIS_FILE + ".tmp")
+    tmp.write_text(json.dumps(info, indent=1) + "\n")
+    os.replace(tmp, run / ANALYSIS_FILE)
+    res.results_md = write_results(run)
+    return res
+
+
+def _is_resource_metric(metric: str) -> bool:
+    """Speed (``*_per_s``, ``*_per_second``) or memory (``*rss*``, ``*mem*``, ``*_mb``, ``*bytes*``) metrics."""
+    m = metric.lower()
+    return (m.endswith(("per_s", "per_second", "_mb", "_gb")) or "rss" in m or "mem" in m or "bytes" in m) \
+        and not m.endswith(("_std",))
+
+
+def _tags(split: Any, verb: str) -> str:
+    if split is None:
+        return "all"
+    get = getattr(split, "get", None)
+    v = get(verb) if callable(get) else None
+    return v or "unknown"
+
+
+def results_frame(rows: Iterable[MetricRow], task: str = "gsr", setting: str = "top1",
+                  mean: Optional[str] = "image") -> Any:
+    """A pandas table (models x split/metric, seeds aggregated as means) for display in a notebook."""
+    import pandas as pd
+
+    cells = aggregate(rows)
+    recs = [{"model": k[1], "split": k[2], "metric": k[4], "value": c.mean, "std": c.std, "seeds": c.n}
+            for k, c in cells.items() if k[0] == task and k[3] == setting and k[5] == mean]
+    if not recs:
+        return pd.DataFrame()
+    df = pd.DataFrame(recs)
+    table = df.pivot_table(index="model", columns=["split", "metric"], values="value")
+    return table.loc[sorted(table.index, key=model_sort_key)].round(1)

