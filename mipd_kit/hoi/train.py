@@ -1,0 +1,694 @@
+"""CL-HOI training and evaluation (``mipd clhoi``): label-free HOI detection distilled from an image-level teacher.
+
+Pipeline: pair proposals (``proposals.py``; known boxes or a detector) -> frozen teacher features, zero-shot
+phrase logits and RoIAlign region features (``features.py``) -> VLT + ICN student (``models.py``) trained with the
+contrastive distillation losses (``losses.py``) -> predictions in the HICO-DET prediction format
+(``run_dir/predictions/hoi-<model>-seed<k>.json``) -> ``mipd_kit.eval.hico.evaluate_hico`` (official protocol) on the
+HOI test split, Default and Known-object, Full / Rare / Non-rare and the world's zero-shot Unseen / Seen.
+
+**Label-free.** Training reads only images, proposal boxes (and their object categories, as a detector gives) and
+teacher outputs. The ground-truth ``hoi`` / ``verb`` fields of the training file are never read: the training
+images are turned into ``LabelFreeImage`` records at once, and tests check that corrupting those fields changes
+nothing. Test labels are read only by the evaluator.
+
+Models (rows of ``metrics.json``, task ``hoi``):
+
+* ``teacher``: the teacher's image-level probability of each HOI (softmax over the image's candidate HOIs, i.e.
+  those whose object was proposed, at temperature T) broadcast to every pair with that object.
+* ``spatial_prior``: ``teacher`` times ``exp(-gap)``, gap = distance between the boxes' edges in human heights (no
+  labels, no fitting: "people interact with what they touch or are near").
+* ``teacher_crop`` (extra baseline, needs ``crop_features``): the same teacher applied zero-shot to each pair's
+  union crop, times ``exp(-gap)``; it shows how much of the students' gain is the teacher's own region knowledge.
+* ``icn``: the ICN trained with the interaction distillation terms (per-image KL through LSE pair pooling,
+  cross-image KL, per-pair KL to the teacher on union crops), no VLT / context term.
+* ``clhoi``: ICN + VLT with the context distillation (InfoNCE) term as well (full method).
+
+Student detection score (``cfg.score = "pair_prior"``): the student's HOI distribution of the pair times the same
+geometric prior ``exp(-gap)`` as ``spatial_prior`` (other choices in ``student_pair_scores``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mipd_kit.data.records import DataError, HOIImage, HOIVocab
+from mipd_kit.metrics import MetricRow, aggregate_seeds, merge_rows
+
+from . import losses as L
+from .features import (PairData, build_pair_data, crop_embeddings, encode_images, encode_texts, normalise_spatial,
+                       spatial_prior)
+from .models import ModelConfig, build_student
+from .proposals import (PairProposals, ProposalStats, detector_proposals, jittered_detections,
+                        known_boxes_proposals, proposal_quality, write_detections)
+
+MODELS = ("teacher", "spatial_prior", "teacher_crop", "icn", "clhoi")
+
+#: prompt for a VLLM's image-level description (real mode, through the Sampler interface)
+DESCRIBE_PROMPT = ("Describe in one sentence what the people in this image are doing and with which objects. "
+                   "Use the form 'a person <verb>ing a/an <object>' for each interaction.")
+
+
+@dataclass
+class CLHOIConfig:
+    """CL-HOI stage config (mirrors the parameters of ``notebooks/07_cl_hoi.ipynb``).
+
+    Attributes:
+        world_dir: world / dataset folder (``hoi_train.json``, ``hoi_test.json``, ``hoi_prompts.json``,
+            ``hoi_zero_shot.json``, ``images/``).
+        run_dir: run folder (``metrics.json``, ``predictions/``, ``clhoi/``).
+        cache_dir: teacher checkpoints and feature caches.
+        seed: base seed (used when ``seeds`` is empty).
+        seeds: student seeds; every model is evaluated per seed (proposal jitter depends on the seed too).
+        teacher: ``"embedded"`` (``teachers.embedded.load_or_train``), ``"checkpoint"`` (``load_teacher``) or
+            ``"tiny"`` (``TinyRandomTeacher``, wiring tests only).
+        teacher_size: embedded teacher config: ``"smoke"`` or ``"default"`` (must match notebook 01's).
+        teacher_checkpoint: folder for ``teacher="checkpoint"``.
+        teacher_logit_scale: multiplier of the teacher's cosines; 0 = the teacher's own learned scale (else 100).
+        proposals: ``"known_boxes"`` or ``"detector"``.
+        detections_train, detections_test: detector JSON files (detector mode); empty = embedded jittered boxes.
+        jitter: relative box noise of the embedded detector.
+        object_labels: known-boxes mode keeps the object category (as a detector would); False = unlabelled.
+        score_threshold: detector score threshold.
+        roi_size: RoIAlign bins per side.
+        crop_features: give the ICN the teacher's pooled embeddings of the human, object and union crops (the
+            image-level teacher applied to regions: label-free) besides the RoIAlign grid features.
+        prior_weight: initial weight of the label-free geometric log-prior ``-gap`` added to the pair logits
+            (learned; 0 = none).
+        context_gate: initial weight of the VLT context added to each pair embedding (learned; ``clhoi`` only).
+        hidden, dropout: student widths.
+        epochs, batch_images, lr, weight_decay: optimisation (AdamW, cosine schedule).
+        pool, pool_tau: pair -> image pooling and its temperature.
+        kd_temperature: distillation temperature T (KL terms scaled by T**2); also the scoring temperature.
+        w_image, w_cross, w_context, w_region: loss weights (per-image KL, cross-image KL, context InfoNCE,
+            per-pair KL to the teacher on union crops; the last needs ``crop_features``).
+        context_tau: InfoNCE temperature; description_temperature: softmax temperature of the description.
+        descriptions_file: optional JSON ``{filename: text}`` of VLLM descriptions (real mode) mixed into the
+            teacher description.
+        models: which rows to produce.
+        score: how a student's pair logits become detection scores (``student_pair_scores``).
+        topk_per_pair: keep the best k HOIs per pair in the prediction file (0 = all candidates).
+        protocol: evaluation protocol (``official`` | ``continuous`` | ``both``).
+        threads: torch threads (0 = leave the default).
+    """
+
+    world_dir: str = "data/synthsitu/smoke-seed0"
+    run_dir: str = "reports/clhoi"
+    cache_dir: str = "data/cache"
+    seed: int = 0
+    seeds: tuple[int, ...] = (0, 1, 2)
+    teacher: Literal["embedded", "checkpoint", "tiny"] = "embedded"
+    teacher_size: Literal["smoke", "default"] = "default"
+    teacher_checkpoint: str = ""
+    teacher_logit_scale: float = 0.0
+    proposals: Literal["known_boxes", "detector"] = "known_boxes"
+    detections_train: str = ""
+    detections_test: str = ""
+    jitter: float = 0.1
+    object_labels: bool = True
+    score_threshold: float = 0.2
+    roi_size: int = 2
+    crop_features: bool = True
+    prior_weight: float = 1.0
+    context_gate: float = 1.0
+    hidden: int = 128
+    dropout: float = 0.1
+    epochs: int = 20
+    batch_images: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    pool: Literal["lse", "max", "mean"] = "lse"
+    pool_tau: float = 1.0
+    kd_temperature: float = 2.0
+    w_image: float = 1.0
+    w_cross: float = 1.0
+    w_context: float = 0.5
+    w_region: float = 1.0
+    context_tau: float = 0.1
+    description_temperature: float = 1.0
+    descriptions_file: str = ""
+    models: tuple[str, ...] = MODELS
+    score: Literal["pair_prior", "joint", "relative"] = "pair_prior"
+    topk_per_pair: int = 0
+    protocol: Literal["official", "continuous", "both"] = "official"
+    threads: int = 0
+
+    @classmethod
+    def smoke(cls, **kw: Any) -> "CLHOIConfig":
+        """Seconds on a CPU: smoke teacher, one seed, few epochs, narrow student."""
+        base = dict(teacher_size="smoke", seeds=(0,), epochs=8, hidden=32, batch_images=32)
+        base.update(kw)
+        return cls(**base)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CLHOIConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown CLHOIConfig keys {sorted(unknown)}; valid: {sorted(names)}")
+        d = dict(d)
+        for k in ("seeds", "models"):
+            if k in d and d[k] is not None:
+                d[k] = tuple(d[k])
+        return cls(**d)
+
+    def validate(self) -> None:
+        for k, choices in (("teacher", ("embedded", "checkpoint", "tiny")), ("proposals", ("known_boxes", "detector")),
+                           ("pool", ("lse", "max", "mean")), ("teacher_size", ("smoke", "default")),
+                           ("score", ("pair_prior", "joint", "relative"))):
+            if getattr(self, k) not in choices:
+                raise ValueError(f"CLHOIConfig.{k} = {getattr(self, k)!r}; choose one of {choices}")
+        bad = [m for m in self.models if m not in MODELS]
+        if bad:
+            raise ValueError(f"unknown CL-HOI models {bad}; choose from {MODELS}")
+        if "teacher_crop" in self.models and not self.crop_features:
+            raise ValueError("model 'teacher_crop' needs crop_features=True")
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+@dataclass(frozen=True)
+class LabelFreeImage:
+    """What training may see of an image: its name, size, boxes and object categories; no interaction labels."""
+
+    filename: str
+    width: int
+    height: int
+    boxes_h: tuple
+    boxes_o: tuple
+    object: tuple
+
+
+def strip_labels(images: Sequence[HOIImage]) -> list[LabelFreeImage]:
+    """Drop ``hoi`` and ``verb`` (never read) from annotated images."""
+    return [LabelFreeImage(im.filename, im.width, im.height, tuple(im.boxes_h), tuple(im.boxes_o), tuple(im.object))
+            for im in images]
+
+
+@dataclass
+class HOIWorld:
+    """The HOI part of a world folder."""
+
+    root: Path
+    train: list[LabelFreeImage]
+    test: list[HOIImage]
+    vocab: HOIVocab
+    prompts: list[str]
+    unseen: Optional[list[int]]
+    zero_shot_name: Optional[str]
+
+    @property
+    def images_dir(self) -> Path:
+        return self.root / "images"
+
+
+def load_prompts(path: Path, vocab: HOIVocab) -> list[str]:
+    """``hoi_prompts.json``: a list of phrases in HOI order (or ``{hoi index: phrase}``), one per HOI."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError as e:
+        raise DataError(f"{path}: HOI prompts file not found") from e
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from e
+    if isinstance(data, dict):
+        try:
+            data = [data[str(k)] if str(k) in data else data[k] for k in range(vocab.num_hoi)]
+        except KeyError as e:
+            raise DataError(f"{path}: no phrase for HOI {e}") from e
+    if not isinstance(data, list) or not all(isinstance(t, str) and t.strip() for t in data):
+        raise DataError(f"{path}: must be a list of non-empty phrases")
+    if len(data) != vocab.num_hoi:
+        raise DataError(f"{path}: {len(data)} phrases for {vocab.num_hoi} HOIs")
+    return list(data)
+
+
+def load_hoi_world(world_dir: str | os.PathLike) -> HOIWorld:
+    """Read ``hoi_train.json`` (labels stripped at once), ``hoi_test.json``, prompts and the zero-shot split."""
+    from mipd_kit.data.hico import load_hico_instances, load_zero_shot_splits
+
+    root = Path(world_dir)
+    train, vocab = load_hico_instances(root / "hoi_train.json")
+    train_free = strip_labels(train)
+    del train
+    test, vocab_t = load_hico_instances(root / "hoi_test.json")
+    if vocab_t.correspondence != vocab.correspondence:
+        raise DataError(f"{root / 'hoi_test.json'}: correspondence differs from hoi_train.json")
+    vocab = vocab_t  # rare / non_rare as stored with the test file (both files carry the same lists in SynthSitu)
+    prompts = load_prompts(root / "hoi_prompts.json", vocab)
+    unseen = name = None
+    zs = root / "hoi_zero_shot.json"
+    if zs.exists():
+        splits = load_zero_shot_splits(zs)
+        if splits:
+            name = sorted(splits)[0]
+            unseen = sorted(int(x) for x in splits[name])
+    return HOIWorld(root, train_free, test, vocab, prompts, unseen, name)
+
+
+def build_teacher(cfg: CLHOIConfig):
+    """The teacher named by ``cfg.teacher`` (explicit factory)."""
+    if cfg.teacher == "tiny":
+        from mipd_kit.teachers.tiny import TinyRandomTeacher
+        return TinyRandomTeacher(seed=cfg.seed)
+    if cfg.teacher == "checkpoint":
+        from mipd_kit.teachers.embedded import load_teacher
+        if not cfg.teacher_checkpoint:
+            raise ValueError("teacher='checkpoint' needs teacher_checkpoint")
+        return load_teacher(cfg.teacher_checkpoint)
+    if cfg.teacher == "embedded":
+        from mipd_kit.teachers.embedded import EmbeddedTeacherConfig, load_or_train
+        tcfg = EmbeddedTeacherConfig.smoke() if cfg.teacher_size == "smoke" else EmbeddedTeacherConfig()
+        tcfg.threads = cfg.threads
+        return load_or_train(cfg.world_dir, cfg.cache_dir, tcfg, progress=False)
+    raise ValueError(f"unknown teacher {cfg.teacher!r}; choose 'embedded', 'checkpoint' or 'tiny'")
+
+
+def teacher_scale(teacher: Any, cfg: CLHOIConfig) -> float:
+    """``cfg.teacher_logit_scale`` or the teacher's own learned ``logit_scale`` (log-parametrised), else 100."""
+    if cfg.teacher_logit_scale > 0:
+        return float(cfg.teacher_logit_scale)
+    ls = getattr(teacher, "logit_scale", None)
+    if isinstance(ls, torch.Tensor):
+        return float(ls.detach().exp().clamp(max=100.0))
+    return 100.0
+
+
+def make_proposals(cfg: CLHOIConfig, images: Sequence[LabelFreeImage | HOIImage], vocab: HOIVocab, split: str,
+                   seed: int, out_dir: Optional[Path] = None) -> tuple[list[PairProposals], ProposalStats]:
+    """Proposals of one split in the configured mode (reads boxes and object categories only)."""
+    if cfg.proposals == "known_boxes":
+        return known_boxes_proposals(images, vocab, object_labels=cfg.object_labels)  # type: ignore[arg-type]
+    path = cfg.detections_train if split == "train" else cfg.detections_test
+    if path:
+        dets: Any = path
+    else:
+        dets = jittered_detections(images, vocab, noise=cfg.jitter, seed=seed + (0 if split == "train" else 7919))  # type: ignore[arg-type]
+        if out_dir is not None:
+            write_detections(out_dir / f"detections-{split}-seed{seed}.json", dets)
+    return detector_proposals(dets, [(im.filename, im.width, im.height) for im in images], vocab,
+                              score_threshold=cfg.score_threshold, source=f"{split} detections")
+
+
+def pair_data_for(teacher: Any, world: HOIWorld, proposals: Sequence[PairProposals], text: torch.Tensor,
+                  scale: float, cfg: CLHOIConfig, dataset: str) -> PairData:
+    """Teacher features of the proposals' images and the flat pair tensors."""
+    paths = [world.images_dir / p.filename for p in proposals]
+    enc = encode_images(teacher, paths, cfg.cache_dir if cfg.teacher != "tiny" else None, dataset)
+    crops = crop_embeddings(teacher, world.images_dir, proposals) if cfg.crop_features else None
+    return build_pair_data(proposals, enc, tuple(teacher.grid), text, world.vocab, scale, cfg.roi_size, crops)
+
+
+def read_descriptions(path: str | os.PathLike, filenames: Sequence[str], teacher: Any) -> torch.Tensor:
+    """(N, E) normalised teacher text embeddings of VLLM descriptions ``{filename: text}``; a zero row for an image
+    without one (``DataError`` when no image has one)."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(f"{p}: cannot read descriptions ({e})") from e
+    if not isinstance(data, dict):
+        raise DataError(f"{p}: descriptions must be an object {{filename: text}}")
+    texts = [data.get(f, "") for f in filenames]
+    have = [i for i, t in enumerate(texts) if isinstance(t, str) and t.strip()]
+    if not have:
+        raise DataError(f"{p}: no description for any of the {len(filenames)} training images")
+    e = F.normalize(teacher.encode_texts([texts[i] for i in have]).pooled.float(), dim=-1)
+    emb = torch.zeros(len(filenames), e.shape[1])
+    emb[have] = e
+    return emb
+
+
+def describe_images(sampler: Any, image_paths: Sequence[str | os.PathLike], out_path: str | os.PathLike) -> dict:
+    """Real mode: ask a VLLM (a ``Sampler``) for an image-level description of each image; writes ``{name: text}``."""
+    out = {}
+    for p in image_paths:
+        msgs = [{"role": "user", "content": [{"type": "image_path", "path": str(p)},
+                                             {"type": "text", "text": DESCRIBE_PROMPT}]}]
+        out[Path(p).name] = sampler(msgs).text.strip()
+    q = Path(out_path)
+    q.parent.mkdir(parents=True, exist_ok=True)
+    tmp = q.with_name(q.name + ".tmp")
+    tmp.write_text(json.dumps(out, indent=1))
+    os.replace(tmp, q)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- scoring
+
+def image_probs(logits: torch.Tensor, candidates: torch.Tensor, T: float) -> torch.Tensor:
+    """(N, H) softmax of ``logits / T`` over each image's candidate HOIs (0 elsewhere)."""
+    x = torch.where(candidates & torch.isfinite(logits), logits / T, torch.full_like(logits, L.NEG))
+    p = F.softmax(x, dim=1)
+    return p * candidates
+
+
+def teacher_pair_scores(data: PairData, cfg: CLHOIConfig) -> torch.Tensor:
+    """(P, H) ``teacher`` baseline: image-level teacher probability broadcast to the pairs (candidates only)."""
+    p = image_probs(data.teacher_logits, data.image_candidates, cfg.kd_temperature)
+    return p[data.pair_image] * data.candidates
+
+
+def spatial_prior_scores(data: PairData, cfg: CLHOIConfig) -> torch.Tensor:
+    """(P, H) ``spatial_prior`` baseline: teacher broadcast times ``exp(-gap)`` (``features.spatial_prior``)."""
+    return teacher_pair_scores(data, cfg) * spatial_prior(data.spatial)[:, None]
+
+
+def teacher_crop_scores(data: PairData, cfg: CLHOIConfig) -> torch.Tensor:
+    """(P, H) ``teacher_crop`` baseline: the teacher's zero-shot HOI probability on the pair's union crop (softmax
+    over the pair's candidates) times ``exp(-gap)``. Needs ``crop_features``."""
+    if not data.crop_logits.shape[1]:
+        raise ValueError("the teacher_crop baseline needs crop_features=True")
+    return image_probs(data.crop_logits, data.candidates, cfg.kd_temperature) * spatial_prior(data.spatial)[:, None]
+
+
+def student_pair_scores(pair_logits: torch.Tensor, data: PairData, cfg: CLHOIConfig) -> torch.Tensor:
+    """(P, H) detection scores of a student from its pair logits ``s`` (``cfg.score``).
+
+    ``pair_prior``: ``softmax_{k in C(p)}(s_{p,k} / T) * exp(-gap_p)``, the pair's HOI distribution times the
+    geometric prior (the same prior as the ``spatial_prior`` baseline); ``joint``: ``P_i(k) * share_p(k)``, a softmax
+    over all (pair, HOI) of the image at temperature T (its marginal over pairs is the LSE-pooled image
+    distribution); ``relative``: ``P_i(k) * exp((s_{p,k} - max_q s_{q,k}) / tau_pool)``.
+    """
+    n = len(data.filenames)
+    T = cfg.kd_temperature
+    if cfg.score == "pair_prior":
+        return image_probs(pair_logits, data.candidates, T) * spatial_prior(data.spatial)[:, None]
+    if cfg.score == "joint":
+        p_img = image_probs(L.pool_pairs(pair_logits, data.pair_image, n, "lse", T), data.image_candidates, T)
+        lse = L.pool_pairs(pair_logits, data.pair_image, n, "lse", T)
+        share = torch.exp((pair_logits - lse[data.pair_image]) / T)
+    elif cfg.score == "relative":
+        p_img = image_probs(L.pool_pairs(pair_logits, data.pair_image, n, cfg.pool, cfg.pool_tau),
+                            data.image_candidates, T)
+        mx = L.pool_pairs(pair_logits, data.pair_image, n, "max")
+        share = torch.exp((pair_logits - mx[data.pair_image]) / cfg.pool_tau)
+    else:
+        raise ValueError(f"unknown score {cfg.score!r}; choose 'pair_prior', 'joint' or 'relative'")
+    share = torch.where(data.candidates, share, torch.zeros_like(share))
+    return p_img[data.pair_image] * share
+
+
+def predictions_from_scores(data: PairData, scores: torch.Tensor, topk: int = 0) -> dict[str, list[dict]]:
+    """HICO-DET prediction dict ``{filename: [{"hoi", "box_h", "box_o", "score"}]}`` from (P, H) pair scores.
+
+    Every candidate HOI of every pair is written (or its ``topk`` best); every image gets an entry (possibly empty).
+    """
+    out: dict[str, list[dict]] = {f: [] for f in data.filenames}
+    s = scores.detach().double().numpy()
+    cand = data.candidates.numpy()
+    bh, bo = data.boxes_h.tolist(), data.boxes_o.tolist()
+    for p in range(data.num_pairs):
+        ks = np.flatnonzero(cand[p])
+        if topk and len(ks) > topk:
+            ks = ks[np.argsort(-s[p, ks], kind="stable")[:topk]]
+        fn = data.filenames[int(data.pair_image[p])]
+        out[fn].extend({"hoi": int(k), "box_h": bh[p], "box_o": bo[p], "score": float(s[p, k])} for k in ks)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- training
+
+@dataclass
+class TrainHistory:
+    """Per-epoch mean losses (named parts) and wall time."""
+
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    wall_time_s: float = 0.0
+
+
+def _forward(model, d: PairData, spatial: torch.Tensor) -> dict:
+    return model(d.grid, d.image_pooled, d.pair_image, d.feat_h, d.feat_o, d.feat_u, spatial, d.text, d.candidates,
+                 d.log_prior, d.crops)
+
+
+def compute_losses(out: dict, d: PairData, cfg: CLHOIConfig, description: Optional[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Weighted total and named parts for one batch."""
+    n = len(d.filenames)
+    img = L.pool_pairs(out["pair_logits"], d.pair_image, n, cfg.pool, cfg.pool_tau)  # (N, H)
+    parts = {
+        "image_kd": L.interaction_distillation_loss(img, d.teacher_logits, d.image_candidates, cfg.kd_temperature),
+        "cross_kd": L.cross_image_distillation_loss(img, d.teacher_logits, d.image_candidates, cfg.kd_temperature),
+    }
+    total = cfg.w_image * parts["image_kd"] + cfg.w_cross * parts["cross_kd"]
+    if cfg.w_region > 0 and d.crop_logits.shape[1]:
+        parts["region_kd"] = L.region_distillation_loss(out["pair_logits"], d.crop_logits, d.candidates,
+                                                        cfg.kd_temperature)
+        total = total + cfg.w_region * parts["region_kd"]
+    if out["context"] is not None and cfg.w_context > 0 and description is not None and n > 1:
+        parts["context"] = L.context_distillation_loss(out["context"], description, cfg.context_tau)
+        total = total + cfg.w_context * parts["context"]
+    parts["total"] = total
+    return parts
+
+
+def train_student(kind: str, data: PairData, cfg: CLHOIConfig, seed: int,
+                  descriptions: Optional[torch.Tensor] = None) -> tuple[torch.nn.Module, dict, TrainHistory]:
+    """Train ``icn`` or ``clhoi`` on label-free pair data.
+
+    Args:
+        kind: ``"icn"`` or ``"clhoi"``.
+        data: training pairs (built from proposals and teacher outputs only).
+        cfg: stage config.
+        seed: seeds initialisation, dropout and batch order.
+        descriptions: optional (N, E) VLLM description embeddings added to the teacher description.
+
+    Returns:
+        The model (eval mode), the spatial normalisation stats ``{"mean", "std"}``, and the history.
+    """
+    if not isinstance(data, PairData):
+        raise TypeError("train_student takes PairData (proposals + teacher outputs), never annotated images")
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    mcfg = ModelConfig(kind=kind, visual_dim=int(data.grid.shape[1]), text_dim=int(data.text.shape[1]),
+                       hidden=cfg.hidden, dropout=cfg.dropout, crop_dim=int(data.crops.shape[1]),
+                       prior_weight=cfg.prior_weight, context_gate=cfg.context_gate)
+    model = build_student(mcfg)
+    spatial, mean, std = normalise_spatial(data.spatial)
+    data = replace(data, spatial=spatial)
+    desc_all = L.teacher_description(data.teacher_logits, data.text, cfg.description_temperature)
+    if descriptions is not None:
+        if descriptions.shape != desc_all.shape:
+            raise ValueError(f"descriptions have shape {tuple(descriptions.shape)}, expected {tuple(desc_all.shape)}")
+        desc_all = F.normalize(desc_all + descriptions, dim=-1)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    n = len(data.filenames)
+    has_pairs = torch.zeros(n, dtype=torch.bool)
+    has_pairs[data.pair_image] = True
+    usable = torch.nonzero(has_pairs).flatten()
+    steps_per_epoch = max(1, -(-len(usable) // cfg.batch_images))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.epochs * steps_per_epoch))
+    hist = TrainHistory()
+    t0 = time.time()
+    model.train()
+    for ep in range(cfg.epochs):
+        perm = usable[torch.randperm(len(usable), generator=gen)]
+        sums: dict[str, float] = {}
+        nb = 0
+        for b in range(0, len(perm), cfg.batch_images):
+            ids = perm[b:b + cfg.batch_images]
+            d = data.subset(ids)
+            out = _forward(model, d, d.spatial)
+            parts = compute_losses(out, d, cfg, desc_all[ids])
+            opt.zero_grad()
+            parts["total"].backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            nb += 1
+        hist.epochs.append({"epoch": ep, **{k: v / max(nb, 1) for k, v in sums.items()}})
+    hist.wall_time_s = time.time() - t0
+    model.eval()
+    return model, {"mean": mean, "std": std}, hist
+
+
+@torch.no_grad()
+def student_scores(model: torch.nn.Module, data: PairData, norm: dict, cfg: CLHOIConfig) -> torch.Tensor:
+    """(P, H) pair scores of a trained student on (test) pair data."""
+    model.eval()
+    spatial, _, _ = normalise_spatial(data.spatial, norm["mean"], norm["std"])
+    out = _forward(model, data, spatial)
+    return student_pair_scores(out["pair_logits"], data, cfg)
+
+
+# ----------------------------------------------------------------------------------------------- run
+
+@dataclass
+class CLHOIResult:
+    """What ``run_clhoi`` produced."""
+
+    rows: list[MetricRow]
+    histories: dict[str, list[dict]]
+    proposal_stats: dict[str, dict]
+    proposal_quality: dict[str, dict]
+    prediction_files: dict[str, str]
+    info: dict[str, Any]
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj))
+    os.replace(tmp, path)
+
+
+def evaluate_predictions(world: HOIWorld, preds: dict, model: str, seed: int, cfg: CLHOIConfig) -> list[MetricRow]:
+    """Official HICO-DET mAP rows (Default and Known-object; Full/Rare/Non-rare and Unseen/Seen)."""
+    from mipd_kit.eval.hico import evaluate_hico
+
+    return evaluate_hico(world.test, world.vocab, preds, setting="both", zero_shot=world.unseen,
+                         protocol=cfg.protocol, model=model, seed=seed, src=f"hoi-{model}-seed{seed}")
+
+
+def run_clhoi(cfg: CLHOIConfig, teacher: Any = None, world: Optional[HOIWorld] = None,
+              progress: bool = False) -> CLHOIResult:
+    """The whole stage: proposals, teacher features, baselines, students per seed, predictions, evaluation.
+
+    Rows are merged into ``run_dir/metrics.json`` (per seed and seed-aggregated ``map_mean`` / ``map_std``);
+    predictions go to ``run_dir/predictions/hoi-<model>-seed<k>.json``; histories, proposal statistics and their
+    measured error to ``run_dir/clhoi/summary.json``.
+    """
+    cfg.validate()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    run_dir = Path(cfg.run_dir)
+    (run_dir / "predictions").mkdir(parents=True, exist_ok=True)
+    world = world or load_hoi_world(cfg.world_dir)
+    teacher = teacher if teacher is not None else build_teacher(cfg)
+    scale = teacher_scale(teacher, cfg)
+    text = encode_texts(teacher, world.prompts, cfg.cache_dir if cfg.teacher != "tiny" else None)
+    seeds = tuple(cfg.seeds) or (cfg.seed,)
+    rows: list[MetricRow] = []
+    hists: dict[str, list[dict]] = {}
+    pstats: dict[str, dict] = {}
+    pqual: dict[str, dict] = {}
+    files: dict[str, str] = {}
+    cache: dict[tuple, PairData] = {}
+    t0 = time.time()
+    for seed in seeds:
+        # proposals depend on the seed only through the embedded detector's jitter
+        key_seed = seed if (cfg.proposals == "detector" and not cfg.detections_train) else 0
+        for split, ims in (("train", world.train), ("test", world.test)):
+            if (split, key_seed) in cache:
+                continue
+            props, stats = make_proposals(cfg, ims, world.vocab, split, seed, run_dir / "clhoi")
+            pstats[f"{split}-seed{key_seed}"] = stats.as_dict()
+            if split == "test":  # measured error of the proposals (ground-truth boxes, evaluation only)
+                pqual[f"test-seed{key_seed}"] = proposal_quality(props, world.test)
+            cache[(split, key_seed)] = pair_data_for(teacher, world, props, text, scale, cfg, f"hoi_{split}")
+        train_d, test_d = cache[("train", key_seed)], cache[("test", key_seed)]
+        desc = None
+        if cfg.descriptions_file:
+            desc = read_descriptions(cfg.descriptions_file, train_d.filenames, teacher)
+        for model in cfg.models:
+            if model == "teacher":
+                scores = teacher_pair_scores(test_d, cfg)
+            elif model == "spatial_prior":
+                scores = spatial_prior_scores(test_d, cfg)
+            elif model == "teacher_crop":
+                scores = teacher_crop_scores(test_d, cfg)
+            else:
+                net, norm, h = train_student(model, train_d, cfg, seed, desc)
+                hists[f"{model}-seed{seed}"] = h.epochs
+                scores = student_scores(net, test_d, norm, cfg)
+                if progress:
+                    last = h.epochs[-1] if h.epochs else {}
+                    print(f"[clhoi] {model} seed {seed}: {len(h.epochs)} epochs, {h.wall_time_s:.1f}s, "
+                          f"last losses {({k: round(v, 4) for k, v in last.items() if k != 'epoch'})}", flush=True)
+            preds = predictions_from_scores(test_d, scores, cfg.topk_per_pair)
+            path = run_dir / "predictions" / f"hoi-{model}-seed{seed}.json"
+            _write_json(path, preds)
+            files[f"{model}-seed{seed}"] = str(path)
+            r = evaluate_predictions(world, preds, model, seed, cfg)
+            rows.extend(r)
+            if progress:
+                m = {(x.split, x.setting): x.value for x in r if x.metric == "map"}
+                print(f"[clhoi] {model} seed {seed}: full {m.get(('full', 'default'), float('nan')):.2f} "
+                      f"unseen {m.get(('unseen', 'default'), float('nan')):.2f} mAP (default)", flush=True)
+    map_rows = [r for r in rows if r.metric.startswith("map")]
+    all_rows = rows + aggregate_seeds(map_rows)
+    merge_rows(run_dir / "metrics.json", all_rows)
+    info = {"teacher_logit_scale": scale, "teacher": getattr(teacher, "fingerprint", "?"),
+            "zero_shot": world.zero_shot_name, "n_unseen": len(world.unseen or []),
+            "wall_time_s": time.time() - t0, "config": {k: (list(v) if isinstance(v, tuple) else v)
+                                                        for k, v in asdict(cfg).items()}}
+    _write_json(run_dir / "clhoi" / "summary.json", {"histories": hists, "proposal_stats": pstats,
+                                                      "proposal_quality": pqual, "info": info})
+    return CLHOIResult(all_rows, hists, pstats, pqual, files, info)
+
+
+def proposal_report(world: HOIWorld, cfg: CLHOIConfig, jitters: Sequence[float] = (0.05, 0.1, 0.2),
+                    seed: int = 0) -> list[dict[str, Any]]:
+    """Proposal statistics and measured error on the test split: known boxes and the embedded detector at
+    several jitter levels (one dict per setting; ground truth read for the error measurement only)."""
+    out = []
+    settings = [("known_boxes", 0.0)] + [("detector", float(j)) for j in jitters]
+    for mode, j in settings:
+        c = replace(cfg, proposals=mode, jitter=j, detections_test="")
+        props, stats = make_proposals(c, world.test, world.vocab, "test", seed)
+        out.append({"mode": mode, "jitter": j, **proposal_quality(props, world.test), **stats.as_dict()})
+    return out
+
+
+def results_table(rows: Sequence[MetricRow], setting: str = "default", metric: str = "map") -> str:
+    """Markdown table ``model x split`` of seed means (``map_mean`` +- ``map_std``), or per-seed values."""
+    means = {(r.model, r.split): r.value for r in rows
+             if r.seed is None and r.setting == setting and r.metric == f"{metric}_mean"}
+    stds = {(r.model, r.split): r.value for r in rows
+            if r.seed is None and r.setting == setting and r.metric == f"{metric}_std"}
+    models = list(dict.fromkeys(m for m, _ in means))
+    splits = [s for s in ("full", "rare", "non_rare", "unseen", "seen") if any(k[1] == s for k in means)]
+    lines = [f"| model ({setting}) | " + " | ".join(splits) + " |", "|---" * (len(splits) + 1) + "|"]
+    for m in models:
+        cells = [f"{means[(m, s)]:.2f} ± {stds.get((m, s), 0.0):.2f}" if (m, s) in means else "-" for s in splits]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``mipd clhoi``: train and evaluate CL-HOI and its baselines on a world folder."""
+    ap = argparse.ArgumentParser(prog="mipd clhoi", description=__doc__.split("\n")[0])
+    ap.add_argument("--world", required=True, help="world / dataset folder (hoi_train.json, hoi_test.json, ...)")
+    ap.add_argument("--out", required=True, help="run folder (metrics.json, predictions/, clhoi/)")
+    ap.add_argument("--cache", default="data/cache", help="teacher checkpoints and feature caches")
+    ap.add_argument("--smoke", action="store_true", help="start from CLHOIConfig.smoke()")
+    ap.add_argument("--seeds", default=None, help="comma-separated student seeds, e.g. 0,1,2")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override any CLHOIConfig field (JSON-typed value), e.g. --set epochs=20")
+    args = ap.parse_args(list(argv) if argv is not None else None)
+    base = CLHOIConfig.smoke() if args.smoke else CLHOIConfig()
+    d = asdict(base)
+    d.update(world_dir=args.world, run_dir=args.out, cache_dir=args.cache)
+    if args.seeds:
+        d["seeds"] = [int(s) for s in args.seeds.split(",") if s.strip()]
+    for kv in args.set:
+        if "=" not in kv:
+            print(f"mipd clhoi: --set needs KEY=VALUE, got {kv!r}", file=sys.stderr)
+            return 2
+        k, v = kv.split("=", 1)
+        try:
+            d[k] = json.loads(v)
+        except json.JSONDecodeError:
+            d[k] = v
+    try:
+        cfg = CLHOIConfig.from_dict(d)
+        res = run_clhoi(cfg, progress=True)
+    except (DataError, ValueError) as e:
+        print(f"mipd clhoi: error: {e}", file=sys.stderr)
+        return 2
+    print(results_table(res.rows, "default"))
+    print(results_table(res.rows, "known_object"))
+    for k, q in res.proposal_quality.items():
+        print(f"proposals {k}: " + ", ".join(f"{a}={b:.3f}" for a, b in q.items()))
+    return 0
