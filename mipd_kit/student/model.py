@@ -1,0 +1,214 @@
+"""The Ov-GSR student (MIPD's student, a CoFormer-style single-decoder model; Cho et al., CVPR 2022).
+
+- Backbone: ``backbone="cnn"`` (embedded default) is a small image encoder trained end to end from pixels (64x64 by
+  default), **not** the teacher's image tower: no teacher is on the student's inference path. ``backbone="cached"``
+  (real mode) is a head on cached patch features of a frozen student backbone (the authors use CLIP ViT-L/14-336;
+  features come from ``mipd_kit.teachers.cache``).
+- Open-vocabulary verb head: cosine between a projected scene feature and frozen text embeddings (MiniLM) of the
+  verb names, times a learnable temperature (logit scale, CLIP-style).
+- A transformer decoder whose queries are role + verb text embeddings (projected) attends to the patch tokens and
+  predicts per role a noun (cosine against frozen noun-name embeddings; a learnable vector stands for the empty
+  noun), a box ``(cx, cy, w, h)`` through a sigmoid, and a box-exists logit.
+- Distillation heads map the scene feature and each role feature into the teacher's spaces (scene: joint space E,
+  roles: token space D); they are only used by the training losses.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class StudentVocab:
+    """Everything open-vocabulary the student needs, as frozen tensors.
+
+    Attributes:
+        verbs: all verb names (train and unseen), index = class id.
+        nouns: noun ids, index 0 is the empty noun ``""``.
+        roles: role names.
+        verb_emb: (V, Dt) frozen text embeddings of the verbs; noun_emb: (Nn, Dt) (row 0 unused);
+        role_emb: (Nr, Dt).
+        verb_roles: (V, R) role indices of each verb's frame in order, -1 padded.
+        train_verbs: (V,) bool, verbs whose labels may be trained on (seen + rare).
+        scene_dim: teacher joint-space width E; role_dim: teacher token width D (distillation targets).
+        verb_emb_teacher: (V, E) optional frozen *text* embeddings of the verb prompts in the teacher's joint space
+            (its text tower only), used by ``verb_head="dual"``.
+    """
+
+    verbs: list[str]
+    nouns: list[str]
+    roles: list[str]
+    verb_emb: torch.Tensor
+    noun_emb: torch.Tensor
+    role_emb: torch.Tensor
+    verb_roles: torch.Tensor
+    train_verbs: torch.Tensor
+    scene_dim: int
+    role_dim: int
+    verb_emb_teacher: Optional[torch.Tensor] = None
+
+    @property
+    def max_roles(self) -> int:
+        return self.verb_roles.shape[1]
+
+
+class SmallCNN(nn.Module):
+    """Four-stage conv encoder: (B, 3, S, S) -> (B, (S/8)^2, C) patch tokens. GroupNorm (batch-independent, so DDP
+    shards give the same math as one process)."""
+
+    def __init__(self, width: int = 96):
+        super().__init__()
+        c1, c2 = width // 3, 2 * width // 3
+
+        def block(i: int, o: int, s: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(i, o, 3, s, 1), nn.GroupNorm(8 if o % 8 == 0 else 1, o), nn.GELU())
+
+        self.net = nn.Sequential(block(3, c1, 2), block(c1, c2, 2), block(c2, width, 2), block(width, width, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.net(x)  # (B, C, S/8, S/8)
+        return f.flatten(2).transpose(1, 2)
+
+
+class OvGSRStudent(nn.Module):
+    """Ov-GSR student. See the module docstring.
+
+    Args:
+        cfg: a ``StudentConfig`` (fields ``backbone``, ``width``, ``d_model``, ``heads``, ``dec_layers``,
+            ``image_size``, ``in_dim``).
+        vocab: the frozen vocabulary.
+    """
+
+    def __init__(self, cfg: Any, vocab: StudentVocab):
+        super().__init__()
+        d = cfg.d_model
+        self.backbone_kind = cfg.backbone
+        if cfg.backbone == "cnn":
+            self.backbone = SmallCNN(cfg.width)
+            n_tok, in_w = (cfg.image_size // 8) ** 2, cfg.width
+        else:
+            self.backbone = nn.Identity()
+            n_tok, in_w = cfg.num_tokens, cfg.in_dim
+        self.inp = nn.Sequential(nn.Linear(in_w, d), nn.LayerNorm(d))
+        self.pos = nn.Parameter(torch.randn(1, n_tok, d) * 0.02)
+        self.scene_mlp = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
+        tdim = vocab.verb_emb.shape[1]
+        self.register_buffer("verb_emb", F.normalize(vocab.verb_emb.float(), dim=-1), persistent=False)
+        self.register_buffer("noun_emb", F.normalize(vocab.noun_emb.float(), dim=-1), persistent=False)
+        self.register_buffer("role_emb", vocab.role_emb.float(), persistent=False)
+        self.register_buffer("verb_roles", vocab.verb_roles.long(), persistent=False)
+        self.verb_proj = nn.Linear(d, tdim)
+        self.verb_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        self.verb_head = getattr(cfg, "verb_head", "minilm")
+        if self.verb_head == "dual":
+            if vocab.verb_emb_teacher is None:
+                raise ValueError("verb_head='dual' needs vocab.verb_emb_teacher (teacher text embeddings of the verbs)")
+            self.register_buffer("verb_emb_t", F.normalize(vocab.verb_emb_teacher.float(), dim=-1), persistent=False)
+            self.verb_scale_t = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        elif self.verb_head != "minilm":
+            raise ValueError(f"verb_head must be one of 'minilm', 'dual', got {self.verb_head!r}")
+        self.noun_proj = nn.Linear(d, tdim)
+        self.noun_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        self.empty_noun = nn.Parameter(torch.randn(tdim) * 0.02)
+        self.q_role = nn.Linear(tdim, d)
+        self.q_verb = nn.Linear(tdim, d)
+        layer = nn.TransformerDecoderLayer(d, cfg.heads, 2 * d, dropout=0.0, batch_first=True, norm_first=True)
+        self.decoder = nn.TransformerDecoder(layer, cfg.dec_layers)
+        self.box_head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, 4))
+        self.exists_head = nn.Linear(d, 1)
+        self.scene_distill = nn.Linear(d, vocab.scene_dim)
+        self.role_distill = nn.Linear(d, vocab.role_dim)
+
+    # -- encoder ---------------------------------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pixels (B, 3, S, S) in [0, 1] or cached features (B, T, Din) -> tokens (B, T, d), scene (B, d)."""
+        if self.backbone_kind == "cnn":
+            x = self.backbone(x - 0.5)
+        tok = self.inp(x) + self.pos
+        return tok, self.scene_mlp(tok.mean(1))
+
+    def verb_logits(self, scene: torch.Tensor) -> torch.Tensor:
+        """(B, d) -> (B, V) scaled cosine logits against every verb's text embedding.
+
+        ``verb_head="dual"`` adds the cosine of the scene-distillation feature (the one distilled towards the
+        teacher's image features) with the teacher-space text embeddings of the verbs, so what distillation teaches
+        reaches the open-vocabulary verb decision.
+        """
+        v = F.normalize(self.verb_proj(scene), dim=-1)
+        out = self.verb_scale.exp().clamp(max=100) * v @ self.verb_emb.t()
+        if self.verb_head == "dual":
+            t = F.normalize(self.scene_distill(scene), dim=-1)
+            out = out + self.verb_scale_t.exp().clamp(max=100) * t @ self.verb_emb_t.t()
+        return out
+
+    def decode(self, tokens: torch.Tensor, verbs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Decode the frames of ``verbs`` (B,) against memory ``tokens`` (B, T, d).
+
+        Returns ``noun_logits`` (B, R, Nn), ``boxes`` (B, R, 4) sigmoid cx,cy,w,h, ``exists`` (B, R) logits,
+        ``role_feat`` (B, R, D) distillation features, ``role_mask`` (B, R).
+        """
+        roles = self.verb_roles[verbs]  # (B, R)
+        mask = roles >= 0
+        q = self.q_role(self.role_emb[roles.clamp(min=0)]) + self.q_verb(self.verb_emb[verbs]).unsqueeze(1)
+        h = self.decoder(q, tokens, tgt_key_padding_mask=~mask)  # (B, R, d)
+        n = F.normalize(self.noun_proj(h), dim=-1)
+        bank = torch.cat([F.normalize(self.empty_noun, dim=0).unsqueeze(0), self.noun_emb[1:]], 0)
+        return {"noun_logits": self.noun_scale.exp().clamp(max=100) * n @ bank.t(),
+                "boxes": torch.sigmoid(self.box_head(h)), "exists": self.exists_head(h).squeeze(-1),
+                "role_feat": self.role_distill(h), "role_mask": mask}
+
+    def forward(self, x: torch.Tensor, verbs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Training forward with the given (ground-truth) verbs (B,)."""
+        tok, scene = self.encode(x)
+        out = self.decode(tok, verbs)
+        out["verb_logits"] = self.verb_logits(scene)
+        out["scene_feat"] = self.scene_distill(scene)
+        return out
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, k: int = 5, gt_verbs: Optional[torch.Tensor] = None,
+                allowed: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+        """Top-k verbs with a decoded frame for each (and for the ground-truth verb when given).
+
+        Args:
+            x: inputs; k: verbs kept; gt_verbs: (B,) optional; allowed: (V,) bool mask of predictable verbs.
+
+        Returns:
+            ``verbs`` (B, k), ``scores`` (B, k) softmax probabilities, ``nouns`` (B, k, R), ``boxes`` (B, k, R, 4),
+            ``exists`` (B, k, R) probabilities, and ``gt_*`` counterparts (B, R, ...) when ``gt_verbs`` is given.
+        """
+        tok, scene = self.encode(x)
+        logits = self.verb_logits(scene)
+        if allowed is not None:
+            logits = logits.masked_fill(~allowed, float("-inf"))
+        k = min(k, logits.shape[1])
+        prob = logits.softmax(-1)
+        scores, verbs = prob.topk(k, -1)  # (B, k)
+        B, T, d = tok.shape
+        dec = self.decode(tok.unsqueeze(1).expand(B, k, T, d).reshape(B * k, T, d), verbs.reshape(-1))
+        R = dec["boxes"].shape[1]
+        out = {"verbs": verbs, "scores": scores, "nouns": dec["noun_logits"].argmax(-1).view(B, k, R),
+               "boxes": dec["boxes"].view(B, k, R, 4), "exists": torch.sigmoid(dec["exists"]).view(B, k, R)}
+        if gt_verbs is not None:
+            g = self.decode(tok, gt_verbs)
+            out.update(gt_nouns=g["noun_logits"].argmax(-1), gt_boxes=g["boxes"], gt_exists=torch.sigmoid(g["exists"]))
+        return out
+
+
+def build_student(cfg: Any, vocab: StudentVocab) -> OvGSRStudent:
+    """Explicit factory over ``cfg.backbone`` (``"cnn"`` embedded, ``"cached"`` real mode)."""
+    if cfg.backbone == "cnn":
+        if cfg.image_size % 8:
+            raise ValueError(f"image_size must be a multiple of 8 for the CNN backbone, got {cfg.image_size}")
+        return OvGSRStudent(cfg, vocab)
+    elif cfg.backbone == "cached":
+        if not cfg.in_dim or not cfg.num_tokens:
+            raise ValueError("backbone='cached' needs cfg.in_dim and cfg.num_tokens (set from the cached features)")
+        return OvGSRStudent(cfg, vocab)
+    raise ValueError(f"backbone must be one of 'cnn', 'cached', got {cfg.backbone!r}")

@@ -1,0 +1,92 @@
+"""Tables and figures of the MIPD ablation (pure functions over metric rows / loss histories).
+
+The table follows the issue's "Evidence": rows teacher (zero-shot reference), baseline, mipd-feat, mipd-glimpse,
+mipd-gaze, mipd-neg, mipd, mipd-unlabeled; seed-aggregated ``mean ± std`` (sample std over seeds) of per-image means.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+from ..metrics import MetricRow
+
+MODEL_ORDER = ("teacher", "baseline", "mipd-feat", "mipd-glimpse", "mipd-gaze", "mipd-neg", "mipd", "mipd-unlabeled")
+SPLITS = ("seen", "rare", "unseen_compositional", "unseen_novel", "unseen", "all")
+
+
+def _collect(rows: Iterable[MetricRow], setting: str, metric: str, mean: str = "image") -> dict[tuple[str, str], list[float]]:
+    out: dict[tuple[str, str], list[float]] = {}
+    for r in rows:
+        if r.seed is None or r.setting != setting or r.metric != metric or r.mean != mean:
+            continue
+        out.setdefault((r.model, r.split), []).append(r.value)
+    return out
+
+
+def _fmt(vals: Optional[list[float]]) -> str:
+    if not vals:
+        return "–"
+    m = statistics.fmean(vals)
+    s = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    return f"{m:.1f} ± {s:.1f}" if len(vals) > 1 else f"{m:.1f}"
+
+
+def ablation_table(rows: Sequence[MetricRow], setting: str = "top1", metric: str = "verb",
+                   splits: Sequence[str] = SPLITS, models: Sequence[str] = MODEL_ORDER, mean: str = "image") -> str:
+    """Markdown table: one line per model, one column per split, ``mean ± std`` over seeds (n seeds shown)."""
+    got = _collect(rows, setting, metric, mean)
+    present = [m for m in models if any(k[0] == m for k in got)] + sorted({k[0] for k in got} - set(models))
+    head = f"| model ({setting}, {metric}, per-{mean}) | n | " + " | ".join(splits) + " |"
+    lines = [head, "|" + "---|" * (len(splits) + 2)]
+    for m in present:
+        n = max((len(got.get((m, s), [])) for s in splits), default=0)
+        lines.append(f"| {m} | {n} | " + " | ".join(_fmt(got.get((m, s))) for s in splits) + " |")
+    return "\n".join(lines)
+
+
+def frame_table(rows: Sequence[MetricRow], split: str = "unseen", setting: str = "top1",
+                metrics: Sequence[str] = ("verb", "value", "value_all", "grnd_value", "grnd_value_all"),
+                models: Sequence[str] = MODEL_ORDER) -> str:
+    """Markdown table of the five SWiG metrics for one split and setting (``gt_verb`` for nouns and boxes)."""
+    cols = {mt: _collect(rows, setting, mt) for mt in metrics}
+    present = [m for m in models if any((m, split) in c for c in cols.values())]
+    lines = [f"| model ({split}, {setting}) | " + " | ".join(metrics) + " |", "|" + "---|" * (len(metrics) + 1)]
+    for m in present:
+        lines.append(f"| {m} | " + " | ".join(_fmt(cols[mt].get((m, split))) for mt in metrics) + " |")
+    return "\n".join(lines)
+
+
+def load_curves(run_dir: str | Path) -> dict[str, dict]:
+    """``run_dir/curves/*.json`` -> {tag: curve record}."""
+    out = {}
+    for p in sorted((Path(run_dir) / "curves").glob("*.json")):
+        out[p.stem] = json.loads(p.read_text())
+    return out
+
+
+def plot_loss_curves(curves: dict[str, dict], path: str | Path, smooth: int = 10):
+    """One panel per model tag: total loss per step (moving average) and dev verb top-1 per epoch; saves a PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = max(1, len(curves))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    for tag, c in curves.items():
+        ys = [h["loss"] for h in c["history"]]
+        k = max(1, min(smooth, len(ys)))
+        sm = [sum(ys[max(0, i - k + 1):i + 1]) / len(ys[max(0, i - k + 1):i + 1]) for i in range(len(ys))]
+        axes[0].plot(sm, label=tag, lw=1)
+        if c.get("dev_curve"):
+            axes[1].plot(c["dev_curve"], marker="o", ms=3, label=tag)
+    axes[0].set(xlabel="step", ylabel="training loss (moving avg)", title="student losses")
+    axes[1].set(xlabel="epoch", ylabel="dev verb top-1 (trainable verbs) %", title="model selection on dev")
+    axes[0].legend(fontsize=6, ncol=1 + n // 8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

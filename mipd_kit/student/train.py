@@ -1,0 +1,912 @@
+"""Training the Ov-GSR student: baseline and MIPD variants, single process or ``torchrun`` DDP.
+
+MIPD (Multimodal Interactive Prompt Distillation): the student (:mod:`mipd_kit.student.model`) is trained on the
+labelled seen + rare verbs of the open-vocabulary split (``mipd_kit.data.splits.guard_training`` refuses any
+unseen-verb example; a second check refuses any unseen label that would reach the loss) and, depending on the
+variant, distils the teacher:
+
+=============  ==========================================================================================
+variant        what is added to the supervised GSR losses
+=============  ==========================================================================================
+baseline       nothing (model name ``baseline``)
+feat           scene + role feature distillation towards the *raw* teacher features (``mipd-feat``)
+glimpse        scene target = NMPA-aligned with the positive glimpse rationales (``mipd-glimpse``)
+gaze           + role targets = NMPA instance features aligned with the gaze rationales (``mipd-gaze``)
+neg            + negative guidance (NMPA trained with it; student term on its scene feature) (``mipd-neg``)
+full           + logit distillation of the teacher's zero-shot verb distribution (``mipd``)
+unlabeled      full + scene distillation on the world's unlabeled pool (``mipd-unlabeled``)
+=============  ==========================================================================================
+
+DDP: each optimisation step draws one *global* batch from a seeded permutation; rank ``r`` takes every
+``world_size``-th element; every loss is a sum of per-sample terms over the *global* batch size
+(:mod:`mipd_kit.student.losses`), gradients are all-reduced by SUM, so two processes give one process's result up to
+float tolerance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from PIL import Image
+
+from ..align.nmpa import AlignData, NMPAConfig, aligned_targets, build_align_data, train_nmpa
+from ..data.records import DataError, FrameSpace, Situation
+from . import losses as L
+from .model import OvGSRStudent, StudentVocab, build_student
+
+Variant = Literal["baseline", "feat", "glimpse", "gaze", "neg", "full", "unlabeled"]
+VARIANTS: tuple[str, ...] = ("baseline", "feat", "glimpse", "gaze", "neg", "full", "unlabeled")
+MODEL_NAMES: dict[str, str] = {"baseline": "baseline", "feat": "mipd-feat", "glimpse": "mipd-glimpse",
+                               "gaze": "mipd-gaze", "neg": "mipd-neg", "full": "mipd", "unlabeled": "mipd-unlabeled"}
+
+
+class CheckpointMismatch(RuntimeError):
+    """A checkpoint was written by a different training configuration."""
+
+
+@dataclass
+class StudentConfig:
+    """Student training configuration (weights follow the authors' code unless noted).
+
+    Attributes:
+        variant: which MIPD ablation to train (see the module docstring).
+        backbone: ``"cnn"`` (embedded: small image encoder trained end to end) or ``"cached"`` (real mode).
+        image_size, width, d_model, heads, dec_layers: model size. in_dim / num_tokens: cached-feature shape
+            (set automatically in real mode).
+        verb_text: text used for the verb embeddings: ``"name"`` or ``"definition"`` (imSitu abstract/def).
+        verb_head: ``"minilm"`` (cosine vs MiniLM verb-name embeddings) or ``"dual"`` (+ cosine of the distilled
+            scene feature vs the teacher's text embeddings of the verb prompts; a frozen text table, no teacher image
+            tower at inference). Same head for every variant, baseline included.
+        kd_vocab: verbs over which logit KD matches the teacher's distribution: ``"train"`` (seen + rare) or
+            ``"all"`` (also unseen verb *names*; no unseen label is used either way).
+        epochs, batch_size, lr, weight_decay, clip: optimisation (AdamW; clip = max gradient norm).
+        verb_smoothing, noun_smoothing: label smoothing (0.3 / 0.2 as the authors).
+        w_verb, w_noun, w_l1, w_giou, w_exists: supervised loss weights.
+        w_scene, w_role: feature-distillation weights; distill_kind ``"l1"`` or ``"cosine"``.
+        w_kd, kd_t: logit distillation weight and temperature (used by ``full``/``unlabeled``).
+        w_neg, neg_kind: student negative-guided term weight and form (``neg``/``full``/``unlabeled``).
+        unlabeled_ratio: unlabeled images per labelled image in a step (``unlabeled`` variant).
+        select_on_dev: keep the epoch with the best dev verb top-1 on *trainable* verbs (never test).
+        strict_rationales: fail if any training image lacks rationales (default: train with what exists).
+        nmpa: NMPA config (its ``w_neg`` is zeroed for variants without negatives; its seed follows ``seed``).
+        seed: seeds initialisation, data order and NMPA.
+        threads: torch threads (0 = leave).
+    """
+
+    variant: Variant = "full"
+    backbone: Literal["cnn", "cached"] = "cnn"
+    image_size: int = 64
+    width: int = 96
+    d_model: int = 128
+    heads: int = 4
+    dec_layers: int = 1
+    in_dim: int = 0
+    num_tokens: int = 0
+    verb_text: Literal["name", "definition"] = "name"
+    verb_head: Literal["minilm", "dual"] = "dual"
+    kd_vocab: Literal["train", "all"] = "train"
+    epochs: int = 12
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    clip: float = 1.0
+    verb_smoothing: float = 0.3
+    noun_smoothing: float = 0.2
+    w_verb: float = 1.0
+    w_noun: float = 1.0
+    w_l1: float = 5.0
+    w_giou: float = 2.0
+    w_exists: float = 1.0
+    w_scene: float = 2.0
+    w_role: float = 1.0
+    distill_kind: Literal["l1", "cosine"] = "cosine"
+    w_kd: float = 1.0
+    kd_t: float = 2.0
+    w_neg: float = 1.0
+    neg_kind: Literal["authors", "margin", "infonce"] = "authors"
+    unlabeled_ratio: float = 1.0
+    select_on_dev: bool = True
+    strict_rationales: bool = False
+    nmpa: NMPAConfig = field(default_factory=NMPAConfig)
+    seed: int = 0
+    threads: int = 0
+
+    @classmethod
+    def smoke(cls, variant: Variant = "full") -> "StudentConfig":
+        return cls(variant=variant, image_size=32, width=48, d_model=64, epochs=2, batch_size=16,
+                   nmpa=NMPAConfig.smoke())
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        if isinstance(self.nmpa, dict):
+            self.nmpa = NMPAConfig(**self.nmpa)
+
+    @property
+    def model_name(self) -> str:
+        return MODEL_NAMES[self.variant]
+
+    @property
+    def uses(self) -> dict[str, bool]:
+        """Which ingredients the variant switches on (cumulative ablation)."""
+        i = VARIANTS.index(self.variant)
+        return {"distill": i >= 1, "glimpse": i >= 2, "gaze": i >= 3, "neg": i >= 4, "kd": i >= 5, "unlabeled": i >= 6}
+
+    def nmpa_config(self) -> NMPAConfig:
+        """The NMPA config actually trained for this variant."""
+        return dataclasses.replace(self.nmpa, seed=self.seed, w_neg=self.nmpa.w_neg if self.uses["neg"] else 0.0,
+                                   use_instances=self.uses["gaze"])
+
+    def fingerprint(self) -> str:
+        """Hash of every field that changes the trained weights."""
+        d = dataclasses.asdict(self)
+        for k in ("threads", "strict_rationales"):
+            d.pop(k)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "StudentConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        bad = set(d) - names
+        if bad:
+            raise ValueError(f"unknown StudentConfig keys {sorted(bad)}; valid: {sorted(names)}")
+        return cls(**d)
+
+
+# ----------------------------------------------------------------------------------------------- data
+@dataclass
+class StudentData:
+    """Tensors of one split.
+
+    Attributes:
+        images: names (N). x: (N, 3, S, S) uint8 pixels or (N, T, Din) cached features.
+        verb: (N,) verb index (-1 unknown, unlabeled pool). nouns: (N, R, A) noun indices (-1 none).
+        boxes: (N, R, 4) normalised cx,cy,w,h. exists: (N, R). role_mask: (N, R). sizes: (N, 2) width, height.
+        scene_t: (N, E) scene targets or None. role_t: (N, R, D) or None. neg: (N, K, E) negative glimpse
+            embeddings, neg_mask (N, K), pos (N, E), pos_mask (N,). kd: (N, V) teacher verb logits or None.
+    """
+
+    images: list[str]
+    x: torch.Tensor
+    verb: torch.Tensor
+    nouns: torch.Tensor
+    boxes: torch.Tensor
+    exists: torch.Tensor
+    role_mask: torch.Tensor
+    sizes: torch.Tensor
+    scene_t: Optional[torch.Tensor] = None
+    role_t: Optional[torch.Tensor] = None
+    neg: Optional[torch.Tensor] = None
+    neg_mask: Optional[torch.Tensor] = None
+    pos: Optional[torch.Tensor] = None
+    pos_mask: Optional[torch.Tensor] = None
+    kd: Optional[torch.Tensor] = None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def load_pixels(paths: Sequence[Path], size: int) -> torch.Tensor:
+    """Images -> (N, 3, size, size) uint8 (bilinear resize), naming the file on failure."""
+    out = np.zeros((len(paths), size, size, 3), dtype=np.uint8)
+    for i, p in enumerate(paths):
+        try:
+            with Image.open(p) as im:
+                out[i] = np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR))
+        except FileNotFoundError as e:
+            raise DataError(f"{p}: image not found") from e
+        except OSError as e:
+            raise DataError(f"{p}: unreadable image ({e})") from e
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+def to_input(x: torch.Tensor) -> torch.Tensor:
+    """Stored inputs -> model inputs (uint8 pixels to [0, 1] floats; features unchanged)."""
+    return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+
+
+def build_vocab(space: FrameSpace, trainable: set[str], embed: Callable[[list[str]], torch.Tensor],
+                scene_dim: int, role_dim: int, verb_text: str = "name") -> StudentVocab:
+    """Frozen open-vocabulary tables: verbs, nouns (index 0 = empty), roles, each verb's ordered roles."""
+    verbs = sorted(space.verbs)
+    nouns = [""] + sorted(space.nouns)
+    roles = sorted({r for v in verbs for r in space.roles(v)})
+    R = max(len(space.roles(v)) for v in verbs)
+    vr = torch.full((len(verbs), R), -1, dtype=torch.long)
+    for i, v in enumerate(verbs):
+        for j, r in enumerate(space.roles(v)):
+            vr[i, j] = roles.index(r)
+    if verb_text == "name":
+        vt = [v.replace("_", " ") for v in verbs]
+    elif verb_text == "definition":
+        vt = [space.verbs[v].definition or space.verbs[v].abstract or v for v in verbs]
+    else:
+        raise ValueError(f"verb_text must be one of 'name', 'definition', got {verb_text!r}")
+    ne = embed([space.noun_name(n) for n in nouns[1:]])
+    ne = torch.cat([torch.zeros(1, ne.shape[1]), ne])
+    return StudentVocab(verbs, nouns, roles, embed(vt), ne, embed([r.replace("_", " ") for r in roles]), vr,
+                        torch.tensor([v in trainable for v in verbs]), scene_dim, role_dim)
+
+
+def situations_to_tensors(sits: dict[str, Situation], vocab: StudentVocab, space: FrameSpace, where: str,
+                          annotators: int = 3) -> dict[str, torch.Tensor]:
+    """Labels of a split as tensors (verb, nouns (N,R,A), boxes cxcywh, exists, role_mask, sizes)."""
+    vi = {v: i for i, v in enumerate(vocab.verbs)}
+    ni = {n: i for i, n in enumerate(vocab.nouns)}
+    names = list(sits)
+    N, R = len(names), vocab.max_roles
+    verb = torch.full((N,), -1, dtype=torch.long)
+    nouns = torch.full((N, R, annotators), -1, dtype=torch.long)
+    boxes = torch.zeros(N, R, 4)
+    exists = torch.zeros(N, R, dtype=torch.bool)
+    rmask = torch.zeros(N, R, dtype=torch.bool)
+    sizes = torch.zeros(N, 2)
+    for i, im in enumerate(names):
+        s = sits[im]
+        if s.verb not in vi:
+            raise DataError(f"{where}: image {im!r} has verb {s.verb!r} absent from the frame space")
+        verb[i] = vi[s.verb]
+        W, H = max(s.width, 1), max(s.height, 1)
+        sizes[i] = torch.tensor([W, H])
+        for r, role in enumerate(space.roles(s.verb)):
+            rmask[i, r] = True
+            for a, fr in enumerate(s.frames[:annotators]):
+                n = fr.get(role, "")
+                if n not in ni:
+                    raise DataError(f"{where}: image {im!r} role {role!r} has noun {n!r} absent from the frame space")
+                nouns[i, r, a] = ni[n]
+            b = s.boxes.get(role)
+            if b is not None:
+                x1, y1, x2, y2 = b
+                boxes[i, r] = torch.tensor([(x1 + x2) / 2 / W, (y1 + y2) / 2 / H, (x2 - x1) / W, (y2 - y1) / H])
+                exists[i, r] = True
+    return {"verb": verb, "nouns": nouns, "boxes": boxes.clamp(0, 1), "exists": exists, "role_mask": rmask, "sizes": sizes}
+
+
+def cxcywh_to_unit_xyxy(b: torch.Tensor) -> torch.Tensor:
+    return L.box_cxcywh_to_xyxy(b).clamp(0, 1)
+
+
+@dataclass
+class World:
+    """A prepared world: vocabulary, labelled splits, unlabeled pool, ground truth and the teacher's material.
+
+    ``align`` (train images) and ``align_unlabeled`` hold the teacher features and rationale indices NMPA needs;
+    ``kd_train`` the teacher's zero-shot verb logits of the train images; ``report`` counts and timings.
+    """
+
+    vocab: StudentVocab
+    space: FrameSpace
+    split: Any
+    train: StudentData
+    dev: StudentData
+    test: StudentData
+    unlabeled: Optional[StudentData]
+    gt: dict[str, dict[str, Situation]]
+    align: Optional[AlignData]
+    align_unlabeled: Optional[AlignData]
+    kd_train: Optional[torch.Tensor]
+    kd_unlabeled: Optional[torch.Tensor]
+    report: dict[str, Any] = field(default_factory=dict)
+    nmpa_cache: dict[str, Any] = field(default_factory=dict)  # NMPA config fingerprint -> (model, history, targets)
+
+
+def make_split_data(sits: dict[str, Situation], vocab: StudentVocab, space: FrameSpace, x: torch.Tensor,
+                    where: str) -> StudentData:
+    t = situations_to_tensors(sits, vocab, space, where)
+    return StudentData(list(sits), x, **t)
+
+
+def prepare_world(world_dir: str | os.PathLike, cache_dir: str | os.PathLike, teacher: Any, image_size: int = 64,
+                  embed_texts: Optional[Callable[[list[str]], torch.Tensor]] = None,
+                  rationales_path: Optional[str | os.PathLike] = None, with_unlabeled: bool = True,
+                  backbone: Any = None, verb_text: str = "name", progress: bool = False,
+                  collected: Optional[dict[str, Any]] = None) -> World:
+    """Read a SynthSitu (or SWiG-format) world and the teacher's material once, for every variant and seed.
+
+    Args:
+        world_dir: the world folder (TEAM.md layout).
+        cache_dir: feature caches (``mipd_kit.teachers.cache``).
+        teacher: a ``Teacher`` (features for NMPA targets, text encoder for rationales, zero-shot KD logits).
+        image_size: student input side (embedded mode).
+        embed_texts: texts -> (N, Dt) frozen embeddings for the open-vocabulary heads (default: MiniLM).
+        rationales_path: ``rationales.jsonl`` (``None``: no rationales; rationale variants then train with none).
+        with_unlabeled: also load the unlabeled pool.
+        backbone: real mode: a frozen student backbone (``Teacher`` protocol) whose cached tokens replace pixels.
+        verb_text: see ``StudentConfig.verb_text``.
+        collected: already collected rationales (``mipd_kit.rationales.store.collect`` form); overrides the path.
+    """
+    from ..data.splits import OvSplit, guard_training
+    from ..data.swig import load_frame_space, load_situations
+
+    t0 = time.time()
+    world = Path(world_dir)
+    space = load_frame_space(world / "imsitu_space.json")
+    split = OvSplit.load(world / "ov_split.json")
+    gt = {s: load_situations(world / f"{s}.json") for s in ("train", "dev", "test")}
+    train_sits = guard_training(gt["train"], split)
+    if embed_texts is None:
+        from ..teachers.embedded import minilm_encode
+
+        def embed_texts(texts: list[str]) -> torch.Tensor:
+            return minilm_encode(texts, with_tokens=False)[2]
+
+    name = world.name or "world"
+    img = lambda n: world / "images" / n  # noqa: E731
+    probe = teacher.encode_images([Image.new("RGB", (32, 32))])
+    vocab = build_vocab(space, split.trainable, embed_texts, probe.pooled.shape[-1], probe.tokens.shape[-1], verb_text)
+
+    def inputs(names: list[str], ds: str) -> torch.Tensor:
+        if backbone is None:
+            return load_pixels([img(n) for n in names], image_size)
+        return cached_image_features(backbone, [img(n) for n in names], cache_dir, f"{name}-{ds}-student").tokens.float()
+
+    data = {s: make_split_data(train_sits if s == "train" else gt[s], vocab, space, inputs(list(gt[s]), s),
+                               f"{world / (s + '.json')}") for s in ("train", "dev", "test")}
+    unl = None
+    unl_names: list[str] = []
+    if with_unlabeled and (world / "unlabeled.json").exists():
+        unl_names = list(json.loads((world / "unlabeled.json").read_text())["images"])
+        if unl_names:
+            n, R = len(unl_names), vocab.max_roles
+            unl = StudentData(unl_names, inputs(unl_names, "unlabeled"), torch.full((n,), -1),
+                              torch.full((n, R, 3), -1), torch.zeros(n, R, 4), torch.zeros(n, R, dtype=torch.bool),
+                              torch.zeros(n, R, dtype=torch.bool), torch.zeros(n, 2))
+
+    # teacher material ------------------------------------------------------------------------------------
+    if collected is None and rationales_path is not None and Path(rationales_path).exists():
+        from ..rationales.store import collect, read_rationales
+        collected = collect(read_rationales(rationales_path))
+    collected = collected or {}
+
+    def enc_texts(texts: list[str]):
+        return cached_text_features(teacher, texts, cache_dir, dataset=f"{name}-rationales")
+
+    tr = data["train"]
+    te = cached_image_features(teacher, [img(n) for n in tr.images], cache_dir, f"{name}-train")
+    roles = [list(space.roles(train_sits[n].verb)) for n in tr.images]
+    align = build_align_data(tr.images, roles, cxcywh_to_unit_xyxy(tr.boxes), tr.exists, te.tokens.float(),
+                             te.pooled.float(), teacher.grid, collected, enc_texts)
+    from ..teachers.embedded import class_embeddings, verb_prompts
+    names, cls = class_embeddings(teacher, verb_prompts(space))
+    cls = cls[[names.index(v) for v in vocab.verbs]]  # (V, E) in vocab order
+    vocab.verb_emb_teacher = cls
+    scale = 1.0 / 0.05
+    kd_train = scale * F.normalize(te.pooled.float(), dim=-1) @ cls.t()
+    align_u = kd_u = None
+    if unl is not None:
+        tu = cached_image_features(teacher, [img(n) for n in unl.images], cache_dir, f"{name}-unlabeled")
+        R = vocab.max_roles
+        align_u = build_align_data(unl.images, [[] for _ in unl.images], torch.zeros(len(unl), R, 4),
+                                   torch.zeros(len(unl), R, dtype=torch.bool), tu.tokens.float(), tu.pooled.float(),
+                                   teacher.grid, {}, enc_texts)
+        kd_u = scale * F.normalize(tu.pooled.float(), dim=-1) @ cls.t()
+    report = {"prepare_s": time.time() - t0, "rationales": align.coverage(), "n_train": len(tr),
+              "n_dev": len(data["dev"]), "n_test": len(data["test"]), "n_unlabeled": len(unl_names)}
+    return World(vocab, space, split, tr, data["dev"], data["test"], unl, gt, align, align_u, kd_train, kd_u, report)
+
+
+def attach_targets(world: World, cfg: StudentConfig, progress: bool = False) -> tuple[StudentData, Optional[StudentData], dict]:
+    """Variant-specific teacher targets on copies of the train (and unlabeled) data; trains NMPA when needed.
+
+    Returns the train data, the unlabeled data (``unlabeled`` variant only) and a report (coverage, NMPA history).
+    """
+    u = cfg.uses
+    tr = dataclasses.replace(world.train)
+    info: dict[str, Any] = {}
+    if not u["distill"]:
+        return tr, None, info
+    a = world.align
+    cov = a.coverage()
+    info["rationales"] = cov
+    needs_rationales = u["glimpse"]
+    if needs_rationales:
+        missing = cov["images_without_glimpse"] + (cov["roles_without_gaze"] if u["gaze"] else 0)
+        if missing and cfg.strict_rationales:
+            gaps = [a.images[i] for i in torch.nonzero(~(a.glimpse_pos >= 0).any(-1)).flatten()[:5].tolist()]
+            raise DataError(f"strict_rationales: {cov['images_without_glimpse']} training images lack glimpse "
+                            f"rationales and {cov['roles_without_gaze']} roles lack gaze rationales (e.g. {gaps})")
+        if cov["images_with_glimpse"] == 0:
+            raise DataError("no training image has a positive glimpse rationale: run notebooks 02/03 (rationales) "
+                            f"before variant {cfg.variant!r}")
+        ncfg = cfg.nmpa_config()
+        key = ncfg.fingerprint()
+        if key not in world.nmpa_cache:  # variants sharing an NMPA config (e.g. neg/full/unlabeled) train it once
+            t0 = time.time()
+            model, hist = train_nmpa(a, ncfg, progress=progress)
+            world.nmpa_cache[key] = (model, hist, aligned_targets(model, a), time.time() - t0)
+        model, hist, tg, info["nmpa_s"] = world.nmpa_cache[key]
+        tg = dict(tg)
+        info["nmpa_history"] = hist
+        if not u["gaze"]:
+            tg["roles"] = aligned_targets(None, a)["roles"]
+    else:
+        model = None
+        tg = aligned_targets(None, a)
+    tr.scene_t, tr.role_t = tg["scene"], tg["roles"]
+    if u["neg"]:
+        from ..align.nmpa import _pooled_each, _pooled_mean
+        tr.neg, tr.neg_mask = _pooled_each(a.bank, a.glimpse_neg)
+        tr.pos, tr.pos_mask = _pooled_mean(a.bank, a.glimpse_pos)
+    if u["kd"]:
+        tr.kd = world.kd_train
+    un = None
+    if u["unlabeled"] and world.unlabeled is not None:
+        un = dataclasses.replace(world.unlabeled)
+        un.scene_t = aligned_targets(model, world.align_unlabeled)["scene"] if model is not None else world.align_unlabeled.pooled
+        un.kd = world.kd_unlabeled
+    elif u["unlabeled"]:
+        raise DataError("variant 'unlabeled' needs the world's unlabeled pool (unlabeled.json); none was loaded")
+    return tr, un, info
+
+
+def cached_image_features(teacher: Any, paths: Sequence[Path], cache_dir: str | os.PathLike, dataset: str) -> Any:
+    """``mipd_kit.teachers.cache.cached_image_features`` (the shared feature cache)."""
+    from ..teachers.cache import cached_image_features as f
+    return f(teacher, [str(p) for p in paths], cache_dir, dataset, progress=False)
+
+
+def cached_text_features(teacher: Any, texts: list[str], cache_dir: str | os.PathLike, dataset: str) -> Any:
+    """``mipd_kit.teachers.cache.cached_text_features`` (the shared text-feature cache)."""
+    from ..teachers.cache import cached_text_features as f
+    return f(teacher, texts, cache_dir, dataset=dataset, progress=False)
+
+
+# ----------------------------------------------------------------------------------------------- DDP helpers
+def _dist() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed() -> bool:
+    """Initialise the process group from torchrun's environment (gloo on CPU); True when distributed."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    return _dist()[1] > 1
+
+
+def _allreduce_grads(model: torch.nn.Module) -> None:
+    _, ws = _dist()
+    if ws == 1:
+        return
+    for p in model.parameters():
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+
+
+# ----------------------------------------------------------------------------------------------- training
+def compute_losses(model: OvGSRStudent, d: StudentData, idx: torch.Tensor, B: int, cfg: StudentConfig,
+                   train_map: torch.Tensor, train_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Weighted named loss parts on the labelled samples ``idx`` (normalised by the global batch size ``B``)."""
+    u = cfg.uses
+    verb = d.verb[idx]
+    if (verb < 0).any() or (~torch.isin(verb, train_ids)).any():
+        bad = [d.images[i] for i in idx[(verb < 0) | ~torch.isin(verb, train_ids)][:3].tolist()]
+        raise RuntimeError(f"label of a non-trainable (unseen) verb reached the loss: {bad}")
+    out = model(to_input(d.x[idx]), verb)
+    vl = out["verb_logits"][:, train_ids]  # CE over the trainable vocabulary only
+    rm = d.role_mask[idx]
+    parts = {"verb": cfg.w_verb * L.verb_ce(vl, train_map[verb], B, cfg.verb_smoothing),
+             "noun": cfg.w_noun * L.noun_ce(out["noun_logits"], d.nouns[idx], rm, B, cfg.noun_smoothing),
+             "box_l1": cfg.w_l1 * L.box_l1(out["boxes"], d.boxes[idx], d.exists[idx], B),
+             "box_giou": cfg.w_giou * L.box_giou(out["boxes"], d.boxes[idx], d.exists[idx], B),
+             "box_exists": cfg.w_exists * L.box_exists_bce(out["exists"], d.exists[idx], rm, B)}
+    if u["distill"]:
+        ones = torch.ones(len(idx), dtype=torch.bool)
+        parts["distill_scene"] = cfg.w_scene * L.feature_distill(out["scene_feat"], d.scene_t[idx], ones, B, cfg.distill_kind)
+        if cfg.w_role > 0:
+            parts["distill_role"] = cfg.w_role * L.feature_distill(out["role_feat"], d.role_t[idx], rm, B, cfg.distill_kind)
+    if u["neg"] and cfg.w_neg > 0 and d.neg is not None:
+        parts["neg"] = cfg.w_neg * L.negative_guided(out["scene_feat"], d.pos[idx], d.neg[idx], d.neg_mask[idx], B,
+                                                     cfg.neg_kind, pos_mask=d.pos_mask[idx])
+    if u["kd"] and cfg.w_kd > 0 and d.kd is not None:
+        kv = train_ids if cfg.kd_vocab == "train" else torch.arange(out["verb_logits"].shape[1])
+        parts["kd"] = cfg.w_kd * L.logit_kd(out["verb_logits"][:, kv], d.kd[idx][:, kv], B, cfg.kd_t)
+    return parts
+
+
+def unlabeled_losses(model: OvGSRStudent, d: StudentData, idx: torch.Tensor, B: int, cfg: StudentConfig,
+                     train_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Scene distillation (+ logit KD over the trainable verbs) on unlabeled images; no label is used."""
+    tok, scene = model.encode(to_input(d.x[idx]))
+    ones = torch.ones(len(idx), dtype=torch.bool)
+    parts = {"u_distill_scene": cfg.w_scene * L.feature_distill(model.scene_distill(scene), d.scene_t[idx], ones, B,
+                                                                cfg.distill_kind)}
+    if cfg.w_kd > 0 and d.kd is not None:
+        kv = train_ids if cfg.kd_vocab == "train" else torch.arange(d.kd.shape[1])
+        parts["u_kd"] = cfg.w_kd * L.logit_kd(model.verb_logits(scene)[:, kv], d.kd[idx][:, kv], B, cfg.kd_t)
+    return parts
+
+
+@dataclass
+class FitResult:
+    model: OvGSRStudent
+    history: list[dict[str, float]]
+    best_epoch: int
+    dev_curve: list[float]
+    info: dict[str, Any]
+
+
+def _state_to_flat(model: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    flat = {f"model.{k}": v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    sd = opt.state_dict()
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            t = v if torch.is_tensor(v) else torch.tensor(v)
+            flat[f"opt.{pid}.{k}"] = t.detach().clone().contiguous()
+    return flat, {"param_groups": sd["param_groups"]}
+
+
+def save_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, cfg: StudentConfig,
+                    epoch: int, extra: dict) -> None:
+    """safetensors checkpoint: weights + optimizer state; metadata holds the config fingerprint and progress."""
+    from safetensors.torch import save_file
+    flat, meta = _state_to_flat(model, opt)
+    meta = {"fingerprint": cfg.fingerprint(), "config": json.dumps(dataclasses.asdict(cfg)), "epoch": str(epoch),
+            "optimizer": json.dumps(meta), "extra": json.dumps(extra)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(flat, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module, opt: Optional[torch.optim.Optimizer], cfg: StudentConfig) -> tuple[int, dict]:
+    """Load a checkpoint written by the same config; returns (finished epochs, extra).
+
+    Raises:
+        CheckpointMismatch: the checkpoint's config fingerprint differs (names both fingerprints and the path).
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("fingerprint") != cfg.fingerprint():
+        other = json.loads(meta.get("config", "{}"))
+        mine = dataclasses.asdict(cfg)
+        diff = sorted(k for k in set(other) | set(mine) if other.get(k) != mine.get(k))
+        raise CheckpointMismatch(f"{path}: checkpoint written by another config (fingerprint {meta.get('fingerprint')} "
+                                 f"!= {cfg.fingerprint()}; differing fields {diff}); delete it or use another run dir")
+    flat = load_file(str(path))
+    model.load_state_dict({k[6:]: v for k, v in flat.items() if k.startswith("model.")})
+    if opt is not None:
+        state: dict[int, dict] = {}
+        for k, v in flat.items():
+            if k.startswith("opt."):
+                _, pid, name = k.split(".", 2)
+                state.setdefault(int(pid), {})[name] = v
+        opt.load_state_dict({"state": state, "param_groups": json.loads(meta["optimizer"])["param_groups"]})
+    return int(meta["epoch"]), json.loads(meta.get("extra", "{}"))
+
+
+@torch.no_grad()
+def verb_top1(model: OvGSRStudent, d: StudentData, mask: Optional[torch.Tensor] = None, batch_size: int = 256) -> float:
+    """Verb top-1 (percent) over the images selected by ``mask`` (all verbs predictable)."""
+    model.eval()
+    sel = torch.arange(len(d)) if mask is None else torch.nonzero(mask).flatten()
+    if len(sel) == 0:
+        return float("nan")
+    hits = 0
+    for s in range(0, len(sel), batch_size):
+        i = sel[s:s + batch_size]
+        _, scene = model.encode(to_input(d.x[i]))
+        hits += int((model.verb_logits(scene).argmax(-1) == d.verb[i]).sum())
+    model.train()
+    return 100.0 * hits / len(sel)
+
+
+def fit(world: World, cfg: StudentConfig, ckpt_path: Optional[Path] = None, resume: bool = True,
+        progress: bool = False, train_data: Optional[StudentData] = None,
+        unlabeled: Optional[StudentData] = None, info: Optional[dict] = None,
+        stop_after: Optional[int] = None) -> FitResult:
+    """Train one student (one variant, one seed). DDP-aware (see module docstring).
+
+    Args:
+        world: prepared world. cfg: config. ckpt_path: safetensors file (saved every epoch; resumed when present).
+        resume: continue from ``ckpt_path`` if it exists (refused if written by another config).
+        train_data / unlabeled / info: targets from :func:`attach_targets` (computed here when omitted).
+        stop_after: stop after this epoch count as if the job were killed (checkpoint written; for resume tests).
+
+    Raises:
+        FloatingPointError: a NaN/inf loss, naming the epoch, step, loss part and the batch's images.
+        CheckpointMismatch: see :func:`load_checkpoint`.
+    """
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if train_data is None:
+        train_data, unlabeled, info = attach_targets(world, cfg, progress=progress)
+    info = dict(info or {})
+    rank, ws = _dist()
+    d = train_data
+    vocab = world.vocab
+    torch.manual_seed(cfg.seed)
+    model = build_student(cfg, vocab)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    train_ids = torch.nonzero(vocab.train_verbs).flatten()
+    train_map = torch.full((len(vocab.verbs),), -1, dtype=torch.long)
+    train_map[train_ids] = torch.arange(len(train_ids))
+    steps_per_epoch = math.ceil(len(d) / cfg.batch_size)
+    total = cfg.epochs * steps_per_epoch
+    sched = lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))  # noqa: E731
+    start, history, dev_curve, best, best_state = 0, [], [], -1.0, None
+    best_epoch = -1
+    if ckpt_path is not None and resume and Path(ckpt_path).exists():
+        start, extra = load_checkpoint(Path(ckpt_path), model, opt, cfg)
+        history, dev_curve = extra.get("history", []), extra.get("dev_curve", [])
+        best, best_epoch = extra.get("best", -1.0), extra.get("best_epoch", -1)
+        best_path = Path(str(ckpt_path) + ".best")
+        if best_path.exists():
+            from safetensors.torch import load_file
+            best_state = load_file(str(best_path))
+    dev_mask = torch.isin(world.dev.verb, train_ids)
+    bar = None
+    if progress and rank == 0:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=total, initial=start * steps_per_epoch, desc=cfg.model_name)
+    model.train()
+    t0 = time.time()
+    for epoch in range(start, cfg.epochs):
+        g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+        perm = torch.randperm(len(d), generator=g)
+        perm_u = torch.randperm(len(unlabeled), generator=g) if unlabeled is not None else None
+        bu = max(1, int(round(cfg.batch_size * cfg.unlabeled_ratio))) if unlabeled is not None else 0
+        for s in range(steps_per_epoch):
+            step = epoch * steps_per_epoch + s
+            for grp in opt.param_groups:
+                grp["lr"] = cfg.lr * sched(step)
+            gb = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
+            mine = gb[rank::ws]
+            parts: dict[str, torch.Tensor] = {}
+            if len(mine):
+                parts = compute_losses(model, d, mine, len(gb), cfg, train_map, train_ids)
+            if perm_u is not None:
+                gu = perm_u[torch.arange(s * bu, (s + 1) * bu) % len(perm_u)]
+                mu = gu[rank::ws]
+                if len(mu):
+                    parts.update(unlabeled_losses(model, unlabeled, mu, len(gu), cfg, train_ids))
+            loss = sum(parts.values()) if parts else None
+            opt.zero_grad(set_to_none=False)
+            if loss is not None:
+                if not torch.isfinite(loss):
+                    bad = [k for k, v in parts.items() if not torch.isfinite(v)]
+                    raise FloatingPointError(f"{cfg.model_name}: loss {float(loss.detach())} at epoch {epoch} step {s} "
+                                             f"(parts {bad}); batch images {[d.images[i] for i in mine.tolist()]}")
+                loss.backward()
+            _allreduce_grads(model)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            opt.step()
+            rec = {"epoch": epoch, "step": step, **{k: float(v.detach()) for k, v in parts.items()}}
+            rec["loss"] = float(sum(v for k, v in rec.items() if k not in ("epoch", "step")))
+            history.append(rec)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{rec['loss']:.3f}")
+        if cfg.select_on_dev and len(world.dev):
+            acc = verb_top1(model, world.dev, dev_mask)
+            dev_curve.append(acc)
+            if acc > best:
+                best, best_epoch = acc, epoch
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                if ckpt_path is not None and rank == 0:
+                    from safetensors.torch import save_file
+                    Path(ckpt_path).parent.mkdir(parents=True, exist_ok=True)
+                    save_file({k: v.contiguous() for k, v in best_state.items()}, str(ckpt_path) + ".best")
+        if ckpt_path is not None and rank == 0:
+            save_checkpoint(Path(ckpt_path), model, opt, cfg, epoch + 1,
+                            {"history": history, "dev_curve": dev_curve, "best": best, "best_epoch": best_epoch})
+        if stop_after is not None and epoch + 1 >= stop_after:
+            break
+    if bar is not None:
+        bar.close()
+    info["train_s"] = time.time() - t0
+    info["samples_per_s"] = len(history[start * steps_per_epoch:]) * cfg.batch_size / max(info["train_s"], 1e-9)
+    if cfg.select_on_dev and best_state is not None:
+        model.load_state_dict(best_state)
+    else:
+        best_epoch = cfg.epochs - 1
+    model.eval()
+    return FitResult(model, history, best_epoch, dev_curve, info)
+
+
+# ----------------------------------------------------------------------------------------------- inference
+def _frame(vocab: StudentVocab, verb: int, nouns: torch.Tensor, boxes: torch.Tensor, exists: torch.Tensor,
+           size: tuple[float, float]) -> dict[str, dict]:
+    W, H = size
+    out = {}
+    for r, ri in enumerate(vocab.verb_roles[verb].tolist()):
+        if ri < 0:
+            break
+        box = None
+        if float(exists[r]) > 0.5:
+            x1, y1, x2, y2 = cxcywh_to_unit_xyxy(boxes[r]).tolist()
+            box = [x1 * W, y1 * H, x2 * W, y2 * H]
+        out[vocab.roles[ri]] = {"noun": vocab.nouns[int(nouns[r])], "box": box}
+    return out
+
+
+@torch.no_grad()
+def predict_swig(model: OvGSRStudent, d: StudentData, vocab: StudentVocab, k: int = 5,
+                 batch_size: int = 128) -> dict[str, dict]:
+    """Predictions in the SWiG format of DESIGN.md: top-k verbs with frames, plus ``gt_verb_frame``."""
+    model.eval()
+    preds: dict[str, dict] = {}
+    for s in range(0, len(d), batch_size):
+        sl = slice(s, s + batch_size)
+        gtv = d.verb[sl]
+        p = model.predict(to_input(d.x[sl]), k=k, gt_verbs=gtv.clamp(min=0))
+        for j, im in enumerate(d.images[sl]):
+            size = (float(d.sizes[s + j, 0]) or 1.0, float(d.sizes[s + j, 1]) or 1.0)
+            verbs = []
+            for t in range(p["verbs"].shape[1]):
+                v = int(p["verbs"][j, t])
+                verbs.append({"verb": vocab.verbs[v], "score": float(p["scores"][j, t]),
+                              "frame": _frame(vocab, v, p["nouns"][j, t], p["boxes"][j, t], p["exists"][j, t], size)})
+            rec = {"verbs": verbs}
+            if int(gtv[j]) >= 0:
+                rec["gt_verb_frame"] = _frame(vocab, int(gtv[j]), p["gt_nouns"][j], p["gt_boxes"][j], p["gt_exists"][j], size)
+            preds[im] = rec
+    return preds
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj))
+    os.replace(tmp, path)
+
+
+def evaluate_predictions(world: World, preds: dict, model_name: str, seed: Optional[int], split: str = "test") -> list:
+    """``mipd_kit.eval.swig.evaluate_swig`` rows relabelled with the model name and seed."""
+    from ..eval.swig import evaluate_swig
+    return evaluate_swig(world.gt[split], preds, world.split, model=model_name, seed=seed, space=world.space)
+
+
+def run_variant(world: World, cfg: StudentConfig, run_dir: str | os.PathLike, resume: bool = True,
+                progress: bool = False) -> tuple[list, FitResult]:
+    """Train one variant/seed, write ``run_dir/predictions/<model>-seed<k>.json`` (test) and the loss curve
+    ``run_dir/curves/<model>-seed<k>.json``; return the test metric rows and the fit result."""
+    run = Path(run_dir)
+    tag = f"{cfg.model_name}-seed{cfg.seed}"
+    res = fit(world, cfg, run / "checkpoints" / f"{tag}.safetensors", resume=resume, progress=progress)
+    rank, _ = _dist()
+    rows: list = []
+    if rank == 0:
+        preds = predict_swig(res.model, world.test, world.vocab)
+        write_json_atomic(run / "predictions" / f"{tag}.json", preds)
+        info = {k: v for k, v in res.info.items() if k != "nmpa_history"}
+        write_json_atomic(run / "curves" / f"{tag}.json",
+                          {"history": res.history, "dev_curve": res.dev_curve, "best_epoch": res.best_epoch,
+                           "info": info, "nmpa_history": res.info.get("nmpa_history", [])})
+        rows = evaluate_predictions(world, preds, cfg.model_name, cfg.seed)
+    return rows, res
+
+
+def runnable_variants(world: World, variants: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """Split ``variants`` into those the world supports and the skipped ones with the reason (never silent)."""
+    ok, skipped = [], {}
+    has_rat = world.align is not None and world.align.coverage()["images_with_glimpse"] > 0
+    for v in variants:
+        if v not in VARIANTS:
+            raise ValueError(f"unknown variant {v!r}; choose from {VARIANTS}")
+        i = VARIANTS.index(v)
+        if i >= VARIANTS.index("glimpse") and not has_rat:
+            skipped[v] = "no positive rationales for the train images (run notebooks 02/03 first)"
+        elif v == "unlabeled" and world.unlabeled is None:
+            skipped[v] = "the world has no unlabeled pool"
+        else:
+            ok.append(v)
+    return ok, skipped
+
+
+def teacher_rows(teacher: Any, world_dir: str | os.PathLike, seeds: Sequence[int], split: str = "test") -> list:
+    """Teacher zero-shot verb rows (``mipd_kit.teachers.embedded.zero_shot_verbs``), one copy per seed so the
+    seed-aggregated table has the reference row (the teacher is fixed: std 0)."""
+    from ..teachers.embedded import zero_shot_verbs
+    _, rows = zero_shot_verbs(teacher, world_dir, split=split)
+    return [dataclasses.replace(r, seed=s) for s in seeds for r in rows]
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+def _parse_value(v: str) -> Any:
+    try:
+        return json.loads(v)
+    except json.JSONDecodeError:
+        return v
+
+
+def config_from_args(variant: str, seed: int, smoke: bool, sets: Sequence[str]) -> StudentConfig:
+    """Config from a variant, seed, smoke flag and ``key=value`` overrides (``nmpa.key=value`` for NMPA)."""
+    cfg = StudentConfig.smoke(variant) if smoke else StudentConfig(variant=variant)  # type: ignore[arg-type]
+    cfg.seed = seed
+    for s in sets:
+        if "=" not in s:
+            raise ValueError(f"--set expects key=value, got {s!r}")
+        k, v = s.split("=", 1)
+        if k.startswith("nmpa."):
+            sub = k[5:]
+            if sub not in {f.name for f in dataclasses.fields(NMPAConfig)}:
+                raise ValueError(f"unknown NMPA config key {sub!r}")
+            setattr(cfg.nmpa, sub, _parse_value(v))
+        elif k in {f.name for f in dataclasses.fields(StudentConfig)}:
+            setattr(cfg, k, _parse_value(v))
+        else:
+            raise ValueError(f"unknown StudentConfig key {k!r}")
+    cfg.__post_init__()
+    return cfg
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``mipd train-student``: train one variant (or several) on a world, write predictions and metrics rows.
+
+    Works under ``torchrun --nproc_per_node N -m mipd_kit.student.train ...`` (DDP, gloo on CPU).
+    """
+    p = argparse.ArgumentParser(prog="mipd train-student", description=__doc__.split("\n")[0])
+    p.add_argument("--world", required=True, help="SynthSitu world folder")
+    p.add_argument("--run-dir", required=True, help="run folder (predictions/, curves/, checkpoints/, metrics.json)")
+    p.add_argument("--cache-dir", default="data/cache", help="teacher checkpoints and feature caches")
+    p.add_argument("--variant", default="full", help=f"comma-separated variants from {VARIANTS} or 'all'")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds")
+    p.add_argument("--rationales", default=None, help="rationales.jsonl (default: RUN_DIR/rationales.jsonl)")
+    p.add_argument("--teacher", default="embedded", choices=["embedded", "tiny"], help="teacher backend")
+    p.add_argument("--smoke", action="store_true", help="smoke-sized model and schedule")
+    p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints (they are overwritten)")
+    p.add_argument("--set", action="append", default=[], help="override a config field: key=value or nmpa.key=value")
+    a = p.parse_args(list(argv) if argv is not None else None)
+    init_distributed()
+    rank, _ = _dist()
+    variants = list(VARIANTS) if a.variant == "all" else a.variant.split(",")
+    seeds = [int(s) for s in a.seeds.split(",")]
+    cfgs = [config_from_args(v, s, a.smoke, a.set) for s in seeds for v in variants]
+    rat = a.rationales or str(Path(a.run_dir) / "rationales.jsonl")
+    ws = _dist()[1]
+    if ws > 1 and rank != 0:
+        dist.barrier()  # rank 0 trains/loads the teacher and fills the feature caches first
+    teacher = load_teacher_kind(a.teacher, a.world, a.cache_dir, a.smoke)
+    world = prepare_world(a.world, a.cache_dir, teacher, cfgs[0].image_size, rationales_path=rat, verb_text=cfgs[0].verb_text)
+    if ws > 1 and rank == 0:
+        dist.barrier()
+    if rank == 0:
+        print(json.dumps(world.report["rationales"]))
+    from ..metrics import merge_rows
+    for cfg in cfgs:
+        rows, res = run_variant(world, cfg, a.run_dir, resume=not a.no_resume, progress=rank == 0)
+        if rank == 0:
+            merge_rows(Path(a.run_dir) / "metrics.json", rows)
+            top = [r for r in rows if r.split in ("seen", "rare", "unseen") and r.setting == "top1" and r.metric == "verb" and r.mean == "image"]
+            print(cfg.model_name, f"seed{cfg.seed}", {r.split: round(r.value, 1) for r in top},
+                  f"train {res.info['train_s']:.0f}s")
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
+
+
+def load_teacher_kind(kind: str, world_dir: str | os.PathLike, cache_dir: str | os.PathLike, smoke: bool = False) -> Any:
+    """The teacher: ``embedded`` (load or train ``mipd_kit.teachers.embedded``) or ``tiny`` (random, tests only)."""
+    if kind == "embedded":
+        from ..teachers.embedded import EmbeddedTeacherConfig, load_or_train
+        return load_or_train(world_dir, cache_dir, EmbeddedTeacherConfig.smoke() if smoke else EmbeddedTeacherConfig(),
+                             progress=False)
+    if kind == "tiny":
+        from ..teachers.tiny import TinyRandomTeacher
+        return TinyRandomTeacher()
+    raise ValueError(f"teacher must be one of 'embedded', 'tiny', got {kind!r}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

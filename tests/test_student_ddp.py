@@ -1,0 +1,76 @@
+"""torchrun DDP (gloo, CPU, 2 processes) gives the single-process result up to float tolerance.
+
+The file doubles as the worker script: ``python tests/test_student_ddp.py WORLD CACHE OUT`` trains the
+``unlabeled`` variant (every loss term active) and rank 0 writes the final weights to OUT.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _worker(world: str, cache: str, out: str) -> None:
+    import dataclasses
+    import json
+
+    from safetensors.torch import save_file
+
+    from mipd_kit.student.testing import hashed_text_embedder
+    from mipd_kit.student.train import StudentConfig, fit, init_distributed, prepare_world
+    from mipd_kit.teachers.tiny import TinyRandomTeacher
+
+    torch.set_num_threads(1)
+    init_distributed()
+    collected = json.loads((Path(world) / "collected.json").read_text())
+    w = prepare_world(world, cache, TinyRandomTeacher(), image_size=32, embed_texts=hashed_text_embedder(),
+                      collected=collected)
+    cfg = dataclasses.replace(StudentConfig.smoke("unlabeled"), epochs=2, batch_size=8, threads=1)
+    res = fit(w, cfg)
+    if int(os.environ.get("RANK", "0")) == 0:
+        save_file({k: v.contiguous() for k, v in res.model.state_dict().items()}, out)
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_one(tmp_path):
+    import json
+
+    from safetensors.torch import load_file
+
+    from mipd_kit.student.testing import hashed_text_embedder, write_tiny_world
+    from mipd_kit.student.train import prepare_world
+    from mipd_kit.teachers.tiny import TinyRandomTeacher
+
+    info = write_tiny_world(tmp_path / "w")
+    (tmp_path / "w" / "collected.json").write_text(json.dumps(info["collected"]))
+    # fill the feature caches once, so the ranks only read them
+    prepare_world(tmp_path / "w", tmp_path / "cache", TinyRandomTeacher(), 32, hashed_text_embedder(),
+                  collected=info["collected"])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env.pop("WORLD_SIZE", None)
+    args = [str(tmp_path / "w"), str(tmp_path / "cache")]
+    one = subprocess.run([sys.executable, __file__, *args, str(tmp_path / "one.safetensors")], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          __file__, *args, str(tmp_path / "two.safetensors")], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = load_file(str(tmp_path / "one.safetensors")), load_file(str(tmp_path / "two.safetensors"))
+    assert a.keys() == b.keys()
+    moved = 0
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-4, rtol=1e-3), (k, (a[k] - b[k]).abs().max())
+        moved += 1
+    assert moved > 10
+
+
+if __name__ == "__main__":
+    _worker(*sys.argv[1:4])
