@@ -94,7 +94,6 @@ def reference_average_precisions(gt_images: Sequence[HOIImage], vocab: HOIVocab,
     if setting not in ("default", "known_object") or protocol not in ("official", "continuous", "qpic"):
         raise ValueError(f"bad setting {setting!r} or protocol {protocol!r}")
     one = 0.0 if protocol == "continuous" else 1.0
-    index = {im.filename: i for i, im in enumerate(gt_images)}
     lookup = {(o, v): h for h, o, v in vocab.correspondence}
     num_hoi = vocab.num_hoi
     gt_all: list[dict[int, list[list[float]]]] = [dict() for _ in range(num_hoi)]

@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.ops import roi_align
 
-from mipd_kit.data.records import DataError, HOIVocab
+from mipd_kit.data.records import HOIVocab
 from mipd_kit.teachers.base import Encoded, Teacher
+from mipd_kit.teachers.cache import cached_image_features, cached_text_features, open_image
 
 from .proposals import PairProposals
 
@@ -176,23 +177,12 @@ def teacher_logits(image_pooled: torch.Tensor, text: torch.Tensor, logit_scale: 
 
 def encode_images(teacher: Teacher, paths: Sequence[Path], cache_dir: Optional[str], dataset: str,
                   batch_size: int = 64) -> Encoded:
-    """Teacher features of images, through the shared feature cache when it exists (else computed in batches)."""
-    try:
-        from mipd_kit.teachers.cache import cached_image_features
-    except ImportError:
-        cached_image_features = None
-    if cached_image_features is not None and cache_dir is not None:
+    """Teacher features of images, through the shared feature cache when ``cache_dir`` is given (else computed in batches)."""
+    if cache_dir is not None:
         return cached_image_features(teacher, [str(p) for p in paths], cache_dir, dataset, batch_size=batch_size)
     toks, pooled = [], []
     for i in range(0, len(paths), batch_size):
-        ims = []
-        for p in paths[i:i + batch_size]:
-            try:
-                with Image.open(p) as im:
-                    ims.append(im.convert("RGB"))
-            except FileNotFoundError as e:
-                raise DataError(f"{p}: image not found") from e
-        enc = teacher.encode_images(ims)
+        enc = teacher.encode_images([open_image(p) for p in paths[i:i + batch_size]])
         toks.append(enc.tokens.float())
         pooled.append(enc.pooled.float())
     t = torch.cat(toks) if toks else torch.zeros(0, 1, 1)
@@ -200,12 +190,8 @@ def encode_images(teacher: Teacher, paths: Sequence[Path], cache_dir: Optional[s
 
 
 def encode_texts(teacher: Teacher, texts: Sequence[str], cache_dir: Optional[str]) -> torch.Tensor:
-    """(H, E) L2-normalised pooled teacher embeddings of the phrases (cached when the cache module exists)."""
-    try:
-        from mipd_kit.teachers.cache import cached_text_features
-    except ImportError:
-        cached_text_features = None
-    if cached_text_features is not None and cache_dir is not None:
+    """(H, E) L2-normalised pooled teacher embeddings of the phrases (cached when ``cache_dir`` is given)."""
+    if cache_dir is not None:
         enc = cached_text_features(teacher, list(texts), cache_dir, dataset="hoi_prompts")
     else:
         enc = teacher.encode_texts(list(texts))
@@ -230,11 +216,7 @@ def crop_embeddings(teacher: Teacher, images_dir: Path, proposals: Sequence[Pair
     for p in proposals:
         if not p.pairs:
             continue
-        try:
-            with Image.open(Path(images_dir) / p.filename) as f:
-                im = f.convert("RGB")
-        except FileNotFoundError as e:
-            raise DataError(f"{Path(images_dir) / p.filename}: image not found") from e
+        im = open_image(Path(images_dir) / p.filename)
         base = len(crops)
         crops.extend(_crop(im, b) for b in p.humans)
         crops.extend(_crop(im, b) for b in p.objects)

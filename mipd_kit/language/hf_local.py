@@ -13,7 +13,7 @@ import hashlib
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 from mipd_kit.language.base import Message, Response, SamplerError
 

@@ -26,7 +26,6 @@ float tolerance.
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import hashlib
 import json

@@ -32,7 +32,6 @@ from typing import Literal, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from .base import Encoded

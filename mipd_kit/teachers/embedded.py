@@ -30,7 +30,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -679,17 +679,10 @@ def class_embeddings(teacher, prompts: dict[str, list[str]]) -> tuple[list[str],
 
 @torch.no_grad()
 def _image_embeddings(teacher, paths: Sequence[Path], batch_size: int = 128) -> torch.Tensor:
+    from .cache import open_image  # cache imports this module lazily; keep the import local
     out = []
     for s in range(0, len(paths), batch_size):
-        ims = []
-        for p in paths[s:s + batch_size]:
-            try:
-                with Image.open(p) as im:
-                    ims.append(im.convert("RGB"))
-            except FileNotFoundError as e:
-                raise DataError(f"{p}: image not found") from e
-            except Exception as e:
-                raise DataError(f"{p}: unreadable image ({type(e).__name__}: {e})") from e
+        ims = [open_image(p) for p in paths[s:s + batch_size]]
         out.append(teacher.encode_images(ims).pooled.float())
     return F.normalize(torch.cat(out), dim=-1)
 
