@@ -67,7 +67,13 @@ def test_ddp_two_processes_match_one(tmp_path):
     assert a.keys() == b.keys()
     moved = 0
     for k in a:
-        assert torch.allclose(a[k], b[k], atol=1e-4, rtol=1e-3), (k, (a[k] - b[k]).abs().max())
+        x, y = a[k], b[k]
+        if k.endswith("in_proj_bias"):
+            # the key bias of attention has an exactly-zero gradient (softmax is shift invariant per query), so
+            # Adam turns float rounding noise into steps of ~lr/100 there; it cannot change any output: skip it
+            d = x.numel() // 3
+            x, y = torch.cat([x[:d], x[2 * d:]]), torch.cat([y[:d], y[2 * d:]])
+        assert torch.allclose(x, y, atol=1e-4, rtol=1e-3), (k, (x - y).abs().max())
         moved += 1
     assert moved > 10
 

@@ -87,6 +87,24 @@ def box_cells(box: torch.Tensor, grid: tuple[int, int]) -> tuple[int, int, int, 
     return r0, r1, c0, c1
 
 
+def box_cells_batched(boxes: torch.Tensor, exists: torch.Tensor,
+                      grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`box_cells` for (..., 4) boxes at once; roles without a box (``exists`` False) cover the whole grid.
+
+    Returns ``r0, r1, c0, c1`` long tensors of shape ``boxes.shape[:-1]``.
+    """
+    rows, cols = grid
+    b = boxes.double()
+    c0 = torch.floor(b[..., 0] * cols).long().clamp(0, cols - 1)
+    r0 = torch.floor(b[..., 1] * rows).long().clamp(0, rows - 1)
+    c1 = torch.maximum(c0 + 1, torch.ceil(b[..., 2] * cols).long()).clamp(max=cols)
+    r1 = torch.maximum(r0 + 1, torch.ceil(b[..., 3] * rows).long()).clamp(max=rows)
+    e = exists.bool()
+    zero = torch.zeros_like(r0)
+    return (torch.where(e, r0, zero), torch.where(e, r1, zero + rows), torch.where(e, c0, zero),
+            torch.where(e, c1, zero + cols))
+
+
 class InstancePrompt(nn.Module):
     """A learnable ``(D, p, p)`` prompt resized (bilinear) into each role's box region of the grid.
 
@@ -116,20 +134,21 @@ class InstancePrompt(nn.Module):
         rows, cols = self.grid
         B, R = boxes.shape[:2]
         D = g.shape[-1]
-        add = g.new_zeros(B, R, D, rows, cols)
-        region = torch.zeros(B, R, rows, cols, dtype=torch.bool)
-        cache: dict[tuple[int, int], torch.Tensor] = {}
-        for b in range(B):
-            for r in range(R):
-                if bool(exists[b, r]):
-                    r0, r1, c0, c1 = box_cells(boxes[b, r], self.grid)
-                else:
-                    r0, r1, c0, c1 = 0, rows, 0, cols
-                hw = (r1 - r0, c1 - c0)
-                if hw not in cache:
-                    cache[hw] = F.interpolate(self.prompt, size=hw, mode="bilinear", align_corners=False)[0]
-                add[b, r, :, r0:r1, c0:c1] = cache[hw]
-                region[b, r, r0:r1, c0:c1] = True
+        r0, r1, c0, c1 = box_cells_batched(boxes, exists, self.grid)  # (B, R) each
+        # every box size the grid allows, resized once per call: table[h-1, w-1] is the prompt at size (h, w)
+        table = self.prompt.new_zeros(rows, cols, D, rows, cols)
+        for h in range(1, rows + 1):
+            for w in range(1, cols + 1):
+                table[h - 1, w - 1, :, :h, :w] = F.interpolate(self.prompt, size=(h, w), mode="bilinear",
+                                                               align_corners=False)[0]
+        ys = torch.arange(rows).view(1, 1, rows, 1)
+        xs = torch.arange(cols).view(1, 1, 1, cols)
+        a0, a1, b0, b1 = (t.view(B, R, 1, 1) for t in (r0, r1, c0, c1))
+        region = (ys >= a0) & (ys < a1) & (xs >= b0) & (xs < b1)  # (B, R, rows, cols)
+        ly, lx = (ys - a0).clamp(0, rows - 1), (xs - b0).clamp(0, cols - 1)
+        hh, ww = (a1 - a0 - 1).expand(B, R, rows, cols), (b1 - b0 - 1).expand(B, R, rows, cols)
+        vals = table.permute(0, 1, 3, 4, 2)[hh, ww, ly.expand(B, R, rows, cols), lx.expand(B, R, rows, cols)]
+        add = (vals * region.unsqueeze(-1).to(vals.dtype)).permute(0, 1, 4, 2, 3)  # (B, R, D, rows, cols)
         add = add.flatten(3).transpose(2, 3)  # (B, R, rows*cols, D)
         out = g.unsqueeze(1) + add
         region = region.flatten(2)

@@ -58,18 +58,52 @@ class StudentVocab:
         return self.verb_roles.shape[1]
 
 
+class GlobalBatchNorm2d(nn.BatchNorm2d):
+    """``BatchNorm2d`` whose training statistics are those of the *global* batch under ``torch.distributed``.
+
+    ``torch.nn.SyncBatchNorm`` refuses CPU tensors, so on CPU (gloo) the per-channel sums are all-reduced here with
+    the differentiable ``torch.distributed.nn.functional.all_reduce``. With one process it is plain ``BatchNorm2d``;
+    with N processes each holding a shard of the global batch it computes the same normalisation, running statistics
+    and gradients as one process on the whole batch (up to float summation order).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+        C = x.shape[1]
+        n = torch.full((1,), float(x.numel() // C), dtype=x.dtype)
+        stats = all_reduce(torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), n]))
+        N = stats[-1]
+        mean = stats[:C] / N
+        var = (stats[C:2 * C] / N - mean * mean).clamp(min=0)
+        with torch.no_grad():
+            self.num_batches_tracked += 1
+            self.running_mean.mul_(1 - self.momentum).add_(self.momentum * mean)
+            self.running_var.mul_(1 - self.momentum).add_(self.momentum * var * N / (N - 1).clamp(min=1))
+        y = (x - mean[None, :, None, None]) * torch.rsqrt(var[None, :, None, None] + self.eps)
+        return y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+
+
 class SmallCNN(nn.Module):
-    """Four-stage conv encoder: (B, 3, S, S) -> (B, (S/8)^2, C) patch tokens. GroupNorm (batch-independent, so DDP
-    shards give the same math as one process)."""
+    """Four conv blocks (3x3 conv, batch norm, ReLU; max-pooling after the first three): (B, 3, S, S) ->
+    (B, (S/8)^2, C) patch tokens. Channels ``width/6, width/3, 2*width/3, width``.
+
+    Batch norm matters here: on the default SynthSitu world a verb-only classifier reaches about 62% dev top-1 on
+    seen verbs with it and about 33% with GroupNorm (per-sample normalisation removes the colour and brightness
+    cues the scenes carry). It is :class:`GlobalBatchNorm2d`, so DDP shards give one process's math.
+    """
 
     def __init__(self, width: int = 96):
         super().__init__()
-        c1, c2 = width // 3, 2 * width // 3
+        ch = [max(8, width // 6), max(8, width // 3), max(8, 2 * width // 3), width]
 
-        def block(i: int, o: int, s: int) -> nn.Sequential:
-            return nn.Sequential(nn.Conv2d(i, o, 3, s, 1), nn.GroupNorm(8 if o % 8 == 0 else 1, o), nn.GELU())
+        def block(i: int, o: int, pool: bool) -> list[nn.Module]:
+            return [nn.Conv2d(i, o, 3, 1, 1, bias=False), GlobalBatchNorm2d(o), nn.ReLU()] + ([nn.MaxPool2d(2)] if pool else [])
 
-        self.net = nn.Sequential(block(3, c1, 2), block(c1, c2, 2), block(c2, width, 2), block(width, width, 1))
+        self.net = nn.Sequential(*block(3, ch[0], True), *block(ch[0], ch[1], True), *block(ch[1], ch[2], True),
+                                 *block(ch[2], ch[3], False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.net(x)  # (B, C, S/8, S/8)
@@ -106,13 +140,14 @@ class OvGSRStudent(nn.Module):
         self.verb_proj = nn.Linear(d, tdim)
         self.verb_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         self.verb_head = getattr(cfg, "verb_head", "minilm")
-        if self.verb_head == "dual":
+        if self.verb_head in ("dual", "teacher"):
             if vocab.verb_emb_teacher is None:
-                raise ValueError("verb_head='dual' needs vocab.verb_emb_teacher (teacher text embeddings of the verbs)")
+                raise ValueError(f"verb_head={self.verb_head!r} needs vocab.verb_emb_teacher (teacher text embeddings "
+                                 "of the verbs)")
             self.register_buffer("verb_emb_t", F.normalize(vocab.verb_emb_teacher.float(), dim=-1), persistent=False)
             self.verb_scale_t = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         elif self.verb_head != "minilm":
-            raise ValueError(f"verb_head must be one of 'minilm', 'dual', got {self.verb_head!r}")
+            raise ValueError(f"verb_head must be one of 'minilm', 'dual', 'teacher', got {self.verb_head!r}")
         self.noun_proj = nn.Linear(d, tdim)
         self.noun_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         self.empty_noun = nn.Parameter(torch.randn(tdim) * 0.02)
@@ -138,8 +173,13 @@ class OvGSRStudent(nn.Module):
 
         ``verb_head="dual"`` adds the cosine of the scene-distillation feature (the one distilled towards the
         teacher's image features) with the teacher-space text embeddings of the verbs, so what distillation teaches
-        reaches the open-vocabulary verb decision.
+        reaches the open-vocabulary verb decision. ``verb_head="teacher"`` keeps only that second term: the verb
+        decision is the teacher's zero-shot classifier (a frozen table of its *text* embeddings) applied to the
+        student's own scene feature.
         """
+        if self.verb_head == "teacher":
+            t = F.normalize(self.scene_distill(scene), dim=-1)
+            return self.verb_scale_t.exp().clamp(max=100) * t @ self.verb_emb_t.t()
         v = F.normalize(self.verb_proj(scene), dim=-1)
         out = self.verb_scale.exp().clamp(max=100) * v @ self.verb_emb.t()
         if self.verb_head == "dual":

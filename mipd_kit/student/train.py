@@ -67,11 +67,13 @@ class StudentConfig:
         image_size, width, d_model, heads, dec_layers: model size. in_dim / num_tokens: cached-feature shape
             (set automatically in real mode).
         verb_text: text used for the verb embeddings: ``"name"`` or ``"definition"`` (imSitu abstract/def).
-        verb_head: ``"minilm"`` (cosine vs MiniLM verb-name embeddings) or ``"dual"`` (+ cosine of the distilled
-            scene feature vs the teacher's text embeddings of the verb prompts; a frozen text table, no teacher image
-            tower at inference). Same head for every variant, baseline included.
-        kd_vocab: verbs over which logit KD matches the teacher's distribution: ``"train"`` (seen + rare) or
-            ``"all"`` (also unseen verb *names*; no unseen label is used either way).
+        verb_head: ``"teacher"`` (default: cosine of the student's scene feature, projected into the teacher's joint
+            space, against the teacher's *text* embeddings of the verb prompts: a frozen table, no teacher image tower
+            at inference), ``"minilm"`` (cosine vs MiniLM verb-name embeddings) or ``"dual"`` (the sum of both).
+            Same head for every variant, baseline included. Chosen on dev (README, "MIPD student: what was tried").
+        kd_vocab: verbs over which logit KD matches the teacher's distribution: ``"all"`` (default: every verb
+            *name*, unseen ones included; the teacher's zero-shot scores are the only signal about them, no unseen
+            label is used) or ``"train"`` (seen + rare only, the stricter reading).
         epochs, batch_size, lr, weight_decay, clip: optimisation (AdamW; clip = max gradient norm).
         verb_smoothing, noun_smoothing: label smoothing (0.3 / 0.2 as the authors).
         w_verb, w_noun, w_l1, w_giou, w_exists: supervised loss weights.
@@ -96,8 +98,8 @@ class StudentConfig:
     in_dim: int = 0
     num_tokens: int = 0
     verb_text: Literal["name", "definition"] = "name"
-    verb_head: Literal["minilm", "dual"] = "dual"
-    kd_vocab: Literal["train", "all"] = "train"
+    verb_head: Literal["minilm", "dual", "teacher"] = "teacher"
+    kd_vocab: Literal["train", "all"] = "all"
     epochs: int = 12
     batch_size: int = 64
     lr: float = 1e-3
@@ -664,12 +666,16 @@ def fit(world: World, cfg: StudentConfig, ckpt_path: Optional[Path] = None, resu
         g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         perm = torch.randperm(len(d), generator=g)
         perm_u = torch.randperm(len(unlabeled), generator=g) if unlabeled is not None else None
-        bu = max(1, int(round(cfg.batch_size * cfg.unlabeled_ratio))) if unlabeled is not None else 0
+        bu = max(2, ws, int(round(cfg.batch_size * cfg.unlabeled_ratio))) if unlabeled is not None else 0
         for s in range(steps_per_epoch):
             step = epoch * steps_per_epoch + s
             for grp in opt.param_groups:
                 grp["lr"] = cfg.lr * sched(step)
             gb = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
+            if len(gb) < max(2, ws):
+                # a trailing batch too small for batch-norm statistics (or for one sample per rank) is skipped, the
+                # same way in one process and under DDP, so both stay equal
+                continue
             mine = gb[rank::ws]
             parts: dict[str, torch.Tensor] = {}
             if len(mine):

@@ -1,0 +1,79 @@
+"""Dev-split sweep of the Ov-GSR student: train one variant with config overrides and report **dev** verb top-1
+per category (seen / rare / unseen_compositional / unseen_novel / unseen). Test is never read.
+
+    python benchmarks/student_dev_sweep.py --world data/synthsitu/default-seed0 --cache-dir data/cache \
+        --rationales reports/latest/rationales.jsonl --variant unlabeled --tag kd5 --set w_kd=5 --set w_scene=5
+
+Appends one JSON line per run to ``reports/student-dev-sweep/results.jsonl`` (tag, variant, overrides, dev
+accuracies, the teacher's zero-shot dev accuracy for reference, seconds). This is how the student defaults were
+chosen (README, "MIPD student: what was tried").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+CATS = ("seen", "rare", "unseen_compositional", "unseen_novel", "unseen")
+
+
+def dev_accuracy(logits: torch.Tensor, verb: torch.Tensor, split, verbs: list[str]) -> dict[str, float]:
+    """Top-1 (percent) of ``logits`` (N, V) against ``verb`` (N,) per open-vocabulary category."""
+    vi = {v: i for i, v in enumerate(verbs)}
+    pred = logits.argmax(-1)
+    out = {}
+    for cat in CATS:
+        ids = torch.tensor([vi[v] for v in split.lists()[cat]])
+        m = torch.isin(verb, ids)
+        out[cat] = round(100.0 * float((pred[m] == verb[m]).float().mean()), 1) if m.any() else float("nan")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from mipd_kit.student.train import (cached_image_features, config_from_args, fit, load_teacher_kind,
+                                        prepare_world, to_input)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--world", required=True)
+    ap.add_argument("--cache-dir", default="data/cache")
+    ap.add_argument("--rationales", required=True, help="rationales.jsonl of a run (notebooks 02/03)")
+    ap.add_argument("--variant", default="full")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tag", required=True)
+    ap.add_argument("--set", action="append", default=[], help="StudentConfig override key=value")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=str(ROOT / "reports" / "student-dev-sweep" / "results.jsonl"))
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    world_dir = Path(a.world)
+    teacher = load_teacher_kind("embedded", world_dir, a.cache_dir)
+    cfg = config_from_args(a.variant, a.seed, False, [*a.set, f"threads={a.threads}"])
+    world = prepare_world(world_dir, a.cache_dir, teacher, cfg.image_size, rationales_path=a.rationales,
+                          verb_text=cfg.verb_text)
+    t0 = time.time()
+    res = fit(world, cfg)
+    seconds = time.time() - t0
+    d, m = world.dev, res.model.eval()
+    with torch.no_grad():
+        logits = torch.cat([m.verb_logits(m.encode(to_input(d.x[s:s + 256]))[1]) for s in range(0, len(d), 256)])
+        tf = cached_image_features(teacher, [world_dir / "images" / n for n in d.images], a.cache_dir,
+                                   f"{world_dir.name}-dev").pooled.float()
+        teacher_logits = F.normalize(tf, dim=-1) @ F.normalize(world.vocab.verb_emb_teacher, dim=-1).t()
+    rec = {"tag": a.tag, "variant": a.variant, "seed": a.seed, "overrides": a.set,
+           "dev": dev_accuracy(logits, d.verb, world.split, world.vocab.verbs),
+           "teacher_dev": dev_accuracy(teacher_logits, d.verb, world.split, world.vocab.verbs),
+           "best_epoch": res.best_epoch, "train_s": round(seconds, 1)}
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    with open(a.out, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    print(json.dumps(rec))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
