@@ -77,8 +77,9 @@ class StudentConfig:
         epochs, batch_size, lr, weight_decay, clip: optimisation (AdamW; clip = max gradient norm).
         verb_smoothing, noun_smoothing: label smoothing (0.3 / 0.2 as the authors).
         w_verb, w_noun, w_l1, w_giou, w_exists: supervised loss weights.
-        w_scene, w_role: feature-distillation weights; distill_kind ``"l1"`` or ``"cosine"``.
-        w_kd, kd_t: logit distillation weight and temperature (used by ``full``/``unlabeled``).
+        w_scene, w_role: feature-distillation weights (scene 5, chosen on dev; the authors use 2 with L1);
+            distill_kind ``"l1"`` or ``"cosine"``.
+        w_kd, kd_t: logit distillation weight (10, chosen on dev) and temperature (used by ``full``/``unlabeled``).
         w_neg, neg_kind: student negative-guided term weight and form (``neg``/``full``/``unlabeled``).
         unlabeled_ratio: unlabeled images per labelled image in a step (``unlabeled`` variant).
         select_on_dev: keep the epoch with the best dev verb top-1 on *trainable* verbs (never test).
@@ -112,10 +113,10 @@ class StudentConfig:
     w_l1: float = 5.0
     w_giou: float = 2.0
     w_exists: float = 1.0
-    w_scene: float = 2.0
+    w_scene: float = 5.0
     w_role: float = 1.0
     distill_kind: Literal["l1", "cosine"] = "cosine"
-    w_kd: float = 1.0
+    w_kd: float = 10.0
     kd_t: float = 2.0
     w_neg: float = 1.0
     neg_kind: Literal["authors", "margin", "infonce"] = "authors"
