@@ -601,3 +601,47 @@ def results_frame(rows: Iterable[MetricRow], task: str = "gsr", setting: str = "
     df = pd.DataFrame(recs)
     table = df.pivot_table(index="model", columns=["split", "metric"], values="value")
     return table.loc[sorted(table.index, key=model_sort_key)].round(1)
+
+
+README_GSR_MODELS = ("teacher", "pixel_linear", "small_cnn", "baseline", "mipd-feat", "mipd-glimpse", "mipd-gaze",
+                     "mipd-neg", "mipd", "mipd-unlabeled")
+README_SPLITS = ("seen", "rare", "unseen_compositional", "unseen_novel", "unseen", "all")
+
+
+def readme_tables(rows: Iterable[MetricRow], hoi_models: Sequence[str] = ("teacher", "spatial_prior", "teacher_crop",
+                                                                           "icn", "clhoi")) -> str:
+    """The README's "Latest results" tables from a run's metric rows (per-image means, mean ± sample std over seeds).
+
+    Four tables: GSR verb top-1 and grounded value (top-1 setting) per split; the ground-truth-verb setting on all
+    images; HOI mAP (Default setting). Models absent from ``rows`` are left out; a missing cell is ``–``.
+    """
+    cells = aggregate(r for r in rows if r.task in ("gsr", "hoi") and r.mean in ("image", None))
+
+    def fmt(key: tuple) -> str:
+        c = cells.get(key)
+        if c is None:
+            return "–"
+        return f"{c.mean:.1f} ± {c.std:.1f}" if c.n > 1 or key[1] in ("teacher",) else f"{c.mean:.1f}"
+
+    gsr_models = [m for m in README_GSR_MODELS if any(k[0] == "gsr" and k[1] == m for k in cells)]
+    out: list[str] = []
+    for title, setting, metric in (("GSR verb top-1 (%), test, per-image mean (± sample std over seeds where there "
+                                    "are several)", "top1", "verb"),
+                                   ("GSR grounded value (%), top-1 setting, test", "top1", "grnd_value")):
+        out += [f"**{title}**", ""]
+        out += _md_table(["model", *README_SPLITS],
+                         [[m] + [fmt(("gsr", m, s, setting, metric, "image")) for s in README_SPLITS]
+                          for m in gsr_models if any(("gsr", m, s, setting, metric, "image") in cells
+                                                     for s in README_SPLITS)])
+    gt_metrics = ("value", "value_all", "grnd_value", "grnd_value_all")
+    out += ["**GSR ground-truth-verb setting (%), all test images**", ""]
+    out += _md_table(["model", *gt_metrics], [[m] + [fmt(("gsr", m, "all", "gt_verb", x, "image")) for x in gt_metrics]
+                                              for m in gsr_models if ("gsr", m, "all", "gt_verb", "value", "image")
+                                              in cells])
+    hoi_splits = ("full", "rare", "non_rare", "unseen", "seen")
+    hm = [m for m in hoi_models if ("hoi", m, "full", "default", "map", None) in cells]
+    if hm:
+        out += ["**HOI mAP (%), official protocol, Default setting, SynthSitu HOI test split**", ""]
+        out += _md_table(["model", *hoi_splits], [[m] + [fmt(("hoi", m, s, "default", "map", None)) for s in hoi_splits]
+                                                  for m in hm])
+    return "\n".join(out)

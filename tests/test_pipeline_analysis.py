@@ -129,3 +129,18 @@ def test_analysis_notebook_html_embeds_its_figures(root: Path, tmp_path: Path) -
     assert "rare bias" in html and "unseen confusion" in html
     assert "<table" in html  # the results table was displayed
     (tmp_path / "06_analysis.html").write_text(html)
+
+
+def test_readme_tables_aggregate_seeds_and_skip_absent_models():
+    from mipd_kit.analysis import readme_tables
+    from mipd_kit.metrics import row
+    rows = [row("gsr", "baseline", "seen", "top1", "verb", v, seed=s, mean="image") for s, v in ((0, 10.0), (1, 20.0))]
+    rows += [row("gsr", "small_cnn", "seen", "top1", "verb", 64.0, seed=0, mean="image"),
+             row("gsr", "baseline", "all", "gt_verb", "value", 50.0, seed=0, mean="image"),
+             row("hoi", "clhoi", "full", "default", "map", 70.0, seed=0)]
+    md = readme_tables(rows)
+    assert "| baseline | 15.0 ± 7.1 | – |" in md  # mean ± sample std over the 2 seeds, absent split as a dash
+    assert "| small_cnn | 64.0 | – |" in md
+    assert "mipd-unlabeled" not in md
+    assert "| clhoi | 70.0 | – |" in md
+    assert "| baseline | 50.0 | – | – | – |" in md
