@@ -245,3 +245,17 @@ def test_config_from_notebook_parameters():
     assert cfg.generator.openai.concurrency == 3 and cfg.rounds == 5 and cfg.max_images == 0 and cfg.judge.seed == 7
     smoke = config_from_params()  # notebook defaults: the smoke config, embedded, values kept
     assert smoke.max_images == JRGConfig.smoke().max_images and smoke.generator.backend == "embedded"
+
+
+def test_judge_figures_are_written(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    from mipd_kit.rationales.analysis import plot_acceptance, plot_scores
+    kind = {"accept_rate_round": [{"round": 0, "rate": 0.5}, {"round": 1, "rate": None}],
+            "cum_accept_round": [0.5, 0.9], "score_hist_positive": [0] * 10 + [3], "score_hist_negative": [2] + [0] * 10}
+    stats = {"glimpse": kind, "gaze": kind}
+    fig = plot_acceptance(stats, 2, tmp_path / "a.png")
+    assert (tmp_path / "a.png").stat().st_size > 1000
+    assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == ["glimpse", "gaze"]
+    plot_scores(stats, tmp_path / "s.png")
+    assert (tmp_path / "s.png").stat().st_size > 1000

@@ -5,6 +5,7 @@
   words that are a form of the annotated verb or a gloss of an annotator's noun), whether it mentions a verb the
   teacher confuses with the true one (its other top verbs).
 * :func:`compare_polarities` — those features averaged per kind x polarity (how negatives differ from positives).
+* :func:`plot_acceptance`, :func:`plot_scores` — the judge figures of notebook 03, from ``jrg_statistics`` output.
 """
 
 from __future__ import annotations
@@ -92,3 +93,42 @@ def sample_table(records: Sequence[Rationale], n: int = 6, seed: int = 0) -> lis
                              "source": r.source, "round": r.round, "score": r.score, "text": r.text,
                              "reasons": "; ".join((r.verdict or {}).get("reasons", []))})
     return rows
+
+
+def plot_acceptance(stats: Mapping[str, Any], rounds: int, path: Any = None):
+    """Acceptance rate per round and cumulative acceptance by round, glimpse and gaze (``jrg_statistics`` output).
+
+    Saves to ``path`` when given; returns the matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.2))
+    for kind in ("glimpse", "gaze"):
+        s = stats[kind]
+        ax[0].plot([p["round"] for p in s["accept_rate_round"]], [100 * (p["rate"] or 0) for p in s["accept_rate_round"]],
+                   "o-", label=kind)
+        ax[1].plot(range(rounds), [100 * (c or 0) for c in s["cum_accept_round"]], "o-", label=kind)
+    ax[0].set(xlabel="round", ylabel="% accepted of judged", title="acceptance per round")
+    ax[1].set(xlabel="round", ylabel="% of chains accepted", title="cumulative acceptance", ylim=(0, 100))
+    for a in ax:
+        a.set_xticks(range(rounds))
+        a.legend()
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def plot_scores(stats: Mapping[str, Any], path: Any = None):
+    """Histograms of the judge's scores (0-10) for positive and negative rationales, glimpse and gaze."""
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.2), sharey=True)
+    for a, kind in zip(ax, ("glimpse", "gaze")):
+        a.bar([x - 0.2 for x in range(11)], stats[kind]["score_hist_positive"], width=0.4, label="positive")
+        a.bar([x + 0.2 for x in range(11)], stats[kind]["score_hist_negative"], width=0.4, label="negative")
+        a.set(xlabel="judge score", title=kind)
+        a.legend()
+    ax[0].set(ylabel="rationales")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
