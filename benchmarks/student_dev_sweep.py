@@ -1,5 +1,6 @@
 """Dev-split sweep of the Ov-GSR student: train one variant with config overrides and report **dev** verb top-1
-per category (seen / rare / unseen_compositional / unseen_novel / unseen). Test is never read.
+per category (seen / rare / unseen_compositional / unseen_novel / unseen), and the ground-truth-verb setting's value /
+grounded value on all dev images. Test is never read.
 
     python benchmarks/student_dev_sweep.py --world data/synthsitu/default-seed0 --cache-dir data/cache \
         --rationales reports/latest/rationales.jsonl --variant unlabeled --tag kd5 --set w_kd=5 --set w_scene=5
@@ -65,8 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         tf = cached_image_features(teacher, [world_dir / "images" / n for n in d.images], a.cache_dir,
                                    f"{world_dir.name}-dev").pooled.float()
         teacher_logits = F.normalize(tf, dim=-1) @ F.normalize(world.vocab.verb_emb_teacher, dim=-1).t()
+    from mipd_kit.student.train import evaluate_predictions, predict_swig
+    rows = evaluate_predictions(world, predict_swig(m, d, world.vocab), cfg.model_name, a.seed, split="dev")
+    gt_verb = {r.metric: round(r.value, 1) for r in rows if r.split == "all" and r.setting == "gt_verb"
+               and r.mean == "image" and r.metric in ("value", "value_all", "grnd_value", "grnd_value_all")}
     rec = {"tag": a.tag, "variant": a.variant, "seed": a.seed, "overrides": a.set,
-           "dev": dev_accuracy(logits, d.verb, world.split, world.vocab.verbs),
+           "dev": dev_accuracy(logits, d.verb, world.split, world.vocab.verbs), "dev_gt_verb": gt_verb,
            "teacher_dev": dev_accuracy(teacher_logits, d.verb, world.split, world.vocab.verbs),
            "best_epoch": res.best_epoch, "train_s": round(seconds, 1)}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
