@@ -4,8 +4,10 @@
   default), **not** the teacher's image tower: no teacher is on the student's inference path. ``backbone="cached"``
   (real mode) is a head on cached patch features of a frozen student backbone (the authors use CLIP ViT-L/14-336;
   features come from ``mipd_kit.teachers.cache``).
-- Open-vocabulary verb head: cosine between a projected scene feature and frozen text embeddings (MiniLM) of the
-  verb names, times a learnable temperature (logit scale, CLIP-style).
+- Open-vocabulary verb head (``verb_head``): by default (``"teacher"``) the cosine between the scene feature projected
+  into the teacher's joint space and the teacher's frozen *text* embeddings of the verb prompts; ``"minilm"``: cosine
+  against frozen MiniLM embeddings of the verb names; ``"dual"``: the sum. Each times a learnable temperature
+  (logit scale, CLIP-style).
 - A transformer decoder whose queries are role + verb text embeddings (projected) attends to the patch tokens and
   predicts per role a noun (cosine against frozen noun-name embeddings; a learnable vector stands for the empty
   noun), a box ``(cx, cy, w, h)`` through a sigmoid, and a box-exists logit.
