@@ -7,7 +7,7 @@ grounded value on all dev images. Test is never read.
 
 Appends one JSON line per run to ``reports/student-dev-sweep/results.jsonl`` (tag, variant, overrides, dev
 accuracies, the teacher's zero-shot dev accuracy for reference, seconds). This is how the student defaults were
-chosen (README, "MIPD student: what was tried").
+chosen (README, "How the defaults were chosen").
 """
 
 from __future__ import annotations
@@ -18,27 +18,21 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
-CATS = ("seen", "rare", "unseen_compositional", "unseen_novel", "unseen")
+SPLITS = ("seen", "rare", "unseen_compositional", "unseen_novel", "unseen")
 
 
-def dev_accuracy(logits: torch.Tensor, verb: torch.Tensor, split, verbs: list[str]) -> dict[str, float]:
-    """Top-1 (percent) of ``logits`` (N, V) against ``verb`` (N,) per open-vocabulary category."""
-    vi = {v: i for i, v in enumerate(verbs)}
-    pred = logits.argmax(-1)
-    out = {}
-    for cat in CATS:
-        ids = torch.tensor([vi[v] for v in split.lists()[cat]])
-        m = torch.isin(verb, ids)
-        out[cat] = round(100.0 * float((pred[m] == verb[m]).float().mean()), 1) if m.any() else float("nan")
-    return out
+def top1_by_split(rows) -> dict[str, float]:
+    """Per-image verb top-1 (percent) per open-vocabulary split, from SWiG metric rows."""
+    return {r.split: round(r.value, 1) for r in rows
+            if r.setting == "top1" and r.metric == "verb" and r.mean == "image" and r.split in SPLITS}
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mipd_kit.student.train import (cached_image_features, config_from_args, fit, load_teacher_kind,
-                                        prepare_world, to_input)
+    from mipd_kit.student.train import (config_from_args, evaluate_predictions, fit, load_teacher_kind,
+                                        predict_swig, prepare_world)
+    from mipd_kit.teachers.embedded import zero_shot_verbs
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--world", required=True)
     ap.add_argument("--cache-dir", default="data/cache")
@@ -60,19 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     res = fit(world, cfg)
     seconds = time.time() - t0
-    d, m = world.dev, res.model.eval()
-    with torch.no_grad():
-        logits = torch.cat([m.verb_logits(m.encode(to_input(d.x[s:s + 256]))[1]) for s in range(0, len(d), 256)])
-        tf = cached_image_features(teacher, [world_dir / "images" / n for n in d.images], a.cache_dir,
-                                   f"{world_dir.name}-dev").pooled.float()
-        teacher_logits = F.normalize(tf, dim=-1) @ F.normalize(world.vocab.verb_emb_teacher, dim=-1).t()
-    from mipd_kit.student.train import evaluate_predictions, predict_swig
-    rows = evaluate_predictions(world, predict_swig(m, d, world.vocab), cfg.model_name, a.seed, split="dev")
+    rows = evaluate_predictions(world, predict_swig(res.model, world.dev, world.vocab), cfg.model_name, a.seed,
+                                split="dev")
     gt_verb = {r.metric: round(r.value, 1) for r in rows if r.split == "all" and r.setting == "gt_verb"
                and r.mean == "image" and r.metric in ("value", "value_all", "grnd_value", "grnd_value_all")}
     rec = {"tag": a.tag, "variant": a.variant, "seed": a.seed, "overrides": a.set,
-           "dev": dev_accuracy(logits, d.verb, world.split, world.vocab.verbs), "dev_gt_verb": gt_verb,
-           "teacher_dev": dev_accuracy(teacher_logits, d.verb, world.split, world.vocab.verbs),
+           "dev": top1_by_split(rows), "dev_gt_verb": gt_verb,
+           "teacher_dev": top1_by_split(zero_shot_verbs(teacher, world_dir, split="dev")[1]),
            "best_epoch": res.best_epoch, "train_s": round(seconds, 1)}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     with open(a.out, "a") as f:

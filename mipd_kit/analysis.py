@@ -621,7 +621,7 @@ def readme_tables(rows: Iterable[MetricRow], hoi_models: Sequence[str] = ("teach
         c = cells.get(key)
         if c is None:
             return "–"
-        return f"{c.mean:.1f} ± {c.std:.1f}" if c.n > 1 or key[1] in ("teacher",) else f"{c.mean:.1f}"
+        return f"{c.mean:.1f} ± {c.std:.1f}" if c.n > 1 else f"{c.mean:.1f}"
 
     gsr_models = [m for m in README_GSR_MODELS if any(k[0] == "gsr" and k[1] == m for k in cells)]
     out: list[str] = []

@@ -14,7 +14,6 @@ Tokens may carry a leading CLS token (``T = rows*cols + 1``); prompts never touc
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
@@ -77,19 +76,17 @@ class ScenePrompt(nn.Module):
 
 
 def box_cells(box: torch.Tensor, grid: tuple[int, int]) -> tuple[int, int, int, int]:
-    """Cell range ``(r0, r1, c0, c1)`` (end exclusive, at least one cell) covering a normalised xyxy box."""
-    rows, cols = grid
-    x1, y1, x2, y2 = [float(v) for v in box]
-    c0 = min(cols - 1, max(0, int(math.floor(x1 * cols))))
-    r0 = min(rows - 1, max(0, int(math.floor(y1 * rows))))
-    c1 = min(cols, max(c0 + 1, int(math.ceil(x2 * cols))))
-    r1 = min(rows, max(r0 + 1, int(math.ceil(y2 * rows))))
+    """Cell range ``(r0, r1, c0, c1)`` (end exclusive, at least one cell) covering a normalised xyxy box
+    (one box of :func:`box_cells_batched`)."""
+    cells = box_cells_batched(torch.as_tensor(box, dtype=torch.float64).view(1, 4), torch.ones(1, dtype=torch.bool), grid)
+    r0, r1, c0, c1 = (int(t[0]) for t in cells)
     return r0, r1, c0, c1
 
 
 def box_cells_batched(boxes: torch.Tensor, exists: torch.Tensor,
                       grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`box_cells` for (..., 4) boxes at once; roles without a box (``exists`` False) cover the whole grid.
+    """Cell ranges (end exclusive, at least one cell) covering (..., 4) normalised xyxy boxes; roles without a box
+    (``exists`` False) cover the whole grid.
 
     Returns ``r0, r1, c0, c1`` long tensors of shape ``boxes.shape[:-1]``.
     """
