@@ -43,11 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], help="StudentConfig override key=value")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--smoke", action="store_true", help="smoke teacher and smoke-sized student (tests)")
+    ap.add_argument("--teacher", default="embedded", choices=["embedded", "tiny"],
+                    help="teacher backend (tiny: random, for tests)")
     ap.add_argument("--out", default=str(ROOT / "reports" / "student-dev-sweep" / "results.jsonl"))
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     world_dir = Path(a.world)
-    teacher = load_teacher_kind("embedded", world_dir, a.cache_dir, smoke=a.smoke)
+    teacher = load_teacher_kind(a.teacher, world_dir, a.cache_dir, smoke=a.smoke)
     cfg = config_from_args(a.variant, a.seed, a.smoke, [*a.set, f"threads={a.threads}"])
     world = prepare_world(world_dir, a.cache_dir, teacher, cfg.image_size, rationales_path=a.rationales,
                           verb_text=cfg.verb_text)

@@ -11,7 +11,7 @@ from mipd_kit.data.splits import LeakageError
 from mipd_kit.student.model import build_student
 from mipd_kit.student.testing import hashed_text_embedder, write_tiny_world
 from mipd_kit.student.train import (VARIANTS, CheckpointMismatch, StudentConfig, attach_targets, config_from_args, fit,
-                                    predict_swig, prepare_world, run_variant, verb_top1)
+                                    prepare_world, run_variant, to_input)
 from mipd_kit.teachers.tiny import TinyRandomTeacher
 
 
@@ -66,9 +66,17 @@ def test_baseline_learns_seen_verbs(tiny):
     first = sum(h["loss"] for h in res.history[:3]) / 3
     last = sum(h["loss"] for h in res.history[-3:]) / 3
     assert last < first
-    seen = torch.isin(w.train.verb, torch.nonzero(w.vocab.train_verbs).flatten())
-    chance = 100.0 / int(w.vocab.train_verbs.sum())
-    assert verb_top1(res.model, w.train, seen) > 2 * chance
+    # the verb CE runs over the trainable verbs only, so "learnt the seen verbs" is closed-set accuracy among them
+    # (over all verbs an untrained unseen verb whose text embedding lies near a seen one may win the argmax)
+    train_ids = torch.nonzero(w.vocab.train_verbs).flatten()
+    res.model.eval()
+    with torch.no_grad():
+        _, scene = res.model.encode(to_input(w.train.x))
+        pred = train_ids[res.model.verb_logits(scene)[:, train_ids].argmax(-1)]
+    seen = torch.isin(w.train.verb, train_ids)
+    acc = 100.0 * float((pred[seen] == w.train.verb[seen]).float().mean())
+    chance = 100.0 / len(train_ids)
+    assert acc > 2 * chance
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

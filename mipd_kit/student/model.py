@@ -139,9 +139,10 @@ class OvGSRStudent(nn.Module):
         self.register_buffer("noun_emb", F.normalize(vocab.noun_emb.float(), dim=-1), persistent=False)
         self.register_buffer("role_emb", vocab.role_emb.float(), persistent=False)
         self.register_buffer("verb_roles", vocab.verb_roles.long(), persistent=False)
-        self.verb_proj = nn.Linear(d, tdim)
-        self.verb_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         self.verb_head = getattr(cfg, "verb_head", "minilm")
+        if self.verb_head in ("minilm", "dual"):  # the MiniLM-space verb head; "teacher" has no use for it
+            self.verb_proj = nn.Linear(d, tdim)
+            self.verb_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         if self.verb_head in ("dual", "teacher"):
             if vocab.verb_emb_teacher is None:
                 raise ValueError(f"verb_head={self.verb_head!r} needs vocab.verb_emb_teacher (teacher text embeddings "
