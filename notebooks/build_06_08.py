@@ -80,6 +80,9 @@ test_file: str = "test.json"  # ground truth inside world_dir (SWiG format): tes
 image_root: str = ""  # folder the images are relative to; empty: world_dir/images (missing images -> placeholders)
 demo: bool = False  # inspect a generated demo world instead of run_dir (no pipeline run needed)
 demo_dir: str = "../reports/inspector-demo"  # where the demo is written
+hoi_model: str = "clhoi"  # HOI predictions run_dir/predictions/hoi-<hoi_model>-seed<seed>.json; "" skips the HOI part
+hoi_tag: str = "unseen"  # initial HOI filter: all | unseen | rare | seen
+hoi_outcome: str = "all"  # all | correct | wrong_interaction | wrong_pair | miss | no_detection
 ''', "parameters"),
     ("code", '''from pathlib import Path
 
@@ -102,6 +105,27 @@ for tag, d in counts.items():
     ("code", "ins"),
     ("code", '''if ins.missing_images:
     print(f"{len(ins.missing_images)} image(s) not found under the image root: drawn as placeholders")'''),
+    ("md", "## HOI detections (CL-HOI)\n\nThe same for the HOI test images of the run (`07_cl_hoi`): pick the tag "
+           "(unseen / rare / seen HOIs annotated in the image), the annotated HOI and the outcome of the top "
+           "detection (correct; wrong interaction on an annotated pair; the annotated HOI on the wrong pair; miss; "
+           "no detection); sort by score or by recall of the annotated pairs among the top-5. Left: the top-5 "
+           "detections (\"ok\": matched an annotated pair, \"x\": not), right: the annotated pairs (\"ok\": "
+           "found). Widget: `mipd_kit.hoi.inspector`."),
+    ("code", '''from collections import Counter
+
+from mipd_kit.hoi.inspector import OUTCOMES, open_hoi_inspector
+
+hoi_file = Path(run_dir) / "predictions" / f"hoi-{hoi_model}-seed{seed}.json"
+hoi_ins = None
+if demo or not hoi_model or not hoi_file.is_file():
+    print("no HOI inspector:", "the demo has no HOI part" if demo else f"{hoi_file} is absent (written by 07_cl_hoi)")
+else:
+    hoi_ins = open_hoi_inspector(run_dir, world_dir, model=hoi_model, seed=seed, tag=hoi_tag, outcome=hoi_outcome)
+    per_tag = Counter((t, c.outcome) for c in hoi_ins.cases for t in c.tags)
+    print(f"{len(hoi_ins.cases)} HOI cases; top-1 outcome per tag:")
+    for tag in ("unseen", "rare", "seen"):
+        print(f"  {tag:<8}", "  ".join(f"{o}={per_tag[tag, o]}" for o in OUTCOMES))'''),
+    ("code", "hoi_ins"),
 ])
 
 nbf.write(analysis, ROOT / "notebooks" / "06_analysis.ipynb")

@@ -88,3 +88,4 @@ def test_inspector_notebook_on_the_smoke_run(root: Path, smoke_run: dict, tmp_pa
     outputs = "".join(o.get("text", "") for c in nbformat.read(out, as_version=4).cells if c.cell_type == "code"
                       for o in c.get("outputs", []))
     assert "DEMO data" not in outputs and "cases; primary error per split" in outputs
+    assert "HOI cases; top-1 outcome per tag" in outputs  # the smoke run's 07_cl_hoi wrote hoi-clhoi-seed0.json

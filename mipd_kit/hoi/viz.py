@@ -1,8 +1,8 @@
 """CL-HOI visualisation data: the top interactions of each image's pairs, per-image cases, and drawing.
 
 Data preparation (``top_pairs``, ``gt_pairs``, ``hoi_cases``) is pure; drawing goes through the shared
-``mipd_kit.viz.draw.draw_hoi_pairs`` (pairs = ``[{"box_h", "box_o", "label", "score"}]``) and falls back to a small
-local PIL drawing when that module is absent.
+``mipd_kit.viz.draw.draw_hoi_pairs`` (pairs = ``[{"box_h", "box_o", "label", "score"}]``). The widget that browses
+the same cases with filters is ``mipd_kit.hoi.inspector``.
 """
 
 from __future__ import annotations
@@ -11,13 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from mipd_kit.data.records import HOIImage, HOIVocab
+from mipd_kit.viz.draw import contact_sheet, draw_hoi_pairs
 
 from .proposals import box_iou
-
-COLOURS = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240))
 
 
 def hoi_label(vocab: HOIVocab, k: int) -> str:
@@ -83,28 +82,8 @@ def hoi_cases(images: Sequence[HOIImage], vocab: HOIVocab, preds: Mapping[str, S
     return sorted(out, key=lambda c: (not c.unseen, c.hit, -c.top_score))
 
 
-def _draw_local(image: Image.Image, pairs: Sequence[Mapping[str, Any]], scale: float = 3.0) -> Image.Image:
-    im = image.convert("RGB")
-    im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.NEAREST)
-    d = ImageDraw.Draw(im)
-    font = ImageFont.load_default()
-    for i, p in enumerate(pairs):
-        col = COLOURS[i % len(COLOURS)]
-        bh = [v * scale for v in p["box_h"]]
-        bo = [v * scale for v in p["box_o"]]
-        d.rectangle(bh, outline=col, width=2)
-        d.rectangle(bo, outline=col, width=1)
-        d.line([((bh[0] + bh[2]) / 2, (bh[1] + bh[3]) / 2), ((bo[0] + bo[2]) / 2, (bo[1] + bo[3]) / 2)], fill=col, width=1)
-        d.text((2, 2 + 11 * i), f"{p['label']} {p['score']:.2f}", fill=col, font=font)
-    return im
-
-
 def draw_pairs(image: Image.Image, pairs: Sequence[Mapping[str, Any]]) -> Image.Image:
-    """Draw pairs with their labels through ``mipd_kit.viz.draw.draw_hoi_pairs`` (local fallback if absent)."""
-    try:
-        from mipd_kit.viz.draw import draw_hoi_pairs
-    except ImportError:
-        return _draw_local(image, pairs)
+    """Draw pairs with their labels and scores (``mipd_kit.viz.draw.draw_hoi_pairs``)."""
     return draw_hoi_pairs(image, [{k: p[k] for k in ("box_h", "box_o", "label", "score")} for p in pairs])
 
 
@@ -115,20 +94,4 @@ def pair_sheet(images_dir: str | Path, cases: Sequence[HOICase], vocab: HOIVocab
         with Image.open(Path(images_dir) / c.filename) as im:
             tiles.append(draw_pairs(im.convert("RGB"), top_pairs(preds.get(c.filename, []), vocab, k)))
         labels.append(("[ok] " if c.hit else "[miss] ") + "gt: " + ", ".join(c.gt_labels))
-    try:
-        from mipd_kit.viz.draw import contact_sheet
-        return contact_sheet(tiles, ncols, labels)
-    except ImportError:
-        pass
-    if not tiles:
-        return Image.new("RGB", (64, 64), (255, 255, 255))
-    w = max(t.width for t in tiles)
-    h = max(t.height for t in tiles) + 14
-    rows = -(-len(tiles) // ncols)
-    sheet = Image.new("RGB", (w * min(ncols, len(tiles)), h * rows), (255, 255, 255))
-    d = ImageDraw.Draw(sheet)
-    for i, (t, lab) in enumerate(zip(tiles, labels)):
-        x, y = (i % ncols) * w, (i // ncols) * h
-        sheet.paste(t, (x, y + 14))
-        d.text((x + 2, y + 1), lab[:40], fill=(0, 0, 0), font=ImageFont.load_default())
-    return sheet
+    return contact_sheet(tiles, ncols, labels)

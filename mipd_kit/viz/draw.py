@@ -44,12 +44,13 @@ def _upscale(im: Image.Image, upscale: Optional[int]) -> tuple[Image.Image, floa
 
 
 def _label(d: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, colour: tuple[int, int, int],
-           font: ImageFont.ImageFont, bounds: tuple[int, int]) -> None:
-    """Text on a filled box in ``colour`` (white text), kept inside the image."""
+           font: ImageFont.ImageFont, bounds: tuple[int, int], stack: int = 0) -> None:
+    """Text on a filled box in ``colour`` (white text) above ``xy``, kept inside the image; ``stack`` lifts it by
+    that many label heights (labels of several pairs anchored at one box)."""
     l, t, r, b = d.textbbox((0, 0), text, font=font)
     w, h = r - l + 4, b - t + 4
     x = min(max(0, xy[0]), max(0, bounds[0] - w))
-    y = min(max(0, xy[1] - h), max(0, bounds[1] - h))
+    y = min(max(0, xy[1] - h * (1 + stack)), max(0, bounds[1] - h))
     d.rectangle([x, y, x + w, y + h], fill=colour)
     d.text((x + 2 - l, y + 2 - t), text, fill=(255, 255, 255), font=font)
 
@@ -110,6 +111,7 @@ def draw_hoi_pairs(image: Any, pairs: Sequence[Mapping[str, Any]], upscale: Opti
     im, s = _upscale(_open(image), upscale)
     font = _font(max(11, int(im.height / 28)))
     d = ImageDraw.Draw(im)
+    anchors: dict[tuple[int, int], int] = {}  # pairs sharing a human box stack their labels
     for k, p in enumerate(pairs):
         col = PALETTE[k % len(PALETTE)]
         bh = [float(v) * s for v in p["box_h"]]
@@ -128,7 +130,9 @@ def draw_hoi_pairs(image: Any, pairs: Sequence[Mapping[str, Any]], upscale: Opti
         text = str(p.get("label", ""))
         if p.get("score") is not None:
             text += f" {float(p['score']):.2f}"
-        _label(d, (bh[0], bh[1]), text, col, font, im.size)
+        key = (round(bh[0]), round(bh[1]))
+        _label(d, (bh[0], bh[1]), text, col, font, im.size, stack=anchors.get(key, 0))
+        anchors[key] = anchors.get(key, 0) + 1
     return im
 
 

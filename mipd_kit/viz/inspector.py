@@ -14,34 +14,20 @@ analysis notebook) can be tried without running the pipeline; its numbers mean n
 from __future__ import annotations
 
 import html
-import io
 import json
 import os
 import random
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
+from .browser import PANEL_SIZE, CaseBrowser, placeholder_image, side_by_side
 from .cases import ERROR_TYPES, SORT_KEYS, SPLIT_NAMES, Case, filter_cases
 from .draw import draw_frame
 
-#: approximate size in pixels of each of the two image panels (images are scaled up by an integer factor).
-PANEL_SIZE = 384
-
 
 # -- drawing -----------------------------------------------------------------------------------------------------
-def placeholder_image(width: int, height: int, text: str = "image missing") -> Image.Image:
-    """A grey image of the annotated size (256x256 when unknown) saying that the image file is absent."""
-    w, h = (width, height) if width > 0 and height > 0 else (256, 256)
-    im = Image.new("RGB", (w, h), (200, 200, 200))
-    d = ImageDraw.Draw(im)
-    d.line([(0, 0), (w - 1, h - 1)], fill=(160, 160, 160), width=2)
-    d.line([(0, h - 1), (w - 1, 0)], fill=(160, 160, 160), width=2)
-    d.text((6, 6), text, fill=(60, 60, 60), font=ImageFont.load_default())
-    return im
-
-
 def render_case(case: Case, image: Optional[Image.Image], panel: int = PANEL_SIZE) -> Image.Image:
     """Prediction (left) and ground truth (right) side by side, drawn with the shared ``draw_frame``.
 
@@ -60,21 +46,11 @@ def render_case(case: Case, image: Optional[Image.Image], panel: int = PANEL_SIZ
     left = draw_frame(image, pred, title=f"pred: {case.pred_verb or '(none)'}{source}", upscale=upscale)
     right = draw_frame(image, gt, title=f"gt: {case.gt_verb} ({'/'.join(case.split_tags) or 'no split'})",
                        upscale=upscale)
-    gap = 10
-    out = Image.new("RGB", (left.width + gap + right.width, max(left.height, right.height)), (255, 255, 255))
-    out.paste(left, (0, 0))
-    out.paste(right, (left.width + gap, 0))
-    return out
-
-
-def _png(im: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, format="PNG")
-    return buf.getvalue()
+    return side_by_side(left, right)
 
 
 # -- the widget ----------------------------------------------------------------------------------------------------
-class Inspector:
+class Inspector(CaseBrowser):
     """Browse error cases: filters (split, verb, error type, sort), a slider with prev/next, the drawn case,
     the top-5 verbs with scores and the positive / negative rationales.
 
@@ -88,180 +64,38 @@ class Inspector:
     def __init__(self, cases: Sequence[Case], image_root: Optional[str | os.PathLike] = None,
                  split: Optional[str] = None, verb: Optional[str] = None, error: Optional[str] = None,
                  sort_by: str = "confidence", panel: int = PANEL_SIZE):
-        import ipywidgets as W
+        cases = list(cases)
+        filters = {"split": ["all"] + [s for s in SPLIT_NAMES if any(s in c.split_tags for c in cases)],
+                   "verb": ["all"] + sorted({c.gt_verb for c in cases}),
+                   "error": ["all", *ERROR_TYPES],
+                   "sort_by": list(SORT_KEYS)}
+        super().__init__(cases, filters, {"split": split, "verb": verb, "error": error, "sort_by": sort_by},
+                         image_root, "mipd-inspector", panel)
+        self.w_split, self.w_verb, self.w_error, self.w_sort = (self.dropdowns[k] for k in filters)
 
-        self.cases = list(cases)
-        self.image_root = Path(image_root) if image_root is not None else None
-        self.panel = panel
-        self.missing_images: set[str] = set()
-        self._filter = {"split": None, "verb": None, "error": None, "sort_by": "confidence"}
-        self._visible: list[Case] = []
-        self._index = 0
-        self._image_cache: dict[str, Optional[Image.Image]] = {}
-        self._rendered: Optional[Image.Image] = None
-        self._busy = False
-        self._observers: list[Callable[["Inspector"], None]] = []
-
-        splits = ["all"] + [s for s in SPLIT_NAMES if any(s in c.split_tags for c in self.cases)]
-        verbs = ["all"] + sorted({c.gt_verb for c in self.cases})
-        self.w_split = W.Dropdown(options=splits, value="all", description="split")
-        self.w_verb = W.Dropdown(options=verbs, value="all", description="verb")
-        self.w_error = W.Dropdown(options=["all", *ERROR_TYPES], value="all", description="error")
-        self.w_sort = W.Dropdown(options=list(SORT_KEYS), value="confidence", description="sort by")
-        self.w_prev = W.Button(description="◀ prev", layout=W.Layout(width="80px"))
-        self.w_next = W.Button(description="next ▶", layout=W.Layout(width="80px"))
-        self.w_slider = W.IntSlider(min=0, max=0, value=0, description="case", continuous_update=False)
-        self.w_label = W.HTML(value="")
-        self.w_image = W.Image(format="png", layout=W.Layout(flex="0 0 auto", object_fit="contain"))
-        self.w_details = W.HTML(value="", layout=W.Layout(flex="1 1 auto", min_width="300px", overflow="auto"))
-        self.w_label.add_class("mipd-inspector-label")
-        self.w_image.add_class("mipd-inspector-image")
-        for w in (self.w_split, self.w_verb, self.w_error, self.w_sort):
-            w.layout = W.Layout(width="230px")
-            w.observe(self._on_filter, names="value")
-        self.w_slider.observe(self._on_slider, names="value")
-        self.w_prev.on_click(lambda _: self.prev())
-        self.w_next.on_click(lambda _: self.next())
-        self.widget = W.VBox([
-            W.HBox([self.w_split, self.w_verb, self.w_error, self.w_sort]),
-            W.HBox([self.w_prev, self.w_slider, self.w_next]),
-            self.w_label,
-            W.HBox([self.w_image, self.w_details]),
-        ])
-        self.widget.add_class("mipd-inspector")
-        self.set_filter(split=split, verb=verb, error=error, sort_by=sort_by)
-
-    # -- accessors (what tests drive) ----------------------------------------------------------------------------
     def set_filter(self, split: Optional[str] = None, verb: Optional[str] = None, error: Optional[str] = None,
                    sort_by: Optional[str] = None) -> list[Case]:
         """Set the filter (None or ``"all"`` clears a field; ``sort_by=None`` keeps the sort) and show the first
         case; returns the visible cases."""
-        if sort_by is None:
-            sort_by = self._filter["sort_by"]
-        new = {"split": None if split == "all" else split, "verb": None if verb == "all" else verb,
-               "error": None if error == "all" else error, "sort_by": sort_by}
-        self._visible = filter_cases(self.cases, **new)
-        self._filter = new
-        self._busy = True
-        try:  # reflect the filter in the dropdowns without re-triggering
-            for w, v in ((self.w_split, new["split"]), (self.w_verb, new["verb"]), (self.w_error, new["error"]),
-                         (self.w_sort, new["sort_by"])):
-                v = "all" if v is None else v
-                if v not in w.options:
-                    w.options = [*w.options, v]
-                w.value = v
-            self.w_slider.max = max(0, len(self._visible) - 1)
-            self.w_slider.value = 0
-        finally:
-            self._busy = False
-        self._index = 0
-        self._show()
-        return list(self._visible)
+        return self._set_filter({"split": split, "verb": verb, "error": error, "sort_by": sort_by})
 
-    @property
-    def filter(self) -> dict[str, Optional[str]]:
-        return dict(self._filter)
+    # -- hooks -----------------------------------------------------------------------------------------------------
+    def _apply_filter(self, f: Mapping[str, Optional[str]]) -> list[Case]:
+        return filter_cases(self.cases, **f)
 
-    def visible_cases(self) -> list[Case]:
-        """The cases that pass the filter, in display order."""
-        return list(self._visible)
+    def _image_name(self, case: Case) -> str:
+        return case.image
 
-    def current_case(self) -> Optional[Case]:
-        """The case on display (None when no case passes the filter)."""
-        return self._visible[self._index] if self._visible else None
+    def _render(self, case: Case, image: Optional[Image.Image]) -> Image.Image:
+        return render_case(case, image, self.panel)
 
-    @property
-    def index(self) -> int:
-        return self._index
-
-    def select(self, i: int) -> Optional[Case]:
-        """Show the i-th visible case (clamped)."""
-        if self._visible:
-            self._index = max(0, min(int(i), len(self._visible) - 1))
-            self._busy = True
-            try:
-                self.w_slider.value = self._index
-            finally:
-                self._busy = False
-        self._show()
-        return self.current_case()
-
-    def next(self) -> Optional[Case]:
-        return self.select(self._index + 1)
-
-    def prev(self) -> Optional[Case]:
-        return self.select(self._index - 1)
-
-    def rendered_image(self) -> Optional[Image.Image]:
-        """The PIL image on display (prediction | ground truth), None when nothing is visible."""
-        return self._rendered
-
-    def label_text(self) -> str:
-        """The status line as plain text."""
-        import re
-
-        return html.unescape(re.sub(r"<[^>]+>", "", self.w_label.value))
-
-    def details_html(self) -> str:
-        """Top-5 verbs and rationales of the current case (HTML)."""
-        return self.w_details.value
-
-    def on_change(self, fn: Callable[["Inspector"], None]) -> None:
-        """Call ``fn(inspector)`` after every change of the displayed case."""
-        self._observers.append(fn)
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
-
-    # -- internals ------------------------------------------------------------------------------------------------
-    def _on_filter(self, change: dict) -> None:
-        if self._busy:
-            return
-        self.set_filter(split=self.w_split.value, verb=self.w_verb.value, error=self.w_error.value,
-                        sort_by=self.w_sort.value)
-
-    def _on_slider(self, change: dict) -> None:
-        if not self._busy:
-            self.select(change["new"])
-
-    def _load_image(self, case: Case) -> Optional[Image.Image]:
-        if case.image not in self._image_cache:
-            im = None
-            if self.image_root is not None:
-                p = self.image_root / case.image
-                if p.is_file():
-                    with Image.open(p) as f:
-                        im = f.convert("RGB")
-            if im is None:
-                self.missing_images.add(case.image)
-            self._image_cache[case.image] = im
-        return self._image_cache[case.image]
-
-    def _show(self) -> None:
-        case = self.current_case()
-        f = self._filter
-        desc = ", ".join(f"{k}={v}" for k, v in f.items() if v is not None)
-        if case is None:
-            self._rendered = None
-            self.w_image.value = b""
-            self.w_label.value = f"<b>no case</b> matches the filter ({html.escape(desc)})"
-            self.w_details.value = ""
-        else:
-            im = self._load_image(case)
-            self._rendered = render_case(case, im, self.panel)
-            self.w_image.value = _png(self._rendered)
-            self.w_image.width, self.w_image.height = str(self._rendered.width), str(self._rendered.height)
-            missing = " · <i>image missing (placeholder)</i>" if im is None else ""
-            self.w_label.value = (
-                f"<b>case {self._index + 1}/{len(self._visible)}</b> · {html.escape(case.image)} · "
-                f"gt <b>{html.escape(case.gt_verb)}</b> ({html.escape('/'.join(case.split_tags) or 'no split')}) · "
+    def _label_html(self, case: Case) -> str:
+        return (f"gt <b>{html.escape(case.gt_verb)}</b> ({html.escape('/'.join(case.split_tags) or 'no split')}) · "
                 f"pred <b>{html.escape(str(case.pred_verb))}</b> · error <b>{case.error}</b> · "
-                f"confidence {case.confidence:.3f} · loss {case.loss:.3f}{missing}")
-            self.w_details.value = details_html(case)
-        for fn in self._observers:
-            fn(self)
+                f"confidence {case.confidence:.3f} · loss {case.loss:.3f}")
+
+    def _details_html(self, case: Case) -> str:
+        return details_html(case)
 
 
 def details_html(case: Case) -> str:
