@@ -603,8 +603,8 @@ def results_frame(rows: Iterable[MetricRow], task: str = "gsr", setting: str = "
     return table.loc[sorted(table.index, key=model_sort_key)].round(1)
 
 
-README_GSR_MODELS = ("teacher", "pixel_linear", "small_cnn", "baseline", "mipd-feat", "mipd-glimpse", "mipd-gaze",
-                     "mipd-neg", "mipd", "mipd-unlabeled")
+README_GSR_MODELS = ("teacher", "pixel_linear", "small_cnn", "baseline", "mipd-feat", "mipd-feat-kd", "mipd-glimpse",
+                     "mipd-gaze", "mipd-neg", "mipd", "mipd-unlabeled")
 README_SPLITS = ("seen", "rare", "unseen_compositional", "unseen_novel", "unseen", "all")
 
 

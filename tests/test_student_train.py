@@ -188,7 +188,7 @@ def test_runnable_variants_names_the_reason(tiny):
     assert ok == list(VARIANTS) and skipped == {}
     no_rat = dataclasses.replace(w, align=dataclasses.replace(w.align, glimpse_pos=torch.full_like(w.align.glimpse_pos, -1)))
     ok, skipped = runnable_variants(no_rat, list(VARIANTS))
-    assert ok == ["baseline", "feat"] and "rationales" in skipped["full"]
+    assert ok == ["baseline", "feat", "feat-kd"] and "rationales" in skipped["full"]
     with pytest.raises(ValueError, match="unknown variant"):
         runnable_variants(w, ["mipd"])
 

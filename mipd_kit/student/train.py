@@ -10,6 +10,8 @@ variant        what is added to the supervised GSR losses
 =============  ==========================================================================================
 baseline       nothing (model name ``baseline``)
 feat           scene + role feature distillation towards the *raw* teacher features (``mipd-feat``)
+feat-kd        feat + the logit distillation of ``full``, no rationales and no NMPA (``mipd-feat-kd``): what
+               ``full`` would be without its rationale ingredients
 glimpse        scene target = NMPA-aligned with the positive glimpse rationales (``mipd-glimpse``)
 gaze           + role targets = NMPA instance features aligned with the gaze rationales (``mipd-gaze``)
 neg            + negative guidance (NMPA trained with it; student term on its scene feature) (``mipd-neg``)
@@ -47,10 +49,18 @@ from ..data.records import DataError, FrameSpace, Situation
 from . import losses as L
 from .model import OvGSRStudent, StudentVocab, build_student
 
-Variant = Literal["baseline", "feat", "glimpse", "gaze", "neg", "full", "unlabeled"]
-VARIANTS: tuple[str, ...] = ("baseline", "feat", "glimpse", "gaze", "neg", "full", "unlabeled")
-MODEL_NAMES: dict[str, str] = {"baseline": "baseline", "feat": "mipd-feat", "glimpse": "mipd-glimpse",
-                               "gaze": "mipd-gaze", "neg": "mipd-neg", "full": "mipd", "unlabeled": "mipd-unlabeled"}
+Variant = Literal["baseline", "feat", "feat-kd", "glimpse", "gaze", "neg", "full", "unlabeled"]
+VARIANTS: tuple[str, ...] = ("baseline", "feat", "feat-kd", "glimpse", "gaze", "neg", "full", "unlabeled")
+MODEL_NAMES: dict[str, str] = {"baseline": "baseline", "feat": "mipd-feat", "feat-kd": "mipd-feat-kd",
+                               "glimpse": "mipd-glimpse", "gaze": "mipd-gaze", "neg": "mipd-neg", "full": "mipd",
+                               "unlabeled": "mipd-unlabeled"}
+_RATIONALE_PARTS = ("distill", "glimpse", "gaze", "neg")
+#: the ingredients each variant switches on (cumulative along the ablation, except ``feat-kd``)
+USES: dict[str, frozenset[str]] = {
+    "baseline": frozenset(), "feat": frozenset({"distill"}), "feat-kd": frozenset({"distill", "kd"}),
+    "glimpse": frozenset(_RATIONALE_PARTS[:2]), "gaze": frozenset(_RATIONALE_PARTS[:3]),
+    "neg": frozenset(_RATIONALE_PARTS), "full": frozenset({*_RATIONALE_PARTS, "kd"}),
+    "unlabeled": frozenset({*_RATIONALE_PARTS, "kd", "unlabeled"})}
 
 
 class CheckpointMismatch(RuntimeError):
@@ -79,7 +89,8 @@ class StudentConfig:
         w_verb, w_noun, w_l1, w_giou, w_exists: supervised loss weights.
         w_scene, w_role: feature-distillation weights (scene 5, chosen on dev; the authors use 2 with L1);
             distill_kind ``"l1"`` or ``"cosine"``.
-        w_kd, kd_t: logit distillation weight (10, chosen on dev) and temperature (used by ``full``/``unlabeled``).
+        w_kd, kd_t: logit distillation weight (10, chosen on dev) and temperature (used by ``feat-kd``, ``full``,
+            ``unlabeled``).
         w_neg, neg_kind: student negative-guided term weight and form (``neg``/``full``/``unlabeled``).
         unlabeled_ratio: unlabeled images per labelled image in a step (``unlabeled`` variant).
         select_on_dev: keep the epoch with the best dev verb top-1 on *trainable* verbs (never test).
@@ -144,9 +155,8 @@ class StudentConfig:
 
     @property
     def uses(self) -> dict[str, bool]:
-        """Which ingredients the variant switches on (cumulative ablation)."""
-        i = VARIANTS.index(self.variant)
-        return {"distill": i >= 1, "glimpse": i >= 2, "gaze": i >= 3, "neg": i >= 4, "kd": i >= 5, "unlabeled": i >= 6}
+        """Which ingredients the variant switches on (:data:`USES`)."""
+        return {k: k in USES[self.variant] for k in ("distill", "glimpse", "gaze", "neg", "kd", "unlabeled")}
 
     def nmpa_config(self) -> NMPAConfig:
         """The NMPA config actually trained for this variant."""
@@ -810,8 +820,7 @@ def runnable_variants(world: World, variants: Sequence[str]) -> tuple[list[str],
     for v in variants:
         if v not in VARIANTS:
             raise ValueError(f"unknown variant {v!r}; choose from {VARIANTS}")
-        i = VARIANTS.index(v)
-        if i >= VARIANTS.index("glimpse") and not has_rat:
+        if "glimpse" in USES[v] and not has_rat:
             skipped[v] = "no positive rationales for the train images (run notebooks 02/03 first)"
         elif v == "unlabeled" and world.unlabeled is None:
             skipped[v] = "the world has no unlabeled pool"
