@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from .metrics import MetricRow, aggregate_seeds, merge_rows, read_rows
+from .student.report import MODEL_ORDER as STUDENT_MODEL_ORDER
+from .student.report import SPLITS as STUDENT_SPLITS
 from .viz.cases import Case, build_cases, load_situations, load_split
 
 MAIN_MODELS: tuple[str, ...] = ("teacher", "baseline", "mipd")
@@ -603,9 +605,8 @@ def results_frame(rows: Iterable[MetricRow], task: str = "gsr", setting: str = "
     return table.loc[sorted(table.index, key=model_sort_key)].round(1)
 
 
-README_GSR_MODELS = ("teacher", "pixel_linear", "small_cnn", "baseline", "mipd-feat", "mipd-feat-kd", "mipd-glimpse",
-                     "mipd-gaze", "mipd-neg", "mipd", "mipd-unlabeled")
-README_SPLITS = ("seen", "rare", "unseen_compositional", "unseen_novel", "unseen", "all")
+#: the teacher, the two difficulty baselines of the data stage, then the students (``mipd_kit.student.report``)
+README_GSR_MODELS = (STUDENT_MODEL_ORDER[0], "pixel_linear", "small_cnn", *STUDENT_MODEL_ORDER[1:])
 
 
 def readme_tables(rows: Iterable[MetricRow], hoi_models: Sequence[str] = ("teacher", "spatial_prior", "teacher_crop",
@@ -629,10 +630,10 @@ def readme_tables(rows: Iterable[MetricRow], hoi_models: Sequence[str] = ("teach
                                     "are several)", "top1", "verb"),
                                    ("GSR grounded value (%), top-1 setting, test", "top1", "grnd_value")):
         out += [f"**{title}**", ""]
-        out += _md_table(["model", *README_SPLITS],
-                         [[m] + [fmt(("gsr", m, s, setting, metric, "image")) for s in README_SPLITS]
+        out += _md_table(["model", *STUDENT_SPLITS],
+                         [[m] + [fmt(("gsr", m, s, setting, metric, "image")) for s in STUDENT_SPLITS]
                           for m in gsr_models if any(("gsr", m, s, setting, metric, "image") in cells
-                                                     for s in README_SPLITS)])
+                                                     for s in STUDENT_SPLITS)])
     gt_metrics = ("value", "value_all", "grnd_value", "grnd_value_all")
     out += ["**GSR ground-truth-verb setting (%), all test images**", ""]
     out += _md_table(["model", *gt_metrics], [[m] + [fmt(("gsr", m, "all", "gt_verb", x, "image")) for x in gt_metrics]

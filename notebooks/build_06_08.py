@@ -111,9 +111,7 @@ for tag, d in counts.items():
            "no detection); sort by score or by recall of the annotated pairs among the top-5. Left: the top-5 "
            "detections (\"ok\": matched an annotated pair, \"x\": not), right: the annotated pairs (\"ok\": "
            "found). Widget: `mipd_kit.hoi.inspector`."),
-    ("code", '''from collections import Counter
-
-from mipd_kit.hoi.inspector import OUTCOMES, open_hoi_inspector
+    ("code", '''from mipd_kit.hoi.inspector import open_hoi_inspector, summarize_hoi
 
 hoi_file = Path(run_dir) / "predictions" / f"hoi-{hoi_model}-seed{seed}.json"
 hoi_ins = None
@@ -121,10 +119,9 @@ if demo or not hoi_model or not hoi_file.is_file():
     print("no HOI inspector:", "the demo has no HOI part" if demo else f"{hoi_file} is absent (written by 07_cl_hoi)")
 else:
     hoi_ins = open_hoi_inspector(run_dir, world_dir, model=hoi_model, seed=seed, tag=hoi_tag, outcome=hoi_outcome)
-    per_tag = Counter((t, c.outcome) for c in hoi_ins.cases for t in c.tags)
     print(f"{len(hoi_ins.cases)} HOI cases; top-1 outcome per tag:")
-    for tag in ("unseen", "rare", "seen"):
-        print(f"  {tag:<8}", "  ".join(f"{o}={per_tag[tag, o]}" for o in OUTCOMES))'''),
+    for tag, counts in summarize_hoi(hoi_ins.cases).items():
+        print(f"  {tag:<8}", "  ".join(f"{o}={n}" for o, n in counts.items()))'''),
     ("code", "hoi_ins"),
 ])
 

@@ -9,7 +9,7 @@ import pytest
 from hoi_tinyworld import UNSEEN, write_tiny_hoi_world
 from mipd_kit.data.hico import load_hico_instances
 from mipd_kit.hoi.inspector import (OUTCOMES, HOIInspector, build_hoi_cases, filter_hoi_cases, open_hoi_inspector,
-                                    render_hoi_case)
+                                    render_hoi_case, summarize_hoi)
 from mipd_kit.viz.browser import PANEL_SIZE
 from mipd_kit.viz.draw import PALETTE
 
@@ -51,6 +51,12 @@ def test_outcomes_tags_and_recall(world):
     assert [p.correct for p in ca.top] == [True, False] and ca.confidence == 0.8
     assert ca.recall == pytest.approx(sum(h == a.hoi[0] for h in a.hoi) / len(a.hoi))
     assert cases[e.filename].recall == 0.0 and cases[e.filename].top == ()
+    counts = summarize_hoi(list(cases.values()))
+    for tag, per_outcome in counts.items():
+        assert sum(per_outcome.values()) == sum(tag in c.tags for c in cases.values())
+    assert all("seen" in c.tags or "unseen" in c.tags for c in cases.values())
+    for im, outcome in zip((a, b, c, d, e), OUTCOMES):  # the five cases above, one per outcome
+        assert all(counts[t][outcome] >= 1 for t in cases[im.filename].tags)
     for im in ims:
         tags = cases[im.filename].tags
         assert ("unseen" in tags) == any(h in UNSEEN for h in im.hoi)

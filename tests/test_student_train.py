@@ -145,6 +145,10 @@ def test_checkpoint_resume_and_refusal(tiny, tmp_path):
     for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-5), k
     assert len(resumed.history) == len(full.history)
+    # a finished checkpoint "resumed" trains nothing and keeps the training time of the sessions that made it
+    again = fit(w, cfg, tmp_path / "a.safetensors")
+    assert len(again.history) == len(full.history)
+    assert again.info["train_s"] >= full.info["train_s"] > 0
     with pytest.raises(CheckpointMismatch, match="differing fields \\['epochs'\\]"):
         fit(w, dataclasses.replace(cfg, epochs=3), tmp_path / "b.safetensors")
 
@@ -202,3 +206,11 @@ def test_report_tables_from_rows():
     assert "| baseline | 3 | 51.0 ± 1.0 | 51.0 ± 1.0 |" in t
     assert t.index("baseline") < t.index("mipd |")
     assert "mipd" in frame_table(rows, "unseen", "top1", metrics=("verb",))
+
+
+def test_report_and_readme_rows_cover_every_variant():
+    from mipd_kit.analysis import README_GSR_MODELS
+    from mipd_kit.student.report import MODEL_ORDER
+    from mipd_kit.student.train import MODEL_NAMES
+    assert MODEL_ORDER == ("teacher", *(MODEL_NAMES[v] for v in VARIANTS))
+    assert set(MODEL_ORDER) <= set(README_GSR_MODELS)

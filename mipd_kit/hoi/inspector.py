@@ -33,8 +33,7 @@ from mipd_kit.data.records import HOIImage, HOIVocab
 from mipd_kit.viz.browser import PANEL_SIZE, CaseBrowser, placeholder_image, side_by_side
 from mipd_kit.viz.draw import draw_hoi_pairs
 
-from .proposals import box_iou
-from .viz import hoi_label, top_pairs
+from .viz import hoi_label, pair_matches, top_pairs
 
 OUTCOMES: tuple[str, ...] = ("correct", "wrong_interaction", "wrong_pair", "miss", "no_detection")
 TAGS: tuple[str, ...] = ("unseen", "rare", "seen")
@@ -85,10 +84,6 @@ class HOIInspectCase:
         return tuple(sorted({p.label for p in self.gt}))
 
 
-def _matches(bh: Sequence[float], bo: Sequence[float], det: Mapping[str, Any]) -> bool:
-    return box_iou(bh, det["box_h"]) >= 0.5 and box_iou(bo, det["box_o"]) >= 0.5
-
-
 def build_hoi_cases(images: Sequence[HOIImage], vocab: HOIVocab, preds: Mapping[str, Sequence[Mapping[str, Any]]],
                     unseen: Optional[Sequence[int]] = None, k: int = 5) -> list[HOIInspectCase]:
     """One case per image with annotated pairs (order of ``images``); ``preds`` in the HICO-DET prediction format
@@ -117,15 +112,16 @@ def build_hoi_cases(images: Sequence[HOIImage], vocab: HOIVocab, preds: Mapping[
         top = top_pairs(dets, vocab, k)
         annotated = list(zip(im.boxes_h, im.boxes_o, im.hoi))
         top_t = tuple(HOIPair(p["label"], p["hoi"], tuple(p["box_h"]), tuple(p["box_o"]), p["score"],
-                              any(h == p["hoi"] and _matches(bh, bo, p) for bh, bo, h in annotated)) for p in top)
+                              any(h == p["hoi"] and pair_matches(bh, bo, p["box_h"], p["box_o"])
+                                  for bh, bo, h in annotated)) for p in top)
         gt_t = tuple(HOIPair(hoi_label(vocab, h), h, tuple(bh), tuple(bo), None,
-                             any(p.hoi == h and _matches(bh, bo, {"box_h": p.box_h, "box_o": p.box_o}) for p in top_t))
+                             any(p.hoi == h and pair_matches(bh, bo, p.box_h, p.box_o) for p in top_t))
                      for bh, bo, h in annotated)
         if not top_t:
             outcome = "no_detection"
         elif top_t[0].correct:
             outcome = "correct"
-        elif any(_matches(bh, bo, {"box_h": top_t[0].box_h, "box_o": top_t[0].box_o}) for bh, bo, _ in annotated):
+        elif any(pair_matches(bh, bo, top_t[0].box_h, top_t[0].box_o) for bh, bo, _ in annotated):
             outcome = "wrong_interaction"
         elif top_t[0].hoi in im.hoi:
             outcome = "wrong_pair"
@@ -135,6 +131,11 @@ def build_hoi_cases(images: Sequence[HOIImage], vocab: HOIVocab, preds: Mapping[
                                       ("seen", any(h not in u for h in im.hoi))) if hit)
         out.append(HOIInspectCase(im.filename, im.width, im.height, gt_t, top_t, outcome, tags))
     return out
+
+
+def summarize_hoi(cases: Sequence[HOIInspectCase]) -> dict[str, dict[str, int]]:
+    """Count of each top-1 outcome per tag (``unseen`` / ``rare`` / ``seen``; a case counts under each of its tags)."""
+    return {t: {o: sum(c.outcome == o for c in cases if t in c.tags) for o in OUTCOMES} for t in TAGS}
 
 
 def filter_hoi_cases(cases: Sequence[HOIInspectCase], tag: Optional[str] = None, hoi: Optional[str] = None,

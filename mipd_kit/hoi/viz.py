@@ -25,6 +25,12 @@ def hoi_label(vocab: HOIVocab, k: int) -> str:
     return f"{vocab.verbs[v]} {vocab.objects[o]}"
 
 
+def pair_matches(gt_h: Sequence[float], gt_o: Sequence[float], det_h: Sequence[float], det_o: Sequence[float],
+                 thr: float = 0.5) -> bool:
+    """The official HICO-DET box criterion: human and object IoU both at least ``thr``."""
+    return box_iou(gt_h, det_h) >= thr and box_iou(gt_o, det_o) >= thr
+
+
 def top_pairs(dets: Sequence[Mapping[str, Any]], vocab: HOIVocab, k: int = 3) -> list[dict]:
     """The ``k`` highest-scoring detections of one image as drawable pairs (one per distinct HOI)."""
     out, seen = [], set()
@@ -74,7 +80,7 @@ def hoi_cases(images: Sequence[HOIImage], vocab: HOIVocab, preds: Mapping[str, S
         hit = False
         if top:
             t = top[0]
-            hit = any(h == t["hoi"] and box_iou(bh, t["box_h"]) >= 0.5 and box_iou(bo, t["box_o"]) >= 0.5
+            hit = any(h == t["hoi"] and pair_matches(bh, bo, t["box_h"], t["box_o"])
                       for bh, bo, h in zip(im.boxes_h, im.boxes_o, im.hoi))
         out.append(HOICase(im.filename, tuple(sorted({hoi_label(vocab, h) for h in im.hoi})),
                            top[0]["label"] if top else "", top[0]["score"] if top else 0.0, hit,

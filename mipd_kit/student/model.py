@@ -40,7 +40,7 @@ class StudentVocab:
         train_verbs: (V,) bool, verbs whose labels may be trained on (seen + rare).
         scene_dim: teacher joint-space width E; role_dim: teacher token width D (distillation targets).
         verb_emb_teacher: (V, E) optional frozen *text* embeddings of the verb prompts in the teacher's joint space
-            (its text tower only), used by ``verb_head="dual"``.
+            (its text tower only), used by ``verb_head="teacher"`` (the default) and ``"dual"``.
     """
 
     verbs: list[str]
@@ -139,7 +139,7 @@ class OvGSRStudent(nn.Module):
         self.register_buffer("noun_emb", F.normalize(vocab.noun_emb.float(), dim=-1), persistent=False)
         self.register_buffer("role_emb", vocab.role_emb.float(), persistent=False)
         self.register_buffer("verb_roles", vocab.verb_roles.long(), persistent=False)
-        self.verb_head = getattr(cfg, "verb_head", "minilm")
+        self.verb_head = cfg.verb_head
         if self.verb_head in ("minilm", "dual"):  # the MiniLM-space verb head; "teacher" has no use for it
             self.verb_proj = nn.Linear(d, tdim)
             self.verb_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))

@@ -14,7 +14,9 @@ from typing import Iterable, Optional, Sequence
 
 from ..metrics import MetricRow
 
-MODEL_ORDER = ("teacher", "baseline", "mipd-feat", "mipd-feat-kd", "mipd-glimpse", "mipd-gaze", "mipd-neg", "mipd", "mipd-unlabeled")
+#: teacher, then the student of every variant in ``mipd_kit.student.train.VARIANTS`` order (a test keeps them in step)
+MODEL_ORDER = ("teacher", "baseline", "mipd-feat", "mipd-feat-kd", "mipd-glimpse", "mipd-gaze", "mipd-neg", "mipd",
+               "mipd-unlabeled")
 SPLITS = ("seen", "rare", "unseen_compositional", "unseen_novel", "unseen", "all")
 
 

@@ -54,13 +54,16 @@ VARIANTS: tuple[str, ...] = ("baseline", "feat", "feat-kd", "glimpse", "gaze", "
 MODEL_NAMES: dict[str, str] = {"baseline": "baseline", "feat": "mipd-feat", "feat-kd": "mipd-feat-kd",
                                "glimpse": "mipd-glimpse", "gaze": "mipd-gaze", "neg": "mipd-neg", "full": "mipd",
                                "unlabeled": "mipd-unlabeled"}
-_RATIONALE_PARTS = ("distill", "glimpse", "gaze", "neg")
 #: the ingredients each variant switches on (cumulative along the ablation, except ``feat-kd``)
 USES: dict[str, frozenset[str]] = {
-    "baseline": frozenset(), "feat": frozenset({"distill"}), "feat-kd": frozenset({"distill", "kd"}),
-    "glimpse": frozenset(_RATIONALE_PARTS[:2]), "gaze": frozenset(_RATIONALE_PARTS[:3]),
-    "neg": frozenset(_RATIONALE_PARTS), "full": frozenset({*_RATIONALE_PARTS, "kd"}),
-    "unlabeled": frozenset({*_RATIONALE_PARTS, "kd", "unlabeled"})}
+    "baseline": frozenset(),
+    "feat": frozenset({"distill"}),
+    "feat-kd": frozenset({"distill", "kd"}),
+    "glimpse": frozenset({"distill", "glimpse"}),
+    "gaze": frozenset({"distill", "glimpse", "gaze"}),
+    "neg": frozenset({"distill", "glimpse", "gaze", "neg"}),
+    "full": frozenset({"distill", "glimpse", "gaze", "neg", "kd"}),
+    "unlabeled": frozenset({"distill", "glimpse", "gaze", "neg", "kd", "unlabeled"})}
 
 
 class CheckpointMismatch(RuntimeError):
@@ -658,14 +661,17 @@ def fit(world: World, cfg: StudentConfig, ckpt_path: Optional[Path] = None, resu
     sched = lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))  # noqa: E731
     start, history, dev_curve, best, best_state = 0, [], [], -1.0, None
     best_epoch = -1
+    train_s = 0.0  # seconds spent on the epochs done so far, earlier sessions of a resumed checkpoint included
     if ckpt_path is not None and resume and Path(ckpt_path).exists():
         start, extra = load_checkpoint(Path(ckpt_path), model, opt, cfg)
         history, dev_curve = extra.get("history", []), extra.get("dev_curve", [])
         best, best_epoch = extra.get("best", -1.0), extra.get("best_epoch", -1)
+        train_s = float(extra.get("train_s", 0.0))
         best_path = Path(str(ckpt_path) + ".best")
         if best_path.exists():
             from safetensors.torch import load_file
             best_state = load_file(str(best_path))
+    prev_s = train_s
     dev_mask = torch.isin(world.dev.verb, train_ids)
     bar = None
     if progress and rank == 0:
@@ -723,15 +729,18 @@ def fit(world: World, cfg: StudentConfig, ckpt_path: Optional[Path] = None, resu
                     from safetensors.torch import save_file
                     Path(ckpt_path).parent.mkdir(parents=True, exist_ok=True)
                     save_file({k: v.contiguous() for k, v in best_state.items()}, str(ckpt_path) + ".best")
+        train_s = prev_s + time.time() - t0
         if ckpt_path is not None and rank == 0:
             save_checkpoint(Path(ckpt_path), model, opt, cfg, epoch + 1,
-                            {"history": history, "dev_curve": dev_curve, "best": best, "best_epoch": best_epoch})
+                            {"history": history, "dev_curve": dev_curve, "best": best, "best_epoch": best_epoch,
+                             "train_s": train_s})
         if stop_after is not None and epoch + 1 >= stop_after:
             break
     if bar is not None:
         bar.close()
-    info["train_s"] = time.time() - t0
-    info["samples_per_s"] = len(history[start * steps_per_epoch:]) * cfg.batch_size / max(info["train_s"], 1e-9)
+    # the training time of the epochs the model holds (a finished checkpoint "resumed" keeps the time it took)
+    info["train_s"] = train_s
+    info["samples_per_s"] = len(history) * cfg.batch_size / max(info["train_s"], 1e-9)
     if cfg.select_on_dev and best_state is not None:
         model.load_state_dict(best_state)
     else:
