@@ -100,3 +100,26 @@ def test_instance_prompt_vectorised_equals_per_box_loop(with_cls):
     g1 = torch.autograd.grad((out * w).sum(), ip.prompt)[0]
     g2 = torch.autograd.grad((ref * w).sum(), ip.prompt)[0]
     assert torch.allclose(g1, g2, atol=1e-5)
+
+
+def test_instance_prompt_gradient_is_deterministic_across_threads():
+    """Seeded NMPA runs must repeat exactly: the prompt's gradient may not depend on how threads split the work
+    (an index-gather formulation failed this: its backward accumulates with index_put_)."""
+    torch.manual_seed(0)
+    ip = InstancePrompt(64, (7, 7))
+    xy = torch.rand(32, 6, 2) * 0.7
+    boxes = torch.cat([xy, xy + 0.05 + torch.rand(32, 6, 2) * 0.25], -1)
+    tokens = torch.randn(32, 49, 64)
+    exists = torch.rand(32, 6) > 0.2
+    threads = torch.get_num_threads()
+    grads = []
+    try:
+        for n in (1, 2, 2, 4):
+            torch.set_num_threads(n)
+            ip.zero_grad()
+            out, _ = ip(tokens, boxes, exists)
+            (out ** 2).sum().backward()
+            grads.append(ip.prompt.grad.clone())
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(grads[0], g) for g in grads[1:])

@@ -102,6 +102,26 @@ def box_cells_batched(boxes: torch.Tensor, exists: torch.Tensor,
             torch.where(e, c1, zero + cols))
 
 
+def _interp_matrix(n: int, p: int, dtype: torch.dtype) -> torch.Tensor:
+    """(n, p) weights of 1-D linear interpolation from p to n samples (``align_corners=False``, as the bilinear
+    resize of ``F.interpolate`` uses per axis)."""
+    eye = torch.eye(p, dtype=dtype).view(p, 1, p)
+    return F.interpolate(eye, size=n, mode="linear", align_corners=False)[:, 0, :].t()
+
+
+def _placed_weights(start: torch.Tensor, end: torch.Tensor, n: int, p: int, dtype: torch.dtype) -> torch.Tensor:
+    """(..., n, p): for each range ``[start, end)`` of an axis of length n, row k holds the interpolation weights of
+    cell k (row ``k - start`` of the (end - start, p) matrix) inside the range and zeros outside it."""
+    table = torch.zeros(n, n, p, dtype=dtype)  # table[m-1, k] = row k of the size-m matrix (zero for k >= m)
+    for m in range(1, n + 1):
+        table[m - 1, :m] = _interp_matrix(m, p, dtype)
+    k = torch.arange(n)
+    local = k - start.unsqueeze(-1)  # (..., n)
+    inside = (local >= 0) & (k < end.unsqueeze(-1))
+    w = table[(end - start - 1).unsqueeze(-1).expand_as(local), local.clamp(0, n - 1)]  # (..., n, p)
+    return w * inside.unsqueeze(-1).to(dtype)
+
+
 class InstancePrompt(nn.Module):
     """A learnable ``(D, p, p)`` prompt resized (bilinear) into each role's box region of the grid.
 
@@ -132,20 +152,17 @@ class InstancePrompt(nn.Module):
         B, R = boxes.shape[:2]
         D = g.shape[-1]
         r0, r1, c0, c1 = box_cells_batched(boxes, exists, self.grid)  # (B, R) each
-        # every box size the grid allows, resized once per call: table[h-1, w-1] is the prompt at size (h, w)
-        table = self.prompt.new_zeros(rows, cols, D, rows, cols)
-        for h in range(1, rows + 1):
-            for w in range(1, cols + 1):
-                table[h - 1, w - 1, :, :h, :w] = F.interpolate(self.prompt, size=(h, w), mode="bilinear",
-                                                               align_corners=False)[0]
-        ys = torch.arange(rows).view(1, 1, rows, 1)
-        xs = torch.arange(cols).view(1, 1, 1, cols)
-        a0, a1, b0, b1 = (t.view(B, R, 1, 1) for t in (r0, r1, c0, c1))
-        region = (ys >= a0) & (ys < a1) & (xs >= b0) & (xs < b1)  # (B, R, rows, cols)
-        ly, lx = (ys - a0).clamp(0, rows - 1), (xs - b0).clamp(0, cols - 1)
-        hh, ww = (a1 - a0 - 1).expand(B, R, rows, cols), (b1 - b0 - 1).expand(B, R, rows, cols)
-        vals = table.permute(0, 1, 3, 4, 2)[hh, ww, ly.expand(B, R, rows, cols), lx.expand(B, R, rows, cols)]
-        add = (vals * region.unsqueeze(-1).to(vals.dtype)).permute(0, 1, 4, 2, 3)  # (B, R, D, rows, cols)
+        # bilinear resizing is separable: prompt resized to (h, w) = A_h P A_w^T with 1-D interpolation matrices, so
+        # each role's addition is two small contractions with row / column weights that are zero outside its box.
+        # (An index-gather from a table of resized prompts is as fast, but its backward accumulates with
+        # index_put_, whose order varies between CPU threads: seeded NMPA runs then differ.)
+        wy = _placed_weights(r0, r1, rows, self.prompt.shape[-2], g.dtype)  # (B, R, rows, p)
+        wx = _placed_weights(c0, c1, cols, self.prompt.shape[-1], g.dtype)  # (B, R, cols, p)
+        add = torch.einsum("bryi,brxj,dij->brdyx", wy, wx, self.prompt[0])  # (B, R, D, rows, cols)
+        ys, xs = torch.arange(rows), torch.arange(cols)
+        in_y = (ys >= r0.unsqueeze(-1)) & (ys < r1.unsqueeze(-1))  # (B, R, rows)
+        in_x = (xs >= c0.unsqueeze(-1)) & (xs < c1.unsqueeze(-1))  # (B, R, cols)
+        region = in_y.unsqueeze(-1) & in_x.unsqueeze(-2)  # (B, R, rows, cols)
         add = add.flatten(3).transpose(2, 3)  # (B, R, rows*cols, D)
         out = g.unsqueeze(1) + add
         region = region.flatten(2)
