@@ -14,6 +14,8 @@ the fingerprint of the stage before it. A stage that finished with the same fing
 still exist) is skipped. A failing stage stops the run; ``status.json`` and ``results.md`` say which stage failed and
 why; everything written before it stays. Running the same run id again continues where it stopped. A run folder made
 by a different config is refused unless ``--force`` (the old ``config.yaml`` is then kept as ``config.prev-*.yaml``).
+Fingerprints do not cover the library's source: after editing ``mipd_kit``, ``--rerun STAGE`` runs that stage and every
+later one again.
 """
 
 from __future__ import annotations
@@ -408,7 +410,7 @@ def _error_text(e: BaseException) -> str:
 
 
 def run(cfg: RunConfig, out: Optional[str | Path] = None, force: bool = False, until: Optional[str] = None,
-        dry_run: bool = False, quiet: bool = False) -> RunResult:
+        dry_run: bool = False, quiet: bool = False, rerun: Optional[str] = None) -> RunResult:
     """Execute the pipeline; see the module docstring.
 
     Args:
@@ -416,6 +418,8 @@ def run(cfg: RunConfig, out: Optional[str | Path] = None, force: bool = False, u
         out: run folder (default: from ``reports_dir`` / ``run_id``).
         force: reuse a run folder made by a different config.
         until: stop after this stage.
+        rerun: run this stage (and so every later one) even when it is unchanged, e.g. after editing library code,
+            which fingerprints do not see.
         dry_run: only report which stages would run or be skipped.
         quiet: no progress on stderr (run.log still gets everything).
 
@@ -424,8 +428,9 @@ def run(cfg: RunConfig, out: Optional[str | Path] = None, force: bool = False, u
         PipelineError: the run folder belongs to another config (without ``force``).
     """
     t0 = time.perf_counter()
-    if until is not None and until not in cfg.stages:
-        raise ConfigError(f"--until {until!r}: not a stage of {cfg.source}; stages: {list(cfg.stages)}")
+    for flag, stage in (("--until", until), ("--rerun", rerun)):
+        if stage is not None and stage not in cfg.stages:
+            raise ConfigError(f"{flag} {stage!r}: not a stage of {cfg.source}; stages: {list(cfg.stages)}")
     validate(cfg)
     fps = stage_fingerprints(cfg)
     run_dir = resolve_run_dir(cfg, out)
@@ -435,6 +440,8 @@ def run(cfg: RunConfig, out: Optional[str | Path] = None, force: bool = False, u
         p = prev.get("stages", {}).get(name, {})
         if not st.enabled:
             plan[name] = "skipped (disabled)"
+        elif rerun is not None and list(cfg.stages).index(name) >= list(cfg.stages).index(rerun):
+            plan[name] = "run"
         elif p.get("completed") and p.get("fingerprint") == fps[name] and not missing_outputs(cfg, name, run_dir):
             plan[name] = "skipped (unchanged)"
         else:
@@ -570,6 +577,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="run folder (default: <reports_dir>/<run_id>)")
     p.add_argument("--force", action="store_true", help="reuse a run folder made by a different config")
     p.add_argument("--until", default=None, help="stop after this stage")
+    p.add_argument("--rerun", default=None, metavar="STAGE",
+                   help="run this stage and every later one even if unchanged (e.g. after editing mipd_kit)")
     p.add_argument("--dry-run", action="store_true", help="show which stages would run or be skipped")
     p.add_argument("--quiet", action="store_true", help="no progress messages on stderr")
     return p
@@ -580,7 +589,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         cfg = RunConfig.load(args.config, args.sets)
-        res = run(cfg, out=args.out, force=args.force, until=args.until, dry_run=args.dry_run, quiet=args.quiet)
+        res = run(cfg, out=args.out, force=args.force, until=args.until, dry_run=args.dry_run, quiet=args.quiet,
+                  rerun=args.rerun)
     except (ConfigError, PipelineError) as e:
         print(f"mipd run: error: {e}", file=sys.stderr)
         return 2

@@ -142,6 +142,18 @@ def test_deleted_output_makes_the_stage_run_again(project: Path) -> None:
     assert res.stages == {"a": "done", "b": "done"}  # b re-runs because its input was regenerated
 
 
+def test_rerun_runs_an_unchanged_stage_and_the_later_ones(project: Path) -> None:
+    run(RunConfig.load(project / "cfg.yaml"), quiet=True)
+    (project / "reports" / "r1" / "b.txt").write_text("stale")
+    plan = run(RunConfig.load(project / "cfg.yaml"), dry_run=True, quiet=True, rerun="b")
+    assert plan.stages == {"a": "skipped (unchanged)", "b": "run"}
+    res = run(RunConfig.load(project / "cfg.yaml"), quiet=True, rerun="a")
+    assert res.stages == {"a": "done", "b": "done"}
+    assert (project / "reports" / "r1" / "b.txt").read_text() == "2 3 x"
+    with pytest.raises(ConfigError, match="--rerun 'zzz'"):
+        run(RunConfig.load(project / "cfg.yaml"), rerun="zzz", quiet=True)
+
+
 def test_unknown_param_key_lists_valid_keys(project: Path) -> None:
     cfg = RunConfig.load(project / "cfg.yaml", ["stages.b.params.epochs=3"])
     with pytest.raises(ConfigError) as e:
