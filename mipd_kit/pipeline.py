@@ -40,6 +40,7 @@ from typing import Any, Optional, Sequence
 import yaml
 
 from .config import COMMON_PARAMS, ConfigError, RunConfig, file_hash, fingerprint
+from .machine import machine_facts
 
 LOG = logging.getLogger("mipd_kit.pipeline")
 
@@ -235,6 +236,7 @@ def environment(cfg: RunConfig) -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "torch_threads": threads,
+        "machine": machine_facts(),
         "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "HF_HUB_OFFLINE",
                                                 "CUDA_VISIBLE_DEVICES")},
         "seed": cfg.seed,

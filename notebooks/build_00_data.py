@@ -27,7 +27,7 @@ import pandas as pd
 from IPython.display import display
 
 from mipd_kit.data.synthsitu import stats as S
-from mipd_kit.data.synthsitu.generate import SynthConfig, ensure_world
+from mipd_kit.data.synthsitu.generate import SynthConfig, ensure_world, read_generation_info
 from mipd_kit.data.synthsitu.world import VERBS
 from mipd_kit.metrics import merge_rows
 
@@ -41,7 +41,7 @@ cfg = SynthConfig.from_size(synth_size, seed)"""),
 meta, generated = ensure_world(cfg, world)
 print("generated now" if generated else "reused existing world (same config)", f"in {time.perf_counter() - t0:.1f} s")
 shutil.copyfile(world / "ov_split.json", run / "ov_split.json")
-print("timings (s):", meta["timings"])
+print("generation timings (s):", read_generation_info(world).get("timings"))
 pd.Series({k: v for k, v in meta["counts"].items() if not isinstance(v, dict)}, name="count").to_frame()"""),
     ("md", "## Seen / rare / unseen verbs and their primitives"),
     ("code", """display(S.summary_table(world))

@@ -102,9 +102,14 @@ def test_instance_prompt_vectorised_equals_per_box_loop(with_cls):
     assert torch.allclose(g1, g2, atol=1e-5)
 
 
-def test_instance_prompt_gradient_is_deterministic_across_threads():
-    """Seeded NMPA runs must repeat exactly: the prompt's gradient may not depend on how threads split the work
-    (an index-gather formulation failed this: its backward accumulates with index_put_)."""
+def test_instance_prompt_gradient_repeats_and_agrees_across_threads():
+    """Seeded NMPA runs must repeat exactly for the same thread count (an index-gather formulation failed even that:
+    its backward accumulates with ``index_put_`` in an order that varies from call to call). Across thread counts
+    torch promises no bitwise equality: BLAS/MKL split their float32 sums by thread count and CPU features, so the
+    gradients there agree only within float32 accumulation error. Each gradient element is a sum of about
+    B * 49 = 1,568 products; float32 rounding (2**-24 ~ 6e-8 relative per addition) bounds the difference by roughly
+    sqrt(1568) * 6e-8 * |terms| ~ 2.4e-6 of the largest term in the typical case, so rtol 1e-4 and an absolute floor
+    of 1e-5 of the gradient's scale leave a wide margin without hiding a real (e.g. racy or wrong) difference."""
     torch.manual_seed(0)
     ip = InstancePrompt(64, (7, 7))
     xy = torch.rand(32, 6, 2) * 0.7
@@ -112,14 +117,21 @@ def test_instance_prompt_gradient_is_deterministic_across_threads():
     tokens = torch.randn(32, 49, 64)
     exists = torch.rand(32, 6) > 0.2
     threads = torch.get_num_threads()
-    grads = []
+
+    def grad(n: int) -> torch.Tensor:
+        torch.set_num_threads(n)
+        ip.zero_grad()
+        out, _ = ip(tokens, boxes, exists)
+        (out ** 2).sum().backward()
+        return ip.prompt.grad.clone()
+
     try:
-        for n in (1, 2, 2, 4):
-            torch.set_num_threads(n)
-            ip.zero_grad()
-            out, _ = ip(tokens, boxes, exists)
-            (out ** 2).sum().backward()
-            grads.append(ip.prompt.grad.clone())
+        by_threads = {n: [grad(n), grad(n)] for n in (1, 2, 4)}
     finally:
         torch.set_num_threads(threads)
-    assert all(torch.equal(grads[0], g) for g in grads[1:])
+    for n, (a, b) in by_threads.items():
+        assert torch.equal(a, b), f"same seed and {n} thread(s): the gradient must repeat bit for bit"
+    ref = by_threads[1][0]
+    scale = float(ref.abs().max())
+    for n in (2, 4):
+        torch.testing.assert_close(by_threads[n][0], ref, rtol=1e-4, atol=1e-5 * scale)

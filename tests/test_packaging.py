@@ -48,3 +48,17 @@ def test_layout(root):
     for p in ["mipd_kit", "notebooks", "data", "reports", "tests", "configs", "environment.yml", "README.md",
               "Makefile", ".ci/run", "pyproject.toml"]:
         assert (root / p).exists(), p
+
+
+def test_machine_facts_name_what_decides_float_results():
+    import json
+    import subprocess
+    import sys
+
+    from mipd_kit.machine import machine_facts
+
+    f = machine_facts()
+    assert f["cpu"]["machine"] and f["torch"]["threads"] >= 1 and f["torch"]["cpu_capability"]
+    assert f["zlib"] and f["pillow"] and "OMP_NUM_THREADS" in f["env"]
+    out = subprocess.run([sys.executable, "-m", "mipd_kit.machine"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and json.loads(out.stdout)["torch"]["version"] == f["torch"]["version"]

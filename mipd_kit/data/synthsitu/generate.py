@@ -5,8 +5,9 @@ and a separate image-caption pretraining corpus, deterministically from a seed.
 :func:`generate` (Python) write the folder described in docs/TEAM.md "The SynthSitu world folder".
 
 Determinism: every image is rendered from its own generator seeded by ``(seed, split, index)``, so the files do not
-depend on the number of worker processes; the same seed gives byte-identical files (``meta.json`` differs only in
-its ``timings`` entry). Atomicity: images are written first, every JSON goes through ``name.tmp`` + rename, and
+depend on the number of worker processes; the same seed and config give byte-identical files on a given software
+stack (numpy, Pillow and zlib versions), except ``generation.json``, which records how this copy was made (wall
+times, worker count) and is not part of that promise. Atomicity: images are written first, every JSON goes through ``name.tmp`` + rename, and
 ``meta.json`` is written last, so a folder without ``meta.json`` is an incomplete world.
 """
 
@@ -29,6 +30,8 @@ from mipd_kit.data.synthsitu.captions import hoi_caption, scene_caption
 from mipd_kit.data.synthsitu.render import Nuisance, render_gsr, render_hoi
 
 GENERATOR_VERSION = "1.2"
+#: run-dependent facts of one generation (timings, workers): the only file outside the byte-identity promise
+GENERATION_FILE = "generation.json"
 SizeName = Literal["smoke", "default", "large"]
 SIZES = ("smoke", "default", "large")
 SPLIT_CODES = {"train": 1, "dev": 2, "test": 3, "unlabeled": 4, "hoi_train": 5, "hoi_test": 6, "pretrain": 7}
@@ -36,7 +39,7 @@ NO_BOX = [-1, -1, -1, -1]
 #: files and folders a (possibly partial) world may contain; --overwrite refuses to delete anything else
 WORLD_ENTRIES = {"meta.json", "imsitu_space.json", "train.json", "dev.json", "test.json", "unlabeled.json",
                  "unlabeled_gt.json", "ov_split.json", "hoi_train.json", "hoi_test.json", "hoi_zero_shot.json",
-                 "hoi_prompts.json", "images", "pretrain"}
+                 "hoi_prompts.json", "images", "pretrain", GENERATION_FILE}
 
 
 class SynthError(DataError):
@@ -461,13 +464,28 @@ def generate(cfg: SynthConfig, out_dir: str | os.PathLike, overwrite: bool = Fal
         "novel_primitives": W.novel_primitives(),
         "hoi": {"num_hoi": len(classes.correspondence), "zero_shot": [list(p) for p in W.HOI_ZERO_SHOT],
                 "rare": len(rare), "non_rare": len(non_rare)},
-        "timings": {k: round(v, 3) for k, v in timings.items()}, "workers": cfg.workers,
     }
+    # run-dependent facts (wall times, worker count) stay out of meta.json, so that every file of the world but
+    # generation.json is a function of the seed and config alone
+    _write_json(out / GENERATION_FILE, {"timings": {k: round(v, 3) for k, v in timings.items()},
+                                        "workers": cfg.workers}, indent=1)
     _write_json(out / "meta.json", meta, indent=1)
     if verbose:
         print(f"SynthSitu {cfg.size} seed {cfg.seed}: {n_images} images in {timings['total']:.1f} s "
               f"({timings['images_per_second']:.0f} images/s, {cfg.workers} worker(s)) -> {out}")
     return meta
+
+
+def read_generation_info(world_dir: str | os.PathLike) -> dict:
+    """``generation.json``: how this copy of the world was made (``timings`` in seconds, ``workers``); empty when
+    absent. These facts differ between two generations of the same world, so they are kept out of ``meta.json``."""
+    p = Path(world_dir) / GENERATION_FILE
+    if not p.exists():
+        return {}
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"{p}: malformed {GENERATION_FILE} ({e})") from e
 
 
 def read_meta(world_dir: str | os.PathLike) -> Optional[dict]:
