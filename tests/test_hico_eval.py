@@ -367,3 +367,24 @@ def test_cli_qpic_ground_truth_needs_and_uses_vocab(hico, tmp_path, capsys):
     assert full[0]["value"] == pytest.approx(100.0)
     n = {r["split"]: r["value"] for r in rows if r["metric"] == "n_hoi_no_gt"}
     assert n["full"] == 600 - len({h for im in images if im.filename in names for h in im.hoi})
+
+
+def test_cli_zero_shot_name_works_on_a_fresh_install(hico, tmp_path, capsys):
+    """`--zero-shot rare_first` with nothing but the ground truth and predictions in the folder: the bundled splits."""
+    from mipd_kit.data.hico import BUNDLED_ZERO_SHOT
+
+    images, vocab = hico
+    sub = images[:300]
+    gt = tmp_path / "instances_test2015.json"
+    write_hico_instances(gt, sub, vocab)
+    pf = tmp_path / "pred.json"
+    pf.write_text(json.dumps(gt_predictions(sub)))
+    out = tmp_path / "m.json"
+    assert main(["--gt", str(gt), "--pred", str(pf), "--zero-shot", "rare_first", "--out", str(out)]) == 0
+    rows = [r for r in json.loads(out.read_text()) if r["metric"] == "map"]
+    assert {"unseen", "seen"} <= {r["split"] for r in rows}
+    unseen = load_zero_shot_splits(BUNDLED_ZERO_SHOT)["rare_first"]
+    ref = reference_map(sub, vocab, gt_predictions(sub), "default", "official", unseen=unseen)
+    got = {r["split"]: r["value"] for r in rows if r["setting"] == "default"}
+    assert got["unseen"] == pytest.approx(ref["unseen"], abs=1e-9)
+    assert "rare_first" in capsys.readouterr().out

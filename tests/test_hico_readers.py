@@ -247,3 +247,29 @@ def test_writer_refuses_bad_records(tmp_path):
     with pytest.raises(ValueError, match="collide"):
         write_hico_instances(tmp_path / "w.json", tiny_images(), tiny_vocab(), extra={"rare": []})
     assert not (tmp_path / "w.json").exists()
+
+
+def test_bundled_zero_shot_splits_equal_the_published_files(hico):
+    """The package ships the standard splits (no extra file needed); they must equal the published lists."""
+    from mipd_kit.data.hico import BUNDLED_ZERO_SHOT
+
+    _, vocab = hico
+    bundled = load_zero_shot_splits(BUNDLED_ZERO_SHOT)
+    published = load_zero_shot_splits(shared_file(GENVLKT), shared_file(HOICLIP))
+    assert bundled == published
+    assert sorted(bundled) == ["non_rare_first", "rare_first", "uc0", "uc1", "uc2", "uc3", "uc4", "unseen_object",
+                               "unseen_verb"]
+    assert all(0 <= h < vocab.num_hoi for idx in bundled.values() for h in idx)
+    assert (BUNDLED_ZERO_SHOT.parent / "PROVENANCE.md").is_file()
+
+
+def test_bundled_zero_shot_names_resolve_without_any_split_file(tmp_path):
+    from mipd_kit.eval.hico import default_split_files
+
+    search = default_split_files(tmp_path / "instances_test2015.json")  # an empty folder beside the ground truth
+    for spec, name, n in (("rare_first", "rare_first", 120), ("NF-UC", "non_rare_first", 120),
+                          ("uo", "unseen_object", 100), ("unseen_verb", "unseen_verb", 84), ("uc2", "uc2", 120)):
+        got, idx = resolve_zero_shot(spec, search)
+        assert got == name and len(idx) == n
+    with pytest.raises(DataError, match="not found"):
+        resolve_zero_shot("rare_second", search)

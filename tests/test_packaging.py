@@ -62,3 +62,13 @@ def test_machine_facts_name_what_decides_float_results():
     assert f["zlib"] and f["pillow"] and "OMP_NUM_THREADS" in f["env"]
     out = subprocess.run([sys.executable, "-m", "mipd_kit.machine"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and json.loads(out.stdout)["torch"]["version"] == f["torch"]["version"]
+
+
+def test_package_data_is_declared_for_every_asset(root):
+    """Files under mipd_kit/**/assets ship in a wheel only if pyproject's package-data names them."""
+    import fnmatch
+    import tomllib
+
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["mipd_kit"]
+    assets = [p.relative_to(root / "mipd_kit").as_posix() for p in (root / "mipd_kit").rglob("assets/*") if p.is_file()]
+    assert assets and all(any(fnmatch.fnmatch(a, pat) for pat in patterns) for a in assets), (assets, patterns)

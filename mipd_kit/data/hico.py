@@ -395,6 +395,11 @@ def load_hoi_gt(path: str | os.PathLike, vocab_path: str | os.PathLike | None = 
 
 # ----------------------------------------------------------------------------------------------- zero-shot splits
 
+#: the standard HICO-DET zero-shot splits shipped as package data (RF-UC, NF-UC, UO, UV from GEN-VLKT; uc0..uc4 from
+#: HOICLIP); provenance and licence in ``assets/PROVENANCE.md`` beside it.
+BUNDLED_ZERO_SHOT = Path(__file__).resolve().parent / "assets" / "hico_zero_shot_splits.json"
+
+
 def load_zero_shot_splits(*paths: str | os.PathLike) -> dict[str, list[int]]:
     """Zero-shot splits as data: split name -> sorted list of unseen HOI indices (0-based, correspondence order).
 

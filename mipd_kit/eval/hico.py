@@ -563,17 +563,15 @@ def evaluate_hico(gt_images: Sequence[HOIImage], vocab: HOIVocab, preds: dict | 
 # ----------------------------------------------------------------------------------------------- CLI
 
 def default_split_files(gt_path: str | os.PathLike) -> list[Path]:
-    """Where ``--zero-shot NAME`` looks when no ``--splits`` is given: beside the ground truth
+    """Where ``--zero-shot NAME`` looks when no ``--splits`` is given, in order: beside the ground truth
     (``hoi_zero_shot.json`` of SynthSitu, ``text_labels_and_zero_shot_splits.json`` of gen-vlkt,
-    ``hico_unseen_index.json`` of HOICLIP), then the same two public files under ``$MIPD_SHARED_DATA``."""
+    ``hico_unseen_index.json`` of HOICLIP), then the standard HICO-DET splits bundled with the package
+    (:data:`mipd_kit.data.hico.BUNDLED_ZERO_SHOT`: RF-UC, NF-UC, UO, UV and uc0..uc4)."""
+    from mipd_kit.data.hico import BUNDLED_ZERO_SHOT
+
     here = Path(gt_path).parent
-    out = [here / "hoi_zero_shot.json", here / "text_labels_and_zero_shot_splits.json",
-           here / "hico_unseen_index.json"]
-    root = os.environ.get("MIPD_SHARED_DATA")
-    if root:
-        out += [Path(root) / "YueLiao__gen-vlkt/datasets/text_labels_and_zero_shot_splits.json",
-                Path(root) / "Artanic30__HOICLIP/datasets/hico_unseen_index.json"]
-    return out
+    return [here / "hoi_zero_shot.json", here / "text_labels_and_zero_shot_splits.json",
+            here / "hico_unseen_index.json", BUNDLED_ZERO_SHOT]
 
 
 def format_table(report: HicoReport) -> str:
@@ -610,7 +608,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--zero-shot", default=None,
                     help="rare_first|non_rare_first|unseen_object|unseen_verb|uc0..uc4 or FILE.json:key")
     ap.add_argument("--splits", action="append", default=[],
-                    help="zero-shot split file(s) to look names up in (default: beside --gt, $MIPD_SHARED_DATA)")
+                    help="zero-shot split file(s) to look names up in (default: beside --gt, then the standard HICO-DET splits bundled with mipd_kit)")
     ap.add_argument("--protocol", default="official", choices=["official", "continuous", "qpic", "both", "all"],
                     help="official: 11-point AP, +1 IoU (metric 'map'); continuous: all-point AP, "
                          "no +1 (metric 'map_continuous'); qpic: QPIC's evaluator (metric 'map_qpic'); "
