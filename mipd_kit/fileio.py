@@ -95,3 +95,44 @@ def _no_constant(name: str) -> Any:
 def loads_strict(text: str) -> Any:
     """Parse JSON refusing duplicate keys and NaN / Infinity (``ValueError``; ``json.JSONDecodeError`` is one)."""
     return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file strictly: one line of ``DataError`` naming the file for every way it can be wrong.
+
+    Refused: a missing file, a folder, an unreadable file, a binary or non-UTF-8 file, an empty file, truncated or
+    malformed JSON (with line and column), a duplicated object key (a duplicated image or role, named).
+    """
+    from mipd_kit.data.records import DataError  # records is stdlib-only; imported here to keep this module first
+
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError as e:
+        raise DataError(f"{p}: file not found") from e
+    except IsADirectoryError as e:
+        raise DataError(f"{p}: is a folder, not a JSON file") from e
+    except OSError as e:
+        raise DataError(f"{p}: cannot read ({e.strerror or e})") from e
+    if b"\x00" in raw[:65536]:
+        raise DataError(f"{p}: binary file, not JSON text")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{p}: not UTF-8 text (byte {e.start}); not a JSON file?") from e
+    if not text.strip():
+        raise DataError(f"{p}: empty file")
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict:
+        try:
+            return _no_duplicates(pairs)
+        except ValueError:
+            seen: set = set()
+            dup = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+            raise DataError(f"{p}: duplicated key {dup!r} (a duplicated image or role)") from None
+
+    try:
+        return json.loads(text, object_pairs_hook=hook)
+    except json.JSONDecodeError as e:
+        what = "truncated JSON" if e.pos >= len(text.rstrip()) else "malformed JSON"
+        raise DataError(f"{p}: not valid JSON: {what} at line {e.lineno} column {e.colno}: {e.msg}") from e
