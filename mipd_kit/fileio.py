@@ -71,7 +71,10 @@ def finite_or_none(obj: Any) -> Any:
 
 def dumps(obj: Any, **kw: Any) -> str:
     """Strict JSON text of ``obj``: NaN / infinite floats become ``null`` (undefined)."""
-    return json.dumps(finite_or_none(obj), allow_nan=False, **kw)
+    try:
+        return json.dumps(obj, allow_nan=False, **kw)  # fast path: nothing to replace
+    except ValueError:
+        return json.dumps(finite_or_none(obj), allow_nan=False, **kw)
 
 
 def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 1) -> None:

@@ -828,9 +828,8 @@ def teacher_evidence(teacher, world_dir: str | os.PathLike, out_path: Optional[s
     if out_path is not None:
         p = Path(out_path)
         p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(p.name + ".tmp")
-        tmp.write_text(json.dumps(out))
-        os.replace(tmp, p)
+        from mipd_kit.fileio import write_json
+        write_json(p, out, indent=None)
     return out
 
 
