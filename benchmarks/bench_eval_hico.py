@@ -119,11 +119,11 @@ def run(argv=None) -> int:
         pf.write_text(json.dumps(preds))
         size_mb = pf.stat().st_size / 1e6
         *T["cli_json"], _ = timed(lambda: main(["--gt", args.gt, "--pred", str(pf), "--setting", "default",
-                                                "--out", str(Path(tmp) / "m.json")]), 1)
+                                                "--overwrite", "--out", str(Path(tmp) / "m.json")]), 1)
         pz = Path(tmp) / "pred.npz"
         save_predictions_npz(pz, preds)
         *T["cli_npz"], _ = timed(lambda: main(["--gt", args.gt, "--pred", str(pz), "--setting", "default",
-                                               "--out", str(Path(tmp) / "m2.json")]), args.repeat)
+                                               "--overwrite", "--out", str(Path(tmp) / "m2.json")]), args.repeat)
         same = json.loads((Path(tmp) / "m.json").read_text()) == json.loads((Path(tmp) / "m2.json").read_text())
     print(f"CLI: JSON {T['cli_json']}, npz {T['cli_npz']} (same rows: {same})", flush=True)
 

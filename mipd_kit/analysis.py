@@ -568,9 +568,8 @@ def run_analysis(run_dir: str | os.PathLike, world_dir: str | os.PathLike,
              if bench_dir is not None else "no bench_dir given: resource comparison skipped")
 
     info = {"figures": res.figures, "notes": res.notes}
-    tmp = run / (ANALYSIS_FILE + ".tmp")
-    tmp.write_text(json.dumps(info, indent=1) + "\n")
-    os.replace(tmp, run / ANALYSIS_FILE)
+    from mipd_kit.fileio import write_json
+    write_json(run / ANALYSIS_FILE, info)
     res.results_md = write_results(run)
     return res
 

@@ -3,9 +3,11 @@
 Every evaluation and every run writes a JSON list of rows, one number each::
 
     {"task": "gsr"|"hoi"|"jrg"|"bench"|..., "model": str, "seed": int|None, "split": str,
-     "setting": str, "metric": str, "mean": "image"|"verb"|None, "value": float}
+     "setting": str, "metric": str, "mean": "image"|"verb"|None, "value": float|null}
 
-Aggregation helpers are pure functions over lists of rows.
+The file is strict JSON: a value that is undefined (NaN, e.g. a mean over a split with no ground truth, or an
+infinite one) is written as ``null`` and read back as ``float("nan")``; a bare ``NaN`` written by older versions is
+still read. Aggregation helpers are pure functions over lists of rows.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Optional
+
+from mipd_kit.fileio import write_json
 
 KEY_FIELDS = ("task", "model", "seed", "split", "setting", "metric", "mean")
 
@@ -48,27 +52,35 @@ def read_rows(path: str | os.PathLike) -> list[MetricRow]:
     if not p.exists():
         return []
     try:
-        data = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
+        data = json.loads(p.read_bytes().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{p}: not valid JSON ({e})") from e
+    except IsADirectoryError as e:
+        raise ValueError(f"{p}: is a folder, not a metrics file") from e
     if not isinstance(data, list):
         raise ValueError(f"{p}: metrics.json must be a list of rows")
     out = []
     for i, d in enumerate(data):
+        if not isinstance(d, dict):
+            raise ValueError(f"{p}: row {i} is not an object")
         try:
-            out.append(MetricRow(**{k: d[k] for k in (*KEY_FIELDS, "value")}))
+            r = {k: d[k] for k in (*KEY_FIELDS, "value")}
         except KeyError as e:
             raise ValueError(f"{p}: row {i} lacks key {e}") from e
+        v = r["value"]
+        if v is None:
+            r["value"] = math.nan  # null = undefined
+        elif isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError(f"{p}: row {i} value must be a number or null, got {v!r}")
+        out.append(MetricRow(**r))
     return out
 
 
 def write_rows(path: str | os.PathLike, rows: Iterable[MetricRow]) -> None:
-    """Write rows atomically (temporary file + rename)."""
+    """Write rows atomically as strict JSON (NaN / inf values -> ``null``, meaning undefined)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps([asdict(r) for r in rows], indent=1) + "\n")
-    os.replace(tmp, p)
+    write_json(p, [asdict(r) for r in rows])
 
 
 def merge_rows(path: str | os.PathLike, rows: Iterable[MetricRow]) -> list[MetricRow]:

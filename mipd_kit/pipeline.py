@@ -7,7 +7,8 @@ injecting ``run_dir``, ``world_dir``, ``cache_dir`` and ``seed`` (absolute paths
 
 The run folder gets ``config.yaml`` (resolved), ``environment.json``, ``run.log``, ``status.json``, ``metrics.json``
 (written by the notebooks), ``ov_split.json`` (copied from the world when a notebook did not write it),
-``results.md`` and ``figures/``; ``reports/latest`` points to the newest complete run.
+``results.md`` and ``figures/``; ``reports/latest`` points to the newest complete run inside ``reports_dir``
+(a run written elsewhere with ``--out`` leaves it alone).
 
 Resume: each stage has a fingerprint = sha256 of its parameters, the common parameters, the notebook file's hash and
 the fingerprint of the stage before it. A stage that finished with the same fingerprint (and whose declared outputs
@@ -40,6 +41,7 @@ from typing import Any, Optional, Sequence
 import yaml
 
 from .config import COMMON_PARAMS, ConfigError, RunConfig, file_hash, fingerprint
+from .fileio import dumps as strict_dumps
 from .machine import machine_facts
 
 LOG = logging.getLogger("mipd_kit.pipeline")
@@ -370,7 +372,12 @@ def _teardown_logging(handlers: list[logging.Handler]) -> None:
         h.close()
 
 
-def _update_latest(run_dir: Path) -> None:
+def _update_latest(run_dir: Path, reports_dir: Path) -> None:
+    """Point ``reports_dir/latest`` at ``run_dir`` -- only for a run folder inside ``reports_dir``: a run put
+    elsewhere with ``--out`` never gets a ``latest`` link written next to it."""
+    if run_dir.resolve().parent != reports_dir.resolve():
+        LOG.info("run folder %s is not in %s: reports/latest left as it is", run_dir, reports_dir)
+        return
     link = run_dir.parent / "latest"
     if link.is_symlink() or not link.exists():
         tmp = run_dir.parent / f".latest.{os.getpid()}.tmp"
@@ -394,14 +401,30 @@ def _write_results(run_dir: Path, status: dict[str, Any]) -> None:
 
 
 def _save_status(run_dir: Path, status: dict[str, Any]) -> None:
-    _atomic_write(run_dir / STATUS_FILE, json.dumps(status, indent=1) + "\n")
+    _atomic_write(run_dir / STATUS_FILE, strict_dumps(status, indent=1) + "\n")
 
 
 def _execute(nb_in: Path, nb_out: Path, params: dict[str, Any], cwd: Path) -> None:
+    """Run one notebook with papermill. The kernel's connection file goes to ``<notebooks>/.jupyter-runtime``
+    (``JUPYTER_RUNTIME_DIR``), not ``/tmp``: a killed kernel leaves it in the run folder, where the next
+    execution removes it (the run's lock guarantees no other kernel of this run is alive)."""
     import papermill as pm
 
-    pm.execute_notebook(str(nb_in), str(nb_out), parameters=params, kernel_name="python3", cwd=str(cwd),
-                        progress_bar=False, log_output=True, request_save_on_cell_execute=True)
+    runtime = nb_out.parent / ".jupyter-runtime"
+    if runtime.is_dir():
+        for f in runtime.glob("kernel-*.json"):
+            f.unlink(missing_ok=True)
+    runtime.mkdir(parents=True, exist_ok=True)
+    old = os.environ.get("JUPYTER_RUNTIME_DIR")
+    os.environ["JUPYTER_RUNTIME_DIR"] = str(runtime)
+    try:
+        pm.execute_notebook(str(nb_in), str(nb_out), parameters=params, kernel_name="python3", cwd=str(cwd),
+                            progress_bar=False, log_output=True, request_save_on_cell_execute=True)
+    finally:
+        if old is None:
+            os.environ.pop("JUPYTER_RUNTIME_DIR", None)
+        else:
+            os.environ["JUPYTER_RUNTIME_DIR"] = old
 
 
 def _error_text(e: BaseException) -> str:
@@ -466,7 +489,7 @@ def run(cfg: RunConfig, out: Optional[str | Path] = None, force: bool = False, u
     try:
         if any(p == "run" for p in plan.values()) or not (run_dir / "environment.json").exists():
             # the environment that produces outputs; a run that only skips keeps the one of its last execution
-            _atomic_write(run_dir / "environment.json", json.dumps(environment(cfg), indent=1) + "\n")
+            _atomic_write(run_dir / "environment.json", strict_dumps(environment(cfg), indent=1) + "\n")
         status: dict[str, Any] = {
             "run_id": run_dir.name, "config": cfg.source, "config_hash": cfg.config_hash(), "state": "running",
             "failed_stage": None, "error": None, "started": _now(), "finished": None,
@@ -541,7 +564,7 @@ def run(cfg: RunConfig, out: Optional[str | Path] = None, force: bool = False, u
         _copy_split(cfg, run_dir)
         _write_results(run_dir, status)
         if complete:
-            _update_latest(run_dir)
+            _update_latest(run_dir, cfg.path("reports_dir"))
         result.state = status["state"]
         result.seconds = time.perf_counter() - t0
         LOG.info("run %s %s in %.1fs: %s", run_dir.name, result.state, result.seconds, run_dir / "results.md")

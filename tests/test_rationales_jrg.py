@@ -124,7 +124,7 @@ def test_killed_run_resumes_to_the_same_result(toy, tmp_path):
 
 def test_unparseable_judge_replies_are_retried_then_counted(toy):
     world, run = toy
-    cfg = small_cfg(judge_retries=1)
+    cfg = small_cfg(judge_retries=1, max_failure_rate=1.0)
     stats = run_jrg(cfg, world, run, judge=EmbeddedJudge(malformed_rate=0.6))
     r = stats["run"]
     assert r["judge_parse_retries"] > 0 and r["judge_parse_failures"] > 0
@@ -224,7 +224,7 @@ def test_empty_replies_and_unreadable_images_are_counted(toy):
     (world / "images" / "carrying_0.png").unlink()  # an image the backend cannot read
     with LoopbackServer(embedded_responder(seed=0), faults=["empty"]) as srv:
         oc = OpenAIHTTPConfig(base_url=srv.base_url, model="canned", api_key_env="", max_retries=0)
-        cfg = small_cfg(workers=1, send_images=True, max_images=2, max_consecutive_errors=100)
+        cfg = small_cfg(workers=1, send_images=True, max_images=2, max_consecutive_errors=100, max_failure_rate=1.0)
         stats = run_jrg(cfg, world, run, generator=OpenAIHTTPSampler(oc), judge=OpenAIHTTPSampler(oc))
     r = stats["run"]
     assert r["empty_generations"] == 1  # retried with a reminder, not a failure

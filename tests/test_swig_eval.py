@@ -299,7 +299,7 @@ def test_cli_bad_prediction_file(tmp_path, tiny_gt, capsys):
     gt_p, pred_p = tmp_path / "gt.json", tmp_path / "pred.json"
     write_situations(gt_p, tiny_gt)
     pred_p.write_text('{"a.jpg": {"verbs": [')
-    assert main(["--gt", str(gt_p), "--pred", str(pred_p), "--out", str(tmp_path / "m.json")]) == 1
+    assert main(["--gt", str(gt_p), "--pred", str(pred_p), "--out", str(tmp_path / "m.json")]) == 2
     err = capsys.readouterr().err
     assert "pred.json" in err and "truncated" in err
     assert not (tmp_path / "m.json").exists()

@@ -149,6 +149,16 @@ def fetch(src: Source, to: Path, opener: Optional[urllib.request.OpenerDirector]
         print(f"  exists  {dest} ({_human(dest.stat().st_size)})")
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
+    from mipd_kit.fileio import file_lock
+    with file_lock(dest.with_name(f".{dest.name}.lock")):  # a second process waits, then finds the file
+        if dest.exists():
+            print(f"  exists  {dest} ({_human(dest.stat().st_size)})")
+            return dest
+        return _download(src, dest, to, opener)
+
+
+def _download(src: Source, dest: Path, to: Path, opener: urllib.request.OpenerDirector) -> Path:
+    """The transfer itself (the caller holds ``dest``'s lock)."""
     part = dest.with_name(dest.name + ".part")
     url = _gdrive_url(src.url.split(":", 1)[1], opener) if src.url.startswith("gdrive:") else src.url
     start = part.stat().st_size if part.exists() else 0

@@ -68,15 +68,8 @@ COCO_CATEGORIES: tuple[tuple[int, str], ...] = (
 # ----------------------------------------------------------------------------------------------- helpers
 
 def _read_json(path: str | os.PathLike) -> Any:
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise DataError(f"{p}: cannot read ({e})") from e
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{p}: not valid JSON, perhaps truncated ({e})") from e
+    from mipd_kit.fileio import read_json
+    return read_json(path)
 
 
 def _norm_name(s: str) -> str:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
 from mipd_kit.data.records import Box, DataError, FrameSpace, NounDef, Situation, VerbDef
+from mipd_kit.fileio import read_json as _strict_read_json
 
 #: SWiG's marker for a role without a box.
 NO_BOX = (-1, -1, -1, -1)
@@ -54,38 +55,13 @@ _ROLE_TOKEN = re.compile(r"\b[A-Z][A-Z0-9]+")
 # --------------------------------------------------------------------------------------------- JSON
 
 
-def _no_duplicate_keys(path: Path):
-    def hook(pairs: list[tuple[str, Any]]) -> dict:
-        d = dict(pairs)
-        if len(d) != len(pairs):
-            seen: set = set()
-            dup = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
-            raise DataError(f"{path}: duplicated key {dup!r} (a duplicated image or role)")
-        return d
-
-    return hook
-
-
 def read_json(path: str | os.PathLike) -> Any:
-    """Read a JSON file, refusing malformed or truncated files and duplicated keys.
+    """Read a JSON file, refusing malformed or truncated files, binary files and duplicated keys.
 
     Raises:
-        DataError: naming the file (and line/column for syntax errors).
+        DataError: naming the file (and line/column for syntax errors). (:func:`mipd_kit.fileio.read_json`.)
     """
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError as e:
-        raise DataError(f"{p}: file not found") from e
-    except UnicodeDecodeError as e:
-        raise DataError(f"{p}: not UTF-8 text ({e})") from e
-    if not text.strip():
-        raise DataError(f"{p}: empty file")
-    try:
-        return json.loads(text, object_pairs_hook=_no_duplicate_keys(p))
-    except json.JSONDecodeError as e:
-        what = "truncated JSON" if e.pos >= len(text.rstrip()) else "malformed JSON"
-        raise DataError(f"{p}: {what} at line {e.lineno} column {e.colno}: {e.msg}") from e
+    return _strict_read_json(path)
 
 
 def _write_json_atomic(path: str | os.PathLike, obj: Any, indent: Optional[int] = None) -> None:

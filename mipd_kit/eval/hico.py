@@ -58,13 +58,13 @@ Python ``json`` time, the ``.npz`` loads in milliseconds and gives identical row
 The pure-Python reference that mirrors the MATLAB loop is :mod:`mipd_kit.eval.hico_reference`; a parity test
 checks the two agree. CLI: ``mipd eval-hico --gt GT.json --pred PRED.json|.npz [--vocab INSTANCES.json]
 [--setting default|known_object|both] [--zero-shot NAME|FILE.json:key] [--splits FILE] [--protocol
-official|continuous|qpic|both|all] --out METRICS.json``; without ``--setting`` both settings are reported.
+official|continuous|qpic|both|all] --out METRICS.json [--merge|--overwrite]``; without ``--setting`` both settings
+are reported. An existing ``--out`` is never replaced silently (:mod:`mipd_kit.eval.cli_io`); user errors exit 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -76,7 +76,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from mipd_kit.data.records import DataError, HOIImage, HOIVocab
-from mipd_kit.metrics import MetricRow, row, write_rows
+from mipd_kit.metrics import MetricRow, row
 
 MIN_OVERLAP = 0.5
 #: MATLAB ``0:0.1:1`` (the colon operator builds the first half as k*0.1, the middle as (0+1)/2 and the second
@@ -106,17 +106,10 @@ class PredictionArrays:
 
 
 def load_predictions(path: str | os.PathLike) -> dict:
-    """Read a predictions JSON file (``{filename: [detections]}``)."""
-    p = Path(path)
-    try:
-        d = json.loads(p.read_text())
-    except OSError as e:
-        raise DataError(f"{p}: cannot read ({e})") from e
-    except json.JSONDecodeError as e:
-        raise DataError(f"{p}: not valid JSON, perhaps truncated ({e})") from e
-    if not isinstance(d, dict):
-        raise DataError(f"{p}: predictions must be a JSON object {{filename: [detections]}}")
-    return d
+    """Read a predictions JSON file (``{filename: [detections]}``) strictly: a duplicated image key, a binary or
+    truncated file raise ``DataError`` naming the file (:func:`mipd_kit.eval.cli_io.read_predictions`)."""
+    from mipd_kit.eval.cli_io import read_predictions
+    return read_predictions(path)
 
 
 def _validate_detection(det: Any, where: str) -> None:
@@ -128,22 +121,20 @@ def _validate_detection(det: Any, where: str) -> None:
     for k in ("box_h", "box_o", "score"):
         if k not in det:
             raise DataError(f"{where}: detection lacks key {k!r}")
+    from mipd_kit.eval.cli_io import is_real
     for k in ("box_h", "box_o"):
         b = det[k]
         if not isinstance(b, (list, tuple)) or len(b) != 4:
             raise DataError(f"{where}: {k} must be [x1, y1, x2, y2], got {b!r}")
-        try:
-            vals = [float(v) for v in b]
-        except (TypeError, ValueError) as e:
-            raise DataError(f"{where}: {k} has a non-numeric coordinate: {b!r}") from e
-        if not all(math.isfinite(v) for v in vals):
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in b):
+            raise DataError(f"{where}: {k} has a non-numeric coordinate (numbers only, no strings or booleans): {b!r}")
+        if not all(math.isfinite(v) for v in b):
             raise DataError(f"{where}: {k} has a non-finite coordinate: {b!r}")
-    try:
-        s = float(det["score"])
-    except (TypeError, ValueError) as e:
-        raise DataError(f"{where}: score must be a number, got {det['score']!r}") from e
-    if not math.isfinite(s):
-        raise DataError(f"{where}: score must be finite, got {det['score']!r}")
+    s = det["score"]
+    if isinstance(s, bool) or not isinstance(s, (int, float)):
+        raise DataError(f"{where}: score must be a number (not a string or boolean), got {s!r}")
+    if not is_real(s):
+        raise DataError(f"{where}: score must be finite, got {s!r}")
     for k in ("hoi", "verb", "object"):
         if k in det and (isinstance(det[k], bool) or not isinstance(det[k], (int, float)) or int(det[k]) != det[k]):
             raise DataError(f"{where}: {k} must be an integer, got {det[k]!r}")
@@ -177,12 +168,17 @@ def prediction_arrays(preds: dict, images: Sequence[HOIImage], vocab: HOIVocab,
     img = np.repeat(np.arange(len(images), dtype=np.int64), counts)
     try:  # fast path; on any failure the slow loop below finds and names the bad record
         n = len(flat)
-        score = np.array([det["score"] for det in flat], dtype=np.float64)
+        raw_score = [det["score"] for det in flat]
+        if not set(map(type, raw_score)) <= {int, float}:  # a string or bool would convert silently below
+            raise TypeError("score type")
+        score = np.array(raw_score, dtype=np.float64)
         boxes = np.empty((n, 8), dtype=np.float64)
         for col, key in ((0, "box_h"), (4, "box_o")):
             lst = [det[key] for det in flat]
             if n and set(map(len, lst)) != {4}:
                 raise ValueError("box length")
+            if not set(map(type, chain.from_iterable(lst))) <= {int, float}:
+                raise TypeError("box type")
             boxes[:, col:col + 4] = np.fromiter(chain.from_iterable(lst), np.float64, 4 * n).reshape(n, 4)
         hoi_list = [det.get("hoi") for det in flat]
         if set(map(type, hoi_list)) <= {int}:
@@ -597,6 +593,7 @@ def format_table(report: HicoReport) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``mipd eval-hico``: HICO-DET mAP of a predictions file."""
     from mipd_kit.data.hico import load_hoi_gt, resolve_zero_shot
+    from mipd_kit.eval.cli_io import USER_ERROR, add_out_arguments, check_out, write_out
 
     ap = argparse.ArgumentParser(prog="mipd eval-hico", description=__doc__.split("\n")[0])
     ap.add_argument("--gt", required=True, help="ground truth: HICO-DET instance format or QPIC format")
@@ -615,7 +612,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                          "both: official + continuous; all: the three")
     ap.add_argument("--model", default="model", help="model name written in the rows")
     ap.add_argument("--seed", type=int, default=None, help="seed written in the rows")
-    ap.add_argument("--out", required=True, help="metrics JSON to write (tidy rows)")
+    add_out_arguments(ap)
     args = ap.parse_args(list(argv) if argv is not None else None)
     try:
         images, vocab = load_hoi_gt(args.gt, args.vocab)
@@ -624,12 +621,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             name, unseen = resolve_zero_shot(args.zero_shot, args.splits or default_split_files(args.gt))
         preds = (load_predictions_npz(args.pred, images, vocab) if str(args.pred).endswith(".npz")
                  else load_predictions(args.pred))
+        check_out(args.out, args.merge, args.overwrite)  # inputs first (their errors first), then the output
         report = evaluate_hico_report(images, vocab, preds, args.setting, unseen, args.protocol,
                                       model=args.model, seed=args.seed, src=str(args.pred), zero_shot_name=name)
+        write_out(args.out, report.rows, args.merge)
     except DataError as e:
         print(f"mipd eval-hico: error: {e}", file=sys.stderr)
-        return 2
-    write_rows(args.out, report.rows)
+        return USER_ERROR
     print(format_table(report))
     for k, v in report.warnings.items():
         if v and k != "gt_image_without_predictions":

@@ -50,7 +50,8 @@ import numpy as np
 
 from mipd_kit.data.records import DataError, FrameSpace, Situation
 from mipd_kit.data.splits import OvSplit
-from mipd_kit.metrics import MetricRow, row, write_rows, merge_rows
+from mipd_kit.eval.cli_io import is_real
+from mipd_kit.metrics import MetricRow, row
 
 log = logging.getLogger(__name__)
 
@@ -261,8 +262,13 @@ def evaluate_swig_report(gt: Mapping[str, Situation], preds: Mapping[str, Any], 
                 raise DataError(f"{pred_source}: image {img!r} role {r!r}: noun must be a string, got {noun!r}")
             if nouns_of_space is not None and noun and noun not in nouns_of_space:
                 warn.add("unknown_pred_noun", f"{img}/{r}:{noun}")
+            box = e.get("box")
+            if box is not None and not (isinstance(box, (list, tuple)) and len(box) == 4
+                                        and all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in box)):
+                raise DataError(f"{pred_source}: image {img!r} role {r!r}: box must be [x1, y1, x2, y2] "
+                                f"(4 numbers) or null, got {box!r}")
             nouns_out.append(noun)
-            boxes_out.append(e.get("box"))
+            boxes_out.append(box)
         if len(frame) > hit:
             extra = [r for r in frame if r not in roles]
             if extra:
@@ -311,7 +317,10 @@ def evaluate_swig_report(gt: Mapping[str, Situation], preds: Mapping[str, Any], 
                 continue
             seen_v.add(v)
             sc = ent.get("score")
-            if isinstance(sc, (int, float)):
+            if sc is not None and not is_real(sc):
+                raise DataError(f"{pred_source}: image {img!r}: verbs[{k}] score must be a finite number or absent, "
+                                f"got {sc!r}")
+            if sc is not None:
                 if last_score is not None and sc > last_score:
                     warn.add("unsorted_scores", img)
                 last_score = sc
@@ -442,8 +451,10 @@ def format_table(rows: Sequence[MetricRow]) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``mipd eval-swig --gt GT.json --pred PRED.json [--split OV_SPLIT.json] [--space imsitu_space.json]
-    [--model NAME] [--seed S] --out METRICS.json``."""
-    from mipd_kit.data.swig import load_frame_space, load_situations, read_json
+    [--model NAME] [--seed S] --out METRICS.json [--merge|--overwrite]``."""
+    from mipd_kit.data.swig import load_frame_space, load_situations
+    from mipd_kit.eval.cli_io import USER_ERROR, add_out_arguments, check_out, read_predictions, write_out
+    from mipd_kit.fileio import write_json
 
     ap = argparse.ArgumentParser(prog="mipd eval-swig", description="SWiG / Ov-GSR metrics (DESIGN.md protocol).")
     ap.add_argument("--gt", required=True, help="SWiG train/dev/test.json (or imSitu json without boxes)")
@@ -452,25 +463,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--space", help="imsitu_space.json to validate the ground truth against")
     ap.add_argument("--model", default="model", help="model name written into the rows")
     ap.add_argument("--seed", type=int, default=None, help="seed written into the rows")
-    ap.add_argument("--out", required=True, help="metrics.json to write")
-    ap.add_argument("--merge", action="store_true", help="merge into an existing metrics.json instead of replacing")
+    add_out_arguments(ap, "merge into an existing metrics.json (same-key rows replaced) instead of refusing it")
     ap.add_argument("--report", help="also write warnings and notes to this JSON file")
     a = ap.parse_args(list(argv) if argv is not None else None)
     try:
         space = load_frame_space(a.space) if a.space else None
         gt = load_situations(a.gt, space)
-        preds = read_json(a.pred)
+        preds = read_predictions(a.pred)
         split = OvSplit.load(a.split) if a.split else None
+        check_out(a.out, a.merge, a.overwrite)  # inputs first (their errors first), then the output
         rep = evaluate_swig_report(gt, preds, split, model=a.model, seed=a.seed, space=space, pred_source=a.pred)
+        write_out(a.out, rep.rows, a.merge)
+        if a.report:
+            try:
+                write_json(a.report, rep.to_json())
+            except OSError as e:
+                raise DataError(f"{a.report}: cannot write the report ({e.strerror or e})") from e
     except DataError as e:
-        print(f"mipd eval-swig: {e}", file=sys.stderr)
-        return 1
-    (merge_rows if a.merge else write_rows)(a.out, rep.rows)
-    if a.report:
-        import json
-        from pathlib import Path
-
-        Path(a.report).write_text(json.dumps(rep.to_json(), indent=1) + "\n")
+        print(f"mipd eval-swig: error: {e}", file=sys.stderr)
+        return USER_ERROR
     print(f"{a.gt}: {rep.n_gt} images, {rep.n_pred} predictions, model {a.model!r}")
     print(format_table(rep.rows))
     for line in rep.warning_lines():

@@ -54,7 +54,7 @@ import numpy as np
 
 from mipd_kit.data.hico import VCocoData, load_vcoco
 from mipd_kit.data.records import Box, DataError
-from mipd_kit.metrics import MetricRow, row, write_rows
+from mipd_kit.metrics import MetricRow, row
 
 MIN_OVERLAP = 0.5
 
@@ -431,6 +431,7 @@ def evaluate_vcoco(gts: list[VCocoImageGT], classes: list[str], preds: dict, *, 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``mipd eval-vcoco``: V-COCO scenario-1 role AP and agent AP of a predictions file."""
+    from mipd_kit.eval.cli_io import USER_ERROR, add_out_arguments, check_out, read_predictions, write_out
     ap = argparse.ArgumentParser(prog="mipd eval-vcoco", description=__doc__.split("\n")[0])
     ap.add_argument("--gt", default=None, help="instances_vcoco_test.json (fredzzhang format)")
     ap.add_argument("--vsrl", default=None, help="official s-gupta/v-coco vcoco_test.json (with --coco)")
@@ -440,12 +441,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--pred-format", default="pairs", choices=["pairs", "official"])
     ap.add_argument("--model", default="model")
     ap.add_argument("--seed", type=int, default=None)
-    ap.add_argument("--out", required=True, help="metrics JSON to write (tidy rows)")
+    add_out_arguments(ap)
     args = ap.parse_args(list(argv) if argv is not None else None)
     try:
-        if args.vsrl or args.coco:
-            if not (args.vsrl and args.coco):
-                raise DataError("--vsrl and --coco go together")
+        if (args.vsrl or args.coco) and not (args.vsrl and args.coco):
+            raise DataError("--vsrl and --coco go together")
+        if not (args.gt or args.vsrl):
+            raise DataError("give --gt (fredzzhang format) or --vsrl and --coco (official annotations)")
+        if args.vsrl:
             gts, classes, actions = gt_from_official(args.vsrl, args.coco)
             coco = json.loads(Path(args.coco).read_text())
             files = {int(im["id"]): im["file_name"] for im in coco.get("images", [])}
@@ -460,16 +463,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.pred_format == "official":
             preds, agent_preds = load_official_detections(args.pred, gts, files, classes, actions)
         else:
-            try:
-                preds = json.loads(Path(args.pred).read_text())
-            except (OSError, json.JSONDecodeError) as e:
-                raise DataError(f"{args.pred}: cannot read predictions ({e})") from e
+            preds = read_predictions(args.pred)
+        check_out(args.out, args.merge, args.overwrite)  # inputs first (their errors first), then the output
         rep = evaluate_vcoco(gts, classes, preds, agent_preds=agent_preds, actions=actions, model=args.model,
                              seed=args.seed, src=str(args.pred))
+        write_out(args.out, rep.rows, args.merge)
     except DataError as e:
         print(f"mipd eval-vcoco: error: {e}", file=sys.stderr)
-        return 2
-    write_rows(args.out, rep.rows)
+        return USER_ERROR
     print(f"{'class':<26}{'role AP':>9}{'#pos':>7}")
     for name, v in rep.role_ap.items():
         print(f"{name:<26}{100 * v:>9.2f}{rep.npos_role[name]:>7}")

@@ -346,12 +346,11 @@ def jittered_detections(images: Sequence[HOIImage], vocab: HOIVocab, *, noise: f
 
 
 def write_detections(path: str | os.PathLike, detections: Mapping[str, Sequence[Mapping]]) -> None:
-    """Write a detections file atomically."""
+    """Write a detections file atomically as strict JSON (NaN / inf -> null)."""
+    from mipd_kit.fileio import write_json
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(detections))
-    os.replace(tmp, p)
+    write_json(p, detections, indent=None)
 
 
 def proposal_quality(proposals: Sequence[PairProposals], gt_images: Sequence[HOIImage],

@@ -537,10 +537,10 @@ class CLHOIResult:
 
 
 def _write_json(path: Path, obj: Any) -> None:
+    """Atomic strict JSON (NaN / inf -> null)."""
+    from mipd_kit.fileio import write_json
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
+    write_json(path, obj, indent=None)
 
 
 def evaluate_predictions(world: HOIWorld, preds: dict, model: str, seed: int, cfg: CLHOIConfig) -> list[MetricRow]:

@@ -8,7 +8,8 @@ sent (local servers usually need none).
 
 Robustness: a connect/read timeout per request; retries with exponential back-off and full jitter on
 connection errors, timeouts, 408/409/429 and 5xx, honouring ``Retry-After`` (seconds or HTTP date, capped);
-401/403 and other 4xx fail at once; a body that is not the expected JSON is retried and then raises
+401/403 raise :class:`~mipd_kit.language.base.SamplerAuthError` at once (naming the endpoint and the variable,
+never the key) and other 4xx fail at once; a body that is not the expected JSON is retried and then raises
 :class:`~mipd_kit.language.base.SamplerError` naming the endpoint. Concurrency is bounded: at most
 ``concurrency`` requests are in flight from one sampler whatever the number of calling threads, and
 :meth:`OpenAIHTTPSampler.map` runs a batch on a pool of that size.
@@ -16,6 +17,10 @@ connection errors, timeouts, 408/409/429 and 5xx, honouring ``Retry-After`` (sec
 Images: message parts ``{"type": "image_path", "path": ...}`` become base64 ``data:`` URLs
 (``{"type": "image_url", "image_url": {"url": ...}}``) for vision chat models; an unreadable image raises
 ``SamplerError`` naming the file.
+
+Secrets: ``api_key_env`` must be a variable *name*; a value that is not one (e.g. the key itself, passed by
+mistake) is refused without being shown. Every error message goes through
+:func:`~mipd_kit.language.base.redact` with the key's value (and any key-like string) removed.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import json
 import mimetypes
 import os
 import random
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +42,7 @@ from typing import Any, Optional, Sequence
 
 import httpx
 
-from mipd_kit.language.base import Message, Response, SamplerError
+from mipd_kit.language.base import Message, Response, SamplerAuthError, SamplerError, redact
 
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
@@ -122,6 +128,22 @@ def _retry_after(value: Optional[str]) -> Optional[float]:
         return None
 
 
+def env_name_ok(name: str) -> bool:
+    """Whether ``name`` can be an environment variable name (letters, digits, underscore; no leading digit)."""
+    return re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) is not None
+
+
+def config_secrets(cfg: OpenAIHTTPConfig) -> list[str]:
+    """Values to redact from logs: the key itself and an ``api_key_env`` that does not look like a variable name."""
+    out = []
+    if cfg.api_key_env:
+        if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", cfg.api_key_env):
+            out.append(cfg.api_key_env)
+        if env_name_ok(cfg.api_key_env) and os.environ.get(cfg.api_key_env):
+            out.append(os.environ[cfg.api_key_env])
+    return out
+
+
 class OpenAIHTTPSampler:
     """A :class:`~mipd_kit.language.base.Sampler` talking to an OpenAI-compatible server.
 
@@ -134,6 +156,9 @@ class OpenAIHTTPSampler:
             raise ValueError(f"concurrency must be >= 1, got {cfg.concurrency}")
         self.cfg = cfg
         self.url = cfg.base_url.rstrip("/") + "/chat/completions"
+        if cfg.api_key_env and not env_name_ok(cfg.api_key_env):
+            raise SamplerError(f"{self.url}: api_key_env must be the NAME of an environment variable that holds the "
+                               "key; the value given is not a variable name (not shown: was the key itself passed?)")
         self._sleep = sleep
         self._rng = rng or random.Random(cfg.seed)
         self._rng_lock = threading.Lock()
@@ -160,6 +185,14 @@ class OpenAIHTTPSampler:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+    @property
+    def secrets(self) -> list[str]:
+        """Strings never to write in a log (see :func:`config_secrets`)."""
+        return config_secrets(self.cfg)
+
+    def _redact(self, text: str) -> str:
+        return redact(text, self.secrets)
 
     def _count(self, key: str, n: int = 1) -> None:
         with self._stats_lock:
@@ -200,20 +233,21 @@ class OpenAIHTTPSampler:
                 with self._sem:
                     r = self._client.post(self.url, json=body, headers=self._headers())
             except (httpx.TimeoutException, httpx.TransportError) as e:
-                last = f"{type(e).__name__}: {e}"
+                last = self._redact(f"{type(e).__name__}: {e}")
                 self._count("connection_errors")
             else:
                 if r.status_code in (401, 403):
                     self._count("failed")
-                    raise SamplerError(f"{self.url}: HTTP {r.status_code} (wrong or missing API key? the key is read "
-                                       f"from ${self.cfg.api_key_env or '<none>'}): {r.text[:200]}")
+                    raise SamplerAuthError(self._redact(
+                        f"{self.url}: HTTP {r.status_code}, the endpoint refused the credentials (wrong or missing API "
+                        f"key? the key is read from ${self.cfg.api_key_env or '<none>'}): {r.text[:200]}"))
                 if r.status_code in RETRY_STATUS:
-                    last = f"HTTP {r.status_code}: {r.text[:200]}"
+                    last = self._redact(f"HTTP {r.status_code}: {r.text[:200]}")
                     self._count(f"http_{r.status_code}")
                     retry_after = _retry_after(r.headers.get("retry-after"))
                 elif r.status_code >= 400:
                     self._count("failed")
-                    raise SamplerError(f"{self.url}: HTTP {r.status_code}: {r.text[:300]}")
+                    raise SamplerError(self._redact(f"{self.url}: HTTP {r.status_code}: {r.text[:300]}"))
                 else:
                     text = _reply_text(r)
                     if text is not None:
@@ -225,7 +259,7 @@ class OpenAIHTTPSampler:
                         except ValueError:
                             pass
                         return Response(text, tuple(messages), meta)
-                    last = f"malformed body: {r.text[:200]!r}"
+                    last = self._redact(f"malformed body: {r.text[:200]!r}")
                     self._count("malformed")
             if attempt < self.cfg.max_retries:
                 self._count("retries")

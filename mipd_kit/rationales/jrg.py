@@ -37,10 +37,11 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from mipd_kit.data.records import DataError, FrameSpace, Situation
-from mipd_kit.language.base import Message, Sampler, SamplerError
+from mipd_kit.language.base import Message, Sampler, SamplerAuthError, SamplerError, redact
 from mipd_kit.language.factory import SamplerConfig, build_sampler
 from mipd_kit.language.hf_local import HFLocalConfig
-from mipd_kit.language.openai_http import OpenAIHTTPConfig
+from mipd_kit.language.openai_http import OpenAIHTTPConfig, config_secrets
+from mipd_kit.fileio import write_json
 from mipd_kit.metrics import MetricRow, merge_rows, row
 from mipd_kit.rationales import prompts as P
 from mipd_kit.rationales.store import JsonlLog, Rationale, RationaleStore
@@ -69,6 +70,8 @@ class JRGConfig:
         split: annotation file of ``world_dir`` (``train`` -> ``train.json``).
         send_images: attach the image (vision chat models); the embedded backend ignores it.
         max_consecutive_errors: abort (keeping finished rationales) after this many sampler errors in a row.
+        max_failure_rate: the stage fails (:class:`JRGFailed`, after writing everything it finished) when more than
+            this share of the chains it ran ended as a failure (``jrg_failures.jsonl``); ``1.0`` never fails.
         imsitu_templates: optional imSitu ``generation_templates.tab`` used for frame sentences in prompts (real mode).
         seed: seeds the embedded backends (unless their own seed is set differently).
         generator, judge: language backends.
@@ -85,6 +88,7 @@ class JRGConfig:
     split: str = "train"
     send_images: bool = False
     max_consecutive_errors: int = 20
+    max_failure_rate: float = 0.2
     imsitu_templates: str = ""
     seed: int = 0
     generator: SamplerConfig = field(default_factory=lambda: SamplerConfig(purpose="generator"))
@@ -95,6 +99,10 @@ class JRGConfig:
         return cls(rounds=2, max_images=8, workers=2, n_hard_negatives=1,
                    generator=SamplerConfig(purpose="generator", openai=OpenAIHTTPConfig.smoke(), hf=HFLocalConfig.smoke()),
                    judge=SamplerConfig(purpose="judge", openai=OpenAIHTTPConfig.smoke(), hf=HFLocalConfig.smoke()))
+
+
+class JRGFailed(SamplerError):
+    """The stage ran but too many chains failed (share above ``JRGConfig.max_failure_rate``); work is kept."""
 
 
 @dataclass(frozen=True)
@@ -183,6 +191,7 @@ class _Counters:
         self.c: dict[str, int] = {}
         self.consecutive_errors = 0
         self.abort = False
+        self.fatal: Optional[SamplerAuthError] = None
 
     def add(self, k: str, n: int = 1) -> None:
         with self.lock:
@@ -197,6 +206,8 @@ class _Runner:
         self.world, self.store, self.failures = world_dir, store, failures
         self.gen, self.judge, self.backend, self.templates = generator, judge, backend, templates
         self.n = _Counters()
+        self.secrets = [*getattr(generator, "secrets", []), *getattr(judge, "secrets", []),
+                        *config_secrets(cfg.generator.openai), *config_secrets(cfg.judge.openai)]
 
     def _user(self, text: str, image: str) -> Message:
         if self.cfg.send_images:
@@ -243,8 +254,9 @@ class _Runner:
     def _fail(self, ch: Chain, rnd: int, reason: str, reply: str = "") -> None:
         self.n.add("failures")
         self.failures.append_line({"image": ch.image, "kind": ch.kind, "role": ch.role, "source": ch.source,
-                                   "target": ch.target, "round": rnd, "backend": self.backend, "reason": reason,
-                                   "reply": reply[:500], "time": time.time()})
+                                   "target": ch.target, "round": rnd, "backend": redact(self.backend, self.secrets),
+                                   "reason": redact(reason, self.secrets), "reply": redact(reply[:500], self.secrets),
+                                   "time": time.time()})
 
     def run_chain(self, ch: Chain) -> None:
         max_rounds = 1 if ch.source == "hard_negative" else self.cfg.rounds
@@ -259,6 +271,9 @@ class _Runner:
         for d in done:
             reasons = _merge_reasons(reasons, (d.verdict or {}).get("reasons", ()))
         previous = done[-1].text if done else None
+        if self.n.abort:
+            return
+        self.n.add("chains_run")
         for rnd in range(len(done), max_rounds):
             if self.n.abort:
                 return
@@ -268,6 +283,14 @@ class _Runner:
                     self._fail(ch, rnd, "empty generator reply after retries")
                     return
                 verdict, reply = self._judge(ch, text)
+            except SamplerAuthError as e:  # no later call can succeed: stop every worker now
+                self.n.add("sampler_errors")
+                with self.n.lock:
+                    self.n.abort = True
+                    if self.n.fatal is None:
+                        self.n.fatal = e
+                self._fail(ch, rnd, f"authentication error: {e}")
+                return
             except SamplerError as e:
                 self.n.add("sampler_errors")
                 self._fail(ch, rnd, f"sampler error: {e}")
@@ -348,22 +371,32 @@ def run_jrg(cfg: JRGConfig, world_dir: str | os.PathLike, run_dir: str | os.Path
         "judge_calls": c.get("judge_calls", 0), "judge_parse_retries": c.get("judge_parse_retries", 0),
         "judge_parse_failures": c.get("judge_parse_failures", 0), "empty_generations": c.get("empty_generations", 0),
         "sampler_errors": c.get("sampler_errors", 0), "failures": c.get("failures", 0),
+        "chains_run": c.get("chains_run", 0),
+        "failure_rate": c.get("failures", 0) / c["chains_run"] if c.get("chains_run") else 0.0,
+        "max_failure_rate": cfg.max_failure_rate, "auth_error": runner.n.fatal is not None,
         "aborted": runner.n.abort, "seconds": seconds,
         "rationales_per_s": c.get("new_rationales", 0) / seconds if seconds > 0 and c.get("new_rationales") else 0.0,
         "calls_per_s": (c.get("generator_calls", 0) + c.get("judge_calls", 0)) / seconds if seconds > 0 else 0.0,
         "config": _cfg_json(cfg), "repaired_bytes": store.repaired_bytes, "world_dir": str(world.resolve()),
         "images_without_evidence": sum(i not in evidence for i in images),
     }
-    tmp = run / "jrg_stats.json.tmp"
-    tmp.write_text(json.dumps(stats, indent=1) + "\n")
-    os.replace(tmp, run / "jrg_stats.json")
+    write_json(run / "jrg_stats.json", stats)
     merge_rows(run / "metrics.json", stats_rows(stats, model=_model_name(cfg, generator), seed=cfg.seed))
     store.close()
     failures.close()
+    kept = (f"{len(records)} finished rationales are kept in {run / 'rationales.jsonl'} and a re-run continues "
+            "where this one stopped")
+    if runner.n.fatal is not None:
+        raise SamplerAuthError(f"JRG stopped at the first authentication error: {runner.n.fatal}; {kept}")
     if runner.n.abort:
         raise SamplerError(f"JRG aborted after {cfg.max_consecutive_errors} consecutive sampler errors "
                            f"(see {run / 'jrg_failures.jsonl'}); {len(records)} finished rationales are kept in "
                            f"{run / 'rationales.jsonl'} and a re-run continues where this one stopped")
+    r = stats["run"]
+    if r["chains_run"] and r["failure_rate"] > cfg.max_failure_rate:
+        raise JRGFailed(f"JRG failed: {r['failures']} of {r['chains_run']} chains failed "
+                        f"({100 * r['failure_rate']:.1f}% > max_failure_rate {100 * cfg.max_failure_rate:.0f}%; "
+                        f"reasons in {run / 'jrg_failures.jsonl'}); {kept}")
     return stats
 
 
@@ -536,6 +569,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     r.add_argument("--max-images", type=int, default=None, help="0 = all training images")
     r.add_argument("--send-images", action="store_true")
     r.add_argument("--imsitu-templates", default=None, help="imSitu generation_templates.tab (real mode)")
+    r.add_argument("--max-failure-rate", type=float, default=None,
+                   help="fail the stage (exit 1, work kept) when more than this share of chains fail (default 0.2)")
     r.add_argument("--malformed-rate", type=float, default=0.0, help="embedded judge: share of unparseable replies")
     r.add_argument("--seed", type=int, default=0)
     e = sub.add_parser("export", help="write the authors' four-field JSON")
@@ -555,7 +590,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         if a.cmd == "run":
             cfg = JRGConfig.smoke() if a.smoke else JRGConfig()
-            for k in ("workers", "rounds", "threshold", "max_images", "imsitu_templates"):
+            for k in ("workers", "rounds", "threshold", "max_images", "imsitu_templates", "max_failure_rate"):
                 if getattr(a, k) is not None:
                     setattr(cfg, k, getattr(a, k))
             cfg.send_images = cfg.send_images or a.send_images

@@ -10,8 +10,10 @@ One judged rationale per line (DESIGN.md "Contracts"; TEAM.md "Rationales")::
 A record's key is ``(image, kind, role, round, backend, source, target, index)``; ``backend`` is the
 fingerprint of generator, judge and prompts, so changing any of them starts a new set while keeping the old one.
 
-Durability: every record is one ``os.write`` of a full line under an exclusive ``fcntl.flock`` on the file, so
-concurrent writers (threads or processes) never interleave; before writing, a writer reads any lines other
+Durability: every record is one ``os.write`` of a full line under an exclusive ``fcntl.flock`` on the file and,
+inside a process, a ``threading.RLock`` of the writer (``flock`` on one shared descriptor does not exclude
+threads), so concurrent writers (threads or processes) never interleave and one thread's torn-line repair never
+cuts another thread's line in progress; before writing, a writer reads any lines other
 writers appended since its last look, so a key is never written twice. A process killed mid-write can leave a
 torn last line (no trailing newline): opening the store truncates it. Re-running a finished stage therefore
 makes no calls: the loop skips keys already present.
@@ -31,11 +33,13 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from mipd_kit.data.records import DataError
+from mipd_kit.fileio import atomic_write_text, dumps, loads_strict
 
 SCHEMA = 1
 KINDS = ("glimpse", "gaze")
@@ -135,25 +139,32 @@ def _repair_tail(fd: int) -> int:
 
 
 class JsonlLog:
-    """Append-only JSONL file with flock'd single-write appends and torn-tail repair (base of the store)."""
+    """Append-only JSONL file with flock'd single-write appends and torn-tail repair (base of the store).
+
+    Safe for several processes (``flock``) and for several threads sharing one instance (a ``threading.RLock``
+    taken before the ``flock``, around every read, repair and write).
+    """
 
     def __init__(self, path: str | os.PathLike) -> None:
+        self._tlock = threading.RLock()
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         self._offset = 0
         self._lineno = 0
-        _lock(self._fd)
-        try:
-            self.repaired_bytes = os.fstat(self._fd).st_size - _repair_tail(self._fd)
-            self._scan()
-        finally:
-            _unlock(self._fd)
+        with self._tlock:
+            _lock(self._fd)
+            try:
+                self.repaired_bytes = os.fstat(self._fd).st_size - _repair_tail(self._fd)
+                self._scan()
+            finally:
+                _unlock(self._fd)
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        with self._tlock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
 
     def __del__(self) -> None:
         try:
@@ -194,38 +205,38 @@ class JsonlLog:
 
     def append_line(self, d: Mapping[str, Any], accept=lambda: True) -> bool:
         """Append ``d`` as one line unless ``accept()`` (evaluated under the lock after catching up) is False."""
-        data = (json.dumps(d, ensure_ascii=False) + "\n").encode()
-        _lock(self._fd)
-        try:
-            self._scan()
-            if not accept():
-                return False
-            _write_all(self._fd, data)
-            self._offset = os.fstat(self._fd).st_size
-            self._lineno += 1
-            self._on_line(dict(d), self._lineno)
-            return True
-        finally:
-            _unlock(self._fd)
+        data = (dumps(d, ensure_ascii=False) + "\n").encode()
+        with self._tlock:
+            _lock(self._fd)
+            try:
+                self._scan()
+                if not accept():
+                    return False
+                _write_all(self._fd, data)
+                self._offset = os.fstat(self._fd).st_size
+                self._lineno += 1
+                self._on_line(dict(d), self._lineno)
+                return True
+            finally:
+                _unlock(self._fd)
 
     def refresh(self) -> None:
         """Catch up with lines written by other writers."""
-        _lock(self._fd)
-        try:
-            self._scan()
-        finally:
-            _unlock(self._fd)
+        with self._tlock:
+            _lock(self._fd)
+            try:
+                self._scan()
+            finally:
+                _unlock(self._fd)
 
 
 class RationaleStore(JsonlLog):
     """``rationales.jsonl`` with an in-memory key index (see module docstring).
 
-    Thread-safe within a process through ``flock`` on one descriptor per store plus a Python lock.
+    Thread-safe within a process through ``flock`` on one descriptor per store plus the writer's ``RLock``.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
-        import threading
-        self._tlock = threading.Lock()
         self._records: dict[tuple, Rationale] = {}
         super().__init__(path)
 
@@ -352,16 +363,24 @@ def export_authors_json(rationales: Iterable[Rationale], out_path: str | os.Path
     entries, as in the authors' ``train_..._cap_refined.json``. Returns what was written."""
     data: dict[str, dict[str, Any]] = to_authors_json(rationales, role_order)
     if merge_into is not None:
-        base = json.loads(Path(merge_into).read_text())
+        mp = Path(merge_into)
+        try:
+            base = loads_strict(mp.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise DataError(f"{mp}: cannot read the SWiG train JSON to merge into "
+                            f"({getattr(e, 'strerror', None) or e})") from e
+        if not isinstance(base, dict) or not all(isinstance(v, dict) for v in base.values()):
+            raise DataError(f"{mp}: expected a SWiG train JSON (an object of image -> annotation objects)")
         merged = {}
         for image, entry in base.items():
             merged[image] = {**entry, **data.get(image, {f: "" for f in AUTHOR_FIELDS})}
         data = merged
     p = Path(out_path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
-    os.replace(tmp, p)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(p, dumps(data, indent=1, ensure_ascii=False) + "\n")
+    except OSError as e:
+        raise DataError(f"{p}: cannot write the export ({e.strerror or e})") from e
     return data
 
 
@@ -393,8 +412,8 @@ def import_authors_json(path: str | os.PathLike, store: RationaleStore) -> int:
     """Append the records of an authors' JSON file to ``store``; returns how many were new."""
     p = Path(path)
     try:
-        data = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        data = loads_strict(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
         raise DataError(f"{p}: cannot read the authors' rationale JSON ({e})") from e
     import hashlib
     backend = f"imported:{p.name}:{hashlib.sha256(p.read_bytes()).hexdigest()[:8]}"

@@ -790,10 +790,10 @@ def predict_swig(model: OvGSRStudent, d: StudentData, vocab: StudentVocab, k: in
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
+    """Atomic strict JSON (NaN / inf -> null)."""
+    from mipd_kit.fileio import write_json
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
+    write_json(path, obj, indent=None)
 
 
 def evaluate_predictions(world: World, preds: dict, model_name: str, seed: Optional[int], split: str = "test") -> list:

@@ -9,9 +9,15 @@ Layout (one folder per dataset and fingerprint, so a changed fingerprint can nev
 
 Keys: for images the real path plus size and mtime of the file (an edited image is a cache miss), for texts a
 sha256 of the text. Extraction runs in batches, with a tqdm progress bar, over the missing keys only, one shard
-at a time: a shard is written to ``*.tmp`` then renamed, and the index is then rewritten atomically -- so after a
-kill the finished shards are kept and only the partial one is redone. A second run with everything present does
-no model forward. Text token sequences of different lengths are zero-padded to the longest (mask False).
+at a time: a shard is written to a uniquely named temporary file, then -- under the folder's lock -- renamed to a
+shard name that is free on disk and in the index, and the index is re-read, updated and rewritten atomically. So
+after a kill the finished shards are kept and only the partial one is redone. A second run with everything present
+does no model forward. Text token sequences of different lengths are zero-padded to the longest (mask False).
+
+Concurrency: several processes (or threads) may extract into one folder at once. Every index update is a
+read-modify-write under an exclusive lock (``index.lock``), shards are never overwritten, and before each shard an
+extractor re-reads the index and skips the keys another process has finished meanwhile. Nothing is lost and no key
+points at another key's features.
 
 The same cache serves any ``Teacher`` (embedded, open_clip, transformers, the student backbone) and the
 encoded rationale texts.
@@ -31,6 +37,7 @@ import torch
 from PIL import Image
 
 from ..data.records import DataError
+from ..fileio import atomic_write_text, file_lock, unique_tmp
 from .base import Encoded, Teacher
 
 FORMAT = "mipd-feature-cache/1"
@@ -40,12 +47,6 @@ DEFAULT_SHARD_ROWS = 1024
 
 class CacheError(DataError):
     """A cache file is corrupt, truncated or written by another teacher; the message names it and what to do."""
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def image_key(path: str | os.PathLike, _dirs: Optional[dict[str, str]] = None) -> str:
@@ -102,6 +103,11 @@ class FeatureCache:
         self.dataset, self.fingerprint, self.kind = dataset, fingerprint, kind
         self.grid = list(grid) if grid is not None else None
         self.index_path = self.dir / "index.json"
+        self.lock_path = self.dir / "index.lock"
+        self.index = self._read_index()
+
+    def refresh(self) -> None:
+        """Re-read the index from disk (another process may have added shards)."""
         self.index = self._read_index()
 
     def _read_index(self) -> dict:
@@ -133,29 +139,35 @@ class FeatureCache:
         return out
 
     def _next_shard_name(self) -> str:
+        """First ``shard_NNNNNN`` name free in the index and on disk (call under the lock)."""
         n = len(self.index["shards"])
         while True:
             name = f"shard_{n:06d}.safetensors"
-            if name not in self.index["shards"]:
+            if name not in self.index["shards"] and not (self.dir / name).exists():
                 return name
             n += 1
 
     def add_shard(self, keys: Sequence[str], enc: Encoded) -> str:
-        """Write one finished shard (tmp + rename) and then the index (tmp + rename)."""
+        """Write one finished shard, then under the lock rename it to a free name and update the index."""
         from safetensors.torch import save_file
         self.dir.mkdir(parents=True, exist_ok=True)
-        name = self._next_shard_name()
-        path = self.dir / name
-        tmp = path.with_name(name + ".tmp")
-        save_file({"tokens": enc.tokens.detach().to(torch.float16).contiguous(),
-                   "pooled": enc.pooled.detach().to(torch.float32).contiguous(),
-                   "mask": enc.mask.detach().to(torch.bool).contiguous()}, str(tmp),
-                  metadata={"fingerprint": self.fingerprint, "dataset": self.dataset})
-        os.replace(tmp, path)
-        self.index["shards"][name] = {"rows": len(keys), "bytes": path.stat().st_size}
-        for r, k in enumerate(keys):
-            self.index["keys"][k] = [name, r]
-        _atomic_write_text(self.index_path, json.dumps(self.index))
+        tmp = unique_tmp(self.dir / "shard.safetensors")
+        try:
+            save_file({"tokens": enc.tokens.detach().to(torch.float16).contiguous(),
+                       "pooled": enc.pooled.detach().to(torch.float32).contiguous(),
+                       "mask": enc.mask.detach().to(torch.bool).contiguous()}, str(tmp),
+                      metadata={"fingerprint": self.fingerprint, "dataset": self.dataset})
+            with file_lock(self.lock_path):
+                self.refresh()
+                name = self._next_shard_name()
+                path = self.dir / name
+                os.replace(tmp, path)
+                self.index["shards"][name] = {"rows": len(keys), "bytes": path.stat().st_size}
+                for r, k in enumerate(keys):
+                    self.index["keys"].setdefault(k, [name, r])  # keep a key another process finished first
+                atomic_write_text(self.index_path, json.dumps(self.index))
+        finally:
+            tmp.unlink(missing_ok=True)
         return name
 
     def _load_shard(self, name: str) -> dict[str, torch.Tensor]:
@@ -224,6 +236,13 @@ def _extract(cache: FeatureCache, keys: list[str], items: list, encode: Callable
     try:
         for s in range(0, len(keys), shard_rows):
             k_sh, it_sh = keys[s:s + shard_rows], items[s:s + shard_rows]
+            cache.refresh()  # another process may have extracted some of these meanwhile
+            keep = [i for i, k in enumerate(k_sh) if k not in cache.index["keys"]]
+            if bar is not None and len(keep) < len(k_sh):
+                bar.update(len(k_sh) - len(keep))
+            if not keep:
+                continue
+            k_sh, it_sh = [k_sh[i] for i in keep], [it_sh[i] for i in keep]
             parts = []
             for b in range(0, len(k_sh), batch_size):
                 parts.append(encode(it_sh[b:b + batch_size]))

@@ -460,7 +460,8 @@ def caption_embeddings(captions: Sequence[str], cache_dir: str | os.PathLike) ->
     else:
         _, _, emb = minilm_encode(uniq, with_tokens=False)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
+        from mipd_kit.fileio import unique_tmp
+        tmp = unique_tmp(path)  # concurrent writers never share a temporary file
         save_file({"emb": emb.contiguous()}, str(tmp))
         os.replace(tmp, path)
     pos = {c: i for i, c in enumerate(uniq)}
@@ -575,8 +576,9 @@ def checkpoint_dir_for(world_dir: str | os.PathLike, cache_dir: str | os.PathLik
 def save_teacher(teacher: EmbeddedTeacher, ckpt_dir: str | os.PathLike, info: dict) -> Path:
     """Write ``model.safetensors`` and ``config.json`` atomically (the folder appears complete or not at all)."""
     from safetensors.torch import save_file
+    from mipd_kit.fileio import unique_tmp
     d = Path(ckpt_dir)
-    tmp = d.with_name(d.name + ".tmp")
+    tmp = unique_tmp(d)
     tmp.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in teacher.state_dict().items()}, str(tmp / "model.safetensors"))
     (tmp / "config.json").write_text(json.dumps({"format": "mipd-embedded-teacher/1", "config": asdict(teacher.cfg),
@@ -619,18 +621,23 @@ def load_or_train(world_dir: str | os.PathLike, cache_dir: str | os.PathLike,
 
     The training record (``history``, ``epoch_loss``, ``wall_time_s`` ...) is at ``teacher.info``, and
     ``teacher.checkpoint_dir`` / ``teacher.loaded_from_cache`` tell where it came from.
+
+    The check-train-save runs under a lock next to the checkpoint folder, so a second process asking for the same
+    teacher waits and then loads the one the first trained.
     """
+    from mipd_kit.fileio import file_lock
     cfg = cfg or EmbeddedTeacherConfig()
     d = checkpoint_dir_for(world_dir, cache_dir, cfg)
-    if (d / "config.json").exists() and (d / "model.safetensors").exists():
-        t = load_teacher(d)
-        t.cfg.threads = cfg.threads
-        t.loaded_from_cache = True  # type: ignore[attr-defined]
-    else:
-        t, info = train_teacher(world_dir, cache_dir, cfg, progress=progress)
-        save_teacher(t, d, info)
-        t.info = info  # type: ignore[attr-defined]
-        t.loaded_from_cache = False  # type: ignore[attr-defined]
+    with file_lock(d.parent / f".{d.name}.lock"):
+        if (d / "config.json").exists() and (d / "model.safetensors").exists():
+            t = load_teacher(d)
+            t.cfg.threads = cfg.threads
+            t.loaded_from_cache = True  # type: ignore[attr-defined]
+        else:
+            t, info = train_teacher(world_dir, cache_dir, cfg, progress=progress)
+            save_teacher(t, d, info)
+            t.info = info  # type: ignore[attr-defined]
+            t.loaded_from_cache = False  # type: ignore[attr-defined]
     t.checkpoint_dir = d  # type: ignore[attr-defined]
     return t
 
@@ -828,9 +835,8 @@ def teacher_evidence(teacher, world_dir: str | os.PathLike, out_path: Optional[s
     if out_path is not None:
         p = Path(out_path)
         p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(p.name + ".tmp")
-        tmp.write_text(json.dumps(out))
-        os.replace(tmp, p)
+        from mipd_kit.fileio import write_json
+        write_json(p, out, indent=None)
     return out
 
 

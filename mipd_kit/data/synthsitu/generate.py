@@ -7,8 +7,12 @@ and a separate image-caption pretraining corpus, deterministically from a seed.
 Determinism: every image is rendered from its own generator seeded by ``(seed, split, index)``, so the files do not
 depend on the number of worker processes; the same seed and config give byte-identical files on a given software
 stack (numpy, Pillow and zlib versions), except ``generation.json``, which records how this copy was made (wall
-times, worker count) and is not part of that promise. Atomicity: images are written first, every JSON goes through ``name.tmp`` + rename, and
-``meta.json`` is written last, so a folder without ``meta.json`` is an incomplete world.
+times, worker count) and is not part of that promise. Atomicity: the world is built in a hidden temporary folder next
+to the target (``.NAME.<pid>-<random>.tmp``), images first and ``meta.json`` last, and only the complete folder is
+renamed into place; a folder without ``meta.json`` is an incomplete world. Concurrency: ``generate`` and
+``ensure_world`` hold an exclusive lock (``.NAME.lock`` next to the world) while they build, so a second process
+ensuring the same world waits and then reuses the complete one; temporary folders left by a killed process are
+removed by the next generation.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import json
 import os
 import shutil
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional, Sequence
@@ -28,6 +33,7 @@ from mipd_kit.data.records import DataError, FrameSpace, HOIImage, HOIVocab, Nou
 from mipd_kit.data.synthsitu import world as W
 from mipd_kit.data.synthsitu.captions import hoi_caption, scene_caption
 from mipd_kit.data.synthsitu.render import Nuisance, render_gsr, render_hoi
+from mipd_kit.fileio import file_lock
 
 GENERATOR_VERSION = "1.2"
 #: run-dependent facts of one generation (timings, workers): the only file outside the byte-identity promise
@@ -307,7 +313,8 @@ def frame_space() -> FrameSpace:
     return FrameSpace(verbs, nouns, "synthsitu")
 
 
-def _prepare_out(out: Path, overwrite: bool) -> None:
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Refuse a target that is a file, a non-empty folder without ``overwrite``, or one holding foreign files."""
     if out.exists() and not out.is_dir():
         raise SynthError(f"{out}: exists and is not a folder")
     if out.exists() and any(out.iterdir()):
@@ -317,26 +324,61 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
         if foreign:
             raise SynthError(f"{out}: refusing to overwrite, it holds files that are not part of a SynthSitu world: "
                              f"{foreign[:5]}")
-        meta = out / "meta.json"
-        if meta.exists():
-            meta.unlink()  # the world is incomplete from now on
-        for p in sorted(out.iterdir()):
-            if p.is_dir():
-                shutil.rmtree(p)
-            else:
-                p.unlink()
+
+
+def _lock_path(out: Path) -> Path:
+    return out.parent / f".{out.name}.lock"
+
+
+def _make_parent(out: Path) -> None:
     try:
-        (out / "images").mkdir(parents=True, exist_ok=True)
-        (out / "pretrain" / "images").mkdir(parents=True, exist_ok=True)
-        probe = out / ".write_probe.tmp"
-        probe.write_text("ok")
-        probe.unlink()
+        out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise SynthError(f"{out}: cannot write the world there ({e.strerror or e})") from e
 
 
+def _remove_stale(out: Path) -> None:
+    """Remove temporary / old world folders a killed generation left (call under the world's lock)."""
+    for p in out.parent.glob(f".{out.name}.*"):
+        if p.is_dir() and (p.name.endswith(".tmp") or p.name.endswith(".old")):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _generate_locked(cfg: SynthConfig, out: Path, overwrite: bool, verbose: bool) -> dict:
+    """Build the world in a temporary folder and rename it into place (the caller holds the world's lock)."""
+    _check_out(out, overwrite)
+    _remove_stale(out)
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:10]}"
+    tmp = out.parent / f".{out.name}.{tag}.tmp"
+    try:
+        try:
+            (tmp / "images").mkdir(parents=True)
+            (tmp / "pretrain" / "images").mkdir(parents=True)
+        except OSError as e:
+            raise SynthError(f"{out}: cannot write the world there ({e.strerror or e})") from e
+        meta = _build(cfg, tmp)
+        if out.exists():
+            old = out.parent / f".{out.name}.{tag}.old"
+            os.rename(out, old)
+            os.rename(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if verbose:
+        t = read_generation_info(out)["timings"]
+        print(f"SynthSitu {cfg.size} seed {cfg.seed}: {meta['counts']['images']} images in {t['total']:.1f} s "
+              f"({t['images_per_second']:.0f} images/s, {cfg.workers} worker(s)) -> {out}")
+    return meta
+
+
 def generate(cfg: SynthConfig, out_dir: str | os.PathLike, overwrite: bool = False, verbose: bool = False) -> dict:
     """Write a SynthSitu world into ``out_dir``; returns the content of ``meta.json``.
+
+    The world is built in a temporary folder and renamed into place under the world's lock, so a reader never
+    takes a half-written world as complete.
 
     Raises:
         SynthError: ``out_dir`` is not writable, or not empty and ``overwrite`` is false, or holds foreign files.
@@ -345,8 +387,15 @@ def generate(cfg: SynthConfig, out_dir: str | os.PathLike, overwrite: bool = Fal
         raise SynthError(f"unknown SynthSitu size {cfg.size!r}; choose one of {', '.join(SIZES)}")
     W.check_world()
     out = Path(out_dir)
+    _check_out(out, overwrite)
+    _make_parent(out)
+    with file_lock(_lock_path(out)):
+        return _generate_locked(cfg, out, overwrite, verbose)
+
+
+def _build(cfg: SynthConfig, out: Path) -> dict:
+    """Render every image and write every file of the world into the (fresh) folder ``out``."""
     t0 = time.perf_counter()
-    _prepare_out(out, overwrite)
     master = np.random.default_rng([int(cfg.seed), 0])
     plan = _gsr_verbs(cfg, master)
     classes = W.hoi_classes()
@@ -470,9 +519,6 @@ def generate(cfg: SynthConfig, out_dir: str | os.PathLike, overwrite: bool = Fal
     _write_json(out / GENERATION_FILE, {"timings": {k: round(v, 3) for k, v in timings.items()},
                                         "workers": cfg.workers}, indent=1)
     _write_json(out / "meta.json", meta, indent=1)
-    if verbose:
-        print(f"SynthSitu {cfg.size} seed {cfg.seed}: {n_images} images in {timings['total']:.1f} s "
-              f"({timings['images_per_second']:.0f} images/s, {cfg.workers} worker(s)) -> {out}")
     return meta
 
 
@@ -502,13 +548,26 @@ def read_meta(world_dir: str | os.PathLike) -> Optional[dict]:
 def ensure_world(cfg: SynthConfig, world_dir: str | os.PathLike, verbose: bool = True) -> tuple[dict, bool]:
     """Generate the world unless ``world_dir`` already holds one made with the same config.
 
+    Safe under concurrent processes: a second process asking for the same world waits for the first one's lock
+    and then reuses the complete world it made.
+
     Returns:
         ``(meta, generated)``.
     """
     meta = read_meta(world_dir)
     if meta is not None and meta.get("config") == cfg.world_key():
         return meta, False
-    return generate(cfg, world_dir, overwrite=True, verbose=verbose), True
+    if cfg.size not in SIZES:
+        raise SynthError(f"unknown SynthSitu size {cfg.size!r}; choose one of {', '.join(SIZES)}")
+    out = Path(world_dir)
+    _check_out(out, overwrite=True)
+    _make_parent(out)
+    with file_lock(_lock_path(out)):
+        meta = read_meta(out)  # another process may have made it while we waited
+        if meta is not None and meta.get("config") == cfg.world_key():
+            return meta, False
+        W.check_world()
+        return _generate_locked(cfg, out, overwrite=True, verbose=verbose), True
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

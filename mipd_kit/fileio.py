@@ -1,0 +1,141 @@
+"""Safe file primitives shared by every store: an inter-process lock, atomic writes and strict JSON.
+
+- ``file_lock(path)``: an exclusive ``fcntl.flock`` on a lock file, held for a ``with`` block. Each call opens its
+  own descriptor, so it excludes other processes *and* other threads of this process.
+- ``atomic_write_text(path, text)``: write to a uniquely named temporary file in the same folder, then
+  ``os.replace`` it into place; two writers never share a temporary name and a reader sees the old or the new file,
+  never a half-written one. A killed writer leaves at most a ``.*.tmp`` file behind.
+- ``dumps`` / ``write_json``: strict JSON (RFC 8259): a float that is NaN or infinite is written as ``null``
+  (meaning "undefined", e.g. a metric with no ground truth in that split) instead of the bare ``NaN`` that strict
+  parsers reject.
+- ``loads_strict``: JSON that refuses duplicate object keys and the non-standard ``NaN`` / ``Infinity`` constants
+  (raised as ``ValueError`` with the key or constant named).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import math
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created with its folder if absent) for the ``with`` block.
+
+    The lock is released when the block ends or the process dies (the kernel drops ``flock`` locks with the
+    descriptor), so a killed holder never leaves a stale lock.
+    """
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def unique_tmp(path: str | os.PathLike) -> Path:
+    """A temporary name next to ``path`` that no other process or thread uses (pid + random suffix)."""
+    p = Path(path)
+    return p.with_name(f".{p.name}.{os.getpid()}-{uuid.uuid4().hex[:10]}.tmp")
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (unique temporary file + ``os.replace``)."""
+    tmp = unique_tmp(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def finite_or_none(obj: Any) -> Any:
+    """``obj`` with every NaN / infinite float (also inside lists, tuples and dicts) replaced by ``None``."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v) for v in obj]
+    return obj
+
+
+def dumps(obj: Any, **kw: Any) -> str:
+    """Strict JSON text of ``obj``: NaN / infinite floats become ``null`` (undefined)."""
+    try:
+        return json.dumps(obj, allow_nan=False, **kw)  # fast path: nothing to replace
+    except ValueError:
+        return json.dumps(finite_or_none(obj), allow_nan=False, **kw)
+
+
+def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 1) -> None:
+    """Atomically write ``obj`` as strict JSON (NaN / inf -> ``null``) with a final newline."""
+    atomic_write_text(path, dumps(obj, indent=indent) + "\n")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
+    out: dict = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"non-standard JSON constant {name} (use null)")
+
+
+def loads_strict(text: str) -> Any:
+    """Parse JSON refusing duplicate keys and NaN / Infinity (``ValueError``; ``json.JSONDecodeError`` is one)."""
+    return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file strictly: one line of ``DataError`` naming the file for every way it can be wrong.
+
+    Refused: a missing file, a folder, an unreadable file, a binary or non-UTF-8 file, an empty file, truncated or
+    malformed JSON (with line and column), a duplicated object key (a duplicated image or role, named).
+    """
+    from mipd_kit.data.records import DataError  # records is stdlib-only; imported here to keep this module first
+
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError as e:
+        raise DataError(f"{p}: file not found") from e
+    except IsADirectoryError as e:
+        raise DataError(f"{p}: is a folder, not a JSON file") from e
+    except OSError as e:
+        raise DataError(f"{p}: cannot read ({e.strerror or e})") from e
+    if b"\x00" in raw[:65536]:
+        raise DataError(f"{p}: binary file, not JSON text")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{p}: not UTF-8 text (byte {e.start}); not a JSON file?") from e
+    if not text.strip():
+        raise DataError(f"{p}: empty file")
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict:
+        try:
+            return _no_duplicates(pairs)
+        except ValueError:
+            seen: set = set()
+            dup = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+            raise DataError(f"{p}: duplicated key {dup!r} (a duplicated image or role)") from None
+
+    try:
+        return json.loads(text, object_pairs_hook=hook)
+    except json.JSONDecodeError as e:
+        what = "truncated JSON" if e.pos >= len(text.rstrip()) else "malformed JSON"
+        raise DataError(f"{p}: not valid JSON: {what} at line {e.lineno} column {e.colno}: {e.msg}") from e
