@@ -18,12 +18,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
-from .metrics import MetricRow, aggregate_seeds, merge_rows, read_rows
+from .metrics import MetricRow, SeedStats, aggregate_seeds, group_seeds, merge_rows, read_rows, seed_stats
 from .student.report import MODEL_ORDER as STUDENT_MODEL_ORDER
 from .student.report import SPLITS as STUDENT_SPLITS
 from .viz.cases import Case, build_cases, load_situations, load_split
@@ -38,36 +37,19 @@ ANALYSIS_FILE = "analysis.json"
 
 
 # -- results.md ----------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Cell:
-    """An aggregated number: mean over seeds, sample std, number of seeds."""
-
-    mean: float
-    std: float
-    n: int
-
-    def fmt(self, digits: int = 1) -> str:
-        if self.n > 1:
-            return f"{self.mean:.{digits}f} ± {self.std:.{digits}f} ({self.n})"
-        return f"{self.mean:.{digits}f}"
+#: an aggregated number (mean over seeds, sample std, number of seeds); the one type of :mod:`mipd_kit.metrics`
+Cell = SeedStats
 
 
 def aggregate(rows: Iterable[MetricRow]) -> dict[tuple, Cell]:
-    """Key without the seed -> :class:`Cell`. Per-seed rows are aggregated; rows with ``seed=None`` are taken as
-    they are, except the ``*_mean`` / ``*_std`` rows of seed aggregation, which are recomputed from the seeds."""
-    per: dict[tuple, list[float]] = {}
-    single: dict[tuple, float] = {}
-    for r in rows:
-        key = (r.task, r.model, r.split, r.setting, r.metric, r.mean)
-        if r.seed is None:
-            if r.metric.endswith(("_mean", "_std")):
-                continue
-            single[key] = r.value
-        else:
-            per.setdefault(key, []).append(r.value)
-    out = {k: Cell(v, 0.0, 1) for k, v in single.items()}
-    for k, vals in per.items():
-        out[k] = Cell(statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0, len(vals))
+    """Key without the seed -> :class:`Cell`. Per-seed rows are aggregated (:func:`mipd_kit.metrics.seed_stats`);
+    rows with ``seed=None`` are taken as they are, except the ``*_mean`` / ``*_std`` rows of seed aggregation, which
+    are recomputed from the seeds."""
+    rows = list(rows)
+    out = {(r.task, r.model, r.split, r.setting, r.metric, r.mean): Cell(r.value, 0.0, 1)
+           for r in rows if r.seed is None and not r.metric.endswith(("_mean", "_std"))}
+    for k, vals in group_seeds(rows).items():
+        out[k] = seed_stats(vals)
     return out
 
 
@@ -621,7 +603,7 @@ def readme_tables(rows: Iterable[MetricRow], hoi_models: Sequence[str] = ("teach
         c = cells.get(key)
         if c is None:
             return "–"
-        return f"{c.mean:.1f} ± {c.std:.1f}" if c.n > 1 else f"{c.mean:.1f}"
+        return c.fmt(1, show_n=False)
 
     gsr_models = [m for m in README_GSR_MODELS if any(k[0] == "gsr" and k[1] == m for k in cells)]
     out: list[str] = []

@@ -24,6 +24,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+class DataError(ValueError):
+    """Bad input data: the message names the file and the record (also importable from ``mipd_kit.data.records``)."""
+
+
 @contextlib.contextmanager
 def file_lock(path: str | os.PathLike) -> Iterator[None]:
     """Hold an exclusive lock on ``path`` (created with its folder if absent) for the ``with`` block.
@@ -106,8 +110,6 @@ def read_json(path: str | os.PathLike) -> Any:
     Refused: a missing file, a folder, an unreadable file, a binary or non-UTF-8 file, an empty file, truncated or
     malformed JSON (with line and column), a duplicated object key (a duplicated image or role, named).
     """
-    from mipd_kit.data.records import DataError  # records is stdlib-only; imported here to keep this module first
-
     p = Path(path)
     try:
         raw = p.read_bytes()

@@ -92,20 +92,53 @@ def merge_rows(path: str | os.PathLike, rows: Iterable[MetricRow]) -> list[Metri
     return merged
 
 
-def aggregate_seeds(rows: Iterable[MetricRow]) -> list[MetricRow]:
-    """Seed-aggregated rows: for every key but the seed, ``<metric>_mean`` and ``<metric>_std`` with ``seed=None``.
+@dataclass(frozen=True)
+class SeedStats:
+    """One number aggregated over seeds: the mean, the sample standard deviation and the number of seeds."""
 
-    The standard deviation is the sample std (0.0 for a single seed).
+    mean: float
+    std: float
+    n: int
+
+    def fmt(self, digits: int = 1, show_n: bool = True) -> str:
+        """``mean ± std (n)`` for several seeds (``(n)`` only with ``show_n``), ``mean`` alone for one."""
+        if self.n > 1:
+            return f"{self.mean:.{digits}f} ± {self.std:.{digits}f}" + (f" ({self.n})" if show_n else "")
+        return f"{self.mean:.{digits}f}"
+
+
+def seed_stats(values: Iterable[float]) -> SeedStats:
+    """The one seed aggregation of the toolkit: mean and **sample** std (``n - 1``; 0.0 for a single seed).
+
+    Every table, ``metrics.json``'s ``*_mean`` / ``*_std`` rows and the README numbers go through this function.
+    With a NaN or infinite value among them the std is reported as 0.0 and the mean shows the NaN / inf.
+    """
+    vals = [float(v) for v in values]
+    if not vals:
+        raise ValueError("seed_stats needs at least one value")
+    finite = all(math.isfinite(v) for v in vals)  # statistics.stdev raises on NaN / inf
+    s = statistics.stdev(vals) if len(vals) > 1 and finite else 0.0
+    return SeedStats(statistics.fmean(vals), s, len(vals))
+
+
+def group_seeds(rows: Iterable[MetricRow]) -> dict[tuple, list[float]]:
+    """Per-seed rows (``seed`` not None) grouped by their key without the seed, in first-seen order.
+
+    The key is ``(task, model, split, setting, metric, mean)``; rows with ``seed=None`` are skipped.
     """
     groups: dict[tuple, list[float]] = {}
     for r in rows:
-        if r.seed is None:
-            continue
-        groups.setdefault((r.task, r.model, r.split, r.setting, r.metric, r.mean), []).append(r.value)
+        if r.seed is not None:
+            groups.setdefault((r.task, r.model, r.split, r.setting, r.metric, r.mean), []).append(r.value)
+    return groups
+
+
+def aggregate_seeds(rows: Iterable[MetricRow]) -> list[MetricRow]:
+    """Seed-aggregated rows: for every key but the seed, ``<metric>_mean`` and ``<metric>_std`` with ``seed=None``
+    (:func:`seed_stats` of the per-seed values)."""
     out = []
-    for (task, model, split, setting, metric, mean), vals in groups.items():
-        m = statistics.fmean(vals)
-        s = statistics.stdev(vals) if len(vals) > 1 else 0.0
-        out.append(MetricRow(task, model, None, split, setting, metric + "_mean", mean, m))
-        out.append(MetricRow(task, model, None, split, setting, metric + "_std", mean, s if not math.isnan(s) else 0.0))
+    for (task, model, split, setting, metric, mean), vals in group_seeds(rows).items():
+        st = seed_stats(vals)
+        out.append(MetricRow(task, model, None, split, setting, metric + "_mean", mean, st.mean))
+        out.append(MetricRow(task, model, None, split, setting, metric + "_std", mean, st.std))
     return out

@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import display
 
-from mipd_kit.data.synthsitu import stats as S
+from mipd_kit.viz import world as S
 from mipd_kit.data.synthsitu.generate import SynthConfig, ensure_world, read_generation_info
 from mipd_kit.data.synthsitu.world import VERBS
 from mipd_kit.metrics import merge_rows
@@ -88,7 +88,7 @@ is the training prior of that verb (most frequent noun per role over the 3 annot
 neither model localises anything, and neither can name an unseen verb. The ceiling is 100 (ground truth scored as
 a prediction)."""),
     ("code", """if run_baselines:
-    from mipd_kit.data.synthsitu.baselines import BaselineConfig, run_baselines as _run
+    from mipd_kit.eval.baselines import BaselineConfig, run_baselines as _run
     bcfg = BaselineConfig.smoke() if baseline_smoke else BaselineConfig()
     bcfg.seed, bcfg.threads = seed, threads
     rows, info = _run(world, bcfg, split="test", seed=seed)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mipd_kit.metrics import aggregate_seeds, merge_rows, read_rows, row, write_rows
+from mipd_kit.metrics import SeedStats, aggregate_seeds, group_seeds, merge_rows, read_rows, row, seed_stats, write_rows
 
 
 def test_merge_replaces_rows_with_same_key(tmp_path):
@@ -26,6 +26,24 @@ def test_aggregate_seeds_mean_and_sample_std():
     assert agg["map_mean"].value == pytest.approx(20.0)
     assert agg["map_std"].value == pytest.approx(10.0)
     assert agg["map_mean"].seed is None
+
+
+def test_seed_stats_is_the_one_aggregation():
+    st = seed_stats([10.0, 20.0, 30.0])
+    assert st == SeedStats(20.0, 10.0, 3)  # sample std: sqrt(((-10)^2 + 0 + 10^2) / 2) = 10 exactly
+    assert seed_stats([4.0]) == SeedStats(4.0, 0.0, 1)  # one seed: std 0, shown without ±
+    assert st.fmt(1) == "20.0 ± 10.0 (3)" and st.fmt(2, show_n=False) == "20.00 ± 10.00"
+    assert seed_stats([4.0]).fmt(1) == "4.0"
+    nan = seed_stats([1.0, float("nan")])
+    assert nan.std == 0.0 and nan.mean != nan.mean and nan.n == 2
+    with pytest.raises(ValueError, match="at least one"):
+        seed_stats([])
+    rows = [row("gsr", "m", "seen", "top1", "verb", v, seed=s, mean="image") for s, v in enumerate([1.0, 2.0])]
+    rows.append(row("gsr", "m", "seen", "top1", "verb_mean", 9.0, mean="image"))  # seed None: not a seed value
+    assert group_seeds(rows) == {("gsr", "m", "seen", "top1", "verb", "image"): [1.0, 2.0]}
+    # aggregate_seeds writes exactly seed_stats of each group
+    agg = {r.metric: r.value for r in aggregate_seeds(rows)}
+    assert agg == {"verb_mean": seed_stats([1.0, 2.0]).mean, "verb_std": seed_stats([1.0, 2.0]).std}
 
 
 def test_read_rows_rejects_bad_files(tmp_path):

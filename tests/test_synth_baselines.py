@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mipd_kit.data.records import FrameSpace, Situation, VerbDef
-from mipd_kit.data.synthsitu.baselines import BaselineConfig, frame_prior, predictions, run_baselines
+from mipd_kit.eval.baselines import BaselineConfig, frame_prior, predictions, run_baselines
 from mipd_kit.data.synthsitu.generate import SynthConfig, generate
 
 
@@ -55,3 +55,15 @@ def test_baselines_run_and_are_closed_set(world):
         assert 0.0 <= get(m, "seen", "top1", "grnd_value_all") < 100.0
         assert set(info["predictions"][m]) == {f"test_{i:06d}.png" for i in range(70)}
     assert info["train_acc_pixel_linear"] > 100.0 / info["classes"]  # the linear model fits its training set
+
+
+def test_world_views_draw_sheets_and_tables(world):
+    """What notebook 00 shows: the sheets of mipd_kit.viz.world and the tables it re-exports from stats."""
+    from mipd_kit.data.synthsitu import stats
+    from mipd_kit.viz import world as W
+    assert W.summary_table is stats.summary_table and W.hoi_statistics is stats.hoi_statistics
+    sheet = W.verb_sheet(world, "train", ["riding", "no-such-verb"], per_verb=2, upscale=1)
+    assert sheet is not None and sheet.size[0] > 0 and sheet.size[1] > 0
+    assert W.hoi_sheet(world, "hoi_train", n=2, ncols=2, upscale=1).size[0] > 0
+    ps, caps = W.pretrain_sheet(world, n=4, ncols=2)
+    assert len(caps) == 4 and ps.size[0] > 0

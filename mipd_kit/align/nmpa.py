@@ -9,7 +9,7 @@ rationales gets a well-defined feature (the prompted teacher feature), never a N
 
 Training (single process, on train images with rationales): symmetric InfoNCE between aligned features and the
 pooled positive rationale embeddings, a fidelity term ``1 - cos(aligned, teacher)`` that keeps the target close to
-the teacher, and the negative-guided term (:func:`mipd_kit.student.losses.negative_guided`: the authors'
+the teacher, and the negative-guided term (:func:`mipd_kit.align.losses.negative_guided`: the authors'
 ``relu(cos(x, mean(neg)))`` or a margin / InfoNCE form over several negatives). After training, NMPA produces the
 aligned teacher targets per image that the student distils (:func:`aligned_targets`).
 """
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..student import losses as L
+from . import losses as L
 from .prompts import InstancePrompt, ScenePrompt, ScenePromptVariant, split_cls
 
 NegKind = Literal["authors", "margin", "infonce"]

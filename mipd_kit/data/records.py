@@ -11,11 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from mipd_kit.fileio import DataError  # noqa: F401  (defined in the lowest layer; imported from here everywhere)
+
 Box = tuple[float, float, float, float]
 
-
-class DataError(ValueError):
-    """Bad input data: the message names the file and the record."""
 
 
 @dataclass(frozen=True)

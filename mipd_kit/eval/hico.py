@@ -78,6 +78,8 @@ import numpy as np
 from mipd_kit.data.records import DataError, HOIImage, HOIVocab
 from mipd_kit.metrics import MetricRow, row
 
+from .boxes import paired_iou
+
 MIN_OVERLAP = 0.5
 #: MATLAB ``0:0.1:1`` (the colon operator builds the first half as k*0.1, the middle as (0+1)/2 and the second
 #: half as 1-(10-k)*0.1, so 0.3 is 0.30000000000000004 but 0.6 and 0.7 are exact).
@@ -322,31 +324,18 @@ def ground_truth_arrays(images: Sequence[HOIImage], vocab: HOIVocab) -> GroundTr
 
 # ----------------------------------------------------------------------------------------------- core
 
+#: the box-IoU convention (:mod:`mipd_kit.eval.boxes`) of each protocol
+IOU_OF_PROTOCOL = {"official": "pixel", "continuous": "continuous", "qpic": "qpic"}
+
+
 def _pair_overlap(d: np.ndarray, g: np.ndarray, protocol: str) -> np.ndarray:
     """min(IoU_h, IoU_o) for aligned rows of detections ``d`` (P, 8) and ground truth ``g`` (P, 8).
 
-    Operation order mirrors ``VOCevaldet_bboxpair.m`` so results are bit-identical to the reference loop.
+    The IoU is :func:`mipd_kit.eval.boxes.paired_iou`, whose operation order mirrors ``VOCevaldet_bboxpair.m`` so
+    results are bit-identical to the reference loop.
     """
-    one = 0.0 if protocol == "continuous" else 1.0
-    out = None
-    for s in (0, 4):
-        ix1 = np.maximum(d[:, s], g[:, s])
-        iy1 = np.maximum(d[:, s + 1], g[:, s + 1])
-        ix2 = np.minimum(d[:, s + 2], g[:, s + 2])
-        iy2 = np.minimum(d[:, s + 3], g[:, s + 3])
-        iw = ix2 - ix1 + one
-        ih = iy2 - iy1 + one
-        if protocol == "qpic":      # QPIC's compute_IOU: no overlap unless the raw intersection is positive
-            ok = (ix2 - ix1 > 0) & (iy2 - iy1 > 0)
-        else:
-            ok = (iw > 0) & (ih > 0)
-        inter = iw * ih
-        ua = (d[:, s + 2] - d[:, s] + one) * (d[:, s + 3] - d[:, s + 1] + one) + \
-             (g[:, s + 2] - g[:, s] + one) * (g[:, s + 3] - g[:, s + 1] + one) - inter
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ov = np.where(ok, inter / np.where(ok, ua, 1.0), 0.0)
-        out = ov if out is None else np.minimum(out, ov)
-    return out
+    conv = IOU_OF_PROTOCOL[protocol]
+    return np.minimum(paired_iou(d[:, :4], g[:, :4], conv), paired_iou(d[:, 4:8], g[:, 4:8], conv))
 
 
 def match_detections(det_image: np.ndarray, det_hoi: np.ndarray, det_boxes: np.ndarray, det_score: np.ndarray,

@@ -14,19 +14,16 @@ from typing import Optional, Sequence
 
 from mipd_kit.data.records import HOIImage, HOIVocab
 
+from .boxes import iou
+
 MIN_OVERLAP = 0.5
 THRESHOLDS = [0.0, 0.1, 0.2, 3 * 0.1, 0.4, 0.5, 1.0 - 4 * 0.1, 1.0 - 3 * 0.1, 1.0 - 2 * 0.1, 1.0 - 0.1, 1.0]  # MATLAB
 QPIC_THRESHOLDS = [k * 0.1 for k in range(11)]        # np.arange(0., 1.1, 0.1)
 
 
 def _iou(a: Sequence[float], b: Sequence[float], one: float, qpic: bool = False) -> float:
-    bi = (max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3]))
-    iw = bi[2] - bi[0] + one
-    ih = bi[3] - bi[1] + one
-    if (bi[2] > bi[0] and bi[3] > bi[1]) if qpic else (iw > 0 and ih > 0):
-        ua = (a[2] - a[0] + one) * (a[3] - a[1] + one) + (b[2] - b[0] + one) * (b[3] - b[1] + one) - iw * ih
-        return iw * ih / ua
-    return 0.0
+    """The scalar IoU of :mod:`mipd_kit.eval.boxes` for the reference's (one, qpic) arguments."""
+    return iou(a, b, "qpic" if qpic else ("pixel" if one else "continuous"))
 
 
 def voc_eval_det_bbox_pair(det_id: list[int], det_bb: list[list[float]], det_conf: list[float],

@@ -53,6 +53,8 @@ from mipd_kit.data.splits import OvSplit
 from mipd_kit.eval.cli_io import is_real
 from mipd_kit.metrics import MetricRow, row
 
+from .boxes import paired_iou
+
 log = logging.getLogger(__name__)
 
 SETTINGS = ("top1", "top5", "gt_verb")
@@ -146,19 +148,14 @@ def gt_as_predictions(situations: Mapping[str, Situation], annotator: int = 0) -
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of paired boxes, continuous coordinates (no +1); NaN rows give NaN.
+    """IoU of paired boxes, continuous coordinates (no +1): :func:`mipd_kit.eval.boxes.paired_iou`.
 
     Args:
         a, b: (R, 4) ``x1, y1, x2, y2``.
     Returns:
-        (R,) IoU; 0 where the union is empty.
+        (R,) IoU; 0 where the boxes do not overlap or a row has NaN (an absent box).
     """
-    iw = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)  # (R,)
-    ih = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
-    inter = iw * ih
-    union = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+    return paired_iou(a, b, "continuous")
 
 
 def _boxes_array(raw: list, where: str, images: list[str], role_img: list[int], role_name: list[str]) -> np.ndarray:

@@ -56,6 +56,8 @@ from mipd_kit.data.hico import VCocoData, load_vcoco
 from mipd_kit.data.records import Box, DataError
 from mipd_kit.metrics import MetricRow, row
 
+from .boxes import paired_iou
+
 MIN_OVERLAP = 0.5
 
 
@@ -225,19 +227,12 @@ def load_official_detections(path: str | Path, gts: Sequence[VCocoImageGT], imag
 
 
 def overlap(boxes: Sequence[Sequence[float]], ref: Sequence[float]) -> np.ndarray:
-    """IoU of ``ref`` with each box, +1-pixel formula (``get_overlap`` of vsrl_eval.py)."""
+    """IoU of ``ref`` with each box, +1-pixel rule (``get_overlap`` of vsrl_eval.py): :func:`~mipd_kit.eval.boxes.paired_iou`.
+
+    Where nothing overlaps the IoU is 0 (vsrl_eval.py gives 0 there too, or NaN for two boxes of zero +1 area).
+    """
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    ixmin = np.maximum(b[:, 0], ref[0])
-    iymin = np.maximum(b[:, 1], ref[1])
-    ixmax = np.minimum(b[:, 2], ref[2])
-    iymax = np.minimum(b[:, 3], ref[3])
-    iw = np.maximum(ixmax - ixmin + 1.0, 0.0)
-    ih = np.maximum(iymax - iymin + 1.0, 0.0)
-    inters = iw * ih
-    uni = (ref[2] - ref[0] + 1.0) * (ref[3] - ref[1] + 1.0) + (b[:, 2] - b[:, 0] + 1.0) * (b[:, 3] - b[:, 1] + 1.0) \
-        - inters
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return inters / uni
+    return paired_iou(b, np.asarray(ref, dtype=np.float64)[None, :4], "pixel")
 
 
 def voc_ap(rec: np.ndarray, prec: np.ndarray) -> float:

@@ -33,6 +33,8 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from mipd_kit.data.records import Box, DataError, HOIImage, HOIVocab
+# proposal recall is measured in continuous coordinates (no +1); box_iou keeps its old name here
+from mipd_kit.eval.boxes import iou_continuous as box_iou
 
 #: Detector label that marks a human.
 HUMAN_LABEL = "person"
@@ -96,15 +98,6 @@ def is_valid_box(box: Sequence[float]) -> bool:
     if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
         return False
     return x2 > x1 and y2 > y1
-
-
-def box_iou(a: Box, b: Box) -> float:
-    """IoU with continuous coordinates (no +1); 0 for empty unions."""
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    inter = max(iw, 0.0) * max(ih, 0.0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def _dedupe(boxes: Sequence[Box], labels: Sequence[int], scores: Sequence[float]) -> tuple[list, list, list]:

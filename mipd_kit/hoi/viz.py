@@ -14,9 +14,8 @@ from typing import Any, Mapping, Optional, Sequence
 from PIL import Image
 
 from mipd_kit.data.records import HOIImage, HOIVocab
+from mipd_kit.eval.boxes import iou_pixel
 from mipd_kit.viz.draw import contact_sheet, draw_hoi_pairs
-
-from .proposals import box_iou
 
 
 def hoi_label(vocab: HOIVocab, k: int) -> str:
@@ -27,8 +26,9 @@ def hoi_label(vocab: HOIVocab, k: int) -> str:
 
 def pair_matches(gt_h: Sequence[float], gt_o: Sequence[float], det_h: Sequence[float], det_o: Sequence[float],
                  thr: float = 0.5) -> bool:
-    """The official HICO-DET box criterion: human and object IoU both at least ``thr``."""
-    return box_iou(gt_h, det_h) >= thr and box_iou(gt_o, det_o) >= thr
+    """The official HICO-DET box criterion: human and object IoU both at least ``thr``, with the official +1-pixel
+    IoU (:func:`mipd_kit.eval.boxes.iou_pixel`), so a "hit" here is a pair the evaluator's default protocol matches."""
+    return iou_pixel(gt_h, det_h) >= thr and iou_pixel(gt_o, det_o) >= thr
 
 
 def top_pairs(dets: Sequence[Mapping[str, Any]], vocab: HOIVocab, k: int = 3) -> list[dict]:
@@ -57,7 +57,7 @@ class HOICase:
     """One test image: its ground truth, its best prediction and whether that prediction is right.
 
     ``hit``: the top detection's HOI is annotated in the image on a pair whose human and object boxes both overlap
-    the detection's with IoU >= 0.5.
+    the detection's with IoU >= 0.5 (+1-pixel rule, as the official evaluation).
     """
 
     filename: str

@@ -8,11 +8,10 @@ seed-aggregated ``mean ± std`` (sample std over seeds) of per-image means.
 from __future__ import annotations
 
 import json
-import statistics
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
-from ..metrics import MetricRow
+from ..metrics import MetricRow, seed_stats
 
 #: teacher, then the student of every variant in ``mipd_kit.student.train.VARIANTS`` order (a test keeps them in step)
 MODEL_ORDER = ("teacher", "baseline", "mipd-feat", "mipd-feat-kd", "mipd-glimpse", "mipd-gaze", "mipd-neg", "mipd",
@@ -30,11 +29,7 @@ def _collect(rows: Iterable[MetricRow], setting: str, metric: str, mean: str = "
 
 
 def _fmt(vals: Optional[list[float]]) -> str:
-    if not vals:
-        return "–"
-    m = statistics.fmean(vals)
-    s = statistics.stdev(vals) if len(vals) > 1 else 0.0
-    return f"{m:.1f} ± {s:.1f}" if len(vals) > 1 else f"{m:.1f}"
+    return seed_stats(vals).fmt(1, show_n=False) if vals else "–"
 
 
 def ablation_table(rows: Sequence[MetricRow], setting: str = "top1", metric: str = "verb",

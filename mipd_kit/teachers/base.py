@@ -7,11 +7,25 @@ Its ``fingerprint`` (backend, model, weights, preprocessing) keys every feature-
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Protocol, Sequence, runtime_checkable
 
 import torch
 from PIL import Image
+
+from ..data.records import DataError
+
+
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """Load an image as RGB; an unreadable file raises DataError naming it."""
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except FileNotFoundError as e:
+        raise DataError(f"{path}: image not found") from e
+    except Exception as e:
+        raise DataError(f"{path}: unreadable image ({type(e).__name__}: {e}); fix or remove it") from e
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from PIL import Image
 
 from ..data.records import DataError
 from ..fileio import atomic_write_text, file_lock, unique_tmp
-from .base import Encoded, Teacher
+from .base import Encoded, Teacher, open_image  # open_image re-exported: it lived here before
 
 FORMAT = "mipd-feature-cache/1"
 #: rows per shard (a killed run loses at most one shard of work)
@@ -79,17 +79,6 @@ def image_keys(paths: Sequence[str | os.PathLike]) -> list[str]:
 
 def text_key(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def open_image(path: str | os.PathLike) -> Image.Image:
-    """Load an image as RGB; an unreadable file raises DataError naming it."""
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except FileNotFoundError as e:
-        raise DataError(f"{path}: image not found") from e
-    except Exception as e:
-        raise DataError(f"{path}: unreadable image ({type(e).__name__}: {e}); fix or remove it") from e
 
 
 class FeatureCache:

@@ -42,7 +42,7 @@ from torch import nn
 
 from ..data.records import DataError, FrameSpace, NounDef, Situation, VerbDef
 from ..metrics import MetricRow, row
-from .base import Encoded
+from .base import Encoded, open_image
 
 #: Prompt templates for zero-shot verb scoring; the text embeddings of all templates are averaged per verb.
 #: Fields: ``verb`` (the verb id), ``abstract`` (imSitu abstract with roles in lower case, e.g.
@@ -686,7 +686,6 @@ def class_embeddings(teacher, prompts: dict[str, list[str]]) -> tuple[list[str],
 
 @torch.no_grad()
 def _image_embeddings(teacher, paths: Sequence[Path], batch_size: int = 128) -> torch.Tensor:
-    from .cache import open_image  # cache imports this module lazily; keep the import local
     out = []
     for s in range(0, len(paths), batch_size):
         ims = [open_image(p) for p in paths[s:s + batch_size]]

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from ..data.records import DataError, Situation
+from ..eval.boxes import iou_continuous
 
 ERROR_TYPES: tuple[str, ...] = ("verb_wrong", "noun_wrong", "box_missing", "box_wrong", "correct")
 SORT_KEYS: tuple[str, ...] = ("confidence", "loss")
@@ -40,14 +41,11 @@ Box = Optional[Sequence[float]]
 
 
 def iou(a: Box, b: Box) -> float:
-    """Intersection over union of two ``[x1, y1, x2, y2]`` boxes, continuous coordinates (no +1)."""
+    """IoU of two ``[x1, y1, x2, y2]`` boxes, continuous coordinates (no +1, as the SWiG evaluation); 0 when one is
+    absent. The formula is :func:`mipd_kit.eval.boxes.iou_continuous`."""
     if a is None or b is None:
         return 0.0
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    ua = max(0.0, a[2] - a[0]) * max(0.0, a[3] - a[1]) + max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1]) - inter
-    return inter / ua if ua > 0 else 0.0
+    return iou_continuous(a, b)
 
 
 def split_tags(split: Any, verb: str) -> tuple[str, ...]:

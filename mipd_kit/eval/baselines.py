@@ -1,4 +1,4 @@
-"""Difficulty baselines of a SynthSitu world (issue 3 "Evidence"): is the world neither trivial nor impossible?
+"""Difficulty baselines of a SynthSitu world: is the world neither trivial nor impossible?
 
 Two closed-set verb classifiers trained on the **seen and rare** verbs of ``train.json`` (they cannot name unseen
 verbs at all):
