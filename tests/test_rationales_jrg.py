@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 from pathlib import Path
 
@@ -259,3 +260,98 @@ def test_judge_figures_are_written(tmp_path):
     assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == ["glimpse", "gaze"]
     plot_scores(stats, tmp_path / "s.png")
     assert (tmp_path / "s.png").stat().st_size > 1000
+
+
+def test_answer_free_reasons_replace_what_names_the_annotation(toy):
+    from mipd_kit.rationales.jrg import load_world
+    from mipd_kit.rationales.prompts import ACTIVITY_WRONG, answer_free_reasons
+
+    world, _ = toy
+    space, sits = load_world(world)
+    img = next(i for i, s in sits.items() if s.verb == "riding" and s.frames[0]["vehicle"] == "horse")
+    got, n = answer_free_reasons([
+        "expected activity 'riding' (AGENT rides VEHICLE at PLACE)",   # the verb and its frame words
+        "expected vehicle 'pony'",                                      # a synonym of the annotators' noun
+        "the rationale names the activity 'feeding', which contradicts the annotated frame",  # the generator's word
+        "the vehicle the annotators chose is not mentioned",
+        "the rationale mentions a woman",  # 'woman' is not an annotators' noun here: 'man' must match whole words
+        "entity 'field' is not what the annotators chose for the role 'vehicle'",  # quotes the rationale's own word
+    ], space, sits[img], rationale="A man rides across a field.")
+    assert n == 2
+    assert got == (ACTIVITY_WRONG, "the vehicle is wrong",
+                   "the rationale names the activity 'feeding', which contradicts the annotated frame",
+                   "the vehicle the annotators chose is not mentioned", "the rationale mentions a woman",
+                   "entity 'field' is not what the annotators chose for the role 'vehicle'")
+    # the same word is withheld when the rationale did not say it
+    assert answer_free_reasons(["the field is wrong"], space, sits[img], rationale="A man rides.")[0] == (
+        "the place is wrong",)
+
+
+class Recording:
+    """A generator that records every prompt it is sent."""
+
+    def __init__(self, inner):
+        self.inner, self.prompts = inner, []
+
+    @property
+    def fingerprint(self):
+        return self.inner.fingerprint
+
+    def __call__(self, messages):
+        self.prompts.append("\n".join(m["content"] if isinstance(m["content"], str) else
+                                      " ".join(p.get("text", "") for p in m["content"]) for m in messages))
+        return self.inner(messages)
+
+
+class LeakyJudge:
+    """Rejects everything in round 0 and gives the answer away, as a careless LLM judge would."""
+
+    fingerprint = "leaky-judge"
+
+    def __init__(self, sits):
+        self.sits = sits
+
+    def __call__(self, messages):
+        from mipd_kit.language.base import Response
+        text = messages[-1]["content"] if isinstance(messages[-1]["content"], str) else messages[-1]["content"][0]["text"]
+        img = next(line.split(": ", 1)[1] for line in text.splitlines() if line.startswith("Image: "))
+        sit = self.sits[img]
+        nouns = "; ".join(f"expected {r} '{n}'" for r, n in sit.frames[0].items() if n)
+        reply = {"score": 2, "accept": False, "reasons": [f"expected activity '{sit.verb}'", nouns]}
+        return Response(json.dumps(reply), tuple(messages), {})
+
+
+def test_generator_never_sees_the_answer_in_feedback(toy):
+    """Whatever the judge writes, the feedback the generator reads names no annotated verb or noun."""
+    from mipd_kit.rationales.jrg import load_world
+    from mipd_kit.rationales.prompts import answer_terms
+
+    world, run = toy
+    space, sits = load_world(world)
+    gen = Recording(EmbeddedGenerator(seed=0))
+    stats = run_jrg(small_cfg(rounds=2, n_hard_negatives=0, workers=1, max_failure_rate=1.0), world, run,
+                    generator=gen, judge=LeakyJudge(sits))
+    feedback = [p for p in gen.prompts if "Judge feedback:" in p]
+    assert feedback and stats["run"]["feedback_answers_withheld"] > 0
+    for p in feedback:
+        img = next(line.split(": ", 1)[1] for line in p.splitlines() if line.startswith("Image: "))
+        line = next(line for line in p.splitlines() if line.startswith("Judge feedback:")).lower()
+        said = " ".join(re.findall(r"[a-z]+", next(x for x in p.splitlines() if x.startswith("Previous rationale:")).lower()))
+        words = " " + " ".join(re.findall(r"[a-z]+", line)) + " "
+        for names in answer_terms(space, sits[img]).values():
+            new = [n for n in names if f" {n} " not in f" {said} "]  # words it wrote itself reveal nothing
+            assert not any(f" {n} " in words for n in new), (line, new)
+
+
+def test_embedded_judge_reasons_never_name_the_annotation(toy):
+    from mipd_kit.rationales.jrg import load_world
+    from mipd_kit.rationales.prompts import answer_free_reasons
+
+    world, run = toy
+    space, sits = load_world(world)
+    stats = run_jrg(small_cfg(), world, run)
+    recs = read_rationales(run / "rationales.jsonl")
+    assert recs and stats["run"]["feedback_answers_withheld"] == 0
+    for r in recs:
+        reasons = tuple((r.verdict or {}).get("reasons", ()))
+        assert answer_free_reasons(reasons, space, sits[r.image], r.text)[1] == 0, (r.text, reasons)

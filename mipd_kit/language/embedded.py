@@ -14,7 +14,9 @@ in :mod:`mipd_kit.rationales.prompts`) and answers them with rules:
   abstract, the three annotators' nouns with synonyms) and the evidence, and replies in the same JSON format
   asked of a real LLM judge, wrapped in varied ways (bare, code fence, prose, single quotes) so the same
   :func:`~mipd_kit.rationales.prompts.parse_verdict` path is exercised. ``malformed_rate`` makes a fraction of
-  its replies unparseable, to exercise retry and failure counting.
+  its replies unparseable, to exercise retry and failure counting. Its reasons say which part is wrong (the
+  activity, a participant, the setting) and never what the annotation expects, so a rejected generator has to look
+  again (move to another candidate of the evidence), not copy the answer.
 
 Both are deterministic functions of (seed, messages): same prompt, same reply, independent of call order or
 threads. Every stage runs unchanged with the OpenAI-compatible or transformers backends instead.
@@ -129,7 +131,7 @@ class EmbeddedGenerator:
 
     @property
     def fingerprint(self) -> str:
-        return f"embedded-generator-v1:s{self.seed}:p{self.p_top:g}"
+        return f"embedded-generator-v2:s{self.seed}:p{self.p_top:g}"
 
     # -- choices -----------------------------------------------------------------------------------------------
     def _pick(self, rng: random.Random, cands: list[Any], avoid: set[str], key=lambda c: c[0]) -> Optional[Any]:
@@ -160,14 +162,6 @@ class EmbeddedGenerator:
         fb = _field(text, "Judge feedback") or ""
         return set(re.findall(r"activity '([^']+)', which", fb)), set(re.findall(r"entity '([^']+)'", fb))
 
-    @staticmethod
-    def _feedback_expect(text: str) -> tuple[Optional[tuple[str, str]], dict[str, str]]:
-        """What the judge said the annotation expects: (verb, abstract) and role -> noun."""
-        fb = _field(text, "Judge feedback") or ""
-        m = re.search(r"expected activity '([^']+)' \((.*?)\)(?:;|$)", fb)
-        nouns = {r: n for r, n in re.findall(r"expected (\w+) '([^']*)'", fb) if r != "activity"}
-        return ((m.group(1), m.group(2)) if m else None), nouns
-
     def _verb(self, text: str, rng: random.Random) -> tuple[str, str, str]:
         verbs = _parse_verbs(text)
         target = _field(text, "Activity to describe")
@@ -178,9 +172,6 @@ class EmbeddedGenerator:
                     return v[0], v[2], v[3]
             m = re.search(r"were \"[^\"]+\" \((.*)\)\.$", text, re.M)
             return target, (m.group(1) if m else target), ""
-        expected, _ = self._feedback_expect(text)
-        if expected is not None:
-            return expected[0], expected[1], ""
         prev = " ".join(_words(_field(text, "Previous rationale") or ""))
         for v in verbs:  # the judge did not object to the previous activity: keep it
             if prev and v[0] not in avoid_v and any(_mentions(prev, f) for f in verb_words(v[0], v[2])):
@@ -204,7 +195,6 @@ class EmbeddedGenerator:
         _, avoid_n = self._feedback_avoid(text)
         previous = _field(text, "Previous rationale") or ""
         chosen = {r: self._noun(rng, c, avoid_n, previous) for r, c in nouns.items()}
-        chosen.update(self._feedback_expect(text)[1])
         sentence = abstract
         for tok in sorted(set(re.findall(r"\b[A-Z][A-Z_]+\b", abstract)), key=len, reverse=True):
             noun = chosen.get(tok.lower(), "")
@@ -233,8 +223,7 @@ class EmbeddedGenerator:
         verb, _, _ = self._verb(text, rng)
         nouns = _parse_nouns(text, "Entities the vision model sees")
         _, avoid_n = self._feedback_avoid(text)
-        noun = self._feedback_expect(text)[1].get(role) or self._noun(rng, nouns.get(role, []), avoid_n,
-                                                                      _field(text, "Previous rationale") or "")
+        noun = self._noun(rng, nouns.get(role, []), avoid_n, _field(text, "Previous rationale") or "")
         m = _REGION.search(_field(text, "Role region") or "")
         if m:
             x1, y1, x2, y2, w, h = (float(g) for g in m.groups())
@@ -284,10 +273,6 @@ def _parse_roles_block(text: str) -> dict[str, list[str]]:
     return out
 
 
-def _label(names: list[str]) -> str:
-    return names[0] if names and names[0] else "(nothing)"
-
-
 @dataclass
 class EmbeddedJudge:
     """Deterministic judge (stands in for an LLM judge; see module docstring).
@@ -304,7 +289,7 @@ class EmbeddedJudge:
 
     @property
     def fingerprint(self) -> str:
-        return f"embedded-judge-v1:s{self.seed}:m{self.malformed_rate:g}"
+        return f"embedded-judge-v2:s{self.seed}:m{self.malformed_rate:g}"
 
     def __call__(self, messages: Sequence[Message]) -> Response:
         t0 = time.perf_counter()
@@ -338,7 +323,6 @@ class EmbeddedJudge:
         gold = _field(prompt, "Annotated verb") or ""
         gold_abstract = _field(prompt, "Annotated frame") or ""
         gold_forms = verb_words(gold, gold_abstract)
-        expect_verb = f"expected activity '{gold}' ({gold_abstract})"
         ev = _field(prompt, "Vision-model activities (score)") or ""
         others = {v for v in re.findall(r"(\S+) \([-\d.]+\)", ev) if v != gold}
         kind = (_field(prompt, "Rationale kind") or "glimpse").strip()
@@ -360,10 +344,8 @@ class EmbeddedJudge:
                 said = _gaze_entity(rationale, role)
                 reasons.append(f"entity '{said}' is not what the annotators chose for the role '{role}'"
                                if said else f"the entity filling the role '{role}' is not named")
-                reasons.append(f"expected {role} '{_label(roles.get(role, []))}'")
             if wrong:
                 reasons.append(f"the rationale puts the entity in the activity '{wrong[0]}', which contradicts the annotated frame")
-                reasons.append(expect_verb)
             elif says_gold or _mentions(norm, role):
                 pts += 3.0
             else:
@@ -377,25 +359,23 @@ class EmbeddedJudge:
         else:
             if wrong:
                 reasons.append(f"the rationale names the activity '{wrong[0]}', which contradicts the annotated frame")
-                reasons.append(expect_verb)
                 pts = 0.0
             elif says_gold:
                 pts = 5.0
             else:
                 reasons.append("the rationale does not name the annotated activity")
-                reasons.append(expect_verb)
                 pts = 0.0
             parts = [r for r in roles if r != "place" and set(roles[r]) != {""}]
             hit = [r for r in parts if any(n and _mentions(norm, n) for n in roles[r])]
             pts += 3.0 * (len(hit) / len(parts) if parts else 1.0)
             for r in parts:
                 if r not in hit:
-                    reasons.append(f"the {r} the annotators chose is not mentioned; expected {r} '{_label(roles[r])}'")
+                    reasons.append(f"the {r} the annotators chose is not mentioned")
             place = roles.get("place")
             if place is None or set(place) == {""} or any(n and _mentions(norm, n) for n in place):
                 pts += 2.0
             else:
-                reasons.append(f"the setting does not match the annotated place; expected place '{_label(place)}'")
+                reasons.append("the setting does not match the annotated place")
             ok = says_gold and not wrong
         score = int(round(min(max(pts, 0.0), 10.0)))
         accept = bool(ok and score >= threshold)

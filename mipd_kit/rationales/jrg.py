@@ -251,6 +251,13 @@ class _Runner:
                            {"role": "user", "content": JUDGE_RETRY_TEMPLATE.format(attempt=attempt + 2)}]
         return None, reply
 
+    def _feedback(self, ch: Chain, reasons: Sequence[str], text: str) -> tuple[str, ...]:
+        """The judge's reasons about ``text`` as the generator will read them: never the annotated answer."""
+        out, withheld = P.answer_free_reasons(reasons, self.space, self.sits[ch.image], text, self.templates)
+        if withheld:
+            self.n.add("feedback_answers_withheld", withheld)
+        return out
+
     def _fail(self, ch: Chain, rnd: int, reason: str, reply: str = "") -> None:
         self.n.add("failures")
         self.failures.append_line({"image": ch.image, "kind": ch.kind, "role": ch.role, "source": ch.source,
@@ -269,7 +276,7 @@ class _Runner:
         # feedback = every reason the judge gave so far in this chain (oldest first), the last attempt's text
         reasons: tuple[str, ...] = ()
         for d in done:
-            reasons = _merge_reasons(reasons, (d.verdict or {}).get("reasons", ()))
+            reasons = _merge_reasons(reasons, self._feedback(ch, (d.verdict or {}).get("reasons", ()), d.text))
         previous = done[-1].text if done else None
         if self.n.abort:
             return
@@ -312,7 +319,7 @@ class _Runner:
                 self.n.add("new_rationales")
             if verdict.accept:
                 return
-            previous, reasons = text, _merge_reasons(reasons, verdict.reasons)
+            previous, reasons = text, _merge_reasons(reasons, self._feedback(ch, verdict.reasons, text))
 
 
 def _merge_reasons(old: Sequence[str], new: Sequence[str]) -> tuple[str, ...]:
@@ -372,6 +379,7 @@ def run_jrg(cfg: JRGConfig, world_dir: str | os.PathLike, run_dir: str | os.Path
         "judge_parse_failures": c.get("judge_parse_failures", 0), "empty_generations": c.get("empty_generations", 0),
         "sampler_errors": c.get("sampler_errors", 0), "failures": c.get("failures", 0),
         "chains_run": c.get("chains_run", 0),
+        "feedback_answers_withheld": c.get("feedback_answers_withheld", 0),
         "failure_rate": c.get("failures", 0) / c["chains_run"] if c.get("chains_run") else 0.0,
         "max_failure_rate": cfg.max_failure_rate, "auth_error": runner.n.fatal is not None,
         "aborted": runner.n.abort, "seconds": seconds,

@@ -22,8 +22,12 @@ from typing import Any, Mapping, Optional, Sequence
 
 from mipd_kit.data.records import DataError, FrameSpace, Situation
 
+#: Short words of a frame abstract that carry no meaning of the verb (never treated as giving the answer away).
+_FUNCTION_WORDS = {"the", "and", "for", "from", "into", "onto", "with", "using", "over", "under", "about", "against",
+                   "toward", "towards", "across", "around", "behind", "near", "through", "off", "out"}
+
 #: Bumped whenever a template changes; part of the store's backend fingerprint.
-PROMPT_VERSION = "jrg-prompts-v2"
+PROMPT_VERSION = "jrg-prompts-v3"
 
 SYSTEM_GENERATOR = (
     "You are a careful visual describer. You write short, concrete rationales about images: what happens, who or "
@@ -82,7 +86,7 @@ Rationale role: {role}
 Rationale: <<<{text}>>>
 Check the rationale against the annotated frame and against the image. For a glimpse rationale: does it name the annotated activity, its participants and the setting? For a gaze rationale: does it name the entity the annotators chose for the role, describe its appearance and its part in the action?
 Score from 0 (wrong) to 10 (fully consistent); accept when the score is at least {threshold} and nothing contradicts the frame.
-Reply with JSON only: {{"score": <integer 0-10>, "accept": <true|false>, "reasons": [<short reasons, naming what is wrong and what the annotated frame expects instead>]}}"""
+Reply with JSON only: {{"score": <integer 0-10>, "accept": <true|false>, "reasons": [<short reasons saying which part is wrong (the activity, a participant, the setting, the description) but never what the annotated frame expects instead>]}}"""
 
 
 @dataclass(frozen=True)
@@ -321,6 +325,62 @@ def roles_block(space: FrameSpace, sit: Situation) -> str:
         rd = vd.role_defs.get(r, "") if vd is not None else ""
         lines.append(f"- {r}" + (f" ({rd})" if rd else "") + ": " + "; ".join(parts))
     return "\n".join(lines)
+
+
+#: What the generator is told instead of a judge reason that named the annotated answer.
+ACTIVITY_WRONG = "the activity is wrong"
+ROLE_WRONG_TEMPLATE = "the {role} is wrong"
+
+
+def _whole_words(text: str) -> str:
+    return " " + " ".join(re.findall(r"[a-z0-9]+", text.lower())) + " "
+
+
+def answer_terms(space: FrameSpace, sit: Situation,
+                 templates: Optional[Mapping[str, str]] = None) -> dict[str, set[str]]:
+    """The words that would give the annotation away: ``"activity"`` -> the annotated verb and the content words
+    of its frame, and each role -> every name (all glosses) of the annotators' nouns for it."""
+    verb_terms = {sit.verb.lower()} | {w for w in re.findall(r"\b[a-z]+\b", abstract_of(space, sit.verb, templates))
+                                       if len(w) > 2 and w not in _FUNCTION_WORDS}
+    out: dict[str, set[str]] = {"activity": verb_terms}
+    for r in frame_roles(space, sit):
+        names: set[str] = set()
+        for fr in sit.frames:
+            n = fr.get(r, "")
+            nd = space.nouns.get(n)
+            names |= {g.lower() for g in (nd.gloss if nd is not None else ())} | ({n.lower()} if n else set())
+        out[r] = {x for x in names if x}
+    return out
+
+
+def answer_free_reasons(reasons: Sequence[str], space: FrameSpace, sit: Situation, rationale: str = "",
+                        templates: Optional[Mapping[str, str]] = None) -> tuple[tuple[str, ...], int]:
+    """Judge reasons as the generator may see them: a reason that names the annotated verb (or its frame words) or
+    any of the annotators' nouns for a role, where the judged ``rationale`` did not already say that word, would
+    hand the generator the answer, so it is replaced by the part it is about (:data:`ACTIVITY_WRONG` or
+    ``"the <role> is wrong"``). Words the rationale itself used reveal nothing ("entity 'woman' is not what the
+    annotators chose for the role 'food'" may quote the generator's 'woman' even when a woman is the agent). A real
+    LLM judge may ignore the prompt's instruction not to reveal the answer; this keeps refinement a judgement, not a
+    lookup, whatever the judge writes.
+
+    Returns:
+        (reasons, how many were replaced); duplicates after replacement are dropped, order kept.
+    """
+    said = _whole_words(rationale)
+    terms = {part: {n for n in names if _whole_words(n) not in said}
+             for part, names in answer_terms(space, sit, templates).items()}
+    out: list[str] = []
+    replaced = 0
+    for reason in reasons:
+        words = _whole_words(reason)
+        hit = next((part for part, names in terms.items()
+                    if any(_whole_words(n) in words for n in names)), None)
+        if hit is not None:
+            replaced += 1
+            reason = ACTIVITY_WRONG if hit == "activity" else ROLE_WRONG_TEMPLATE.format(role=hit)
+        if reason not in out:
+            out.append(reason)
+    return tuple(out), replaced
 
 
 def build_judge_prompt(space: FrameSpace, sit: Situation, evidence: Optional[Mapping[str, Any]], kind: str,
