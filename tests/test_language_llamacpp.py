@@ -71,3 +71,29 @@ def test_dead_server_is_a_clear_sampler_error(server):
     cfg = server.openai_config(base_url="http://127.0.0.1:9/v1", max_retries=0, timeout_s=2.0)
     with pytest.raises(SamplerError, match="127.0.0.1:9"):
         OpenAIHTTPSampler(cfg)([{"role": "user", "content": "hi"}])
+
+
+def test_llm_judge_answers_the_jrg_judge_prompt_in_the_verdict_format(server, tmp_path):
+    """The JRG's judge prompt, the verdict schema as response_format and one in-context example: the reply of a
+    real 135M model parses as a verdict (its quality is measured by benchmarks/bench_llm_judge.py, not here)."""
+    from mipd_kit.language.base import FewShot
+    from mipd_kit.rationales import prompts as P
+    from mipd_kit.rationales.jrg import load_evidence, load_world
+    from mipd_kit.rationales.toy import write_toy_world
+
+    write_toy_world(tmp_path / "w", tmp_path / "r", n_per_verb=1)
+    space, sits = load_world(tmp_path / "w")
+    ev = load_evidence(tmp_path / "r" / "teacher_evidence.json")
+    img = sorted(sits)[0]
+    example = P.build_judge_prompt(space, sits[img], ev.get(img), "glimpse", None, "A cat sleeps.", threshold=7)
+    shot = (example, json.dumps({"score": 0, "accept": False, "reasons": ["the activity is wrong"]}))
+    judge = FewShot(OpenAIHTTPSampler(server.openai_config(max_tokens=64, temperature=0.0,
+                                                           response_format=P.VERDICT_RESPONSE_FORMAT)), (shot,))
+    img2 = sorted(sits)[1]
+    prompt = P.build_judge_prompt(space, sits[img2], ev.get(img2), "glimpse", None,
+                                  f"Someone is {sits[img2].verb} here.", threshold=7)
+    r = judge([{"role": "system", "content": P.SYSTEM_JUDGE}, {"role": "user", "content": prompt}])
+    v = P.parse_verdict(r.text)
+    assert v is not None and 0 <= v.score <= 10, r.text
+    assert len(r.messages) == 4 and r.messages[1]["content"] == example  # system, example turn pair, the prompt
+    assert "+fewshot1:" in judge.fingerprint

@@ -61,3 +61,33 @@ class Sampler(Protocol):
 
     def __call__(self, messages: Sequence[Message]) -> Response:
         ...
+
+
+@dataclass(frozen=True)
+class FewShot:
+    """A sampler that puts in-context examples (user / assistant turns) before every conversation it is given,
+    after its system message. Small chat models need them to answer in a format (e.g. a judge's JSON).
+
+    Attributes:
+        inner: the sampler called.
+        examples: ``(user text, assistant reply)`` pairs, oldest first.
+    """
+
+    inner: Sampler
+    examples: tuple[tuple[str, str], ...]
+
+    @property
+    def fingerprint(self) -> str:
+        import hashlib
+        import json
+
+        h = hashlib.sha256(json.dumps(self.examples).encode()).hexdigest()[:6]
+        return f"{self.inner.fingerprint}+fewshot{len(self.examples)}:{h}"
+
+    def __call__(self, messages: Sequence[Message]) -> Response:
+        msgs = list(messages)
+        head = [m for m in msgs[:1] if m.get("role") == "system"]
+        shots: list[Message] = []
+        for user, reply in self.examples:
+            shots += [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]
+        return self.inner([*head, *shots, *msgs[len(head):]])

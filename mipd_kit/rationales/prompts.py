@@ -89,6 +89,15 @@ Score from 0 (wrong) to 10 (fully consistent); accept when the score is at least
 Reply with JSON only: {{"score": <integer 0-10>, "accept": <true|false>, "reasons": [<short reasons saying which part is wrong (the activity, a participant, the setting, the description) but never what the annotated frame expects instead>]}}"""
 
 
+#: The judge reply as a JSON schema, for endpoints that constrain decoding (OpenAI ``response_format``; llama.cpp and
+#: vLLM turn it into a grammar), so that a small model cannot answer outside the format ``parse_verdict`` reads.
+VERDICT_RESPONSE_FORMAT: dict[str, Any] = {"type": "json_schema", "json_schema": {"name": "verdict", "schema": {
+    "type": "object",
+    "properties": {"score": {"type": "integer", "minimum": 0, "maximum": 10}, "accept": {"type": "boolean"},
+                   "reasons": {"type": "array", "items": {"type": "string"}, "maxItems": 2}},
+    "required": ["score", "accept", "reasons"]}}}
+
+
 @dataclass(frozen=True)
 class Verdict:
     """A parsed judge reply.
