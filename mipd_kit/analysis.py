@@ -1,8 +1,8 @@
 """Analysis of a run: results tables, the rare-bias picture, unseen-verb confusion, grounding by role, resources.
 
-Everything notebook ``06_analysis`` shows comes from here (STYLE.md rule 4):
+Everything notebook ``06_analysis`` shows comes from here (logic lives in the package, not in notebooks):
 
-- :func:`render_results_md` -- pure: metrics rows (``metrics.json``, DESIGN.md "Contracts") + figures + run status ->
+- :func:`render_results_md` -- pure: metrics rows (``metrics.json``, see :mod:`mipd_kit.metrics`) + figures + run status ->
   the markdown of ``results.md``: GSR tables per setting (teacher / baseline / mipd, then the ablations ``mipd-*``)
   by seen / rare / unseen (+ unseen kinds), HOI tables, JRG and bench rows, embedded figures (relative PNG links).
   Seeds are aggregated as ``mean ± sample std (n)``.
