@@ -111,7 +111,7 @@ def _hoi_tables(cells: dict[tuple, Cell]) -> list[str]:
     keys = [k for k in cells if k[0] == "hoi"]
     if not keys:
         return []
-    out = ["## HOI detection (CL-HOI)", "", "mAP in percent (HICO-DET protocol; see README).", ""]
+    out = ["## HOI detection (CL-HOI)", "", "mAP in percent (HICO-DET protocol; see docs/evaluation.md).", ""]
     metrics = sorted({k[4] for k in keys}, key=lambda m: (m != "map", m))
     for metric in metrics:
         sub = [k for k in keys if k[4] == metric]
@@ -593,7 +593,8 @@ README_GSR_MODELS = (STUDENT_MODEL_ORDER[0], "pixel_linear", "small_cnn", *STUDE
 
 def readme_tables(rows: Iterable[MetricRow], hoi_models: Sequence[str] = ("teacher", "spatial_prior", "teacher_crop",
                                                                            "icn", "clhoi")) -> str:
-    """The README's "Latest results" tables from a run's metric rows (per-image means, mean ± sample std over seeds).
+    """The "Latest results" tables of docs/results.md (the README copies rows of the first) from a run's metric rows
+    (per-image means, mean ± sample std over seeds).
 
     Four tables: GSR verb top-1 and grounded value (top-1 setting) per split; the ground-truth-verb setting on all
     images; HOI mAP (Default setting). Models absent from ``rows`` are left out; a missing cell is ``–``.

@@ -83,7 +83,7 @@ class StudentConfig:
         verb_head: ``"teacher"`` (default: cosine of the student's scene feature, projected into the teacher's joint
             space, against the teacher's *text* embeddings of the verb prompts: a frozen table, no teacher image tower
             at inference), ``"minilm"`` (cosine vs MiniLM verb-name embeddings) or ``"dual"`` (the sum of both).
-            Same head for every variant, baseline included. Chosen on dev (README, "How the defaults were chosen").
+            Same head for every variant, baseline included. Chosen on dev (docs/methods.md, "How the defaults were chosen").
         kd_vocab: verbs over which logit KD matches the teacher's distribution: ``"all"`` (default: every verb
             *name*, unseen ones included; the teacher's zero-shot scores are the only signal about them, no unseen
             label is used) or ``"train"`` (seen + rare only, the stricter reading).
