@@ -7,7 +7,7 @@ grounded value on all dev images. Test is never read.
 
 Appends one JSON line per run to ``reports/student-dev-sweep/results.jsonl`` (tag, variant, overrides, dev
 accuracies, the teacher's zero-shot dev accuracy for reference, seconds). This is how the student defaults were
-chosen (README, "How the defaults were chosen").
+chosen (docs/methods.md, "How the defaults were chosen").
 """
 
 from __future__ import annotations

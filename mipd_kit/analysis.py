@@ -1,8 +1,8 @@
 """Analysis of a run: results tables, the rare-bias picture, unseen-verb confusion, grounding by role, resources.
 
-Everything notebook ``06_analysis`` shows comes from here (STYLE.md rule 4):
+Everything notebook ``06_analysis`` shows comes from here (logic lives in the package, not in notebooks):
 
-- :func:`render_results_md` -- pure: metrics rows (``metrics.json``, DESIGN.md "Contracts") + figures + run status ->
+- :func:`render_results_md` -- pure: metrics rows (``metrics.json``, see :mod:`mipd_kit.metrics`) + figures + run status ->
   the markdown of ``results.md``: GSR tables per setting (teacher / baseline / mipd, then the ablations ``mipd-*``)
   by seen / rare / unseen (+ unseen kinds), HOI tables, JRG and bench rows, embedded figures (relative PNG links).
   Seeds are aggregated as ``mean ± sample std (n)``.
@@ -111,7 +111,7 @@ def _hoi_tables(cells: dict[tuple, Cell]) -> list[str]:
     keys = [k for k in cells if k[0] == "hoi"]
     if not keys:
         return []
-    out = ["## HOI detection (CL-HOI)", "", "mAP in percent (HICO-DET protocol; see README).", ""]
+    out = ["## HOI detection (CL-HOI)", "", "mAP in percent (HICO-DET protocol; see docs/evaluation.md).", ""]
     metrics = sorted({k[4] for k in keys}, key=lambda m: (m != "map", m))
     for metric in metrics:
         sub = [k for k in keys if k[4] == metric]
@@ -592,7 +592,8 @@ README_GSR_MODELS = (STUDENT_MODEL_ORDER[0], "pixel_linear", "small_cnn", *STUDE
 
 def readme_tables(rows: Iterable[MetricRow], hoi_models: Sequence[str] = ("teacher", "spatial_prior", "teacher_crop",
                                                                            "icn", "clhoi")) -> str:
-    """The README's "Latest results" tables from a run's metric rows (per-image means, mean ± sample std over seeds).
+    """The "Latest results" tables of docs/results.md (the README copies rows of the first) from a run's metric rows
+    (per-image means, mean ± sample std over seeds).
 
     Four tables: GSR verb top-1 and grounded value (top-1 setting) per split; the ground-truth-verb setting on all
     images; HOI mAP (Default setting). Models absent from ``rows`` are left out; a missing cell is ``–``.

@@ -1,6 +1,6 @@
 """The ``mipd`` command: one entry point, subcommands dispatched to ``main(argv)`` functions.
 
-Every subcommand is a function taking an argv list (STYLE.md rule 11), so the CLI, papermill and pytest
+Every subcommand is a function taking an argv list, so the CLI, papermill and pytest
 all go through the same code.
 """
 

@@ -39,7 +39,7 @@ import yaml
 #: project root: the folder holding the ``mipd_kit`` package (an editable install keeps it in the repository).
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
-#: canonical stage order and notebooks (TEAM.md "Pipeline order").
+#: canonical stage order and notebooks (analysis runs last).
 STAGE_ORDER: tuple[tuple[str, str], ...] = (
     ("data", "00_data.ipynb"),
     ("teacher", "01_teacher_features.ipynb"),

@@ -1,4 +1,4 @@
-"""Tidy metric rows, the ``metrics.json`` contract (see README "metrics.json").
+"""Tidy metric rows, the ``metrics.json`` contract (docs/data-formats.md, "metrics.json").
 
 Every evaluation and every run writes a JSON list of rows, one number each::
 
@@ -110,8 +110,8 @@ class SeedStats:
 def seed_stats(values: Iterable[float]) -> SeedStats:
     """The one seed aggregation of the toolkit: mean and **sample** std (``n - 1``; 0.0 for a single seed).
 
-    Every table, ``metrics.json``'s ``*_mean`` / ``*_std`` rows and the README numbers go through this function.
-    With a NaN or infinite value among them the std is reported as 0.0 and the mean shows the NaN / inf.
+    Every table, ``metrics.json``'s ``*_mean`` / ``*_std`` rows and the README / docs/results.md numbers go through
+    this function. With a NaN or infinite value among them the std is reported as 0.0 and the mean shows the NaN / inf.
     """
     vals = [float(v) for v in values]
     if not vals:

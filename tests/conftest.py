@@ -1,4 +1,4 @@
-"""Shared fixtures: the project root and the read-only reference data in ../shared/data."""
+"""Shared fixtures: the project root and the read-only reference annotation files (``MIPD_SHARED_DATA``)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ def root() -> Path:
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """``../shared/data``; tests that need it skip with a reason when it is absent."""
+    """The reference data folder (``MIPD_SHARED_DATA``, default ``shared/data`` beside the checkout); tests that
+    need it skip with a reason when it is absent."""
     if not SHARED_DATA.is_dir():
         pytest.skip(f"reference data folder {SHARED_DATA} is absent (set MIPD_SHARED_DATA or place ../shared beside the project)")
     return SHARED_DATA

@@ -1,4 +1,4 @@
-"""A tiny HOI world in the TEAM.md layout (hoi_train.json, hoi_test.json, hoi_prompts.json, hoi_zero_shot.json,
+"""A tiny HOI world in the SynthSitu world layout (hoi_train.json, hoi_test.json, hoi_prompts.json, hoi_zero_shot.json,
 images/), written by the CL-HOI tests themselves.
 
 Each image shows one or two white "person" bars and one to three coloured objects; an interacting object touches

@@ -1,4 +1,4 @@
-"""A tiny world in the TEAM.md SynthSitu layout, written by the teacher tests themselves.
+"""A tiny world in the SynthSitu world-folder layout, written by the teacher tests themselves.
 
 Six verbs, each a combination of two visual primitives (object colour and where the object is relative to a
 white "person" bar); captions describe the scene in words. Two verbs are unseen by the (absent) student.

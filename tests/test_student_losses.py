@@ -115,3 +115,9 @@ def test_contrastive_alignment_prefers_matching_pairs():
     bad = L.contrastive_alignment(t, t.flip(0), torch.ones(4, dtype=torch.bool))
     assert good < bad
     assert L.contrastive_alignment(t, t, torch.zeros(4, dtype=torch.bool)).item() == 0.0
+
+
+def test_nmpa_losses_live_in_align_and_are_re_exported():
+    """align never imports student: the NMPA losses are defined in align.losses, student.losses re-exports them."""
+    from mipd_kit.align import losses as A
+    assert L.negative_guided is A.negative_guided and L.contrastive_alignment is A.contrastive_alignment

@@ -2,7 +2,7 @@
 
 Ov-GSR (MIPD) evaluates on verbs that are *seen* in training, *rare* (few training images, still trained on)
 and *unseen* (never trained on). The public MIPD code only encodes this split in file names; here it is a
-JSON file saved beside every run (DESIGN.md "Ov split file")::
+JSON file saved beside every run (``ov_split.json``)::
 
     {"seen": [verbs], "rare": [verbs], "unseen": [verbs],
      "unseen_compositional": [...], "unseen_novel": [...],      # optional extra lists (SynthSitu)

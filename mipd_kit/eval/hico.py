@@ -44,7 +44,7 @@ HOIs with **no ground-truth pair** in the evaluated images have no defined recal
 AP is NaN, they are **excluded from every mean**, and the rows ``n_hoi`` / ``n_hoi_no_gt`` count the HOIs averaged
 and excluded per split. On the real HICO-DET test set every one of the 600 HOIs has ground truth.
 
-Predictions (DESIGN.md contract): ``{filename: [{"hoi": int, "box_h": [x1,y1,x2,y2], "box_o": [...],
+Predictions (HICO-DET prediction format): ``{filename: [{"hoi": int, "box_h": [x1,y1,x2,y2], "box_o": [...],
 "score": float}]}``, ``"verb"`` + ``"object"`` accepted instead of ``"hoi"``. Predictions for images not in the
 ground truth, for unknown HOIs / (verb, object) combinations, with boxes x2 < x1 or outside the image are
 **counted** as warnings (rows ``warn_*``, and on stderr in the CLI); unknown images/HOIs are not scored, odd boxes are

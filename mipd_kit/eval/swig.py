@@ -1,7 +1,7 @@
 """SWiG / Ov-GSR evaluation: verb, value, value-all, grounded value and grounded value-all.
 
 Protocol (imSitu: Yatskar et al., CVPR 2016; SWiG: Pratt et al., ECCV 2020; as used by JSL, GSRTR, CoFormer
-and MIPD), exactly as DESIGN.md "Evaluation conventions":
+and MIPD), as docs/evaluation.md states it:
 
 * **Settings.** ``top1`` and ``top5``: the model ranks verbs (best first, at most 5 are read); the verb is
   correct if the ground-truth (gt) verb is the first / among the first five. Roles count only when the gt
@@ -30,7 +30,7 @@ and MIPD), exactly as DESIGN.md "Evaluation conventions":
   :class:`SwigReport`. Structurally invalid predictions (not an object, a non-string noun, a malformed box,
   x2 < x1) raise :class:`DataError` naming the file and image.
 
-Predictions format (DESIGN.md "SWiG predictions")::
+Predictions format (SWiG predictions)::
 
     {image: {"verbs": [{"verb": str, "score": float,
                         "frame": {role: {"noun": str, "box": [x1, y1, x2, y2] | null}}}, ... up to 5, best first],
@@ -193,7 +193,7 @@ def evaluate_swig_report(gt: Mapping[str, Situation], preds: Mapping[str, Any], 
 
     Args:
         gt: ``{image: Situation}`` (e.g. :func:`mipd_kit.data.swig.load_situations`).
-        preds: predictions in the DESIGN.md format, keyed by image.
+        preds: predictions in the SWiG prediction format above, keyed by image.
         split: optional open-vocabulary split for the seen / rare / unseen (+ extra) breakdowns.
         model, seed: written into every row.
         space: optional frame space; predicted nouns outside it are counted (``unknown_pred_noun``).
@@ -453,9 +453,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from mipd_kit.eval.cli_io import USER_ERROR, add_out_arguments, check_out, read_predictions, write_out
     from mipd_kit.fileio import write_json
 
-    ap = argparse.ArgumentParser(prog="mipd eval-swig", description="SWiG / Ov-GSR metrics (DESIGN.md protocol).")
+    ap = argparse.ArgumentParser(prog="mipd eval-swig",
+                                 description="SWiG / Ov-GSR metrics (imSitu / SWiG protocol, per-image and per-verb means).")
     ap.add_argument("--gt", required=True, help="SWiG train/dev/test.json (or imSitu json without boxes)")
-    ap.add_argument("--pred", required=True, help="predictions json (DESIGN.md 'SWiG predictions')")
+    ap.add_argument("--pred", required=True,
+                    help='predictions json: {image: {"verbs": [{"verb", "score", "frame"}, ...], "gt_verb_frame"}}')
     ap.add_argument("--split", help="ov_split.json for seen/rare/unseen breakdowns")
     ap.add_argument("--space", help="imsitu_space.json to validate the ground truth against")
     ap.add_argument("--model", default="model", help="model name written into the rows")

@@ -1,6 +1,6 @@
 """Human-object pair proposals for CL-HOI (Cross-Level HOI distillation), label-free.
 
-Two documented modes (README "CL-HOI proposals"):
+Two documented modes (docs/methods.md, "Proposal modes"):
 
 * **known boxes** (``known_boxes_proposals``): the ground-truth human and object boxes of each image *without their
   interaction labels* (the standard "known boxes" diagnostic of HOI detection). Only ``filename``, ``width``,

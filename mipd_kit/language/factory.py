@@ -1,4 +1,4 @@
-"""``build_sampler(cfg)``: the explicit factory over language backends (STYLE.md rule 9)."""
+"""``build_sampler(cfg)``: the explicit factory over language backends (an if/elif over the backend name)."""
 
 from __future__ import annotations
 

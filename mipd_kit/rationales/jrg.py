@@ -118,7 +118,7 @@ class Chain:
 
 # --------------------------------------------------------------------------------------------------- inputs
 def load_evidence(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """Read ``teacher_evidence.json`` (TEAM.md format), validating each entry."""
+    """Read ``teacher_evidence.json`` (``{image: {"top_verbs", "role_nouns"}}``), validating each entry."""
     p = Path(path)
     try:
         data = json.loads(p.read_text())

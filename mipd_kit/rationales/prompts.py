@@ -1,6 +1,6 @@
 """Instruction templates of the Judgmental Rationales Generator (MIPD, glimpse / gaze rationales and the judge).
 
-Every prompt is an UPPER_CASE template with named fields (STYLE.md rule 6); ``build_*`` functions fill them from
+Every prompt is an UPPER_CASE template with named fields; ``build_*`` functions fill them from
 the frame space (imSitu ``imsitu_space.json`` abstract, definitions, role definitions, noun glosses), the
 annotation and the teacher's visual evidence. The prompts are plain instructions a real chat LLM reads; their
 labelled lines (``Task:``, ``Image:``, ``Role:`` ...) are also what the offline embedded backend parses, so the

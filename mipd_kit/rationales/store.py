@@ -1,6 +1,6 @@
 """The rationale store: ``run_dir/rationales.jsonl``, append-only, schema-versioned, resumable, multi-writer safe.
 
-One judged rationale per line (DESIGN.md "Contracts"; TEAM.md "Rationales")::
+One judged rationale per line (the ``rationales.jsonl`` of every run folder)::
 
     {"schema": 1, "image": "riding_3.png", "kind": "glimpse"|"gaze", "role": null|"agent",
      "polarity": "positive"|"negative", "text": str, "round": int, "score": float|null, "backend": str,

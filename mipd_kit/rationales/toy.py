@@ -1,8 +1,8 @@
 """A tiny hand-written world for tests, notebooks and benchmarks of the JRG when no SynthSitu world exists.
 
 Three verbs (riding, feeding, carrying), a dozen nouns with synonyms, ``n_per_verb`` annotated images per verb
-(3 annotators who disagree through synonyms) and teacher evidence in the TEAM.md format in which the teacher is
-sometimes confused (its top verb wrong) and sometimes misses the annotators' noun.
+(3 annotators who disagree through synonyms) and teacher evidence in the ``teacher_evidence.json`` format in which
+the teacher is sometimes confused (its top verb wrong) and sometimes misses the annotators' noun.
 """
 
 from __future__ import annotations

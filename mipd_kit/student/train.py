@@ -83,7 +83,7 @@ class StudentConfig:
         verb_head: ``"teacher"`` (default: cosine of the student's scene feature, projected into the teacher's joint
             space, against the teacher's *text* embeddings of the verb prompts: a frozen table, no teacher image tower
             at inference), ``"minilm"`` (cosine vs MiniLM verb-name embeddings) or ``"dual"`` (the sum of both).
-            Same head for every variant, baseline included. Chosen on dev (README, "How the defaults were chosen").
+            Same head for every variant, baseline included. Chosen on dev (docs/methods.md, "How the defaults were chosen").
         kd_vocab: verbs over which logit KD matches the teacher's distribution: ``"all"`` (default: every verb
             *name*, unseen ones included; the teacher's zero-shot scores are the only signal about them, no unseen
             label is used) or ``"train"`` (seen + rare only, the stricter reading).
@@ -334,7 +334,7 @@ def prepare_world(world_dir: str | os.PathLike, cache_dir: str | os.PathLike, te
     """Read a SynthSitu (or SWiG-format) world and the teacher's material once, for every variant and seed.
 
     Args:
-        world_dir: the world folder (TEAM.md layout).
+        world_dir: the world folder (the SynthSitu layout of docs/data-formats.md).
         cache_dir: feature caches (``mipd_kit.teachers.cache``).
         teacher: a ``Teacher`` (features for NMPA targets, text encoder for rationales, zero-shot KD logits).
         image_size: student input side (embedded mode).
@@ -768,7 +768,7 @@ def _frame(vocab: StudentVocab, verb: int, nouns: torch.Tensor, boxes: torch.Ten
 @torch.no_grad()
 def predict_swig(model: OvGSRStudent, d: StudentData, vocab: StudentVocab, k: int = 5,
                  batch_size: int = 128) -> dict[str, dict]:
-    """Predictions in the SWiG format of DESIGN.md: top-k verbs with frames, plus ``gt_verb_frame``."""
+    """Predictions in the SWiG prediction format: top-k verbs with frames, plus ``gt_verb_frame``."""
     model.eval()
     preds: dict[str, dict] = {}
     for s in range(0, len(d), batch_size):

@@ -791,7 +791,7 @@ def _crop(im: Image.Image, box) -> Image.Image:
 def teacher_evidence(teacher, world_dir: str | os.PathLike, out_path: Optional[str | os.PathLike] = None,
                      split: str = "train", top_verbs: int = 5, top_nouns: int = 3,
                      batch_size: int = 128) -> dict[str, dict]:
-    """Teacher evidence for the rationale generator (TEAM.md): top verbs per image, top nouns per role.
+    """Teacher evidence for the rationale generator (``teacher_evidence.json``): top verbs per image, top nouns per role.
 
     Role nouns are scored on the role's box crop (the whole image when the role has no box) against noun
     prompts of every noun in the frame space (glosses averaged). Writes ``out_path`` atomically when given.

@@ -1,7 +1,7 @@
 """The widget plumbing shared by the error inspectors (Ov-GSR: ``mipd_kit.viz.inspector``; HOI:
 ``mipd_kit.hoi.inspector``): filter dropdowns, a slider with prev / next, the drawn case, a status line and an HTML
 details pane, with plain accessors (``set_filter``, ``current_case``, ``rendered_image``, ``visible_cases``,
-``next`` / ``prev`` / ``select``) so that tests drive it without a browser (STYLE.md rule 13).
+``next`` / ``prev`` / ``select``) so that tests drive it without a browser.
 
 A subclass says what its cases are through five hooks: ``_apply_filter`` (the filter -> the visible cases, in display
 order), ``_image_name`` (the case's image, relative to ``image_root``), ``_render`` (case + image or None when the file

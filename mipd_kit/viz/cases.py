@@ -1,10 +1,10 @@
 """Error cases for the widget inspector: pure data preparation (no widgets, no drawing, no I/O).
 
 ``build_cases(gt, predictions, split, rationales)`` turns ground-truth situations (SWiG / imSitu records), SWiG-format
-predictions (DESIGN.md "SWiG predictions") and an open-vocabulary split into one :class:`Case` per test image, with
+predictions and an open-vocabulary split into one :class:`Case` per test image, with
 its primary error type, confidence and a loss proxy; ``filter_cases`` selects and sorts them.
 
-Conventions (the same as the SWiG evaluation in DESIGN.md):
+Conventions (the same as the SWiG evaluation, :mod:`mipd_kit.eval.swig`):
 
 - a role's noun is correct when it equals any annotator's noun (the empty noun ``""`` is a value like any other);
 - a role's box is correct when both boxes are absent or both present with IoU >= 0.5 (continuous coordinates);

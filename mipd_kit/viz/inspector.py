@@ -1,4 +1,4 @@
-"""Widget error inspector for Ov-GSR predictions (unseen / rare cases), after fastai's widgets (STYLE.md rule 13).
+"""Widget error inspector for Ov-GSR predictions (unseen / rare cases), after fastai's widgets.
 
 The data come from :func:`mipd_kit.viz.cases.build_cases` (pure); this module draws a case (prediction and ground
 truth side by side, boxes with role labels) and wraps the case list in a thin ``ipywidgets`` class,

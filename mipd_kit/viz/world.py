@@ -15,8 +15,8 @@ import pandas as pd
 from PIL import Image
 
 from mipd_kit.data.records import Situation
-from mipd_kit.data.synthsitu.stats import (_load, frame_statistics, hoi_statistics, images_per_verb,  # noqa: F401
-                                           pretrain_statistics, split_table, summary_table)
+from mipd_kit.data.synthsitu.stats import (frame_statistics, hoi_statistics, images_per_verb,  # noqa: F401
+                                           load_split, pretrain_statistics, split_table, summary_table)
 from mipd_kit.viz.draw import contact_sheet, draw_frame, draw_hoi_pairs, frame_from_situation
 
 
@@ -26,7 +26,7 @@ def verb_sheet(world_dir: str | Path, split: str, verbs: list[str], per_verb: in
     from mipd_kit.data.swig import load_frame_space
     wd = Path(world_dir)
     space = load_frame_space(wd / "imsitu_space.json")
-    sits = _load(wd, split)
+    sits = load_split(wd, split)
     by_verb: dict[str, list[Situation]] = {}
     for s in sits.values():
         by_verb.setdefault(s.verb, []).append(s)

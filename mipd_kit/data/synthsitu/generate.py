@@ -2,7 +2,7 @@
 and a separate image-caption pretraining corpus, deterministically from a seed.
 
 ``mipd synth --out DIR --seed S --size smoke|default|large [--overwrite] [--workers N]`` and
-:func:`generate` (Python) write the folder described in docs/TEAM.md "The SynthSitu world folder".
+:func:`generate` (Python) write the folder described in docs/data-formats.md "The SynthSitu world folder".
 
 Determinism: every image is rendered from its own generator seeded by ``(seed, split, index)``, so the files do not
 depend on the number of worker processes; the same seed and config give byte-identical files on a given software

@@ -16,7 +16,8 @@ import pandas as pd
 from mipd_kit.data.records import Situation
 
 
-def _load(world_dir: str | Path, split: str) -> dict[str, Situation]:
+def load_split(world_dir: str | Path, split: str) -> dict[str, Situation]:
+    """The situations of one split file of the world (``train``, ``dev``, ``test``, ``unlabeled_gt``)."""
     from mipd_kit.data.swig import load_situations
     return load_situations(Path(world_dir) / f"{split}.json")
 
@@ -27,8 +28,8 @@ def split_table(world_dir: str | Path) -> pd.DataFrame:
     meta = json.loads((wd / "meta.json").read_text())
     from mipd_kit.data.splits import OvSplit
     ov = OvSplit.load(wd / "ov_split.json")
-    counts = {s: Counter(x.verb for x in _load(wd, s).values()) for s in ("train", "dev", "test")}
-    unl = Counter(x.verb for x in _load(wd, "unlabeled_gt").values())
+    counts = {s: Counter(x.verb for x in load_split(wd, s).values()) for s in ("train", "dev", "test")}
+    unl = Counter(x.verb for x in load_split(wd, "unlabeled_gt").values())
     rows = []
     for v, m in meta["verbs"].items():
         p = m["primitives"]
@@ -56,7 +57,7 @@ def frame_statistics(world_dir: str | Path, split: str = "train") -> dict[str, p
     they name the same concept up to synonyms (``concept``); disagreement beyond synonyms is annotator error.
     """
     from mipd_kit.data.synthsitu.world import SYNONYM_OF
-    sits = _load(world_dir, split)
+    sits = load_split(world_dir, split)
     roles_per_frame = Counter(len(s.frames[0]) - 1 for s in sits.values())
     box_rows, agree = [], {}
     for s in sits.values():
@@ -81,7 +82,7 @@ def frame_statistics(world_dir: str | Path, split: str = "train") -> dict[str, p
 def images_per_verb(world_dir: str | Path, split: str = "train") -> pd.Series:
     """Number of images per verb in a split (0 for verbs without images), sorted descending."""
     meta = json.loads((Path(world_dir) / "meta.json").read_text())
-    c = Counter(s.verb for s in _load(world_dir, split).values())
+    c = Counter(s.verb for s in load_split(world_dir, split).values())
     return pd.Series({v: c[v] for v in meta["verbs"]}).sort_values(ascending=False)
 
 

@@ -1,7 +1,7 @@
 """The SynthSitu ontology: nouns (visual concepts with synonyms), places, visual primitives, verbs, HOI classes.
 
-SynthSitu is the embedded grounded-situation world of mipd_kit (see DESIGN.md "The hard constraint"). Every verb is
-realised by **shared primitives** -- the agent's body pose, the relation between agent and main object (contact and
+SynthSitu is the embedded grounded-situation world of mipd_kit (it stands in for SWiG / HICO-DET where no real
+images or pretrained weights can be had). Every verb is realised by **shared primitives** -- the agent's body pose, the relation between agent and main object (contact and
 relative position), the kind of the main object, a motion cue, and the place -- so that
 
 * *seen* and *rare* verbs are trained on (rare ones with at most ~10 training images);
