@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -339,8 +340,9 @@ def _make_parent(out: Path) -> None:
 
 def _remove_stale(out: Path) -> None:
     """Remove temporary / old world folders a killed generation left (call under the world's lock)."""
+    mine = re.compile(rf"\.{re.escape(out.name)}\.\d+-[0-9a-f]{{10}}\.(tmp|old)")  # not another world's
     for p in out.parent.glob(f".{out.name}.*"):
-        if p.is_dir() and (p.name.endswith(".tmp") or p.name.endswith(".old")):
+        if p.is_dir() and mine.fullmatch(p.name):
             shutil.rmtree(p, ignore_errors=True)
 
 
