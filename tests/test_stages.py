@@ -198,3 +198,25 @@ def test_verb_text_override_reaches_the_vocabulary(tiny_run) -> None:
     assert defs <= set(seen)
     with pytest.raises(ValueError, match="0 no longer means"):
         _dist_cfg(d, epochs=0)
+
+
+# -- notebooks -------------------------------------------------------------------------------------------------------
+def test_notebooks_are_what_the_one_builder_writes() -> None:
+    """Rebuilding changes no notebook (stable cell ids), and the parameters of the notebooks of migrated stages are
+    exactly their Config's fields with the smoke defaults."""
+    import importlib.util
+
+    from mipd_kit.pipeline import notebook_parameters
+    from mipd_kit.stages import alignment, distillation
+
+    spec = importlib.util.spec_from_file_location("nb_build", ROOT / "notebooks" / "build.py")
+    builder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(builder)
+    assert builder.main(["--check"]) == 0
+    for nb, mod in (("04_alignment.ipynb", alignment), ("05_distillation.ipynb", distillation)):
+        params = notebook_parameters(ROOT / "notebooks" / nb)
+        assert set(params) == {f.name for f in dataclasses.fields(mod.Config)} | {"run_dir"}, nb
+        smoke = mod.Config.smoke()
+        for k, spec_ in params.items():
+            if k not in ("run_dir", "world_dir", "cache_dir"):
+                assert eval(spec_["default"]) == getattr(smoke, k), (nb, k)  # noqa: S307 - literals we wrote

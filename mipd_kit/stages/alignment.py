@@ -42,16 +42,17 @@ class Config:
     """Stage ``alignment`` (the notebook's parameters are these fields).
 
     Attributes:
-        world_dir / cache_dir / seed: the run's world, caches and seed (``seed`` labels the report rows and picks
-            the NMPA shown in the figures when it is one of ``seeds``).
-        teacher_config: the run's ``teacher:`` block (``mipd_kit.teachers.TeacherConfig`` fields).
-        rationales: ``rationales.jsonl``; empty means ``run_dir/rationales.jsonl``.
-        scene_prompt: NMPA scene prompt: ``border`` (authors) | ``full`` | ``none``.
-        neg_kind: negative-guided form: ``authors`` | ``margin`` | ``infonce``.
+        world_dir / cache_dir: the run's world and caches.
+        seed: labels the report rows and picks the NMPA shown in the figures (when in ``seeds``).
+        teacher_config: the run's ``teacher:`` block (TeacherConfig fields); ``mipd run`` injects it.
+        rationales: rationales.jsonl path; empty means run_dir/rationales.jsonl.
+        scene_prompt: NMPA scene prompt: border (authors) | full | none.
+        neg_kind: negative-guided form: authors | margin | infonce.
         w_neg: weight of the negative-guided term (0 disables it).
-        nmpa_epochs / nmpa_batch_size: NMPA optimisation.
-        seeds: the student seeds NMPA is trained for (those of stage ``distillation``).
-        variants: the student variants NMPA is trained for (those of stage ``distillation``).
+        nmpa_epochs: NMPA training epochs (smoke: 2; default run: 3).
+        nmpa_batch_size: NMPA batch size (smoke: 16; default run: 64).
+        seeds: student seeds NMPA is trained for (stage distillation's seeds).
+        variants: student variants NMPA is trained for (stage distillation's variants).
         n_attention: images shown in the attention-map figure.
     """
 

@@ -34,19 +34,18 @@ class Config:
 
     Attributes:
         world_dir / cache_dir: the run's world and caches.
-        seed: base seed (used when ``seeds`` is empty).
-        teacher_config: the run's ``teacher:`` block (``mipd_kit.teachers.TeacherConfig`` fields).
-        seeds: student seeds.
+        seed: base seed (used when seeds is empty).
+        teacher_config: the run's ``teacher:`` block (TeacherConfig fields); ``mipd run`` injects it.
+        seeds: student seeds (default run: [0, 1, 2]).
         variants: ablation rows (``mipd_kit.student.train.VARIANTS``).
         student_smoke: smoke-sized student and schedule (``StudentConfig.smoke``).
-        rationales: ``rationales.jsonl``; empty means ``run_dir/rationales.jsonl``.
+        rationales: rationales.jsonl path; empty means run_dir/rationales.jsonl.
         epochs: student epochs; None keeps the StudentConfig's.
-        resume: resume / reuse finished checkpoints in ``run_dir/checkpoints``.
-        nmpa_epochs: NMPA epochs; None takes stage alignment's (or the StudentConfig's when this stage trains NMPA
-            itself). Must agree with stage alignment's when both are given.
+        resume: resume / reuse finished checkpoints in run_dir/checkpoints.
+        nmpa_epochs: NMPA epochs; None takes stage alignment's (must agree with it when both are given).
         unlabeled_ratio: unlabeled images per labelled image; None keeps the StudentConfig's.
         threads: torch threads (0 = torch's default).
-        overrides: further StudentConfig fields, e.g. ``{"w_kd": 5.0, "verb_text": "definition"}``.
+        overrides: further StudentConfig fields, e.g. {"w_kd": 5.0, "verb_text": "definition"}.
     """
 
     world_dir: str = "data/synthsitu/default-seed0"
