@@ -220,3 +220,18 @@ def test_notebooks_are_what_the_one_builder_writes() -> None:
         for k, spec_ in params.items():
             if k not in ("run_dir", "world_dir", "cache_dir"):
                 assert eval(spec_["default"]) == getattr(smoke, k), (nb, k)  # noqa: S307 - literals we wrote
+
+
+def test_teacher_stage_runs_the_one_teacher(tiny_run) -> None:
+    from mipd_kit.metrics import read_rows
+    from mipd_kit.stages import teacher as T
+
+    d, _ = tiny_run
+    out = d / "teacher-run"
+    cfg = dataclasses.replace(T.Config.smoke(), world_dir=str(d / "w"), cache_dir=str(d / "c"),
+                              teacher_config={"backend": "tiny"}, feature_batch_size=16)
+    res = T.run(cfg, out)
+    assert res.teacher.fingerprint == build_teacher(TeacherConfig(backend="tiny")).fingerprint
+    assert (out / "teacher_evidence.json").is_file() and res.evidence
+    assert {r.model for r in read_rows(out / "metrics.json")} == {r.model for r in res.rows} and res.rows
+    assert "train" in res.features and "verb-prompts" in res.features
