@@ -30,6 +30,7 @@ GENERATED: dict[str, str] = {
     "01_teacher_features.ipynb": "mipd_kit.stages.teacher",
     "04_alignment.ipynb": "mipd_kit.stages.alignment",
     "05_distillation.ipynb": "mipd_kit.stages.distillation",
+    "07_cl_hoi.ipynb": "mipd_kit.stages.cl_hoi",
 }
 
 #: the common parameters every notebook declares first (the runner injects absolute paths).

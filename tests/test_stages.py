@@ -235,3 +235,21 @@ def test_teacher_stage_runs_the_one_teacher(tiny_run) -> None:
     assert (out / "teacher_evidence.json").is_file() and res.evidence
     assert {r.model for r in read_rows(out / "metrics.json")} == {r.model for r in res.rows} and res.rows
     assert "train" in res.features and "verb-prompts" in res.features
+
+
+def test_cl_hoi_stage_equals_the_library_run(tmp_path: Path) -> None:
+    from hoi_tinyworld import write_tiny_hoi_world
+
+    from mipd_kit.hoi.train import CLHOIConfig, run_clhoi
+    from mipd_kit.stages import cl_hoi as H
+
+    world = write_tiny_hoi_world(tmp_path / "w")
+    cfg = dataclasses.replace(H.Config.smoke(), world_dir=str(world), cache_dir=str(tmp_path / "c"),
+                              teacher_config={"backend": "tiny"}, epochs=2)
+    out = H.run(cfg, tmp_path / "stage")
+    assert (tmp_path / "stage" / "clhoi" / "results.md").read_text().strip() == out.table
+    assert out.clhoi.teacher == "tiny" and out.proposals
+    lib = run_clhoi(CLHOIConfig.smoke(world_dir=str(world), run_dir=str(tmp_path / "lib"),
+                                      cache_dir=str(tmp_path / "c"), teacher="tiny", epochs=2, threads=1))
+    key = lambda r: (r.model, r.split, r.setting, r.metric, r.seed)  # noqa: E731
+    assert {key(r): r.value for r in out.result.rows} == {key(r): r.value for r in lib.rows}
