@@ -48,6 +48,12 @@ def test_teacher_block_resolves_once_and_ignores_the_run_seed() -> None:
     tied = RunConfig.load(ROOT / "configs" / "smoke.yaml", ["seed=1", "teacher.seed=${seed}"])
     assert tied.teacher_config()["seed"] == 1
     assert {n for n in base.stages if uses_teacher(base, n)} == TEACHER_STAGES
+    # the default run with --set seed=1: every teacher stage receives the same block, teacher seed 0
+    d1 = RunConfig.load(ROOT / "configs" / "default.yaml", ["seed=1"])
+    blocks = {json.dumps(d1.stage_params(n, Path("/r"), teacher=uses_teacher(d1, n))["teacher_config"],
+                         sort_keys=True) for n in d1.stages if uses_teacher(d1, n)}
+    assert len(blocks) == 1 and json.loads(blocks.pop())["seed"] == 0
+    assert {n for n in d1.stages if uses_teacher(d1, n)} == TEACHER_STAGES
     with pytest.raises(ConfigError, match="teacher: unknown key"):
         RunConfig.load(ROOT / "configs" / "smoke.yaml", ["teacher.sise=smoke"])
     with pytest.raises(ConfigError, match="moved to the run config's teacher: block"):
@@ -253,3 +259,17 @@ def test_cl_hoi_stage_equals_the_library_run(tmp_path: Path) -> None:
                                       cache_dir=str(tmp_path / "c"), teacher="tiny", epochs=2, threads=1))
     key = lambda r: (r.model, r.split, r.setting, r.metric, r.seed)  # noqa: E731
     assert {key(r): r.value for r in out.result.rows} == {key(r): r.value for r in lib.rows}
+
+
+def test_rationales_stage_config_has_no_zero_means_default(tmp_path: Path) -> None:
+    from mipd_kit.rationales.jrg import JRGConfig
+    from mipd_kit.stages import rationales as R
+
+    smoke = R.Config.smoke().jrg_config()
+    assert (smoke.rounds, smoke.max_images) == (JRGConfig.smoke().rounds, JRGConfig.smoke().max_images)
+    c = dataclasses.replace(R.Config.smoke(), rounds=1, max_images=0, workers=2).jrg_config()
+    assert (c.rounds, c.max_images, c.workers) == (1, 0, 2)  # 0 images = all, as in JRGConfig
+    with pytest.raises(ValueError, match="0 no longer means"):
+        R.Config(rounds=0)
+    out = R.run(R.Config.smoke(), tmp_path / "run")  # no world, no evidence: the toy world
+    assert out.world == tmp_path / "run" / "jrg_toy_world" and (tmp_path / "run" / "rationales.jsonl").is_file()
