@@ -29,6 +29,7 @@ NB_DIR = ROOT / "notebooks"
 GENERATED: dict[str, str] = {
     "01_teacher_features.ipynb": "mipd_kit.stages.teacher",
     "02_rationales.ipynb": "mipd_kit.stages.rationales",
+    "03_judge.ipynb": "mipd_kit.stages.judge",
     "04_alignment.ipynb": "mipd_kit.stages.alignment",
     "05_distillation.ipynb": "mipd_kit.stages.distillation",
     "07_cl_hoi.ipynb": "mipd_kit.stages.cl_hoi",

@@ -261,7 +261,7 @@ def test_cl_hoi_stage_equals_the_library_run(tmp_path: Path) -> None:
     assert {key(r): r.value for r in out.result.rows} == {key(r): r.value for r in lib.rows}
 
 
-def test_rationales_stage_config_has_no_zero_means_default(tmp_path: Path) -> None:
+def test_rationales_and_judge_stages(tmp_path: Path) -> None:
     from mipd_kit.rationales.jrg import JRGConfig
     from mipd_kit.stages import rationales as R
 
@@ -273,3 +273,9 @@ def test_rationales_stage_config_has_no_zero_means_default(tmp_path: Path) -> No
         R.Config(rounds=0)
     out = R.run(R.Config.smoke(), tmp_path / "run")  # no world, no evidence: the toy world
     assert out.world == tmp_path / "run" / "jrg_toy_world" and (tmp_path / "run" / "rationales.jsonl").is_file()
+    from mipd_kit.stages import judge as J
+    j = J.run(J.Config.smoke(), tmp_path / "run")  # the judge reads what the rationales stage wrote
+    assert j.records and j.rounds == out.jrg.rounds and j.backend == out.stats["run"]["backend"]
+    assert json.loads((tmp_path / "run" / "rationales_authors.json").read_text()) == j.authors
+    with pytest.raises(ValueError, match="0 no longer means"):
+        J.Config(rounds=0)
