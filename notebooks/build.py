@@ -27,11 +27,13 @@ NB_DIR = ROOT / "notebooks"
 
 #: notebook -> the stage module whose Config generates its parameters cell.
 GENERATED: dict[str, str] = {
+    "00_data.ipynb": "mipd_kit.stages.data",
     "01_teacher_features.ipynb": "mipd_kit.stages.teacher",
     "02_rationales.ipynb": "mipd_kit.stages.rationales",
     "03_judge.ipynb": "mipd_kit.stages.judge",
     "04_alignment.ipynb": "mipd_kit.stages.alignment",
     "05_distillation.ipynb": "mipd_kit.stages.distillation",
+    "06_analysis.ipynb": "mipd_kit.stages.analysis",
     "07_cl_hoi.ipynb": "mipd_kit.stages.cl_hoi",
 }
 
