@@ -14,8 +14,8 @@ receives it, so all stages use one teacher (each stage's record in ``status.json
 
 Resume: the stages form a graph (``mipd_kit.stages``: each stage's INPUTS). A stage's fingerprint = sha256 of its
 parameters, the common parameters, the notebook file's hash, the teacher's fingerprint (stages that use the teacher)
-and the fingerprints of its inputs -- not of every earlier stage. A stage that finished with the same fingerprint (and whose declared outputs
-still exist) is skipped. A failing stage stops the run; ``status.json`` and ``results.md`` say which stage failed and
+and the fingerprints of its inputs -- not of every earlier stage. A stage that finished with the same fingerprint
+(and whose declared outputs still exist) is skipped, unless one of its inputs runs again. A failing stage stops the run; ``status.json`` and ``results.md`` say which stage failed and
 why; everything written before it stays. Running the same run id again continues where it stopped. A run folder made
 by a different config is refused unless ``--force`` (the old ``config.yaml`` is then kept as ``config.prev-*.yaml``).
 Fingerprints do not cover the library's source: after editing ``mipd_kit``, ``--rerun STAGE`` runs that stage and its
@@ -651,7 +651,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="reuse a run folder made by a different config")
     p.add_argument("--until", default=None, help="stop after this stage")
     p.add_argument("--rerun", default=None, metavar="STAGE",
-                   help="run this stage and the stages that depend on it even if unchanged (e.g. after editing mipd_kit)")
+                   help="run this stage and the stages that depend on it even if unchanged "
+                        "(e.g. after editing mipd_kit)")
     p.add_argument("--dry-run", action="store_true", help="show which stages would run or be skipped")
     p.add_argument("--quiet", action="store_true", help="no progress messages on stderr")
     return p

@@ -29,7 +29,8 @@ class Config:
         world_dir / cache_dir: the run's world and caches.
         seed: seeds the samplers, the toy world and the sample table.
         jrg_smoke: True: JRGConfig.smoke() with 8 images and 2 rounds; False: every training image, 3 rounds.
-        backend: generator backend: embedded (offline stand-in), openai (OpenAI-compatible HTTP) or hf (local transformers).
+        backend: generator backend: embedded (offline stand-in), openai (OpenAI-compatible HTTP) or hf (local
+            transformers).
         judge_backend: judge backend; empty: same as backend.
         base_url: openai backend: API root including /v1 (vLLM, llama.cpp server, Ollama, hosted).
         model: openai backend: model name.
