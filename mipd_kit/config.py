@@ -9,6 +9,10 @@ A run config (``configs/default.yaml``, ``configs/smoke.yaml``) looks like::
     cache_dir: data/cache
     reports_dir: reports
     notebooks_dir: notebooks
+    teacher:                     # the one teacher of every stage (mipd_kit.teachers.TeacherConfig fields)
+      backend: embedded          # embedded | checkpoint | open_clip | transformers | tiny
+      size: default              # embedded: smoke | default
+      seed: 0                    # the teacher's own seed; ${seed} ties it to the run seed
     stages:                      # ordered: executed top to bottom
       data:
         notebook: 00_data.ipynb
@@ -36,6 +40,8 @@ from typing import Any, Optional
 
 import yaml
 
+from .overrides import ConfigError, parse_value  # noqa: F401  (re-exported: the app's names)
+
 #: project root: the folder holding the ``mipd_kit`` package (an editable install keeps it in the repository).
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,14 +61,15 @@ STAGE_ORDER: tuple[tuple[str, str], ...] = (
 COMMON_PARAMS: tuple[str, ...] = ("run_dir", "world_dir", "cache_dir", "seed")
 
 TOP_LEVEL_KEYS: tuple[str, ...] = ("seed", "run_id", "root", "world_dir", "cache_dir", "reports_dir",
-                                   "notebooks_dir", "description", "stages")
+                                   "notebooks_dir", "description", "teacher", "stages")
+
+#: the notebook parameter through which a stage receives the run's ``teacher:`` block (a dict of TeacherConfig
+#: fields); injected by the runner into every notebook that declares it.
+TEACHER_PARAM = "teacher_config"
 STAGE_KEYS: tuple[str, ...] = ("notebook", "params", "outputs", "enabled")
 
 _VAR = re.compile(r"\$\{(\w+)\}")
 
-
-class ConfigError(ValueError):
-    """A bad run config: the message names the file (or override) and the offending key."""
 
 
 @dataclass
@@ -96,6 +103,7 @@ class RunConfig:
     reports_dir: str = "reports"
     notebooks_dir: str = "notebooks"
     description: str = ""
+    teacher: dict[str, Any] = field(default_factory=dict)
     stages: dict[str, StageConfig] = field(default_factory=dict)
     source: str = "<dict>"
 
@@ -146,8 +154,11 @@ class RunConfig:
             v = raw.get(key)
             if v is not None and not isinstance(v, (str, int)):
                 raise ConfigError(f"{source}: {key!r} must be a string, got {v!r}")
+        teacher = raw.get("teacher") or {}
+        if not isinstance(teacher, dict):
+            raise ConfigError(f"{source}: 'teacher' must be a mapping of teacher config fields, got {teacher!r}")
         d = cls()
-        return cls(
+        out = cls(
             seed=seed,
             run_id=None if raw.get("run_id") is None else str(raw["run_id"]),
             root=raw.get("root"),
@@ -156,9 +167,12 @@ class RunConfig:
             reports_dir=str(raw.get("reports_dir", d.reports_dir)),
             notebooks_dir=str(raw.get("notebooks_dir", d.notebooks_dir)),
             description=str(raw.get("description", "") or ""),
+            teacher=dict(teacher),
             stages=stages,
             source=source,
         )
+        out.teacher_config()  # validates the block
+        return out
 
     @classmethod
     def load(cls, path: str | Path, overrides: Optional[list[str]] = None) -> "RunConfig":
@@ -190,6 +204,7 @@ class RunConfig:
             "reports_dir": self.reports_dir,
             "notebooks_dir": self.notebooks_dir,
             "description": self.description,
+            "teacher": copy.deepcopy(self.teacher),
             "stages": {n: {"notebook": s.notebook, "params": copy.deepcopy(s.params), "outputs": list(s.outputs),
                            "enabled": s.enabled} for n, s in self.stages.items()},
         }
@@ -203,6 +218,38 @@ class RunConfig:
         d.pop("run_id")
         d.pop("description")
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+    # -- teacher -------------------------------------------------------------------------------------------------
+    def teacher_config(self) -> dict[str, Any]:
+        """The resolved ``teacher:`` block: every ``TeacherConfig`` field but the folders (which each stage fills
+        from its ``world_dir`` / ``cache_dir``), ``${seed}`` substituted.
+
+        Raises:
+            ConfigError: unknown keys or choices, naming the config file.
+        """
+        from .teachers.backends import TeacherConfig
+
+        raw = self.substitute(copy.deepcopy(self.teacher))
+        if isinstance(raw.get("seed"), str) and raw["seed"].lstrip("-").isdigit():
+            raw["seed"] = int(raw["seed"])
+        for k in ("world_dir", "cache_dir"):
+            if k in raw:
+                raise ConfigError(f"{self.source}: teacher.{k}: set the run's top-level {k} instead")
+        try:
+            d = TeacherConfig.from_dict(raw, where=f"{self.source}: teacher").to_dict()
+        except (TypeError, ValueError) as e:
+            raise ConfigError(str(e)) from e
+        d.pop("world_dir")
+        d.pop("cache_dir")
+        return d
+
+    def teacher_fingerprint(self) -> str:
+        """Identity of the run's teacher: its config (without device, threads, folders) and the world it is trained
+        on; the same for every stage that uses the teacher."""
+        from .teachers.backends import TeacherConfig
+
+        ident = TeacherConfig.from_dict(self.teacher_config()).identity()
+        return fingerprint({"teacher": ident, "world_dir": str(self.path("world_dir"))})
 
     # -- paths ---------------------------------------------------------------------------------------------------
     def root_path(self) -> Path:
@@ -247,8 +294,9 @@ class RunConfig:
         p = Path(_VAR.sub(sub, raw)).expanduser()
         return p if p.is_absolute() else (self.root_path() / p).resolve()
 
-    def stage_params(self, name: str, run_dir: Path) -> dict[str, Any]:
-        """All parameters papermill receives for a stage: the common ones, then the stage's own."""
+    def stage_params(self, name: str, run_dir: Path, teacher: bool = False) -> dict[str, Any]:
+        """All parameters papermill receives for a stage: the common ones, the run's teacher block as
+        ``teacher_config`` when ``teacher`` (the notebook declares it), then the stage's own."""
         st = self.stages[name]
         params: dict[str, Any] = {
             "run_dir": str(run_dir),
@@ -256,6 +304,8 @@ class RunConfig:
             "cache_dir": str(self.path("cache_dir")),
             "seed": self.seed,
         }
+        if teacher:
+            params[TEACHER_PARAM] = self.teacher_config()
         params.update(self.substitute(copy.deepcopy(st.params), run_dir))
         return params
 
@@ -278,12 +328,9 @@ def parse_set(expr: str) -> tuple[list[str], Any]:
     if not key or any(not p for p in parts):
         raise ConfigError(f"--set {expr!r}: bad key {key!r} (dotted path like stages.teacher.params.epochs)")
     try:
-        value = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError as e:
-        raise ConfigError(f"--set {expr!r}: value is not valid YAML ({e})") from e
-    # YAML reads 1e-4 as a string (YAML 1.1 wants a dot); people mean a float.
-    if isinstance(value, str) and re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", value.strip()):
-        value = float(value)
+        value = parse_value(text)
+    except ConfigError as e:
+        raise ConfigError(f"--set {expr!r}: {e}") from e
     return parts, value
 
 

@@ -10,13 +10,17 @@ The run folder gets ``config.yaml`` (resolved), ``environment.json``, ``run.log`
 ``results.md`` and ``figures/``; ``reports/latest`` points to the newest complete run inside ``reports_dir``
 (a run written elsewhere with ``--out`` leaves it alone).
 
-Resume: each stage has a fingerprint = sha256 of its parameters, the common parameters, the notebook file's hash and
-the fingerprint of the stage before it. A stage that finished with the same fingerprint (and whose declared outputs
-still exist) is skipped. A failing stage stops the run; ``status.json`` and ``results.md`` say which stage failed and
+The run's teacher is the config's ``teacher:`` block; every notebook that declares a ``teacher_config`` parameter
+receives it, so all stages use one teacher (each stage's record in ``status.json`` has its ``teacher_fingerprint``).
+
+Resume: the stages form a graph (``mipd_kit.stages``: each stage's INPUTS). A stage's fingerprint = sha256 of its
+parameters, the common parameters, the notebook file's hash, the teacher's fingerprint (stages that use the teacher)
+and the fingerprints of its inputs -- not of every earlier stage. A stage that finished with the same fingerprint
+(and whose declared outputs still exist) is skipped, unless one of its inputs runs again. A failing stage stops the run; ``status.json`` and ``results.md`` say which stage failed and
 why; everything written before it stays. Running the same run id again continues where it stopped. A run folder made
 by a different config is refused unless ``--force`` (the old ``config.yaml`` is then kept as ``config.prev-*.yaml``).
-Fingerprints do not cover the library's source: after editing ``mipd_kit``, ``--rerun STAGE`` runs that stage and every
-later one again.
+Fingerprints do not cover the library's source: after editing ``mipd_kit``, ``--rerun STAGE`` runs that stage and its
+dependants again.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from typing import Any, Optional, Sequence
 
 import yaml
 
-from .config import COMMON_PARAMS, ConfigError, RunConfig, file_hash, fingerprint
+from .config import COMMON_PARAMS, TEACHER_PARAM, ConfigError, RunConfig, file_hash, fingerprint
 from .fileio import dumps as strict_dumps
 from .machine import machine_facts
 
@@ -54,6 +58,14 @@ ENV_PACKAGES: tuple[str, ...] = (
 )
 
 STATUS_FILE = "status.json"
+
+#: stage parameters of earlier versions that the run config's ``teacher:`` block replaces (for the error message).
+MOVED_TO_TEACHER_BLOCK: dict[str, str] = {
+    "teacher_smoke": "teacher.size: smoke | default", "teacher_size": "teacher.size: smoke | default",
+    "teacher": "teacher.backend", "teacher_checkpoint": "teacher.backend: checkpoint + teacher.checkpoint",
+    "teacher_epochs": "teacher.embedded.epochs", "teacher_max_pairs": "teacher.embedded.max_pairs",
+    "teacher_threads": "teacher.threads",
+}
 
 
 class PipelineError(RuntimeError):
@@ -173,7 +185,15 @@ def validate(cfg: RunConfig) -> dict[str, dict[str, dict[str, Any]]]:
         specs[name] = spec
         if "run_dir" in st.params:
             raise ConfigError(f"{cfg.source}: stages.{name}.params.run_dir: run_dir is set by the runner (use --out)")
+        if TEACHER_PARAM in st.params:
+            raise ConfigError(f"{cfg.source}: stages.{name}.params.{TEACHER_PARAM}: the teacher is chosen once, in "
+                              "the run config's top-level teacher: block")
         unknown = sorted(set(st.params) - set(spec) - set(COMMON_PARAMS))
+        moved = sorted(set(unknown) & set(MOVED_TO_TEACHER_BLOCK))
+        if moved:
+            raise ConfigError(
+                f"{cfg.source}: stages.{name}.params: {moved} moved to the run config's teacher: block ("
+                + "; ".join(f"{k} -> {MOVED_TO_TEACHER_BLOCK[k]}" for k in moved) + ")")
         if unknown:
             valid = sorted(k for k in spec if k not in COMMON_PARAMS)
             raise ConfigError(
@@ -183,23 +203,67 @@ def validate(cfg: RunConfig) -> dict[str, dict[str, dict[str, Any]]]:
     return specs
 
 
+def stage_graph(cfg: RunConfig) -> dict[str, tuple[str, ...]]:
+    """Stage -> the configured stages it reads (its ``mipd_kit.stages`` module's INPUTS); a stage the package does
+    not know reads every earlier stage.
+
+    Raises:
+        ConfigError: a stage is configured before one of its inputs.
+    """
+    from .stages import stage_inputs
+
+    names = list(cfg.stages)
+    graph: dict[str, tuple[str, ...]] = {}
+    for i, name in enumerate(names):
+        declared = stage_inputs(name)
+        if declared is None:
+            graph[name] = tuple(names[:i])
+            continue
+        late = [d for d in declared if d in cfg.stages and names.index(d) > i]
+        if late:
+            raise ConfigError(f"{cfg.source}: stage {name!r} reads {late} but is configured before them; "
+                              f"order: {names}")
+        graph[name] = tuple(d for d in declared if d in cfg.stages)
+    return graph
+
+
+def dependants(cfg: RunConfig, stage: str) -> list[str]:
+    """``stage`` and every stage that reads it, directly or through others (config order)."""
+    graph = stage_graph(cfg)
+    out = {stage}
+    for name in cfg.stages:
+        if any(d in out for d in graph[name]):
+            out.add(name)
+    return [n for n in cfg.stages if n in out]
+
+
+def uses_teacher(cfg: RunConfig, name: str) -> bool:
+    """Whether the stage's notebook declares the ``teacher_config`` parameter (then it gets the run's teacher)."""
+    st = cfg.stages[name]
+    nb = cfg.path("notebooks_dir") / st.notebook
+    return st.enabled and nb.is_file() and TEACHER_PARAM in notebook_parameters(nb)
+
+
 def stage_fingerprints(cfg: RunConfig) -> dict[str, str]:
-    """Chained fingerprints: params + common params + notebook hash + the previous stage's fingerprint."""
+    """Graph fingerprints: a stage's params, the common params, its notebook's hash, the run's teacher fingerprint
+    (stages that use the teacher) and the fingerprints of its INPUTS (:func:`stage_graph`) -- not every earlier
+    stage, so e.g. a judge parameter re-runs neither the teacher nor CL-HOI."""
     nb_dir = cfg.path("notebooks_dir")
     common = {"seed": cfg.seed, "world_dir": str(cfg.path("world_dir")), "cache_dir": str(cfg.path("cache_dir"))}
-    prev = ""
+    graph = stage_graph(cfg)
     out: dict[str, str] = {}
     for name, st in cfg.stages.items():
+        inputs = {d: out[d] for d in graph[name]}
         if not st.enabled:
-            out[name] = fingerprint({"stage": name, "disabled": True, "prev": prev})
-        else:
-            nb = nb_dir / st.notebook
-            out[name] = fingerprint({
-                "stage": name, "notebook": st.notebook,
-                "notebook_sha256": file_hash(nb) if nb.is_file() else None,
-                "params": cfg.substitute(st.params, Path("<run_dir>")), "common": common, "prev": prev,
-            })
-        prev = out[name]
+            out[name] = fingerprint({"stage": name, "disabled": True, "inputs": inputs})
+            continue
+        nb = nb_dir / st.notebook
+        out[name] = fingerprint({
+            "stage": name, "notebook": st.notebook,
+            "notebook_sha256": file_hash(nb) if nb.is_file() else None,
+            "params": cfg.substitute(st.params, Path("<run_dir>")), "common": common, "inputs": inputs,
+            "teacher": cfg.teacher_fingerprint() if uses_teacher(cfg, name) else None,
+        })
     return out
 
 
@@ -443,8 +507,8 @@ def run(cfg: RunConfig, out: Optional[str | Path] = None, force: bool = False, u
         out: run folder (default: from ``reports_dir`` / ``run_id``).
         force: reuse a run folder made by a different config.
         until: stop after this stage.
-        rerun: run this stage (and so every later one) even when it is unchanged, e.g. after editing library code,
-            which fingerprints do not see.
+        rerun: run this stage and its dependants (the stages that read it, directly or not) even when unchanged,
+            e.g. after editing library code, which fingerprints do not see.
         dry_run: only report which stages would run or be skipped.
         quiet: no progress on stderr (run.log still gets everything).
 
@@ -458,6 +522,8 @@ def run(cfg: RunConfig, out: Optional[str | Path] = None, force: bool = False, u
             raise ConfigError(f"{flag} {stage!r}: not a stage of {cfg.source}; stages: {list(cfg.stages)}")
     validate(cfg)
     fps = stage_fingerprints(cfg)
+    graph = stage_graph(cfg)
+    forced = set(dependants(cfg, rerun)) if rerun is not None else set()
     run_dir = resolve_run_dir(cfg, out)
     prev = read_status(run_dir) if (run_dir / "config.yaml").exists() else {"stages": {}}
     plan: dict[str, str] = {}
@@ -465,7 +531,7 @@ def run(cfg: RunConfig, out: Optional[str | Path] = None, force: bool = False, u
         p = prev.get("stages", {}).get(name, {})
         if not st.enabled:
             plan[name] = "skipped (disabled)"
-        elif rerun is not None and list(cfg.stages).index(name) >= list(cfg.stages).index(rerun):
+        elif name in forced:
             plan[name] = "run"
         elif p.get("completed") and p.get("fingerprint") == fps[name] and not missing_outputs(cfg, name, run_dir):
             plan[name] = "skipped (unchanged)"
@@ -495,16 +561,23 @@ def run(cfg: RunConfig, out: Optional[str | Path] = None, force: bool = False, u
             "failed_stage": None, "error": None, "started": _now(), "finished": None,
             "stages": {n: prev.get("stages", {}).get(n, {}) for n in cfg.stages},
         }
+        teacher_fp = cfg.teacher_fingerprint()
+
+        def _graph_record(name: str) -> dict[str, Any]:
+            """What a stage's record says about the graph: its inputs and, if it uses one, the teacher."""
+            return {"inputs": list(graph[name]),
+                    "teacher_fingerprint": teacher_fp if uses_teacher(cfg, name) else None}
+
         LOG.info("run %s (%s) in %s", run_dir.name, cfg.source, run_dir)
         nb_dir = cfg.path("notebooks_dir")
         result = RunResult(run_dir, "running")
-        upstream_ran = False
+        ran: set[str] = set()
         for name, st in cfg.stages.items():
             rec = status["stages"].setdefault(name, {})
-            if plan[name].startswith("skipped") and not upstream_ran:
+            if plan[name].startswith("skipped") and not any(d in ran for d in graph[name]):
                 reason = plan[name][9:-1]
                 rec.update({"state": "skipped", "reason": reason, "fingerprint": fps[name],
-                            "notebook": st.notebook, "completed": reason == "unchanged"})
+                            "notebook": st.notebook, "completed": reason == "unchanged", **_graph_record(name)})
                 LOG.info("stage %-13s skipped (%s)", name, reason)
                 result.stages[name] = "skipped"
                 _save_status(run_dir, status)
@@ -515,13 +588,13 @@ def run(cfg: RunConfig, out: Optional[str | Path] = None, force: bool = False, u
                 rec.update({"state": "skipped", "reason": "disabled", "fingerprint": fps[name], "completed": False})
                 result.stages[name] = "skipped"
                 continue
-            upstream_ran = True
+            ran.add(name)
             nb_in, nb_out = nb_dir / st.notebook, run_dir / "notebooks" / st.notebook
-            params = cfg.stage_params(name, run_dir)
+            params = cfg.stage_params(name, run_dir, teacher=uses_teacher(cfg, name))
             rec.clear()
             rec.update({"state": "running", "fingerprint": fps[name], "notebook": st.notebook,
                         "output": str(nb_out.relative_to(run_dir)), "params": params, "started": _now(),
-                        "completed": False})
+                        "completed": False, **_graph_record(name)})
             _save_status(run_dir, status)
             LOG.info("stage %-13s running %s", name, st.notebook)
             ts = time.perf_counter()
@@ -603,7 +676,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="reuse a run folder made by a different config")
     p.add_argument("--until", default=None, help="stop after this stage")
     p.add_argument("--rerun", default=None, metavar="STAGE",
-                   help="run this stage and every later one even if unchanged (e.g. after editing mipd_kit)")
+                   help="run this stage and the stages that depend on it even if unchanged "
+                        "(e.g. after editing mipd_kit)")
     p.add_argument("--dry-run", action="store_true", help="show which stages would run or be skipped")
     p.add_argument("--quiet", action="store_true", help="no progress messages on stderr")
     return p

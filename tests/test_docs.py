@@ -9,7 +9,6 @@ from mipd_kit.analysis import readme_tables
 from mipd_kit.metrics import read_rows
 
 #: linked from the README, written on other branches of the same change (remove once merged)
-PENDING_DOCS = {"docs/pipeline.md"}
 
 
 def _generated(root) -> str:
@@ -44,8 +43,7 @@ def test_relative_links_resolve(root):
             if re.match(r"[a-z]+://", target):
                 continue
             path = (f.parent / target).resolve()
-            rel = path.relative_to(root.resolve()).as_posix() if path.is_relative_to(root.resolve()) else str(path)
-            assert path.exists() or rel in PENDING_DOCS, f"{f.relative_to(root)}: broken link {target}"
+            assert path.exists(), f"{f.relative_to(root)}: broken link {target}"
 
 
 def test_nothing_cites_documents_outside_the_repository(root):

@@ -218,7 +218,8 @@ def test_notebook_parameters_mirror_the_config(root):
              if isinstance(node, ast.AnnAssign)}
     fields = {f.name for f in dataclasses.fields(CLHOIConfig)}
     assert {"run_dir", "world_dir", "cache_dir", "seed"} <= set(names)
-    assert set(names) - {"run_dir", "world_dir", "cache_dir", "seed"} <= fields
+    # teacher_config: the run's teacher block, injected like the common parameters (not a CLHOIConfig field)
+    assert set(names) - {"run_dir", "world_dir", "cache_dir", "seed", "teacher_config"} <= fields
     smoke = CLHOIConfig.smoke()
     for k, v in names.items():
         if k in fields and k not in ("world_dir", "run_dir", "cache_dir", "teacher", "threads"):

@@ -149,6 +149,11 @@ def _pooled_each(bank: TextBank, idx: torch.Tensor) -> tuple[torch.Tensor, torch
     return bank.pooled[idx.clamp(min=0)], idx >= 0
 
 
+#: public names of the pooled rationale embeddings (the student's negative-guided loss reads them).
+pooled_mean = _pooled_mean
+pooled_each = _pooled_each
+
+
 class NMPA(nn.Module):
     """Scene-aware + instance-perception prompts cross-attending to positive rationale tokens.
 
@@ -450,3 +455,41 @@ def build_align_data(images: Sequence[str], roles: Sequence[Sequence[str]], boxe
     bank = TextBank(order or ["none"], tok, msk, torch.cat(pooled_parts))
     return AlignData(list(images), tokens.float(), pooled.float(), tuple(grid), boxes.float(), box_exists.bool(),
                      role_mask, bank, gp, gn, zp, zn, [list(r) for r in roles])
+
+
+def save_nmpa(model: NMPA, path: str | Any) -> None:
+    """Write the module's weights to a safetensors file (atomically: ``name.tmp`` then ``os.replace``); the config
+    that built it is recorded by the caller (``mipd_kit.stages.alignment`` keeps it in ``nmpa/index.json``)."""
+    import os
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp),
+              metadata={"config": __import__("json").dumps(dataclasses.asdict(model.cfg), sort_keys=True)})
+    os.replace(tmp, p)
+
+
+def load_nmpa(path: str | Any, cfg: NMPAConfig, data: AlignData) -> NMPA:
+    """An NMPA module sized for ``data`` with the weights of ``path`` (written by :func:`save_nmpa` for ``cfg``).
+
+    Raises:
+        ValueError: the file was written for another config or its tensors do not fit, naming the file.
+    """
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if json.loads(meta.get("config", "{}")) != dataclasses.asdict(cfg):
+        raise ValueError(f"{path}: NMPA weights of another config (fingerprint {cfg.fingerprint()} expected)")
+    model = build_nmpa(cfg, data)
+    try:
+        model.load_state_dict(load_file(str(path)))
+    except RuntimeError as e:
+        raise ValueError(f"{path}: NMPA weights do not fit this data ({e})") from e
+    model.eval()
+    return model

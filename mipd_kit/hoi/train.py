@@ -255,22 +255,22 @@ def load_hoi_world(world_dir: str | os.PathLike) -> HOIWorld:
     return HOIWorld(root, train_free, test, vocab, prompts, unseen, name)
 
 
+def teacher_config(cfg: CLHOIConfig):
+    """The ``TeacherConfig`` that ``cfg.teacher`` / ``teacher_size`` / ``teacher_checkpoint`` name (teacher seed 0,
+    independent of the student seeds)."""
+    from mipd_kit.teachers import TeacherConfig
+    if cfg.teacher not in ("embedded", "checkpoint", "tiny"):
+        raise ValueError(f"unknown teacher {cfg.teacher!r}; choose 'embedded', 'checkpoint' or 'tiny'")
+    if cfg.teacher == "checkpoint" and not cfg.teacher_checkpoint:
+        raise ValueError("teacher='checkpoint' needs teacher_checkpoint")
+    return TeacherConfig(backend=cfg.teacher, size=cfg.teacher_size, checkpoint=cfg.teacher_checkpoint,
+                         threads=cfg.threads).with_paths(cfg.world_dir, cfg.cache_dir)
+
+
 def build_teacher(cfg: CLHOIConfig):
-    """The teacher named by ``cfg.teacher`` (explicit factory)."""
-    if cfg.teacher == "tiny":
-        from mipd_kit.teachers.tiny import TinyRandomTeacher
-        return TinyRandomTeacher(seed=cfg.seed)
-    if cfg.teacher == "checkpoint":
-        from mipd_kit.teachers.embedded import load_teacher
-        if not cfg.teacher_checkpoint:
-            raise ValueError("teacher='checkpoint' needs teacher_checkpoint")
-        return load_teacher(cfg.teacher_checkpoint)
-    if cfg.teacher == "embedded":
-        from mipd_kit.teachers.embedded import EmbeddedTeacherConfig, load_or_train
-        tcfg = EmbeddedTeacherConfig.smoke() if cfg.teacher_size == "smoke" else EmbeddedTeacherConfig()
-        tcfg.threads = cfg.threads
-        return load_or_train(cfg.world_dir, cfg.cache_dir, tcfg, progress=False)
-    raise ValueError(f"unknown teacher {cfg.teacher!r}; choose 'embedded', 'checkpoint' or 'tiny'")
+    """The teacher named by ``cfg.teacher`` (``mipd_kit.teachers.build_teacher`` of :func:`teacher_config`)."""
+    from mipd_kit.teachers import build_teacher as build
+    return build(teacher_config(cfg))
 
 
 def teacher_scale(teacher: Any, cfg: CLHOIConfig) -> float:
@@ -658,6 +658,7 @@ def results_table(rows: Sequence[MetricRow], setting: str = "default", metric: s
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``mipd clhoi``: train and evaluate CL-HOI and its baselines on a world folder."""
+    from ..overrides import ConfigError, split_set
     ap = argparse.ArgumentParser(prog="mipd clhoi", description=__doc__.split("\n")[0])
     ap.add_argument("--world", required=True, help="world / dataset folder (hoi_train.json, hoi_test.json, ...)")
     ap.add_argument("--out", required=True, help="run folder (metrics.json, predictions/, clhoi/)")
@@ -665,22 +666,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--smoke", action="store_true", help="start from CLHOIConfig.smoke()")
     ap.add_argument("--seeds", default=None, help="comma-separated student seeds, e.g. 0,1,2")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override any CLHOIConfig field (JSON-typed value), e.g. --set epochs=20")
+                    help="override any CLHOIConfig field (YAML-typed value, as mipd run --set), e.g. --set epochs=20")
     args = ap.parse_args(list(argv) if argv is not None else None)
     base = CLHOIConfig.smoke() if args.smoke else CLHOIConfig()
     d = asdict(base)
     d.update(world_dir=args.world, run_dir=args.out, cache_dir=args.cache)
     if args.seeds:
         d["seeds"] = [int(s) for s in args.seeds.split(",") if s.strip()]
-    for kv in args.set:
-        if "=" not in kv:
-            print(f"mipd clhoi: --set needs KEY=VALUE, got {kv!r}", file=sys.stderr)
-            return 2
-        k, v = kv.split("=", 1)
-        try:
-            d[k] = json.loads(v)
-        except json.JSONDecodeError:
+    try:
+        for kv in args.set:
+            k, v = split_set(kv)
             d[k] = v
+    except ConfigError as e:
+        print(f"mipd clhoi: {e}", file=sys.stderr)
+        return 2
     try:
         cfg = CLHOIConfig.from_dict(d)
         res = run_clhoi(cfg, progress=True)

@@ -454,9 +454,9 @@ def attach_targets(world: World, cfg: StudentConfig, progress: bool = False) -> 
         tg = aligned_targets(None, a)
     tr.scene_t, tr.role_t = tg["scene"], tg["roles"]
     if u["neg"]:
-        from ..align.nmpa import _pooled_each, _pooled_mean
-        tr.neg, tr.neg_mask = _pooled_each(a.bank, a.glimpse_neg)
-        tr.pos, tr.pos_mask = _pooled_mean(a.bank, a.glimpse_pos)
+        from ..align.nmpa import pooled_each, pooled_mean
+        tr.neg, tr.neg_mask = pooled_each(a.bank, a.glimpse_neg)
+        tr.pos, tr.pos_mask = pooled_mean(a.bank, a.glimpse_pos)
     if u["kd"]:
         tr.kd = world.kd_train
     un = None
@@ -847,15 +847,10 @@ def teacher_rows(teacher: Any, world_dir: str | os.PathLike, seeds: Sequence[int
 
 
 # ----------------------------------------------------------------------------------------------- CLI
-def _parse_value(v: str) -> Any:
-    try:
-        return json.loads(v)
-    except json.JSONDecodeError:
-        return v
-
-
 def config_from_args(variant: str, seed: int, smoke: bool, sets: Sequence[str]) -> StudentConfig:
-    """Config from a variant, seed, smoke flag and ``key=value`` overrides (``nmpa.key=value`` for NMPA)."""
+    """Config from a variant, seed, smoke flag and ``key=value`` overrides (``nmpa.key=value`` for NMPA); values are
+    read by ``mipd_kit.overrides.parse_value`` (YAML-typed, as ``mipd run --set``)."""
+    from ..overrides import parse_value as _parse_value
     cfg = StudentConfig.smoke(variant) if smoke else StudentConfig(variant=variant)  # type: ignore[arg-type]
     cfg.seed = seed
     for s in sets:
@@ -921,15 +916,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def load_teacher_kind(kind: str, world_dir: str | os.PathLike, cache_dir: str | os.PathLike, smoke: bool = False) -> Any:
-    """The teacher: ``embedded`` (load or train ``mipd_kit.teachers.embedded``) or ``tiny`` (random, tests only)."""
-    if kind == "embedded":
-        from ..teachers.embedded import EmbeddedTeacherConfig, load_or_train
-        return load_or_train(world_dir, cache_dir, EmbeddedTeacherConfig.smoke() if smoke else EmbeddedTeacherConfig(),
-                             progress=False)
-    if kind == "tiny":
-        from ..teachers.tiny import TinyRandomTeacher
-        return TinyRandomTeacher()
-    raise ValueError(f"teacher must be one of 'embedded', 'tiny', got {kind!r}")
+    """The teacher of ``--teacher``: ``embedded`` (smoke or default size) or ``tiny`` (random, tests only), built by
+    the one factory ``mipd_kit.teachers.build_teacher`` with teacher seed 0."""
+    from ..teachers import TeacherConfig, build_teacher
+    if kind not in ("embedded", "tiny"):
+        raise ValueError(f"teacher must be one of 'embedded', 'tiny', got {kind!r}")
+    cfg = TeacherConfig(backend=kind, size="smoke" if smoke else "default")  # type: ignore[arg-type]
+    return build_teacher(cfg.with_paths(world_dir, cache_dir))
 
 
 if __name__ == "__main__":

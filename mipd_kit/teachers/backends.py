@@ -10,7 +10,13 @@
   pooling, default the frozen MiniLM; such teachers have ``joint_space = False`` (pooled image and text vectors
   are not comparable).
 * ``tiny``: ``TinyRandomTeacher`` (tests / wiring only).
-* ``embedded``: the caption-trained embedded teacher (``mipd_kit.teachers.embedded.load_or_train``).
+* ``embedded``: the caption-trained embedded teacher (``mipd_kit.teachers.embedded.load_or_train``), sized by
+  ``size`` (``smoke`` | ``default``) plus ``embedded`` field overrides, seeded by ``seed``.
+* ``checkpoint``: an embedded teacher saved in a folder (``mipd_kit.teachers.embedded.load_teacher``).
+
+A run config names its teacher once, in its ``teacher:`` block (the fields of :class:`TeacherConfig` but the
+paths); every stage builds it with :func:`build_teacher`, so all stages distil from the same teacher. Its identity
+(:meth:`TeacherConfig.identity`) depends on the run seed only if the block says ``seed: ${seed}``.
 
 The fingerprint hashes the backend, model name, pretrained tag, preprocessing and the weights themselves
 (sha256 of the state dict), so a cache can never serve features of other weights.
@@ -36,8 +42,9 @@ from PIL import Image
 
 from .base import Encoded
 
-Backend = Literal["embedded", "open_clip", "transformers", "tiny"]
-BACKENDS = ("embedded", "open_clip", "transformers", "tiny")
+Backend = Literal["embedded", "checkpoint", "open_clip", "transformers", "tiny"]
+BACKENDS = ("embedded", "checkpoint", "open_clip", "transformers", "tiny")
+EmbeddedSize = Literal["smoke", "default"]
 HFArch = Literal["auto", "clip", "clip_vision", "blip2_vision"]
 HF_ARCHS = ("auto", "clip", "clip_vision", "blip2_vision")
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -67,8 +74,15 @@ class TeacherConfig:
         image_size: override the input size (open_clip ``force_image_size``; transformers preprocessing).
         device: torch device string.
         precision: ``fp32`` | ``fp16`` | ``bf16`` for the model weights.
-        seed: seeds random initialisation.
-        world_dir / cache_dir / embedded: for ``embedded`` (``embedded`` is an ``EmbeddedTeacherConfig`` dict).
+        seed: seeds random initialisation (``embedded``: initialisation and data order; ``tiny``: the weights).
+            Independent of the run seed: a run config sets ``teacher.seed`` explicitly to vary it.
+        size: ``embedded`` only: ``EmbeddedTeacherConfig.smoke()`` or the default ``EmbeddedTeacherConfig()``,
+            before the ``embedded`` overrides.
+        embedded: ``embedded`` only: ``EmbeddedTeacherConfig`` field overrides (e.g. ``{"epochs": 3}``).
+        checkpoint: ``checkpoint`` only: the saved teacher's folder.
+        threads: torch threads while training the embedded teacher (0 = torch's default); not part of the identity.
+        world_dir / cache_dir: where the ``embedded`` teacher is trained from and cached (filled in by the stages
+            from the run's ``world_dir`` / ``cache_dir``).
     """
 
     backend: Backend = "embedded"
@@ -82,14 +96,69 @@ class TeacherConfig:
     device: str = "cpu"
     precision: str = "fp32"
     seed: int = 0
+    size: EmbeddedSize = "default"
+    embedded: dict = field(default_factory=dict)
+    checkpoint: str = ""
+    threads: int = 0
     world_dir: Optional[str] = None
     cache_dir: Optional[str] = None
-    embedded: dict = field(default_factory=dict)
 
     @classmethod
     def smoke(cls) -> "TeacherConfig":
         """The tiny random teacher (wiring only)."""
         return cls(backend="tiny")
+
+    @classmethod
+    def from_dict(cls, d: Optional[dict], where: str = "teacher") -> "TeacherConfig":
+        """Build from a mapping (a run config's ``teacher:`` block); unknown keys and choices are refused.
+
+        Raises:
+            ValueError: unknown key (listing the valid ones), unknown backend or size; ``where`` names the source.
+        """
+        from dataclasses import fields
+        d = dict(d or {})
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(d) - set(names))
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {unknown}; valid keys: {names}")
+        cfg = cls(**d)
+        if cfg.backend not in BACKENDS:
+            raise ValueError(f"{where}.backend: {cfg.backend!r} is not one of {BACKENDS}")
+        if cfg.size not in ("smoke", "default"):
+            raise ValueError(f"{where}.size: {cfg.size!r} is not one of ('smoke', 'default')")
+        if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
+            raise ValueError(f"{where}.seed must be an integer, got {cfg.seed!r}")
+        if not isinstance(cfg.embedded, dict):
+            raise ValueError(f"{where}.embedded must be a mapping of EmbeddedTeacherConfig fields")
+        return cfg
+
+    def to_dict(self) -> dict:
+        """The JSON-able mapping (inverse of :meth:`from_dict`)."""
+        from dataclasses import asdict
+        return asdict(self)
+
+    def with_paths(self, world_dir: str | os.PathLike, cache_dir: str | os.PathLike) -> "TeacherConfig":
+        """A copy with the world and cache folders set (where the embedded teacher trains and is cached)."""
+        from dataclasses import replace
+        return replace(self, world_dir=str(world_dir), cache_dir=str(cache_dir))
+
+    def embedded_config(self):
+        """The ``EmbeddedTeacherConfig`` this block names: ``size``, then ``embedded`` overrides, ``seed``,
+        ``threads``."""
+        from dataclasses import asdict
+
+        from .embedded import EmbeddedTeacherConfig
+        base = EmbeddedTeacherConfig.smoke() if self.size == "smoke" else EmbeddedTeacherConfig()
+        return EmbeddedTeacherConfig.from_dict({**asdict(base), "seed": self.seed, "threads": self.threads,
+                                                **self.embedded})
+
+    def identity(self) -> dict:
+        """What determines the teacher's weights (hashed into stage fingerprints): everything but the device,
+        threads and the folders (the world enters the fingerprints through the data stage)."""
+        d = self.to_dict()
+        for k in ("device", "threads", "world_dir", "cache_dir"):
+            d.pop(k)
+        return d
 
 
 def state_hash(module: torch.nn.Module) -> str:
@@ -364,13 +433,23 @@ def _hash_tokenize(texts: Sequence[str], vocab: int, max_len: int) -> tuple[torc
 
 
 # ----------------------------------------------------------------------------------------------- factory
-def build_teacher(cfg: TeacherConfig):
-    """Build the teacher that ``cfg.backend`` names (explicit factory)."""
+def build_teacher(cfg: TeacherConfig, progress: bool = False):
+    """Build the teacher that ``cfg.backend`` names (explicit factory); the one way every stage gets its teacher.
+
+    Args:
+        cfg: the teacher config (``embedded`` needs ``world_dir`` and ``cache_dir``: see ``with_paths``).
+        progress: show the embedded teacher's training progress (when it is not cached yet).
+    """
     if cfg.backend == "embedded":
-        from .embedded import EmbeddedTeacherConfig, load_or_train
+        from .embedded import load_or_train
         if not cfg.world_dir or not cfg.cache_dir:
             raise ValueError("embedded teacher: set world_dir (the SynthSitu world) and cache_dir")
-        return load_or_train(cfg.world_dir, cfg.cache_dir, EmbeddedTeacherConfig.from_dict(cfg.embedded))
+        return load_or_train(cfg.world_dir, cfg.cache_dir, cfg.embedded_config(), progress=progress)
+    elif cfg.backend == "checkpoint":
+        from .embedded import load_teacher
+        if not cfg.checkpoint:
+            raise ValueError("teacher backend 'checkpoint' needs checkpoint (the saved teacher's folder)")
+        return load_teacher(cfg.checkpoint)
     elif cfg.backend == "open_clip":
         return OpenClipTeacher(cfg)
     elif cfg.backend == "transformers":

@@ -340,12 +340,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--dataset-prefix", default=None, help="dataset name prefix (default: the world folder name)")
     a = ap.parse_args(list(argv) if argv is not None else None)
     try:
-        if a.teacher == "tiny":
-            from .tiny import TinyRandomTeacher
-            teacher = TinyRandomTeacher()
-        else:
-            from .embedded import EmbeddedTeacherConfig, load_or_train
-            teacher = load_or_train(a.world, a.cache, EmbeddedTeacherConfig.smoke() if a.smoke else EmbeddedTeacherConfig())
+        from .backends import TeacherConfig, build_teacher
+        tcfg = TeacherConfig(backend=a.teacher, size="smoke" if a.smoke else "default")
+        teacher = build_teacher(tcfg.with_paths(a.world, a.cache), progress=True)
         lists = world_image_lists(a.world)
         for split in a.splits:
             if split not in lists:

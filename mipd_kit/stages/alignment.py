@@ -1,0 +1,203 @@
+"""Stage ``alignment`` (notebook ``04_alignment.ipynb``): train NMPA (MIPD's negative-guided multimodal prompting
+alignment, ``mipd_kit.align.nmpa``) once per distinct config the students need, and write the weights.
+
+The students of stage ``distillation`` need one NMPA per student seed and per ingredient set (``glimpse``: scene
+prompts only, no negatives; ``gaze``: + instance prompts; ``neg`` / ``full`` / ``unlabeled``: + negative guidance).
+This stage trains each distinct config once from its own NMPA settings (``scene_prompt``, ``neg_kind``, ``w_neg``,
+epochs, batch size) and writes::
+
+    run_dir/nmpa/<config fingerprint>.safetensors   the weights
+    run_dir/nmpa/index.json                         {"base": NMPA settings, "models": {fingerprint: config, ...}}
+
+Stage ``distillation`` takes its NMPA settings from ``index.json`` and loads these weights instead of training
+NMPA again (standalone, without this stage's output, it trains them itself and says so).
+
+``python -m mipd_kit.stages.alignment --world DIR --run-dir DIR [--smoke] [--seeds 0,1,2]`` runs it without the
+notebook.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+INPUTS: tuple[str, ...] = ("data", "rationales")
+OUTPUTS: tuple[str, ...] = ("nmpa/index.json",)
+USES_TEACHER = True
+
+#: the folder of the run where the NMPA weights go.
+NMPA_DIR = "nmpa"
+INDEX = "index.json"
+
+
+@dataclass
+class Config:
+    """Stage ``alignment`` (the notebook's parameters are these fields).
+
+    Attributes:
+        world_dir / cache_dir: the run's world and caches.
+        seed: labels the report rows and picks the NMPA shown in the figures (when in ``seeds``).
+        teacher_config: the run's ``teacher:`` block (TeacherConfig fields); ``mipd run`` injects it.
+        rationales: rationales.jsonl path; empty means run_dir/rationales.jsonl.
+        scene_prompt: NMPA scene prompt: border (authors) | full | none.
+        neg_kind: negative-guided form: authors | margin | infonce.
+        w_neg: weight of the negative-guided term (0 disables it).
+        nmpa_epochs: NMPA training epochs (smoke: 2; default run: 3).
+        nmpa_batch_size: NMPA batch size (smoke: 16; default run: 64).
+        seeds: student seeds NMPA is trained for (stage distillation's seeds).
+        variants: student variants NMPA is trained for (stage distillation's variants).
+        n_attention: images shown in the attention-map figure.
+    """
+
+    world_dir: str = "data/synthsitu/default-seed0"
+    cache_dir: str = "data/cache"
+    seed: int = 0
+    teacher_config: dict = field(default_factory=dict)
+    rationales: str = ""
+    scene_prompt: str = "border"
+    neg_kind: str = "authors"
+    w_neg: float = 5.0
+    nmpa_epochs: int = 8
+    nmpa_batch_size: int = 64
+    seeds: list = field(default_factory=lambda: [0])
+    variants: list = field(default_factory=lambda: ["glimpse", "gaze", "neg", "full", "unlabeled"])
+    n_attention: int = 4
+
+    @classmethod
+    def smoke(cls) -> "Config":
+        """Seconds: NMPAConfig.smoke()'s schedule (2 epochs, batch 16), the smoke world and teacher."""
+        from .teacher import SMOKE_TEACHER
+        return cls(world_dir="data/synthsitu/smoke-seed0", teacher_config=dict(SMOKE_TEACHER), nmpa_epochs=2,
+                   nmpa_batch_size=16)
+
+    def __post_init__(self) -> None:
+        if self.nmpa_epochs < 1 or self.nmpa_batch_size < 1:
+            raise ValueError(f"nmpa_epochs and nmpa_batch_size must be >= 1, got {self.nmpa_epochs}, "
+                             f"{self.nmpa_batch_size}")
+
+    def nmpa_base(self) -> Any:
+        """The NMPA settings of this stage (``seed``, ``w_neg`` and ``use_instances`` are set per student)."""
+        from ..align.nmpa import NMPAConfig
+        return dataclasses.replace(NMPAConfig(), scene_prompt=self.scene_prompt, neg_kind=self.neg_kind,
+                                   w_neg=self.w_neg, epochs=self.nmpa_epochs, batch_size=self.nmpa_batch_size)
+
+    def nmpa_configs(self) -> dict[str, Any]:
+        """Fingerprint -> NMPA config, one per distinct config the students of ``seeds`` x ``variants`` train."""
+        from ..student.train import StudentConfig
+        out: dict[str, Any] = {}
+        for s in self.seeds:
+            for v in self.variants:
+                sc = StudentConfig(variant=v, seed=int(s), nmpa=self.nmpa_base())
+                if sc.uses["glimpse"]:
+                    n = sc.nmpa_config()
+                    out.setdefault(n.fingerprint(), n)
+        return out
+
+
+@dataclass
+class Outputs:
+    """What :func:`run` returns: the NMPA shown in the figures (None without rationales), its loss history, the
+    alignment report before / after, the metric rows, the prepared world and the written index."""
+
+    model: Any
+    history: list
+    before: dict
+    after: Optional[dict]
+    rows: list
+    world: Any
+    index: dict
+
+
+def read_index(run_dir: str | os.PathLike) -> Optional[dict]:
+    """``run_dir/nmpa/index.json`` or None when this stage has not written it."""
+    p = Path(run_dir) / NMPA_DIR / INDEX
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{p}: not valid JSON ({e}); run stage alignment again") from e
+
+
+def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, **prepare_kw: Any) -> Outputs:
+    """Train every NMPA config of :meth:`Config.nmpa_configs` once, write the weights and the index, report
+    alignment before / after on the NMPA of the run seed's ``full`` student. ``prepare_kw`` goes to
+    ``prepare_world`` (tests: ``embed_texts``)."""
+    import torch
+
+    from ..align.nmpa import alignment_report, save_nmpa, train_nmpa
+    from ..metrics import merge_rows, row
+    from ..student.train import StudentConfig, prepare_world
+    from .teacher import build
+
+    torch.manual_seed(cfg.seed)
+    run = Path(run_dir)
+    rationales_path = cfg.rationales or str(run / "rationales.jsonl")
+    teacher = build(cfg.teacher_config, cfg.world_dir, cfg.cache_dir)
+    world = prepare_world(cfg.world_dir, cfg.cache_dir, teacher, image_size=32, rationales_path=rationales_path,
+                          with_unlabeled=False, **prepare_kw)
+    out_dir = run / NMPA_DIR
+    index: dict[str, Any] = {"base": dataclasses.asdict(cfg.nmpa_base()), "models": {},
+                             "rationales": rationales_path}
+    trained: dict[str, tuple[Any, list]] = {}
+    if world.align.coverage()["images_with_glimpse"] > 0:
+        for key, ncfg in cfg.nmpa_configs().items():
+            t0 = time.time()
+            model, hist = train_nmpa(world.align, ncfg, progress=progress)
+            save_nmpa(model, out_dir / f"{key}.safetensors")
+            index["models"][key] = {"file": f"{key}.safetensors", "config": dataclasses.asdict(ncfg),
+                                    "seconds": round(time.time() - t0, 3), "history": hist}
+            trained[key] = (model, hist)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / (INDEX + ".tmp")
+    tmp.write_text(json.dumps(index, indent=1) + "\n")
+    os.replace(tmp, out_dir / INDEX)
+
+    shown_seed = cfg.seed if cfg.seed in [int(s) for s in cfg.seeds] else int(cfg.seeds[0])
+    shown = StudentConfig(variant="full", seed=shown_seed, nmpa=cfg.nmpa_base()).nmpa_config().fingerprint()
+    model, history = trained.get(shown, (None, []))
+    before = alignment_report(None, world.align)
+    after = alignment_report(model, world.align) if model is not None else None
+    rows = [row("nmpa", "teacher-raw", "train", "scene", k, v, seed=cfg.seed) for k, v in before.items()
+            if k != "n" and v == v]
+    if after is not None:
+        rows += [row("nmpa", f"nmpa-{cfg.scene_prompt}-{cfg.neg_kind}", "train", "scene", k, v, seed=cfg.seed)
+                 for k, v in after.items() if k != "n" and v == v]
+    merge_rows(run / "metrics.json", rows)
+    return Outputs(model, history, before, after, rows, world, index)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the stage from the command line (the notebook adds the figures)."""
+    from ..overrides import ConfigError, apply_sets
+
+    p = argparse.ArgumentParser(prog="python -m mipd_kit.stages.alignment", description=__doc__.split("\n")[0])
+    p.add_argument("--world", required=True, help="world folder")
+    p.add_argument("--run-dir", required=True, help="run folder (rationales.jsonl, nmpa/, metrics.json)")
+    p.add_argument("--cache-dir", default="data/cache", help="teacher checkpoints and feature caches")
+    p.add_argument("--smoke", action="store_true", help="start from Config.smoke()")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a Config field (YAML-typed, as mipd run --set), e.g. seeds=[0,1,2]")
+    a = p.parse_args(list(argv) if argv is not None else None)
+    base = Config.smoke() if a.smoke else Config()
+    d = {**dataclasses.asdict(base), "world_dir": a.world, "cache_dir": a.cache_dir}
+    try:
+        d = apply_sets(d, a.set)
+        cfg = Config(**d)
+        res = run(cfg, a.run_dir)
+    except (ConfigError, ValueError) as e:
+        print(f"alignment: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({"nmpa": sorted(res.index["models"]), "before": res.before, "after": res.after}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

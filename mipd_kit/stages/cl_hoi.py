@@ -1,0 +1,163 @@
+"""Stage ``cl_hoi`` (notebook ``07_cl_hoi.ipynb``): CL-HOI students and baselines (``mipd_kit.hoi.train``),
+distilled from the run's teacher.
+
+It needs only the world and the teacher, so changes to the rationale / judge / MIPD stages do not re-run it. The
+stage's ``Config`` holds the CL-HOI fields the pipeline sets (the rest keep ``CLHOIConfig``'s defaults);
+``python -m mipd_kit.stages.cl_hoi --world DIR --run-dir DIR [--smoke] [--set KEY=VALUE ...]`` runs it without the
+notebook, ``mipd clhoi`` remains the library's CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+INPUTS: tuple[str, ...] = ("data",)
+OUTPUTS: tuple[str, ...] = ("clhoi/results.md",)
+USES_TEACHER = True
+
+
+@dataclass
+class Config:
+    """Stage ``cl_hoi`` (the notebook's parameters are these fields; see ``mipd_kit.hoi.train.CLHOIConfig``).
+
+    Attributes:
+        world_dir / cache_dir: the run's world and caches.
+        seed: seeds everything in this stage (used when seeds is empty).
+        teacher_config: the run's ``teacher:`` block (TeacherConfig fields); ``mipd run`` injects it.
+        seeds: student seeds (3 in the default run: [0, 1, 2]).
+        proposals: known_boxes | detector.
+        detections_train: detector JSON for train images, detector mode (empty: jittered GT boxes).
+        detections_test: detector JSON for test images.
+        jitter: relative box noise of the embedded detector.
+        epochs: student epochs.
+        hidden: student width.
+        batch_images: images per step.
+        lr: AdamW learning rate.
+        w_image: weight of the per-image KL (interaction distillation).
+        w_cross: weight of the cross-image KL (contrastive distillation).
+        w_context: weight of the VLT InfoNCE (context distillation).
+        w_region: weight of the per-pair KL to the teacher on union crops.
+        crop_features: teacher embeddings of human, object and union crops as ICN input.
+        score: student detection score: pair_prior, joint or relative.
+        kd_temperature: distillation temperature T.
+        threads: torch threads (0 = torch's default).
+    """
+
+    world_dir: str = "data/synthsitu/default-seed0"
+    cache_dir: str = "data/cache"
+    seed: int = 0
+    teacher_config: dict = field(default_factory=dict)
+    seeds: list = field(default_factory=lambda: [0, 1, 2])
+    proposals: str = "known_boxes"
+    detections_train: str = ""
+    detections_test: str = ""
+    jitter: float = 0.1
+    epochs: int = 20
+    hidden: int = 128
+    batch_images: int = 64
+    lr: float = 0.002
+    w_image: float = 1.0
+    w_cross: float = 1.0
+    w_context: float = 0.5
+    w_region: float = 1.0
+    crop_features: bool = True
+    score: str = "pair_prior"
+    kd_temperature: float = 2.0
+    threads: int = 0
+
+    @classmethod
+    def smoke(cls) -> "Config":
+        """Seconds: ``CLHOIConfig.smoke()``'s sizes, one thread, the smoke world and teacher."""
+        from .teacher import SMOKE_TEACHER
+        return cls(world_dir="data/synthsitu/smoke-seed0", teacher_config=dict(SMOKE_TEACHER), seeds=[0], epochs=8,
+                   hidden=32, batch_images=32, threads=1)
+
+    def clhoi_config(self, run_dir: str | os.PathLike) -> Any:
+        """The library's ``CLHOIConfig`` for this stage (teacher fields describing the run's teacher block)."""
+        from ..hoi.train import CLHOIConfig
+
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k != "teacher_config"}
+        d.update(run_dir=str(run_dir), seeds=tuple(self.seeds) or (self.seed,),
+                 **clhoi_teacher_fields(self.teacher_config))
+        return CLHOIConfig.from_dict(d)
+
+
+def clhoi_teacher_fields(teacher_config: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+    """The ``CLHOIConfig`` teacher fields (``teacher`` / ``teacher_size`` / ``teacher_checkpoint``) that describe the
+    run's teacher block in CL-HOI's own records; empty for backends CL-HOI's fields cannot name (open_clip,
+    transformers), whose teacher :func:`run` passes to ``run_clhoi`` directly as for every backend."""
+    from ..teachers import TeacherConfig
+
+    t = TeacherConfig.from_dict(dict(teacher_config or {}), where="teacher_config")
+    if t.backend not in ("embedded", "checkpoint", "tiny"):
+        return {}
+    return {"teacher": t.backend, "teacher_size": t.size, "teacher_checkpoint": t.checkpoint}
+
+
+@dataclass
+class Outputs:
+    """What :func:`run` returns: the library's config, the HOI world, the proposal report (test split), the
+    ``run_clhoi`` result and the results table written to ``run_dir/clhoi/results.md``."""
+
+    clhoi: Any
+    world: Any
+    proposals: list
+    result: Any
+    table: str
+
+
+def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, teacher: Any = None) -> Outputs:
+    """Proposal report, then ``run_clhoi`` with the run's teacher (rows into ``run_dir/metrics.json``, predictions,
+    ``clhoi/summary.json``), then ``clhoi/results.md``."""
+    from ..hoi.train import load_hoi_world, proposal_report, results_table, run_clhoi
+    from .teacher import build
+
+    ccfg = cfg.clhoi_config(run_dir)
+    world = load_hoi_world(cfg.world_dir)
+    teacher = teacher if teacher is not None else build(cfg.teacher_config, cfg.world_dir, cfg.cache_dir)
+    prop = proposal_report(world, ccfg)
+    res = run_clhoi(ccfg, teacher=teacher, world=world, progress=progress)
+    table = ("### Default\n\n" + results_table(res.rows, "default") + "\n\n### Known object\n\n"
+             + results_table(res.rows, "known_object"))
+    out = Path(run_dir) / "clhoi"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.md.tmp").write_text(table + "\n")
+    os.replace(out / "results.md.tmp", out / "results.md")
+    return Outputs(ccfg, world, prop, res, table)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Run the stage from the command line (the notebook adds the figures)."""
+    from ..overrides import ConfigError, apply_sets
+    from ..data.records import DataError
+
+    p = argparse.ArgumentParser(prog="python -m mipd_kit.stages.cl_hoi", description=__doc__.split("\n")[0])
+    p.add_argument("--world", required=True, help="world folder (hoi_train.json, hoi_test.json, ...)")
+    p.add_argument("--run-dir", required=True, help="run folder (metrics.json, predictions/, clhoi/)")
+    p.add_argument("--cache-dir", default="data/cache", help="teacher checkpoints and feature caches")
+    p.add_argument("--smoke", action="store_true", help="start from Config.smoke()")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a Config field (YAML-typed, as mipd run --set), e.g. epochs=3")
+    a = p.parse_args(argv)
+    d = {**dataclasses.asdict(Config.smoke() if a.smoke else Config()), "world_dir": a.world,
+         "cache_dir": a.cache_dir}
+    try:
+        d = apply_sets(d, a.set)
+        res = run(Config(**d), a.run_dir)
+    except (ConfigError, DataError, ValueError) as e:
+        print(f"cl_hoi: error: {e}", file=sys.stderr)
+        return 2
+    print(res.table)
+    print(json.dumps({"predictions": sorted(res.result.prediction_files)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,113 @@
+"""Stage ``data`` (notebook ``00_data.ipynb``): the SynthSitu world (generated, or reused when its config matches),
+its open-vocabulary split copied into the run folder, and the two blind difficulty baselines.
+
+``python -m mipd_kit.stages.data --world DIR --run-dir DIR [--smoke] [--set KEY=VALUE ...]`` runs it without the
+notebook; ``mipd synth`` remains the generator's CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+INPUTS: tuple[str, ...] = ()
+OUTPUTS: tuple[str, ...] = ("${world_dir}/meta.json", "${world_dir}/ov_split.json")
+USES_TEACHER = False
+
+
+@dataclass
+class Config:
+    """Stage ``data`` (the notebook's parameters are these fields).
+
+    Attributes:
+        world_dir / cache_dir: the run's world (generated here if absent or different) and caches (unused here).
+        seed: seeds the generated world and the baselines.
+        synth_size: smoke | default | large.
+        per_verb: examples per verb in the contact sheets.
+        run_baselines: train and evaluate the two difficulty baselines.
+        baseline_smoke: short baseline training (smoke); False = full settings.
+        threads: torch CPU threads for the baselines.
+    """
+
+    world_dir: str = "data/synthsitu/default-seed0"
+    cache_dir: str = "data/cache"
+    seed: int = 0
+    synth_size: str = "default"
+    per_verb: int = 3
+    run_baselines: bool = True
+    baseline_smoke: bool = False
+    threads: int = 2
+
+    @classmethod
+    def smoke(cls) -> "Config":
+        """Seconds: the smoke world and short baselines."""
+        return cls(world_dir="data/synthsitu/smoke-seed0", synth_size="smoke", baseline_smoke=True)
+
+
+@dataclass
+class Outputs:
+    """What :func:`run` returns: the world's ``meta.json``, whether it was generated now, seconds, and the baseline
+    rows and info (empty without ``run_baselines``)."""
+
+    meta: dict
+    generated: bool
+    seconds: float
+    rows: list
+    baselines: dict
+
+
+def run(cfg: Config, run_dir: str | os.PathLike) -> Outputs:
+    """Generate or reuse the world, copy its ``ov_split.json`` into the run, run the baselines (rows merged into
+    ``run_dir/metrics.json``)."""
+    from ..data.synthsitu.generate import SynthConfig, ensure_world
+    from ..metrics import merge_rows
+
+    run_dir, world = Path(run_dir), Path(cfg.world_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    meta, generated = ensure_world(SynthConfig.from_size(cfg.synth_size, cfg.seed), world)
+    seconds = time.perf_counter() - t0
+    shutil.copyfile(world / "ov_split.json", run_dir / "ov_split.json")
+    rows: list = []
+    info: dict[str, Any] = {}
+    if cfg.run_baselines:
+        from ..eval.baselines import BaselineConfig, run_baselines
+        bcfg = BaselineConfig.smoke() if cfg.baseline_smoke else BaselineConfig()
+        bcfg.seed, bcfg.threads = cfg.seed, cfg.threads
+        rows, info = run_baselines(world, bcfg, split="test", seed=cfg.seed)
+        merge_rows(run_dir / "metrics.json", rows)
+    return Outputs(meta, generated, seconds, rows, info)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Run the stage from the command line (the notebook adds the tables and contact sheets)."""
+    from ..overrides import ConfigError, apply_sets
+
+    p = argparse.ArgumentParser(prog="python -m mipd_kit.stages.data", description=__doc__.split("\n")[0])
+    p.add_argument("--world", required=True, help="world folder (generated if absent or different)")
+    p.add_argument("--run-dir", required=True, help="run folder (ov_split.json, metrics.json)")
+    p.add_argument("--smoke", action="store_true", help="start from Config.smoke()")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a Config field (YAML-typed, as mipd run --set), e.g. run_baselines=false")
+    a = p.parse_args(argv)
+    d = {**dataclasses.asdict(Config.smoke() if a.smoke else Config()), "world_dir": a.world}
+    try:
+        d = apply_sets(d, a.set)
+        res = run(Config(**d), a.run_dir)
+    except (ConfigError, ValueError) as e:
+        print(f"data: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({"generated": res.generated, "seconds": round(res.seconds, 1), "baseline_rows": len(res.rows)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

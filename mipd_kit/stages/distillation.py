@@ -1,0 +1,220 @@
+"""Stage ``distillation`` (notebook ``05_distillation.ipynb``): the Ov-GSR students of the MIPD ablation
+(baseline, feat, feat-kd, glimpse, gaze, neg, full, unlabeled), per seed, distilled from the run's teacher.
+
+The stage config turns into one ``mipd_kit.student.train.StudentConfig`` per variant and seed
+(:func:`student_config`); the world and the teacher's material are prepared once (:func:`prepare`, which passes the
+config's ``verb_text`` to the vocabulary); NMPA comes from stage ``alignment`` (``run_dir/nmpa``: its settings and
+its weights, loaded instead of retrained, :func:`load_alignment`); the training loop itself is the library's
+(``mipd_kit.student.train.fit``).
+
+``python -m mipd_kit.stages.distillation --world DIR --run-dir DIR [--smoke] [--set KEY=VALUE ...]`` runs it
+without the notebook; ``mipd train-student`` remains the per-variant CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+INPUTS: tuple[str, ...] = ("data", "rationales", "alignment")
+OUTPUTS: tuple[str, ...] = ("predictions", "curves", "checkpoints", "results_mipd.md")
+USES_TEACHER = True
+
+
+@dataclass
+class Config:
+    """Stage ``distillation`` (the notebook's parameters are these fields).
+
+    Attributes:
+        world_dir / cache_dir: the run's world and caches.
+        seed: base seed (used when seeds is empty).
+        teacher_config: the run's ``teacher:`` block (TeacherConfig fields); ``mipd run`` injects it.
+        seeds: student seeds (default run: [0, 1, 2]).
+        variants: ablation rows (``mipd_kit.student.train.VARIANTS``).
+        student_smoke: smoke-sized student and schedule (``StudentConfig.smoke``).
+        rationales: rationales.jsonl path; empty means run_dir/rationales.jsonl.
+        epochs: student epochs; None keeps the StudentConfig's.
+        resume: resume / reuse finished checkpoints in run_dir/checkpoints.
+        nmpa_epochs: NMPA epochs; None takes stage alignment's (must agree with it when both are given).
+        unlabeled_ratio: unlabeled images per labelled image; None keeps the StudentConfig's.
+        threads: torch threads (0 = torch's default).
+        overrides: further StudentConfig fields, e.g. {"w_kd": 5.0, "verb_text": "definition"}.
+    """
+
+    world_dir: str = "data/synthsitu/default-seed0"
+    cache_dir: str = "data/cache"
+    seed: int = 0
+    teacher_config: dict = field(default_factory=dict)
+    seeds: list = field(default_factory=lambda: [0, 1, 2])
+    variants: list = field(default_factory=lambda: ["baseline", "feat", "feat-kd", "glimpse", "gaze", "neg", "full",
+                                                    "unlabeled"])
+    student_smoke: bool = False
+    rationales: str = ""
+    epochs: Optional[int] = None
+    resume: bool = True
+    nmpa_epochs: Optional[int] = None
+    unlabeled_ratio: Optional[float] = None
+    threads: int = 0
+    overrides: dict = field(default_factory=dict)
+
+    @classmethod
+    def smoke(cls) -> "Config":
+        """Seconds to minutes: smoke student, one seed, the smoke world and teacher."""
+        from .teacher import SMOKE_TEACHER
+        return cls(world_dir="data/synthsitu/smoke-seed0", teacher_config=dict(SMOKE_TEACHER), seeds=[0],
+                   student_smoke=True)
+
+    def __post_init__(self) -> None:
+        for k in ("epochs", "nmpa_epochs"):
+            v = getattr(self, k)
+            if v is not None and (not isinstance(v, int) or v < 1):
+                raise ValueError(f"distillation: {k} must be a positive integer or null (the config's value), "
+                                 f"got {v!r}; 0 no longer means 'keep the config value'")
+        if self.unlabeled_ratio is not None and self.unlabeled_ratio <= 0:
+            raise ValueError(f"distillation: unlabeled_ratio must be > 0 or null (the config's value), got "
+                             f"{self.unlabeled_ratio!r}; 0 no longer means 'keep the config value'")
+
+    @property
+    def seed_list(self) -> list[int]:
+        return [int(s) for s in self.seeds] or [int(self.seed)]
+
+
+def student_config(cfg: Config, variant: str, seed: int, nmpa_base: Any = None) -> Any:
+    """The ``StudentConfig`` of one variant and seed: size, seed, epochs, NMPA settings (``nmpa_base``, from stage
+    alignment, else the StudentConfig's), NMPA epochs, unlabeled ratio, overrides, threads -- in that order."""
+    from ..student.train import StudentConfig
+
+    c = StudentConfig.smoke(variant) if cfg.student_smoke else StudentConfig(variant=variant)  # type: ignore[arg-type]
+    c = dataclasses.replace(c, seed=seed)
+    if cfg.epochs is not None:
+        c = dataclasses.replace(c, epochs=cfg.epochs)
+    if nmpa_base is not None:
+        c = dataclasses.replace(c, nmpa=dataclasses.replace(nmpa_base))
+    if cfg.nmpa_epochs is not None:
+        if nmpa_base is not None and nmpa_base.epochs != cfg.nmpa_epochs:
+            raise ValueError(f"distillation: nmpa_epochs={cfg.nmpa_epochs} but stage alignment trained NMPA for "
+                             f"{nmpa_base.epochs} epochs; set the NMPA epochs in stage alignment only")
+        c = dataclasses.replace(c, nmpa=dataclasses.replace(c.nmpa, epochs=cfg.nmpa_epochs))
+    if cfg.unlabeled_ratio is not None:
+        c = dataclasses.replace(c, unlabeled_ratio=cfg.unlabeled_ratio)
+    if cfg.overrides:
+        c = StudentConfig.from_dict({**dataclasses.asdict(c), **dict(cfg.overrides)})
+    return dataclasses.replace(c, threads=cfg.threads) if cfg.threads else c
+
+
+def prepare(cfg: Config, run_dir: str | os.PathLike, teacher: Any = None, **kw: Any) -> tuple[Any, Any]:
+    """The teacher (the run's, unless given) and the prepared world, whose vocabulary follows the config's
+    ``verb_text`` (also when set through ``overrides``). ``kw`` goes to ``prepare_world`` (tests: ``embed_texts``)."""
+    from ..student.train import prepare_world
+    from .teacher import build
+
+    base = student_config(cfg, "full", cfg.seed_list[0])
+    teacher = teacher if teacher is not None else build(cfg.teacher_config, cfg.world_dir, cfg.cache_dir)
+    rationales_path = cfg.rationales or str(Path(run_dir) / "rationales.jsonl")
+    world = prepare_world(cfg.world_dir, cfg.cache_dir, teacher, image_size=base.image_size,
+                          rationales_path=rationales_path, verb_text=base.verb_text, **kw)
+    return teacher, world
+
+
+def load_alignment(world: Any, run_dir: str | os.PathLike) -> tuple[Any, dict[str, str]]:
+    """Stage alignment's NMPA: its settings (None when it has not run) and its weights, loaded into the world's
+    NMPA cache so that ``attach_targets`` uses them instead of training NMPA again.
+
+    Returns:
+        (NMPA base config or None, fingerprint -> file loaded).
+    """
+    from ..align.nmpa import NMPAConfig, aligned_targets, load_nmpa
+    from .alignment import NMPA_DIR, read_index
+
+    index = read_index(run_dir)
+    if index is None:
+        return None, {}
+    base = NMPAConfig(**index["base"])
+    loaded: dict[str, str] = {}
+    if world.align is None:
+        return base, loaded
+    for key, m in index["models"].items():
+        path = Path(run_dir) / NMPA_DIR / m["file"]
+        model = load_nmpa(path, NMPAConfig(**m["config"]), world.align)
+        world.nmpa_cache[key] = (model, m.get("history", []), aligned_targets(model, world.align),
+                                 float(m.get("seconds", 0.0)))
+        loaded[key] = str(path)
+    return base, loaded
+
+
+@dataclass
+class Outputs:
+    """What :func:`run` returns: metric rows (teacher rows + per-seed students + seed aggregates), training seconds
+    per student, skipped variants with reasons, where each student's NMPA came from, and the prepared world."""
+
+    rows: list
+    timings: dict
+    skipped: dict
+    nmpa_source: dict
+    world: Any
+
+
+def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, teacher: Any = None,
+        **prepare_kw: Any) -> Outputs:
+    """Train every runnable variant for every seed, write predictions / curves / checkpoints and merge the rows
+    into ``run_dir/metrics.json``."""
+    from ..metrics import aggregate_seeds, merge_rows
+    from ..student.train import run_variant, runnable_variants, teacher_rows
+
+    run = Path(run_dir)
+    teacher, world = prepare(cfg, run, teacher=teacher, **prepare_kw)
+    base, loaded = load_alignment(world, run)
+    todo, skipped = runnable_variants(world, cfg.variants)
+    rows = teacher_rows(teacher, cfg.world_dir, cfg.seed_list)
+    timings: dict[str, float] = {}
+    source: dict[str, str] = {}
+    for s in cfg.seed_list:
+        for v in todo:
+            sc = student_config(cfg, v, s, base)
+            if sc.uses["glimpse"]:
+                key = sc.nmpa_config().fingerprint()
+                source[f"{sc.model_name}-seed{s}"] = ("stage alignment" if key in loaded
+                                                      else "trained here (not in stage alignment's output)")
+            r, res = run_variant(world, sc, run, resume=cfg.resume, progress=progress)
+            rows += r
+            timings[f"{sc.model_name}-seed{s}"] = round(res.info["train_s"], 1)
+    merge_rows(run / "metrics.json", rows)
+    merge_rows(run / "metrics.json", aggregate_seeds([r for r in rows if r.task == "gsr"]))
+    return Outputs(rows, timings, skipped, source, world)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the stage from the command line (the notebook adds the tables and figures)."""
+    from ..overrides import ConfigError, apply_sets
+
+    p = argparse.ArgumentParser(prog="python -m mipd_kit.stages.distillation", description=__doc__.split("\n")[0])
+    p.add_argument("--world", required=True, help="world folder")
+    p.add_argument("--run-dir", required=True, help="run folder (rationales.jsonl, nmpa/, predictions/, ...)")
+    p.add_argument("--cache-dir", default="data/cache", help="teacher checkpoints and feature caches")
+    p.add_argument("--smoke", action="store_true", help="start from Config.smoke()")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a Config field (YAML-typed, as mipd run --set), e.g. variants=[baseline,full]")
+    a = p.parse_args(list(argv) if argv is not None else None)
+    d = {**dataclasses.asdict(Config.smoke() if a.smoke else Config()), "world_dir": a.world,
+         "cache_dir": a.cache_dir}
+    try:
+        d = apply_sets(d, a.set)
+        t0 = time.time()
+        res = run(Config(**d), a.run_dir)
+    except (ConfigError, ValueError) as e:
+        print(f"distillation: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({"timings": res.timings, "skipped": res.skipped, "nmpa": res.nmpa_source,
+                      "seconds": round(time.time() - t0, 1)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
