@@ -558,3 +558,44 @@ def test_run_outside_reports_writes_no_latest_link(tmp_path):
     assert not (tmp_path / "reports" / "latest").is_symlink()
     runtime = elsewhere / "notebooks" / ".jupyter-runtime"
     assert runtime.is_dir() and not list(runtime.glob("kernel-*.json"))  # the kernel's file, cleaned up
+
+
+@pytest.mark.parametrize("content, needle", [(b"\x00\x01binary", "cannot read the SWiG train JSON"),
+                                             (b'["not", "an", "object"]', "expected a SWiG train JSON"),
+                                             (b'{"a.jpg": {}, "a.jpg": {}}', "duplicate key")])
+def test_bad_merge_into_store_is_a_one_line_error(content, needle, tmp_path, capsys):
+    from mipd_kit.rationales.jrg import main
+    from mipd_kit.rationales.store import Rationale, RationaleStore
+
+    run = tmp_path / "r"
+    store = RationaleStore(run / "rationales.jsonl")
+    store.append(Rationale("a.jpg", "glimpse", None, "positive", "a man rides", 0, 8.0, "b"))
+    store.close()
+    bad, out = tmp_path / "train.json", tmp_path / "authors.json"
+    bad.write_bytes(content)
+    assert main(["export", "--run-dir", str(run), "--out", str(out), "--merge-into", str(bad)]) != 0
+    _one_line_error(capsys, str(bad), needle)
+    assert not out.exists()
+
+
+MERGE = """
+import sys
+from mipd_kit.metrics import merge_rows, row
+print("ready", flush=True)
+sys.stdin.readline()
+for i in range(int(sys.argv[3])):
+    merge_rows(sys.argv[1], [row("gsr", sys.argv[2], "all", "s", f"m{i}", float(i))])
+"""
+
+
+def test_two_processes_merge_rows_into_one_metrics_file(tmp_path):
+    from mipd_kit.metrics import read_rows
+    out = tmp_path / "metrics.json"
+    procs = [_spawn(MERGE, str(out), model, "60") for model in ("a", "b")]
+    for p in procs:
+        _wait_ready(p)
+    _go(*procs)
+    for p in procs:
+        _finish(p)
+    assert sorted((r.model, r.metric) for r in read_rows(out)) == sorted(
+        (m, f"m{i}") for m in ("a", "b") for i in range(60))
