@@ -545,7 +545,8 @@ def test_run_outside_reports_writes_no_latest_link(tmp_path):
     cell = nbf.v4.new_code_cell('run_dir: str = "x"  # run folder\nworld_dir: str = "w"  # world\n'
                                 'cache_dir: str = "c"  # cache\nseed: int = 0  # seed\n')
     cell.metadata["tags"] = ["parameters"]
-    nb.cells = [cell, nbf.v4.new_code_cell("import os\nassert 'JUPYTER_RUNTIME_DIR' in os.environ\n")]
+    nb.cells = [cell, nbf.v4.new_code_cell(
+        "from ipykernel.connect import get_connection_file\nassert '.jupyter-runtime' in get_connection_file()\n")]
     nbf.write(nb, nbs / "a.ipynb")
     (tmp_path / "world").mkdir()
     cfg = {"seed": 0, "run_id": "r1", "root": str(tmp_path), "world_dir": "world", "cache_dir": "cache",
@@ -599,3 +600,49 @@ def test_two_processes_merge_rows_into_one_metrics_file(tmp_path):
         _finish(p)
     assert sorted((r.model, r.metric) for r in read_rows(out)) == sorted(
         (m, f"m{i}") for m in ("a", "b") for i in range(60))
+
+
+@pytest.mark.slow
+def test_sigkill_during_a_pipeline_stage_then_resume(tmp_path):
+    """Kill ``mipd run`` (with its kernel) at a random point of a two-stage run; the same command then finishes it."""
+    import nbformat as nbf
+    import yaml
+
+    seed = random.randrange(10**6)
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    for name, body in (("a", 'import time\ntime.sleep(0.5)\nPath(run_dir, "a.txt").write_text(str(seed))'),
+                       ("b", 'import time\ntime.sleep(0.5)\nPath(run_dir, "b.txt").write_text('
+                             'Path(run_dir, "a.txt").read_text() + " b")')):
+        nb = nbf.v4.new_notebook()
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        cell = nbf.v4.new_code_cell('run_dir: str = "x"  # run folder\nworld_dir: str = "w"  # world\n'
+                                    'cache_dir: str = "c"  # cache\nseed: int = 0  # seed\n')
+        cell.metadata["tags"] = ["parameters"]
+        nb.cells = [cell, nbf.v4.new_code_cell("from pathlib import Path\n" + body)]
+        nbf.write(nb, nbs / f"{name}.ipynb")
+    (tmp_path / "world").mkdir()
+    cfg = {"seed": 7, "run_id": "r1", "root": str(tmp_path), "world_dir": "world", "cache_dir": "cache",
+           "reports_dir": "reports", "notebooks_dir": "nbs",
+           "stages": {"a": {"notebook": "a.ipynb", "params": {}, "outputs": ["a.txt"]},
+                      "b": {"notebook": "b.ipynb", "params": {}, "outputs": ["b.txt"]}}}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    cmd = [sys.executable, "-m", "mipd_kit.cli", "run", "--config", str(tmp_path / "cfg.yaml"), "--quiet"]
+    p = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    run_dir = tmp_path / "reports" / "r1"
+    t0 = time.time()
+    while not (run_dir / "status.json").exists() and time.time() - t0 < 120 and p.poll() is None:
+        time.sleep(0.05)
+    time.sleep(random.Random(seed).uniform(0.0, 5.0))  # somewhere in stage a, stage b or after the run
+    os.killpg(p.pid, signal.SIGKILL)  # the runner and its kernel
+    p.wait(timeout=60)
+    status = json.loads((run_dir / "status.json").read_text())  # never a torn status file
+    assert status["state"] in ("running", "done", "partial", "failed"), f"kill seed {seed}: {status}"
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"kill seed {seed}: {done.stderr[-3000:]}"
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "done", f"kill seed {seed}: {status}"
+    assert (run_dir / "b.txt").read_text() == "7 b"
+    assert not list((run_dir / "notebooks" / ".jupyter-runtime").glob("kernel-*.json")), f"kill seed {seed}"
+    assert (tmp_path / "reports" / "latest").resolve() == run_dir.resolve()
