@@ -646,3 +646,23 @@ def test_sigkill_during_a_pipeline_stage_then_resume(tmp_path):
     assert (run_dir / "b.txt").read_text() == "7 b"
     assert not list((run_dir / "notebooks" / ".jupyter-runtime").glob("kernel-*.json")), f"kill seed {seed}"
     assert (tmp_path / "reports" / "latest").resolve() == run_dir.resolve()
+
+
+def test_strict_json_helpers_and_redaction(tmp_path):
+    from mipd_kit.data.records import DataError
+    from mipd_kit.fileio import dumps, loads_strict, read_json
+    from mipd_kit.language.base import redact
+
+    assert dumps({"a": [1.5, float("nan"), {"b": float("-inf")}]}) == '{"a": [1.5, null, {"b": null}]}'
+    with pytest.raises(ValueError, match="duplicate key 'x'"):
+        loads_strict('{"x": 1, "x": 2}')
+    with pytest.raises(ValueError, match="NaN"):
+        loads_strict('{"x": NaN}')
+    p = tmp_path / "e.json"
+    p.write_text("  ")
+    with pytest.raises(DataError, match="e.json: empty file"):
+        read_json(p)
+    line = f"401 from http://h/v1 key {SECRET} header Bearer abc.def token hf_{'a' * 20}"
+    out = redact(line, ["unrelated"])
+    assert SECRET not in out and "abc.def" not in out and "hf_a" not in out and "http://h/v1" in out
+    assert redact("my-secret-value here", ["my-secret-value"]) == "[REDACTED] here"
