@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Optional
 
-from mipd_kit.fileio import write_json
+from mipd_kit.fileio import file_lock, write_json
 
 KEY_FIELDS = ("task", "model", "seed", "split", "setting", "metric", "mean")
 
@@ -84,11 +84,17 @@ def write_rows(path: str | os.PathLike, rows: Iterable[MetricRow]) -> None:
 
 
 def merge_rows(path: str | os.PathLike, rows: Iterable[MetricRow]) -> list[MetricRow]:
-    """Add rows to ``metrics.json``, replacing rows with the same key; returns the merged list."""
+    """Add rows to ``metrics.json``, replacing rows with the same key; returns the merged list.
+
+    The read-modify-write holds a lock (``.metrics.json.lock`` beside the file), so two processes merging into one
+    file at once both keep their rows.
+    """
     new = list(rows)
     keys = {r.key() for r in new}
-    merged = [r for r in read_rows(path) if r.key() not in keys] + new
-    write_rows(path, merged)
+    p = Path(path)
+    with file_lock(p.with_name(f".{p.name}.lock")):
+        merged = [r for r in read_rows(p) if r.key() not in keys] + new
+        write_rows(p, merged)
     return merged
 
 

@@ -469,26 +469,23 @@ def _save_status(run_dir: Path, status: dict[str, Any]) -> None:
 
 
 def _execute(nb_in: Path, nb_out: Path, params: dict[str, Any], cwd: Path) -> None:
-    """Run one notebook with papermill. The kernel's connection file goes to ``<notebooks>/.jupyter-runtime``
-    (``JUPYTER_RUNTIME_DIR``), not ``/tmp``: a killed kernel leaves it in the run folder, where the next
-    execution removes it (the run's lock guarantees no other kernel of this run is alive)."""
+    """Run one notebook with papermill. The kernel's connection file is ``<notebooks>/.jupyter-runtime/kernel-*.json``
+    (jupyter_client would otherwise make a temporary file in ``/tmp``): a killed kernel leaves it in the run folder,
+    where the next execution removes it (the run's lock guarantees no other kernel of this run is alive)."""
+    import uuid
+
     import papermill as pm
+    from traitlets.config import Config
 
     runtime = nb_out.parent / ".jupyter-runtime"
     if runtime.is_dir():
         for f in runtime.glob("kernel-*.json"):
             f.unlink(missing_ok=True)
     runtime.mkdir(parents=True, exist_ok=True)
-    old = os.environ.get("JUPYTER_RUNTIME_DIR")
-    os.environ["JUPYTER_RUNTIME_DIR"] = str(runtime)
-    try:
-        pm.execute_notebook(str(nb_in), str(nb_out), parameters=params, kernel_name="python3", cwd=str(cwd),
-                            progress_bar=False, log_output=True, request_save_on_cell_execute=True)
-    finally:
-        if old is None:
-            os.environ.pop("JUPYTER_RUNTIME_DIR", None)
-        else:
-            os.environ["JUPYTER_RUNTIME_DIR"] = old
+    conn = runtime / f"kernel-{uuid.uuid4().hex[:12]}.json"
+    pm.execute_notebook(str(nb_in), str(nb_out), parameters=params, kernel_name="python3", cwd=str(cwd),
+                        progress_bar=False, log_output=True, request_save_on_cell_execute=True,
+                        config=Config({"KernelManager": {"connection_file": str(conn)}}))
 
 
 def _error_text(e: BaseException) -> str:

@@ -545,7 +545,8 @@ def test_run_outside_reports_writes_no_latest_link(tmp_path):
     cell = nbf.v4.new_code_cell('run_dir: str = "x"  # run folder\nworld_dir: str = "w"  # world\n'
                                 'cache_dir: str = "c"  # cache\nseed: int = 0  # seed\n')
     cell.metadata["tags"] = ["parameters"]
-    nb.cells = [cell, nbf.v4.new_code_cell("import os\nassert 'JUPYTER_RUNTIME_DIR' in os.environ\n")]
+    nb.cells = [cell, nbf.v4.new_code_cell(
+        "from ipykernel.connect import get_connection_file\nassert '.jupyter-runtime' in get_connection_file()\n")]
     nbf.write(nb, nbs / "a.ipynb")
     (tmp_path / "world").mkdir()
     cfg = {"seed": 0, "run_id": "r1", "root": str(tmp_path), "world_dir": "world", "cache_dir": "cache",
@@ -558,3 +559,110 @@ def test_run_outside_reports_writes_no_latest_link(tmp_path):
     assert not (tmp_path / "reports" / "latest").is_symlink()
     runtime = elsewhere / "notebooks" / ".jupyter-runtime"
     assert runtime.is_dir() and not list(runtime.glob("kernel-*.json"))  # the kernel's file, cleaned up
+
+
+@pytest.mark.parametrize("content, needle", [(b"\x00\x01binary", "cannot read the SWiG train JSON"),
+                                             (b'["not", "an", "object"]', "expected a SWiG train JSON"),
+                                             (b'{"a.jpg": {}, "a.jpg": {}}', "duplicate key")])
+def test_bad_merge_into_store_is_a_one_line_error(content, needle, tmp_path, capsys):
+    from mipd_kit.rationales.jrg import main
+    from mipd_kit.rationales.store import Rationale, RationaleStore
+
+    run = tmp_path / "r"
+    store = RationaleStore(run / "rationales.jsonl")
+    store.append(Rationale("a.jpg", "glimpse", None, "positive", "a man rides", 0, 8.0, "b"))
+    store.close()
+    bad, out = tmp_path / "train.json", tmp_path / "authors.json"
+    bad.write_bytes(content)
+    assert main(["export", "--run-dir", str(run), "--out", str(out), "--merge-into", str(bad)]) != 0
+    _one_line_error(capsys, str(bad), needle)
+    assert not out.exists()
+
+
+MERGE = """
+import sys
+from mipd_kit.metrics import merge_rows, row
+print("ready", flush=True)
+sys.stdin.readline()
+for i in range(int(sys.argv[3])):
+    merge_rows(sys.argv[1], [row("gsr", sys.argv[2], "all", "s", f"m{i}", float(i))])
+"""
+
+
+def test_two_processes_merge_rows_into_one_metrics_file(tmp_path):
+    from mipd_kit.metrics import read_rows
+    out = tmp_path / "metrics.json"
+    procs = [_spawn(MERGE, str(out), model, "60") for model in ("a", "b")]
+    for p in procs:
+        _wait_ready(p)
+    _go(*procs)
+    for p in procs:
+        _finish(p)
+    assert sorted((r.model, r.metric) for r in read_rows(out)) == sorted(
+        (m, f"m{i}") for m in ("a", "b") for i in range(60))
+
+
+@pytest.mark.slow
+def test_sigkill_during_a_pipeline_stage_then_resume(tmp_path):
+    """Kill ``mipd run`` (with its kernel) at a random point of a two-stage run; the same command then finishes it."""
+    import nbformat as nbf
+    import yaml
+
+    seed = random.randrange(10**6)
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    for name, body in (("a", 'import time\ntime.sleep(0.5)\nPath(run_dir, "a.txt").write_text(str(seed))'),
+                       ("b", 'import time\ntime.sleep(0.5)\nPath(run_dir, "b.txt").write_text('
+                             'Path(run_dir, "a.txt").read_text() + " b")')):
+        nb = nbf.v4.new_notebook()
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        cell = nbf.v4.new_code_cell('run_dir: str = "x"  # run folder\nworld_dir: str = "w"  # world\n'
+                                    'cache_dir: str = "c"  # cache\nseed: int = 0  # seed\n')
+        cell.metadata["tags"] = ["parameters"]
+        nb.cells = [cell, nbf.v4.new_code_cell("from pathlib import Path\n" + body)]
+        nbf.write(nb, nbs / f"{name}.ipynb")
+    (tmp_path / "world").mkdir()
+    cfg = {"seed": 7, "run_id": "r1", "root": str(tmp_path), "world_dir": "world", "cache_dir": "cache",
+           "reports_dir": "reports", "notebooks_dir": "nbs",
+           "stages": {"a": {"notebook": "a.ipynb", "params": {}, "outputs": ["a.txt"]},
+                      "b": {"notebook": "b.ipynb", "params": {}, "outputs": ["b.txt"]}}}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    cmd = [sys.executable, "-m", "mipd_kit.cli", "run", "--config", str(tmp_path / "cfg.yaml"), "--quiet"]
+    p = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    run_dir = tmp_path / "reports" / "r1"
+    t0 = time.time()
+    while not (run_dir / "status.json").exists() and time.time() - t0 < 120 and p.poll() is None:
+        time.sleep(0.05)
+    time.sleep(random.Random(seed).uniform(0.0, 5.0))  # somewhere in stage a, stage b or after the run
+    os.killpg(p.pid, signal.SIGKILL)  # the runner and its kernel
+    p.wait(timeout=60)
+    status = json.loads((run_dir / "status.json").read_text())  # never a torn status file
+    assert status["state"] in ("running", "done", "partial", "failed"), f"kill seed {seed}: {status}"
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"kill seed {seed}: {done.stderr[-3000:]}"
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "done", f"kill seed {seed}: {status}"
+    assert (run_dir / "b.txt").read_text() == "7 b"
+    assert not list((run_dir / "notebooks" / ".jupyter-runtime").glob("kernel-*.json")), f"kill seed {seed}"
+    assert (tmp_path / "reports" / "latest").resolve() == run_dir.resolve()
+
+
+def test_strict_json_helpers_and_redaction(tmp_path):
+    from mipd_kit.data.records import DataError
+    from mipd_kit.fileio import dumps, loads_strict, read_json
+    from mipd_kit.language.base import redact
+
+    assert dumps({"a": [1.5, float("nan"), {"b": float("-inf")}]}) == '{"a": [1.5, null, {"b": null}]}'
+    with pytest.raises(ValueError, match="duplicate key 'x'"):
+        loads_strict('{"x": 1, "x": 2}')
+    with pytest.raises(ValueError, match="NaN"):
+        loads_strict('{"x": NaN}')
+    p = tmp_path / "e.json"
+    p.write_text("  ")
+    with pytest.raises(DataError, match="e.json: empty file"):
+        read_json(p)
+    line = f"401 from http://h/v1 key {SECRET} header Bearer abc.def token hf_{'a' * 20}"
+    out = redact(line, ["unrelated"])
+    assert SECRET not in out and "abc.def" not in out and "hf_a" not in out and "http://h/v1" in out
+    assert redact("my-secret-value here", ["my-secret-value"]) == "[REDACTED] here"

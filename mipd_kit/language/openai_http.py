@@ -134,13 +134,15 @@ def env_name_ok(name: str) -> bool:
 
 
 def config_secrets(cfg: OpenAIHTTPConfig) -> list[str]:
-    """Values to redact from logs: the key itself and an ``api_key_env`` that does not look like a variable name."""
+    """Values to redact from logs: the key itself and an ``api_key_env`` that may be a key rather than a name (not
+    in the UPPER_CASE convention of variable names, or long with digits)."""
     out = []
-    if cfg.api_key_env:
-        if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", cfg.api_key_env):
-            out.append(cfg.api_key_env)
-        if env_name_ok(cfg.api_key_env) and os.environ.get(cfg.api_key_env):
-            out.append(os.environ[cfg.api_key_env])
+    name = cfg.api_key_env
+    if name:
+        if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", name) or (len(name) >= 20 and any(c.isdigit() for c in name)):
+            out.append(name)
+        if env_name_ok(name) and os.environ.get(name):
+            out.append(os.environ[name])
     return out
 
 

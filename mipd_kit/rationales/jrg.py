@@ -37,11 +37,11 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from mipd_kit.data.records import DataError, FrameSpace, Situation
+from mipd_kit.fileio import write_json
 from mipd_kit.language.base import Message, Sampler, SamplerAuthError, SamplerError, redact
 from mipd_kit.language.factory import SamplerConfig, build_sampler
 from mipd_kit.language.hf_local import HFLocalConfig
 from mipd_kit.language.openai_http import OpenAIHTTPConfig, config_secrets
-from mipd_kit.fileio import write_json
 from mipd_kit.metrics import MetricRow, merge_rows, row
 from mipd_kit.rationales import prompts as P
 from mipd_kit.rationales.store import JsonlLog, Rationale, RationaleStore
