@@ -282,3 +282,20 @@ def test_rationales_and_judge_stages(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "run" / "rationales_authors.json").read_text()) == j.authors
     with pytest.raises(ValueError, match="0 no longer means"):
         J.Config(rounds=0)
+
+
+@pytest.mark.parametrize("name", ["data", "teacher", "rationales", "alignment", "distillation", "cl_hoi"])
+def test_stage_command_lines_share_one_parser(name, tmp_path, capsys) -> None:
+    """Every stage CLI is stages.stage_main: --help, and a bad override is a one-line error naming the stage, exit 2."""
+    import subprocess
+    import sys
+
+    from mipd_kit.stages import stage_module
+
+    mod = stage_module(name)
+    assert mod.main(["--world", str(tmp_path / "w"), "--run-dir", str(tmp_path / "r"), "--set", "nosuch=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"{name}: error: --set 'nosuch=1': unknown key 'nosuch'") and len(err.splitlines()) == 1
+    out = subprocess.run([sys.executable, "-m", f"mipd_kit.stages.{name}", "--help"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and f"python -m mipd_kit.stages.{name}" in out.stdout and "--set KEY=VALUE" in out.stdout

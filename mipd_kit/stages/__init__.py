@@ -10,8 +10,13 @@ before drawing its figures; most have ``main(argv)`` (``python -m mipd_kit.stage
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import importlib
+import json
+import sys
 from types import ModuleType
+from typing import Any, Callable, Optional, Sequence
 
 #: stage name -> module of this package (pipeline order).
 STAGE_MODULES: dict[str, str] = {
@@ -43,3 +48,39 @@ def stage_inputs(name: str) -> tuple[str, ...] | None:
     if name not in STAGE_MODULES:
         return None
     return tuple(stage_module(name).INPUTS)
+
+
+def stage_main(module: ModuleType, argv: Optional[Sequence[str]], *, run_dir_help: str, set_example: str,
+               summary: Callable[[Any], Any], world_help: str = "world folder", cache_dir: bool = True) -> int:
+    """The command line of a stage (``python -m mipd_kit.stages.<name>``): ``--world``, ``--run-dir``,
+    ``[--cache-dir]``, ``--smoke`` (start from ``Config.smoke()``) and ``--set KEY=VALUE`` (YAML-typed, as
+    ``mipd run --set``); runs ``module.run`` and prints ``summary(outputs)`` as JSON (a string is printed as is).
+
+    Returns:
+        0, or 2 with a one-line error for a bad override, bad data or a bad value.
+    """
+    from ..data.records import DataError
+    from ..overrides import ConfigError, apply_sets
+
+    qual = getattr(module.__spec__, "name", None) or module.__name__  # not "__main__" under python -m
+    name = qual.rsplit(".", 1)[-1]
+    p = argparse.ArgumentParser(prog=f"python -m {qual}", description=(module.__doc__ or "").split("\n")[0])
+    p.add_argument("--world", required=True, help=world_help)
+    p.add_argument("--run-dir", required=True, help=run_dir_help)
+    if cache_dir:
+        p.add_argument("--cache-dir", default="data/cache", help="teacher checkpoints and feature caches")
+    p.add_argument("--smoke", action="store_true", help="start from Config.smoke()")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"override a Config field (YAML-typed, as mipd run --set), e.g. {set_example}")
+    a = p.parse_args(list(argv) if argv is not None else None)
+    fields = {**dataclasses.asdict(module.Config.smoke() if a.smoke else module.Config()), "world_dir": a.world}
+    if cache_dir:
+        fields["cache_dir"] = a.cache_dir
+    try:
+        res = module.run(module.Config(**apply_sets(fields, a.set)), a.run_dir)
+    except (ConfigError, DataError, ValueError) as e:
+        print(f"{name}: error: {e}", file=sys.stderr)
+        return 2
+    out = summary(res)
+    print(out if isinstance(out, str) else json.dumps(out, default=str))
+    return 0

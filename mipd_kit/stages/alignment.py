@@ -18,7 +18,6 @@ notebook.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -27,6 +26,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
+
+from . import stage_main
 
 INPUTS: tuple[str, ...] = ("data", "rationales")
 OUTPUTS: tuple[str, ...] = ("nmpa/index.json",)
@@ -176,27 +177,8 @@ def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, **prepa
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the stage from the command line (the notebook adds the figures)."""
-    from ..overrides import ConfigError, apply_sets
-
-    p = argparse.ArgumentParser(prog="python -m mipd_kit.stages.alignment", description=__doc__.split("\n")[0])
-    p.add_argument("--world", required=True, help="world folder")
-    p.add_argument("--run-dir", required=True, help="run folder (rationales.jsonl, nmpa/, metrics.json)")
-    p.add_argument("--cache-dir", default="data/cache", help="teacher checkpoints and feature caches")
-    p.add_argument("--smoke", action="store_true", help="start from Config.smoke()")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a Config field (YAML-typed, as mipd run --set), e.g. seeds=[0,1,2]")
-    a = p.parse_args(list(argv) if argv is not None else None)
-    base = Config.smoke() if a.smoke else Config()
-    d = {**dataclasses.asdict(base), "world_dir": a.world, "cache_dir": a.cache_dir}
-    try:
-        d = apply_sets(d, a.set)
-        cfg = Config(**d)
-        res = run(cfg, a.run_dir)
-    except (ConfigError, ValueError) as e:
-        print(f"alignment: error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps({"nmpa": sorted(res.index["models"]), "before": res.before, "after": res.after}))
-    return 0
+    return stage_main(sys.modules[__name__], argv, run_dir_help="run folder (rationales.jsonl, nmpa/, metrics.json)", set_example="seeds=[0,1,2]",
+                      summary=lambda r: {"nmpa": sorted(r.index["models"]), "before": r.before, "after": r.after})
 
 
 if __name__ == "__main__":

@@ -9,14 +9,15 @@ notebook, ``mipd clhoi`` remains the library's CLI.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
+
+from . import stage_main
 
 INPUTS: tuple[str, ...] = ("data",)
 OUTPUTS: tuple[str, ...] = ("clhoi/results.md",)
@@ -133,30 +134,11 @@ def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, teacher
     return Outputs(ccfg, world, prop, res, table)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the stage from the command line (the notebook adds the figures)."""
-    from ..overrides import ConfigError, apply_sets
-    from ..data.records import DataError
-
-    p = argparse.ArgumentParser(prog="python -m mipd_kit.stages.cl_hoi", description=__doc__.split("\n")[0])
-    p.add_argument("--world", required=True, help="world folder (hoi_train.json, hoi_test.json, ...)")
-    p.add_argument("--run-dir", required=True, help="run folder (metrics.json, predictions/, clhoi/)")
-    p.add_argument("--cache-dir", default="data/cache", help="teacher checkpoints and feature caches")
-    p.add_argument("--smoke", action="store_true", help="start from Config.smoke()")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a Config field (YAML-typed, as mipd run --set), e.g. epochs=3")
-    a = p.parse_args(argv)
-    d = {**dataclasses.asdict(Config.smoke() if a.smoke else Config()), "world_dir": a.world,
-         "cache_dir": a.cache_dir}
-    try:
-        d = apply_sets(d, a.set)
-        res = run(Config(**d), a.run_dir)
-    except (ConfigError, DataError, ValueError) as e:
-        print(f"cl_hoi: error: {e}", file=sys.stderr)
-        return 2
-    print(res.table)
-    print(json.dumps({"predictions": sorted(res.result.prediction_files)}))
-    return 0
+    return stage_main(sys.modules[__name__], argv, run_dir_help="run folder (metrics.json, predictions/, clhoi/)", set_example="epochs=3",
+                      world_help="world folder (hoi_train.json, hoi_test.json, ...)",
+                      summary=lambda r: r.table + "\n" + json.dumps({"predictions": sorted(r.result.prediction_files)}))
 
 
 if __name__ == "__main__":

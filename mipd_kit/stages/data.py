@@ -7,16 +7,15 @@ notebook; ``mipd synth`` remains the generator's CLI.
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import json
 import os
 import shutil
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
+
+from . import stage_main
 
 INPUTS: tuple[str, ...] = ()
 OUTPUTS: tuple[str, ...] = ("${world_dir}/meta.json", "${world_dir}/ov_split.json")
@@ -87,26 +86,12 @@ def run(cfg: Config, run_dir: str | os.PathLike) -> Outputs:
     return Outputs(meta, generated, seconds, rows, info)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the stage from the command line (the notebook adds the tables and contact sheets)."""
-    from ..overrides import ConfigError, apply_sets
-
-    p = argparse.ArgumentParser(prog="python -m mipd_kit.stages.data", description=__doc__.split("\n")[0])
-    p.add_argument("--world", required=True, help="world folder (generated if absent or different)")
-    p.add_argument("--run-dir", required=True, help="run folder (ov_split.json, metrics.json)")
-    p.add_argument("--smoke", action="store_true", help="start from Config.smoke()")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a Config field (YAML-typed, as mipd run --set), e.g. run_baselines=false")
-    a = p.parse_args(argv)
-    d = {**dataclasses.asdict(Config.smoke() if a.smoke else Config()), "world_dir": a.world}
-    try:
-        d = apply_sets(d, a.set)
-        res = run(Config(**d), a.run_dir)
-    except (ConfigError, ValueError) as e:
-        print(f"data: error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps({"generated": res.generated, "seconds": round(res.seconds, 1), "baseline_rows": len(res.rows)}))
-    return 0
+    return stage_main(sys.modules[__name__], argv, run_dir_help="run folder (ov_split.json, metrics.json)", set_example="run_baselines=false",
+                      world_help="world folder (generated if absent or different)", cache_dir=False,
+                      summary=lambda r: {"generated": r.generated, "seconds": round(r.seconds, 1),
+                                         "baseline_rows": len(r.rows)})
 
 
 if __name__ == "__main__":

@@ -13,15 +13,14 @@ without the notebook; ``mipd train-student`` remains the per-variant CLI.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import os
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
+
+from . import stage_main
 
 INPUTS: tuple[str, ...] = ("data", "rationales", "alignment")
 OUTPUTS: tuple[str, ...] = ("predictions", "curves", "checkpoints", "results_mipd.md")
@@ -192,28 +191,9 @@ def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, teacher
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the stage from the command line (the notebook adds the tables and figures)."""
-    from ..overrides import ConfigError, apply_sets
-
-    p = argparse.ArgumentParser(prog="python -m mipd_kit.stages.distillation", description=__doc__.split("\n")[0])
-    p.add_argument("--world", required=True, help="world folder")
-    p.add_argument("--run-dir", required=True, help="run folder (rationales.jsonl, nmpa/, predictions/, ...)")
-    p.add_argument("--cache-dir", default="data/cache", help="teacher checkpoints and feature caches")
-    p.add_argument("--smoke", action="store_true", help="start from Config.smoke()")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a Config field (YAML-typed, as mipd run --set), e.g. variants=[baseline,full]")
-    a = p.parse_args(list(argv) if argv is not None else None)
-    d = {**dataclasses.asdict(Config.smoke() if a.smoke else Config()), "world_dir": a.world,
-         "cache_dir": a.cache_dir}
-    try:
-        d = apply_sets(d, a.set)
-        t0 = time.time()
-        res = run(Config(**d), a.run_dir)
-    except (ConfigError, ValueError) as e:
-        print(f"distillation: error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps({"timings": res.timings, "skipped": res.skipped, "nmpa": res.nmpa_source,
-                      "seconds": round(time.time() - t0, 1)}))
-    return 0
+    return stage_main(sys.modules[__name__], argv, run_dir_help="run folder (rationales.jsonl, nmpa/, predictions/, ...)",
+                      set_example="variants=[baseline,full]",
+                      summary=lambda r: {"timings": r.timings, "skipped": r.skipped, "nmpa": r.nmpa_source})
 
 
 if __name__ == "__main__":

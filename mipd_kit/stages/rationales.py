@@ -7,14 +7,13 @@ the notebook; ``mipd rationales`` remains the library's CLI.
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import json
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
+
+from . import stage_main
 
 INPUTS: tuple[str, ...] = ("data", "teacher")
 OUTPUTS: tuple[str, ...] = ("rationales.jsonl", "jrg_stats.json")
@@ -117,26 +116,10 @@ def run(cfg: Config, run_dir: str | os.PathLike) -> Outputs:
     return Outputs(world, jcfg, jrg.run_jrg(jcfg, world, run_dir))
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the stage from the command line (the notebook adds the samples and figures)."""
-    from ..overrides import ConfigError, apply_sets
-
-    p = argparse.ArgumentParser(prog="python -m mipd_kit.stages.rationales", description=__doc__.split("\n")[0])
-    p.add_argument("--world", required=True, help="world folder")
-    p.add_argument("--run-dir", required=True, help="run folder (teacher_evidence.json, rationales.jsonl)")
-    p.add_argument("--smoke", action="store_true", help="start from Config.smoke()")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a Config field (YAML-typed, as mipd run --set), e.g. rounds=2")
-    a = p.parse_args(argv)
-    d = {**dataclasses.asdict(Config.smoke() if a.smoke else Config()), "world_dir": a.world}
-    try:
-        d = apply_sets(d, a.set)
-        res = run(Config(**d), a.run_dir)
-    except (ConfigError, ValueError) as e:
-        print(f"rationales: error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(res.stats["run"], default=str))
-    return 0
+    return stage_main(sys.modules[__name__], argv, run_dir_help="run folder (teacher_evidence.json, rationales.jsonl)", set_example="rounds=2",
+                      cache_dir=False, summary=lambda r: r.stats["run"])
 
 
 if __name__ == "__main__":

@@ -10,15 +10,14 @@ notebook (``mipd teacher`` and ``mipd features`` remain the library's CLIs).
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import json
 import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
+
+from . import stage_main
 
 INPUTS: tuple[str, ...] = ("data",)
 OUTPUTS: tuple[str, ...] = ("teacher_evidence.json",)
@@ -107,28 +106,11 @@ def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False) -> Outp
     return Outputs(teacher, preds, rows, evidence, feats, seconds)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the stage from the command line (the notebook adds the figures)."""
-    from ..overrides import ConfigError, apply_sets
-
-    p = argparse.ArgumentParser(prog="python -m mipd_kit.stages.teacher", description=__doc__.split("\n")[0])
-    p.add_argument("--world", required=True, help="world folder")
-    p.add_argument("--run-dir", required=True, help="run folder (metrics.json, teacher_evidence.json)")
-    p.add_argument("--cache-dir", default="data/cache", help="teacher checkpoints and feature caches")
-    p.add_argument("--smoke", action="store_true", help="start from Config.smoke()")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a Config field (YAML-typed, as mipd run --set), e.g. teacher_config={backend: tiny}")
-    a = p.parse_args(argv)
-    d = {**dataclasses.asdict(Config.smoke() if a.smoke else Config()), "world_dir": a.world,
-         "cache_dir": a.cache_dir}
-    try:
-        d = apply_sets(d, a.set)
-        res = run(Config(**d), a.run_dir)
-    except (ConfigError, ValueError) as e:
-        print(f"teacher: error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps({"fingerprint": res.teacher.fingerprint, "rows": len(res.rows), "seconds": res.seconds}))
-    return 0
+    return stage_main(sys.modules[__name__], argv, run_dir_help="run folder (metrics.json, teacher_evidence.json)",
+                      set_example="teacher_config={backend: tiny}",
+                      summary=lambda r: {"fingerprint": r.teacher.fingerprint, "rows": len(r.rows), "seconds": r.seconds})
 
 
 if __name__ == "__main__":
