@@ -1104,7 +1104,8 @@ def scene_record(instances: list[tuple[Verb, Group, bool]], place: str, false_cu
 
 
 def render_gsr(verb: Verb, nouns: dict[str, str], place: str, size: int, rng: np.random.Generator,
-               nz: Optional[Nuisance] = None, record: Optional[dict] = None) -> tuple[Image.Image, dict[str, list[float]]]:
+               nz: Optional[Nuisance] = None,
+               record: Optional[dict] = None) -> tuple[Image.Image, dict[str, list[float]]]:
     """Render one GSR scene of ``verb``; returns the image and role -> box for every drawn role (not place).
 
     Args:
