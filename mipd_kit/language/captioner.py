@@ -277,6 +277,27 @@ def _hash_state(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+_GOLDEN, _MIX1, _MIX2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
+def _splitmix(z: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser on uint64 arrays (wrapping arithmetic)."""
+    z = z + _GOLDEN
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    return z ^ (z >> np.uint64(31))
+
+
+def row_uniforms(seeds: Sequence[int], step: int, vocab_size: int) -> torch.Tensor:
+    """(B, V) float64 uniforms in (0, 1), a pure function of (row seed, step, word id): counter-based noise, so that
+    every row samples independently of its neighbours and of the batch size, with no per-row generator calls."""
+    with np.errstate(over="ignore"):
+        base = _splitmix(np.array([int(s) % 2 ** 64 for s in seeds], dtype=np.uint64))  # (B,)
+        ctr = np.uint64(step) * np.uint64(vocab_size) + np.arange(vocab_size, dtype=np.uint64)  # (V,)
+        z = _splitmix(base[:, None] ^ _splitmix(ctr)[None, :])
+    return torch.from_numpy(((z >> np.uint64(11)).astype(np.float64) + 0.5) / 2.0 ** 53)
+
+
 @dataclass(frozen=True)
 class Caption:
     """One generated description.
@@ -333,8 +354,8 @@ class Captioner(nn.Module):
             boxes: (B, 4) normalised regions (NaN rows = whole image) or ``None`` (all glimpses).
             temperature: softmax temperature; ``<= 0`` decodes greedily.
             top_p: nucleus sampling: keep the smallest set of words whose probability reaches ``top_p``.
-            seeds: one seed per row (each row samples from its own generator, so a row's text does not depend on
-                its neighbours' draws); default ``range(B)``.
+            seeds: one seed per row (a row's draws are a function of its seed only, see :func:`row_uniforms`, so
+                its text does not depend on its neighbours); default ``range(B)``.
             max_len: longest sequence (default the config's).
         """
         self.eval()
@@ -343,11 +364,10 @@ class Captioner(nn.Module):
         seeds = list(range(B)) if seeds is None else [int(s) for s in seeds]
         if len(seeds) != B:
             raise ValueError(f"{len(seeds)} seeds for {B} images")
-        gens = [torch.Generator().manual_seed(s) for s in seeds]
         mem, hidden = self.decoder.memory(tokens, boxes, self.grid)
         ids = torch.full((B, 1), BOS, dtype=torch.long)
         done = torch.zeros(B, dtype=torch.bool)
-        for _ in range(L - 1):
+        for step in range(L - 1):
             logits = self.decoder(ids, mem, hidden)[:, -1].float()  # (B, V)
             logits[:, BOS] = float("-inf")
             logits[:, UNK] = float("-inf")
@@ -359,7 +379,9 @@ class Captioner(nn.Module):
                     sp, si = probs.sort(-1, descending=True)
                     keep = sp.cumsum(-1) - sp < top_p  # the first word is always kept
                     probs = torch.zeros_like(probs).scatter(-1, si, sp * keep)
-                nxt = torch.stack([torch.multinomial(probs[b], 1, generator=gens[b])[0] for b in range(B)])
+                # exponential race: argmax p / E with E ~ Exp(1) draws word w with probability p_w
+                expo = -torch.log(row_uniforms(seeds, step, probs.shape[1]))  # (B, V)
+                nxt = (probs.double() / expo).argmax(-1)
             nxt = torch.where(done, torch.full_like(nxt, PAD), nxt)
             ids = torch.cat([ids, nxt[:, None]], 1)
             done |= (nxt == EOS) | (nxt == PAD)
