@@ -232,3 +232,17 @@ def test_evaluation_rows_by_group(world, teacher, captioner):
     for r in results:
         by.setdefault((r.image, r.role), set()).add(r.text)
     assert all(len(t) == 1 for t in by.values())
+
+
+def test_region_mask_and_row_noise_are_pure_functions():
+    from mipd_kit.language.captioner import region_mask, row_uniforms
+    nan = float("nan")
+    boxes = torch.tensor([[0.0, 0.0, 0.5, 0.5], [nan, nan, nan, nan], [0.6, 0.6, 0.61, 0.61]])
+    hidden = region_mask(boxes, (4, 4), 17)  # a leading CLS token + a 4x4 grid
+    visible = (~hidden).reshape(3, 17)
+    assert visible[0, 0].item() is False and visible[0, 1:].reshape(4, 4)[:2, :2].all()
+    assert int(visible[0].sum()) == 4 and bool(visible[1].all()) and int(visible[2].sum()) == 1
+    u = row_uniforms([5, 6], step=3, vocab_size=50)
+    assert u.shape == (2, 50) and bool(((u > 0) & (u < 1)).all())
+    assert torch.equal(u[1], row_uniforms([6], step=3, vocab_size=50)[0])  # a row's noise ignores its neighbours
+    assert not torch.equal(u[0], row_uniforms([5], step=4, vocab_size=50)[0])
