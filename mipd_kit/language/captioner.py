@@ -156,16 +156,16 @@ class CaptionerConfig:
         seed: seeds initialisation, data order and training regions.
     """
 
-    width: int = 192
+    width: int = 128
     depth: int = 2
     heads: int = 4
     mlp_ratio: int = 2
     dropout: float = 0.1
     max_len: int = 32
     min_count: int = 2
-    epochs: int = 12
+    epochs: int = 8
     batch_size: int = 64
-    lr: float = 1e-3
+    lr: float = 2e-3
     weight_decay: float = 0.01
     warmup_frac: float = 0.05
     region_p: float = 0.3
