@@ -145,7 +145,7 @@ def markdown(size: str, rows, shuf_rows, thr, train: dict, samp: list[dict], ski
         return lines
 
     out = [f"# Embedded captioner ({size} world)", "",
-           f"Command: `{cmd}`. Teacher: embedded, {train['teacher_cfg']} config "
+           f"Command: `{cmd}`. Teacher: embedded, {train['teacher_cfg']} "
            f"({'loaded from cache' if train['teacher_cached'] else 'trained in %.0f s' % train['teacher_s']}); "
            f"captioner: {train['captioner_cfg']} config, vocabulary {train['vocab']} words, trained on "
            f"{train['n_train']} captions in {train['captioner_s']:.0f} s "
@@ -182,6 +182,11 @@ def main(argv=None) -> int:
     ap.add_argument("--world", default=None, help="world folder (default data/synthsitu/<size>-seed<seed>)")
     ap.add_argument("--cache", default=str(ROOT / "data" / "cache"))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--teacher", default=None, choices=["smoke", "default"],
+                    help="embedded-teacher config (default: the world's size)")
+    ap.add_argument("--teacher-epochs", type=int, default=None, help="override the teacher config's epochs")
+    ap.add_argument("--teacher-max-pairs", type=int, default=None,
+                    help="override the teacher config's max_pairs (0 = all pretraining pairs)")
     ap.add_argument("--max-per-group", type=int, default=200, help="images per group evaluated")
     ap.add_argument("--throughput-images", type=int, default=128)
     ap.add_argument("--out", default=str(ROOT / "reports" / "bench"))
@@ -189,8 +194,15 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     world = Path(a.world or ROOT / "data" / "synthsitu" / f"{a.size}-seed{a.seed}")
     ensure_world(SynthConfig.from_size(a.size, a.seed), world)
-    tcfg = E.EmbeddedTeacherConfig.smoke() if a.size == "smoke" else E.EmbeddedTeacherConfig()
+    teacher_name = a.teacher or a.size
+    tcfg = E.EmbeddedTeacherConfig.smoke() if teacher_name == "smoke" else E.EmbeddedTeacherConfig()
     tcfg.threads = a.threads
+    if a.teacher_epochs is not None:
+        tcfg.epochs = a.teacher_epochs
+    if a.teacher_max_pairs is not None:
+        tcfg.max_pairs = a.teacher_max_pairs or None
+    teacher_desc = (f"{teacher_name} config ({tcfg.image_size} px, {tcfg.grid}x{tcfg.grid} tokens of width "
+                    f"{tcfg.width}, {tcfg.epochs} epochs on {tcfg.max_pairs or 'all'} pairs)")
     t = time.perf_counter()
     teacher = E.load_or_train(world, a.cache, tcfg, progress=False)
     teacher_s = time.perf_counter() - t
@@ -200,7 +212,7 @@ def main(argv=None) -> int:
     cap = load_or_train_captioner(world, a.cache, teacher, ccfg)
     cap_s = time.perf_counter() - t
     print(f"teacher {teacher_s:.0f}s, captioner {cap_s:.0f}s ({cap.checkpoint_dir})", flush=True)
-    model = f"captioner-{a.size}"
+    model = f"captioner-{a.size}" + (f"-teacher-{teacher_name}" if teacher_name != a.size else "")
     t = time.perf_counter()
     results, rows, skipped = evaluate_captioner(cap, teacher, world, max_per_group=a.max_per_group, seed=a.seed,
                                                 model=model, task="bench")
@@ -209,7 +221,7 @@ def main(argv=None) -> int:
     shuf_rows = aggregate(shuf, model=f"{model}-shuffled", task="bench")
     thr = throughput(cap, teacher, world, a.throughput_images, a.threads)
     info = cap.info
-    train = {"teacher_cfg": a.size, "teacher_cached": bool(getattr(teacher, "loaded_from_cache", False)),
+    train = {"teacher_cfg": teacher_desc, "teacher_cached": bool(getattr(teacher, "loaded_from_cache", False)),
              "teacher_s": float(getattr(teacher, "info", {}).get("wall_time_s", teacher_s)),
              "captioner_cfg": a.size, "captioner_cached": bool(getattr(cap, "loaded_from_cache", False)),
              "captioner_s": float(info.get("wall_time_s", cap_s)), "vocab": len(cap.vocab),
