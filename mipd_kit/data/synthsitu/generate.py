@@ -13,6 +13,11 @@ renamed into place; a folder without ``meta.json`` is an incomplete world. Concu
 ``ensure_world`` hold an exclusive lock (``.NAME.lock`` next to the world) while they build, so a second process
 ensuring the same world waits and then reuses the complete one; temporary folders left by a killed process are
 removed by the next generation.
+
+``rendered.jsonl`` records, per image of every split, what was actually drawn (agent pose, relation, objects per role,
+place, the verb's motion cue and whether a nuisance dropped it, a false cue, distractors, the occluded role): the
+ground truth against which generated descriptions are measured. Like ``verbs`` in the captions it is for measurement
+only, never a training input.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from mipd_kit.data.synthsitu.captions import hoi_caption, scene_caption
 from mipd_kit.data.synthsitu.render import Nuisance, render_gsr, render_hoi
 from mipd_kit.fileio import file_lock
 
-GENERATOR_VERSION = "1.2"
+GENERATOR_VERSION = "1.3"  # 1.3: rendered.jsonl (what each image shows)
 #: run-dependent facts of one generation (timings, workers): the only file outside the byte-identity promise
 GENERATION_FILE = "generation.json"
 SizeName = Literal["smoke", "default", "large"]
@@ -46,7 +51,9 @@ NO_BOX = [-1, -1, -1, -1]
 #: files and folders a (possibly partial) world may contain; --overwrite refuses to delete anything else
 WORLD_ENTRIES = {"meta.json", "imsitu_space.json", "train.json", "dev.json", "test.json", "unlabeled.json",
                  "unlabeled_gt.json", "ov_split.json", "hoi_train.json", "hoi_test.json", "hoi_zero_shot.json",
-                 "hoi_prompts.json", "images", "pretrain", GENERATION_FILE}
+                 "hoi_prompts.json", "images", "pretrain", GENERATION_FILE, "rendered.jsonl"}
+#: one line per image of every split: what was drawn (see ``render.scene_record``); for measurement only
+RENDERED_FILE = "rendered.jsonl"
 
 
 class SynthError(DataError):
@@ -196,7 +203,8 @@ def _gsr_task(args: tuple) -> dict:
     rng = _rng(cfg.seed, split, index)
     verb = W.VERB_BY_NAME[verb_name]
     nouns, place = _sample_nouns(verb, rng, cfg.optional_absent_p)
-    img, boxes = render_gsr(verb, nouns, place, cfg.image_size, rng, cfg.nuisance())
+    drawn: dict = {}
+    img, boxes = render_gsr(verb, nouns, place, cfg.image_size, rng, cfg.nuisance(), record=drawn)
     img.save(os.path.join(out_dir, name), compress_level=cfg.png_compress)
     bb = {}
     for r in verb.roles:
@@ -208,6 +216,7 @@ def _gsr_task(args: tuple) -> dict:
     if split == "pretrain":
         cap, noisy = scene_caption(verb, nouns, place, rng, cfg.caption_noise, cfg.primitive_caption_rate)
         rec = {"caption": cap, "verbs": [verb.name], "noisy": noisy}
+    rec["rendered"] = drawn
     return rec
 
 
@@ -223,12 +232,13 @@ def _hoi_task(args: tuple) -> dict:
         items.append((verb, nouns))
     places = sorted({p for v, _ in items for p in v.fillers["place"]})
     place = places[int(rng.integers(len(places)))]
-    img, pairs = render_hoi(items, place, cfg.image_size, rng, cfg.nuisance())
+    drawn: dict = {}
+    img, pairs = render_hoi(items, place, cfg.image_size, rng, cfg.nuisance(), record=drawn)
     img.save(os.path.join(out_dir, name), compress_level=cfg.png_compress)
     if split == "pretrain":
         cap, noisy = hoi_caption(items, place, rng, cfg.caption_noise)
-        return {"caption": cap, "verbs": sorted({v.name for v, _ in items}), "noisy": noisy}
-    return {"pairs": [(list(map(float, bh)), list(map(float, bo))) for bh, bo in pairs]}
+        return {"caption": cap, "verbs": sorted({v.name for v, _ in items}), "noisy": noisy, "rendered": drawn}
+    return {"pairs": [(list(map(float, bh)), list(map(float, bo))) for bh, bo in pairs], "rendered": drawn}
 
 
 def _run(tasks: list[tuple], fn, workers: int) -> list[dict]:
@@ -419,6 +429,7 @@ def _build(cfg: SynthConfig, out: Path) -> dict:
 
     # ---- HOI splits
     hoi_images: dict[str, list[HOIImage]] = {}
+    hoi_rendered: dict[str, list[tuple[str, dict]]] = {}
     for split in ("hoi_train", "hoi_test"):
         t = time.perf_counter()
         names = [f"{split}_{i:06d}.png" for i in range(len(hplan[split]))]
@@ -431,6 +442,7 @@ def _build(cfg: SynthConfig, out: Path) -> dict:
                                 [tuple(p[1]) for p in r["pairs"]], hidx,
                                 [classes.objects.index(o) for o, _ in hois], [classes.verbs.index(v) for _, v in hois]))
         hoi_images[split] = ims
+        hoi_rendered[split] = [(n, r["rendered"]) for n, r in zip(names, res)]
         timings[split] = time.perf_counter() - t
         counts[split] = len(ims)
         counts[split + "_pairs"] = sum(len(im.hoi) for im in ims)
@@ -498,6 +510,15 @@ def _build(cfg: SynthConfig, out: Path) -> dict:
             f.write(json.dumps({"image": f"pretrain/images/{n}", "caption": c["caption"], "verbs": c["verbs"],
                                 "noisy": c["noisy"]}) + "\n")
     os.replace(tmp, out / "pretrain" / "captions.jsonl")
+    rendered = [(f"images/{n}", split, r["rendered"]) for split in ("train", "dev", "test", "unlabeled")
+                for n, r in recs[split].items()]
+    rendered += [(f"images/{n}", split, d) for split in ("hoi_train", "hoi_test") for n, d in hoi_rendered[split]]
+    rendered += [(f"pretrain/images/{n}", "pretrain", c["rendered"]) for n, c in zip(names, caps)]
+    tmp = out / (RENDERED_FILE + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for image, split, d in rendered:
+            f.write(json.dumps({"image": image, "split": split, **d}) + "\n")
+    os.replace(tmp, out / RENDERED_FILE)
     timings["json"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     n_images = sum(counts[k] for k in ("train", "dev", "test", "unlabeled", "hoi_train", "hoi_test", "pretrain"))
@@ -534,6 +555,28 @@ def read_generation_info(world_dir: str | os.PathLike) -> dict:
         return json.loads(p.read_text())
     except json.JSONDecodeError as e:
         raise DataError(f"{p}: malformed {GENERATION_FILE} ({e})") from e
+
+
+def read_rendered(world_dir: str | os.PathLike) -> dict[str, dict]:
+    """``rendered.jsonl`` as {image path relative to the world folder: record} (see ``render.scene_record``).
+
+    Raises:
+        DataError: the file is missing (a world older than generator 1.3) or a line is malformed (file and line named).
+    """
+    p = Path(world_dir) / RENDERED_FILE
+    if not p.exists():
+        raise DataError(f"{p}: not found; worlds from generator 1.3 on record what each image shows "
+                        f"(regenerate with `mipd synth --out {world_dir} --overwrite`)")
+    out = {}
+    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+            out[d["image"]] = d
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise DataError(f"{p}: line {n} is not a rendered-image record ({e!r})") from e
+    return out
 
 
 def read_meta(world_dir: str | os.PathLike) -> Optional[dict]:

@@ -85,6 +85,7 @@ class Entity:
     z: int = 0
     tilt: float = 0.0
     height: float = 0.0  # figure height in pixels (people)
+    pose: str = ""  # pose template of a person ("" for objects)
 
     def shift(self, dx: float, dy: float) -> None:
         self.box = [self.box[0] + dx, self.box[1] + dy, self.box[2] + dx, self.box[3] + dy]
@@ -163,7 +164,7 @@ def make_person(concept: Concept, pose: str, hip_x: float, ground: float, height
         joints[k] = [hip_x + facing * (jx + nx) * h, ground - (jy + ny) * h]
     e = Entity(concept, [0, 0, 0, 0], facing, joints, SHIRTS[rng.integers(len(SHIRTS))],
                SHIRTS[rng.integers(len(SHIRTS))] if rng.random() < 0.5 else (60, 60, 80), SKIN[rng.integers(len(SKIN))],
-               height=h)
+               height=h, pose=pose)
     _person_box(e, h)
     return e
 
@@ -1048,7 +1049,8 @@ def _clip(box: list[float], size: int) -> list[float]:
 
 
 def _paint(img: Image.Image, groups: list[Group], distract: list[Entity], size: int, rng: np.random.Generator,
-           nz: Nuisance, horizon: float) -> None:
+           nz: Nuisance, horizon: float) -> Optional[tuple[int, str]]:
+    """Paint the scene; returns ``(group index, role)`` of the entity behind the occluder, or ``None``."""
     d = ImageDraw.Draw(img)
     clutter(d, size, rng, int(rng.integers(nz.clutter[0], nz.clutter[1] + 1)), horizon)
     draw_entities(d, distract)
@@ -1058,12 +1060,52 @@ def _paint(img: Image.Image, groups: list[Group], distract: list[Entity], size: 
         for c in grp.cues:
             draw_cue(d, c, rng)
     if rng.random() < nz.occlusion_p:
-        ents = [e for grp in groups for e in grp.entities]
-        occluder(d, ents[rng.integers(len(ents))].box, rng)
+        ents = [(k, e) for k, grp in enumerate(groups) for e in grp.entities]
+        k, e = ents[rng.integers(len(ents))]
+        occluder(d, e.box, rng)
+        return k, e.role
+    return None
+
+
+def _motion_cues(grp: Group) -> list[str]:
+    """Kinds of the motion cues drawn for a group (connecting ropes / lines are not motion cues)."""
+    return sorted({c.kind for c in grp.cues if c.kind not in ("rope", "line")})
+
+
+def scene_record(instances: list[tuple[Verb, Group, bool]], place: str, false_cue: Optional[str],
+                 distract: list[Entity], occluded: Optional[tuple[int, str]]) -> dict:
+    """What was drawn in one image (the ground truth a captioner's description is measured against).
+
+    Args:
+        instances: per verb instance, ``(verb, laid-out group, whether the verb's motion cue was dropped)``.
+        place: the background place.
+        false_cue: kind of the unrelated extra motion cue, or ``None``.
+        distract: distractor entities (people and objects outside any frame).
+        occluded: ``(instance index, role)`` behind the foreground occluder, or ``None``.
+
+    Returns:
+        ``{"place", "instances": [{"verb", "pose", "relation", "motion", "motion_drawn", "objects": {role: concept},
+        "poses": {role: pose}}], "cues": [drawn motion cue kinds], "false_cue", "distractors": [{"concept", "kind",
+        "pose"}], "occluded": {"instance", "role"} | None}``. ``motion`` is the verb's cue (``"none"`` if it has
+        none); ``motion_drawn`` is false when it has one and the nuisance dropped it.
+    """
+    inst = []
+    for verb, grp, dropped in instances:
+        by_role = {e.role: e for e in grp.entities}
+        inst.append({"verb": verb.name, "pose": by_role["agent"].pose, "relation": verb.relation,
+                     "motion": verb.motion, "motion_drawn": verb.motion != "none" and not dropped,
+                     "objects": {r: by_role[r].concept.name for r in verb.roles if r in by_role},
+                     "poses": {r: by_role[r].pose for r in verb.roles if r in by_role and by_role[r].pose}})
+    cues = sorted({k for _, grp, _ in instances for k in _motion_cues(grp)})
+    return {"place": place, "instances": inst, "cues": cues, "false_cue": false_cue,
+            "distractors": [{"concept": e.concept.name, "kind": e.concept.kind, "pose": e.pose or None}
+                            for e in distract],
+            "occluded": None if occluded is None else {"instance": occluded[0], "role": occluded[1]}}
 
 
 def render_gsr(verb: Verb, nouns: dict[str, str], place: str, size: int, rng: np.random.Generator,
-               nz: Optional[Nuisance] = None) -> tuple[Image.Image, dict[str, list[float]]]:
+               nz: Optional[Nuisance] = None,
+               record: Optional[dict] = None) -> tuple[Image.Image, dict[str, list[float]]]:
     """Render one GSR scene of ``verb``; returns the image and role -> box for every drawn role (not place).
 
     Args:
@@ -1073,27 +1115,37 @@ def render_gsr(verb: Verb, nouns: dict[str, str], place: str, size: int, rng: np
         size: image side in pixels.
         rng: random generator (the image is a pure function of its state).
         nz: nuisance factors.
+        record: when given, filled with :func:`scene_record` of the image (no effect on the drawing).
     """
     nz = nz or Nuisance()
     H = rng.uniform(*nz.scale) * size
     facing = int(rng.choice([-1, 1]))
     grp = layout_group(verb, nouns, H, facing, rng, nz.pose_jitter)
+    dropped = False
     if rng.random() < nz.cue_drop_p:
         grp.cues = [c for c in grp.cues if c.kind in ("rope", "line")]
+        dropped = True
     _fit(grp, size, rng)
+    false_cue = None
     if rng.random() < nz.false_cue_p:
         _add_false_cue(grp, size, rng)
+        false_cue = grp.cues[-1].kind
     ground = max(e.box[3] for e in grp.entities)
     horizon = min(rng.uniform(0.3, 0.55) * size, ground - 0.15 * H)
     img = background(place, size, rng, horizon)
     distract = _distractors(size, rng, nz, set(nouns.values()), H, horizon)
-    _paint(img, [grp], distract, size, rng, nz, horizon)
+    occluded = _paint(img, [grp], distract, size, rng, nz, horizon)
+    if record is not None:
+        record.update(scene_record([(verb, grp, dropped)], place, false_cue, distract, occluded))
     return img, {e.role: _clip(e.box, size) for e in grp.entities}
 
 
 def render_hoi(instances: list[tuple[Verb, dict[str, str]]], place: str, size: int, rng: np.random.Generator,
-               nz: Optional[Nuisance] = None) -> tuple[Image.Image, list[tuple[list[float], list[float]]]]:
+               nz: Optional[Nuisance] = None,
+               record: Optional[dict] = None) -> tuple[Image.Image, list[tuple[list[float], list[float]]]]:
     """Render several people each interacting with one object, side by side.
+
+    ``record``, when given, is filled with :func:`scene_record` of the image (no effect on the drawing).
 
     Returns:
         the image and, per instance, ``(human box, object box)``.
@@ -1101,12 +1153,14 @@ def render_hoi(instances: list[tuple[Verb, dict[str, str]]], place: str, size: i
     nz = nz or Nuisance()
     n = len(instances)
     H = rng.uniform(0.26, 0.4) * size
-    groups = []
+    groups, dropped = [], []
     slot = (size - 4) / n
     for k, (verb, nouns) in enumerate(instances):
         grp = layout_group(verb, nouns, H * rng.uniform(0.85, 1.15), int(rng.choice([-1, 1])), rng, nz.pose_jitter)
+        dropped.append(False)
         if rng.random() < nz.cue_drop_p:
             grp.cues = [c for c in grp.cues if c.kind in ("rope", "line")]
+            dropped[-1] = True
         lo = 2 + k * slot
         _fit(grp, size, rng, x_range=(lo, lo + slot))
         groups.append(grp)
@@ -1115,7 +1169,10 @@ def render_hoi(instances: list[tuple[Verb, dict[str, str]]], place: str, size: i
     img = background(place, size, rng, horizon)
     used = {v for _, nouns in instances for v in nouns.values()}
     distract = _distractors(size, rng, Nuisance(distractor_p=nz.distractor_p * 0.5), used, H, horizon)
-    _paint(img, groups, distract, size, rng, nz, horizon)
+    occluded = _paint(img, groups, distract, size, rng, nz, horizon)
+    if record is not None:
+        record.update(scene_record([(v, g, dr) for (v, _), g, dr in zip(instances, groups, dropped)], place, None,
+                                   distract, occluded))
     out = []
     for (verb, _), grp in zip(instances, groups):
         by_role = {e.role: e for e in grp.entities}

@@ -1,0 +1,848 @@
+"""The embedded captioner: an image-conditioned text decoder on the embedded teacher's patch tokens (the embedded MLLM).
+
+An image-grounded text decoder in the manner of BLIP (Li et al., "BLIP: Bootstrapping Language-Image Pre-training
+for Unified Vision-Language Understanding and Generation", ICML 2022) and of the language side of BLIP-2 (Li et al.,
+ICML 2023): a small causal transformer decoder whose layers cross-attend to the *frozen* teacher's patch tokens
+(projected to the decoder width, plus a learned grid position and one region token), trained with next-word
+cross-entropy (teacher forcing) on the world's pretraining caption corpus ``pretrain/captions.jsonl`` -- the same
+corpus the teacher was trained on, and nothing else: never the GSR labels (the ``verbs`` field of the corpus is
+diagnostic and never read here). Its vocabulary is the words of that corpus (lower-cased word-level tokens and
+punctuation, ``min_count`` occurrences).
+
+It writes free text token by token (temperature / top-p sampling with a seeded generator, or greedy at temperature
+0):
+
+* a **glimpse** describes the whole image (cross-attention to every token);
+* a **gaze** describes a region (a role box): cross-attention is restricted to the grid cells the box overlaps, and
+  the region token carries the normalised box. During training a fraction ``region_p`` of examples see only a random
+  region of the grid (still predicting the whole caption), so that the decoder learns to write from partial
+  evidence. The teacher's tokens pass through a self-attention layer before they reach the decoder, so a cell
+  carries some context from outside the box: a gaze is a description *centred on* the region, not one blind to
+  the rest.
+
+:class:`CaptionerSampler` serves it through the project's ``Sampler`` interface (messages -> Response): it reads the
+image from an ``image_path`` part or an OpenAI-style ``image_url`` part (a ``data:`` URL or a file path), the region
+from an optional ``{"type": "region", "box": [x1, y1, x2, y2]}`` part or from the ``Role region: [x1, y1, x2, y2] in
+a WxH image`` line of the gaze prompt, and answers with generated text, so rationale code cannot tell it from a
+remote vision chat model. Same messages and seed: same text (for a given machine and thread count); a different
+prompt (a refinement round's feedback), seed or temperature: usually a different one.
+
+Public API: ``Vocab``, ``CaptionerConfig`` (+ ``smoke()``), ``Captioner``, ``train_captioner``,
+``save_captioner`` / ``load_captioner`` (``model.safetensors`` + ``captioner.json`` holding config and vocabulary;
+loading never unpickles), ``load_or_train_captioner``, ``caption_images``, ``CaptionerSampler``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import json
+import math
+import os
+import re
+import shutil
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from mipd_kit.data.records import DataError
+from mipd_kit.language.base import Message, Response, SamplerError
+
+if TYPE_CHECKING:  # the config lives with the factory, which must not import torch
+    from mipd_kit.language.factory import CaptionerSamplerConfig
+
+PAD, BOS, EOS, UNK = 0, 1, 2, 3
+SPECIALS: tuple[str, ...] = ("<pad>", "<bos>", "<eos>", "<unk>")
+FORMAT = "mipd-embedded-captioner/1"
+#: seed offset between two draws for one request whose previous draw came out empty
+RESEED = 1_000_003
+_TOKEN = re.compile(r"[a-z]+|[0-9]+|[^\sa-z0-9]")
+_NO_SPACE_BEFORE = set(",.:;!?)")
+#: the gaze prompt's region line (mipd_kit.rationales.prompts.GAZE_TEMPLATE)
+_REGION_LINE = re.compile(r"\[\s*([-\d.]+),\s*([-\d.]+),\s*([-\d.]+),\s*([-\d.]+)\s*\]\s*in a (\d+)x(\d+) image")
+
+
+class CaptionerError(DataError):
+    """Bad captioner input or output (undecodable image, zero-area box, empty generation, bad checkpoint)."""
+
+
+# ----------------------------------------------------------------------------------------------- vocabulary
+def tokenize(text: str) -> list[str]:
+    """Lower-cased word-level tokens: runs of letters, runs of digits, single punctuation marks."""
+    return _TOKEN.findall(text.lower())
+
+
+def detokenize(words: Sequence[str]) -> str:
+    """Join tokens with spaces, attaching punctuation to the word before it."""
+    out = ""
+    for w in words:
+        out += w if (not out or w in _NO_SPACE_BEFORE) else " " + w
+    return out
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """Word-level vocabulary: ``words[i]`` is token id ``i``; the first four are ``SPECIALS``."""
+
+    words: tuple[str, ...]
+
+    def __post_init__(self):
+        if tuple(self.words[:len(SPECIALS)]) != SPECIALS:
+            raise ValueError(f"a captioner vocabulary starts with {SPECIALS}")
+        object.__setattr__(self, "_index", {w: i for i, w in enumerate(self.words)})
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    @classmethod
+    def build(cls, captions: Sequence[str], min_count: int = 1) -> "Vocab":
+        """Words occurring at least ``min_count`` times, by decreasing count then alphabetically (deterministic)."""
+        counts = Counter(w for c in captions for w in tokenize(c))
+        kept = sorted((w for w, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w))
+        return cls(SPECIALS + tuple(kept))
+
+    def encode(self, text: str, max_len: int) -> list[int]:
+        """``[BOS] + ids + [EOS]``, truncated to ``max_len`` ids (the EOS is kept)."""
+        ids = [self._index.get(w, UNK) for w in tokenize(text)][:max_len - 2]  # type: ignore[attr-defined]
+        return [BOS, *ids, EOS]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of ids up to the first EOS or PAD (BOS and UNK dropped)."""
+        out = []
+        for i in ids:
+            i = int(i)
+            if i in (EOS, PAD):
+                break
+            if i in (BOS, UNK) or i >= len(self.words):
+                continue
+            out.append(self.words[i])
+        return detokenize(out)
+
+
+# ----------------------------------------------------------------------------------------------- config
+@dataclass
+class CaptionerConfig:
+    """Captioner size and training schedule.
+
+    Attributes:
+        width: decoder width d.
+        depth: decoder layers (each: causal self-attention, cross-attention to the image tokens, MLP).
+        heads: attention heads.
+        mlp_ratio: MLP hidden size / width.
+        dropout: dropout in the decoder layers.
+        max_len: longest token sequence, BOS and EOS included (longer captions are truncated).
+        min_count: a word enters the vocabulary after this many occurrences in the corpus.
+        epochs: passes over the training captions.
+        batch_size: captions per step.
+        lr: peak AdamW learning rate (linear warm-up, cosine decay).
+        weight_decay: AdamW weight decay.
+        warmup_frac: fraction of steps used for warm-up.
+        region_p: fraction of training examples that see only a random region of the token grid.
+        region_min: smallest side of such a region, as a fraction of the image side.
+        holdout_frac: fraction of pretraining images held out of training (chosen by a hash of the image path),
+            for evaluation on images the captioner never saw.
+        max_pairs: use at most this many pretraining pairs (None = all).
+        threads: torch threads while training (0 = leave torch's default).
+        seed: seeds initialisation, data order and training regions.
+    """
+
+    width: int = 128
+    depth: int = 2
+    heads: int = 4
+    mlp_ratio: int = 2
+    dropout: float = 0.1
+    max_len: int = 32
+    min_count: int = 2
+    epochs: int = 8
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup_frac: float = 0.05
+    region_p: float = 0.3
+    region_min: float = 0.35
+    holdout_frac: float = 0.1
+    max_pairs: Optional[int] = None
+    threads: int = 0
+    seed: int = 0
+
+    @classmethod
+    def smoke(cls) -> "CaptionerConfig":
+        """Seconds on a laptop CPU: one narrow layer, a few epochs."""
+        return cls(width=64, depth=1, heads=2, epochs=6, batch_size=32, lr=3e-3, min_count=1, dropout=0.0)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CaptionerConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown CaptionerConfig keys {sorted(unknown)}; valid: {sorted(names)}")
+        return cls(**d)
+
+    def training_key(self) -> dict:
+        """The fields that determine the trained weights (all but ``threads``)."""
+        d = asdict(self)
+        d.pop("threads")
+        return d
+
+
+# ----------------------------------------------------------------------------------------------- model
+def region_mask(boxes: Optional[torch.Tensor], grid: tuple[int, int], n_tokens: int) -> torch.Tensor:
+    """Which image tokens a region may attend to: (B, n_tokens) bool, True = hidden.
+
+    Args:
+        boxes: (B, 4) normalised ``x1, y1, x2, y2`` in [0, 1], rows of NaN for "whole image"; ``None`` = all whole.
+        grid: (rows, cols) of the patch grid; tokens beyond ``rows * cols`` (a leading CLS token) are hidden for a
+            region and shown for the whole image.
+        n_tokens: tokens per image.
+    """
+    r, c = grid
+    extra = n_tokens - r * c
+    if boxes is None:
+        return torch.zeros(1, n_tokens, dtype=torch.bool)
+    B = boxes.shape[0]
+    whole = torch.isnan(boxes).any(1)  # (B,)
+    b = torch.nan_to_num(boxes, nan=0.0)
+    ys = torch.arange(r, dtype=torch.float32)
+    xs = torch.arange(c, dtype=torch.float32)
+    # a cell (i, j) covers [j/c, (j+1)/c] x [i/r, (i+1)/r]; it is visible when it overlaps the box
+    col_in = (xs[None] / c < b[:, 2:3]) & ((xs[None] + 1) / c > b[:, 0:1])  # (B, c)
+    row_in = (ys[None] / r < b[:, 3:4]) & ((ys[None] + 1) / r > b[:, 1:2])  # (B, r)
+    vis = (row_in[:, :, None] & col_in[:, None, :]).reshape(B, r * c)
+    vis = torch.cat([torch.zeros(B, extra, dtype=torch.bool), vis], 1) if extra > 0 else vis
+    vis[whole] = True
+    vis[~vis.any(1)] = True  # never hide everything
+    return ~vis
+
+
+class CaptionDecoder(nn.Module):
+    """Causal transformer decoder cross-attending to projected teacher tokens and one region token."""
+
+    def __init__(self, cfg: CaptionerConfig, vocab_size: int, token_dim: int, n_tokens: int):
+        super().__init__()
+        d = cfg.width
+        self.mem_proj = nn.Sequential(nn.LayerNorm(token_dim), nn.Linear(token_dim, d))
+        self.mem_pos = nn.Parameter(torch.randn(1, n_tokens, d) * 0.02)
+        self.region = nn.Linear(5, d)  # (x1, y1, x2, y2, is_region) -> one extra memory token
+        self.embed = nn.Embedding(vocab_size, d)
+        self.pos = nn.Parameter(torch.randn(1, cfg.max_len, d) * 0.02)
+        layer = nn.TransformerDecoderLayer(d, cfg.heads, cfg.mlp_ratio * d, cfg.dropout, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.layers = nn.TransformerDecoder(layer, cfg.depth)
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, vocab_size, bias=True)
+        nn.init.normal_(self.embed.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+        self.head.weight = self.embed.weight  # tied input / output embeddings
+
+    def memory(self, tokens: torch.Tensor, boxes: Optional[torch.Tensor],
+               grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens (B, N, Dt), boxes (B, 4) normalised or NaN rows -> memory (B, N+1, d), hidden (B, N+1) bool."""
+        B, N, _ = tokens.shape
+        mem = self.mem_proj(tokens.float()) + self.mem_pos[:, :N]  # (B, N, d)
+        if boxes is None:
+            boxes = torch.full((B, 4), float("nan"))
+        is_region = (~torch.isnan(boxes).any(1)).float()[:, None]  # (B, 1)
+        reg = self.region(torch.cat([torch.nan_to_num(boxes, nan=0.0), is_region], 1))[:, None]  # (B, 1, d)
+        hidden = region_mask(boxes, grid, N).expand(B, N)
+        hidden = torch.cat([torch.zeros(B, 1, dtype=torch.bool), hidden], 1)  # the region token is always seen
+        return torch.cat([reg, mem], 1), hidden
+
+    def forward(self, ids: torch.Tensor, mem: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """ids (B, L) -> next-token logits (B, L, V)."""
+        L = ids.shape[1]
+        x = self.embed(ids) + self.pos[:, :L]
+        causal = torch.triu(torch.full((L, L), float("-inf")), 1)
+        # additive float masks on both sides (bool and float masks may not be mixed in one call)
+        mem_mask = torch.zeros(hidden.shape, dtype=x.dtype).masked_fill(hidden, float("-inf"))
+        y = self.layers(x, mem, tgt_mask=causal, tgt_is_causal=True, memory_key_padding_mask=mem_mask)
+        return self.head(self.norm(y))
+
+
+def _hash_state(state: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for k in sorted(state):
+        v = state[k].detach().cpu().contiguous()
+        h.update(k.encode() + str(tuple(v.shape)).encode() + str(v.dtype).encode())
+        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+    return h.hexdigest()
+
+
+_GOLDEN, _MIX1, _MIX2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
+def _splitmix(z: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser on uint64 arrays (wrapping arithmetic)."""
+    z = z + _GOLDEN
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    return z ^ (z >> np.uint64(31))
+
+
+def row_uniforms(seeds: Sequence[int], step: int, vocab_size: int) -> torch.Tensor:
+    """(B, V) float64 uniforms in (0, 1), a pure function of (row seed, step, word id): counter-based noise, so that
+    every row samples independently of its neighbours and of the batch size, with no per-row generator calls."""
+    with np.errstate(over="ignore"):
+        base = _splitmix(np.array([int(s) % 2 ** 64 for s in seeds], dtype=np.uint64))  # (B,)
+        ctr = np.uint64(step) * np.uint64(vocab_size) + np.arange(vocab_size, dtype=np.uint64)  # (V,)
+        z = _splitmix(base[:, None] ^ _splitmix(ctr)[None, :])
+    return torch.from_numpy(((z >> np.uint64(11)).astype(np.float64) + 0.5) / 2.0 ** 53)
+
+
+@dataclass(frozen=True)
+class Caption:
+    """One generated description.
+
+    Attributes:
+        text: the decoded text ("" when the captioner emitted nothing but end / padding).
+        ids: the generated token ids (without BOS).
+        box: the normalised region ``(x1, y1, x2, y2)`` of a gaze, ``None`` for a glimpse.
+    """
+
+    text: str
+    ids: tuple[int, ...]
+    box: Optional[tuple[float, float, float, float]] = None
+
+
+class Captioner(nn.Module):
+    """Vocabulary + decoder + the shape of the teacher tokens it reads (``grid``, ``token_dim``, ``n_tokens``)."""
+
+    def __init__(self, cfg: CaptionerConfig, vocab: Vocab, token_dim: int, n_tokens: int, grid: tuple[int, int],
+                 teacher_fingerprint: str = ""):
+        super().__init__()
+        if grid[0] * grid[1] > n_tokens:
+            raise ValueError(f"grid {grid} has more cells than the {n_tokens} teacher tokens")
+        self.cfg, self.vocab = cfg, vocab
+        self.token_dim, self.n_tokens, self.grid = token_dim, n_tokens, (int(grid[0]), int(grid[1]))
+        self.teacher_fingerprint = teacher_fingerprint
+        self.decoder = CaptionDecoder(cfg, len(vocab), token_dim, n_tokens)
+        self.info: dict = {}
+        self._fingerprint: Optional[str] = None
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 over the vocabulary and the weights (computed once)."""
+        if self._fingerprint is None:
+            h = hashlib.sha256(("\n".join(self.vocab.words) + f"|{self.grid}|{self.teacher_fingerprint}").encode())
+            h.update(_hash_state(self.decoder.state_dict()).encode())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
+
+    def loss(self, tokens: torch.Tensor, ids: torch.Tensor, boxes: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Mean next-word cross-entropy over real tokens: tokens (B, N, Dt), ids (B, L) padded with PAD."""
+        mem, hidden = self.decoder.memory(tokens, boxes, self.grid)
+        logits = self.decoder(ids[:, :-1], mem, hidden)  # (B, L-1, V)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), ignore_index=PAD)
+
+    @torch.no_grad()
+    def generate(self, tokens: torch.Tensor, boxes: Optional[torch.Tensor] = None, *, temperature: float = 0.7,
+                 top_p: float = 0.9, seeds: Optional[Sequence[int]] = None,
+                 max_len: Optional[int] = None) -> list[Caption]:
+        """Sample one description per image, token by token.
+
+        Args:
+            tokens: (B, N, Dt) teacher tokens.
+            boxes: (B, 4) normalised regions (NaN rows = whole image) or ``None`` (all glimpses).
+            temperature: softmax temperature; ``<= 0`` decodes greedily.
+            top_p: nucleus sampling: keep the smallest set of words whose probability reaches ``top_p``.
+            seeds: one seed per row (a row's draws are a function of its seed only, see :func:`row_uniforms`, so
+                its text does not depend on its neighbours); default ``range(B)``.
+            max_len: longest sequence (default the config's).
+        """
+        self.eval()
+        B = tokens.shape[0]
+        L = min(max_len or self.cfg.max_len, self.cfg.max_len)
+        seeds = list(range(B)) if seeds is None else [int(s) for s in seeds]
+        if len(seeds) != B:
+            raise ValueError(f"{len(seeds)} seeds for {B} images")
+        mem, hidden = self.decoder.memory(tokens, boxes, self.grid)
+        ids = torch.full((B, 1), BOS, dtype=torch.long)
+        done = torch.zeros(B, dtype=torch.bool)
+        for step in range(L - 1):
+            logits = self.decoder(ids, mem, hidden)[:, -1].float()  # (B, V)
+            logits[:, BOS] = float("-inf")
+            logits[:, UNK] = float("-inf")
+            if temperature <= 0:
+                nxt = logits.argmax(-1)
+            else:
+                probs = (logits / temperature).softmax(-1)
+                if top_p < 1.0:
+                    sp, si = probs.sort(-1, descending=True)
+                    keep = sp.cumsum(-1) - sp < top_p  # the first word is always kept
+                    probs = torch.zeros_like(probs).scatter(-1, si, sp * keep)
+                # exponential race: argmax p / E with E ~ Exp(1) draws word w with probability p_w
+                expo = -torch.log(row_uniforms(seeds, step, probs.shape[1]))  # (B, V)
+                nxt = (probs.double() / expo).argmax(-1)
+            nxt = torch.where(done, torch.full_like(nxt, PAD), nxt)
+            ids = torch.cat([ids, nxt[:, None]], 1)
+            done |= (nxt == EOS) | (nxt == PAD)
+            if bool(done.all()):
+                break
+        out = []
+        for b in range(B):
+            row = ids[b, 1:].tolist()
+            box = None
+            if boxes is not None and not bool(torch.isnan(boxes[b]).any()):
+                box = tuple(float(v) for v in boxes[b].tolist())
+            out.append(Caption(self.vocab.decode(row), tuple(row), box))  # type: ignore[arg-type]
+        return out
+
+
+# ----------------------------------------------------------------------------------------------- data
+def read_pretrain_captions(world_dir: str | os.PathLike) -> list[dict]:
+    """Records of ``pretrain/captions.jsonl`` (only ``image`` and ``caption`` are used)."""
+    from mipd_kit.teachers.embedded import read_captions
+    return read_captions(world_dir)
+
+
+def is_heldout(image: str, frac: float) -> bool:
+    """Whether a pretraining image is held out of captioner training (a stable hash of its path below ``frac``)."""
+    h = int.from_bytes(hashlib.sha256(image.encode()).digest()[:8], "big") / 2 ** 64
+    return h < frac
+
+
+def open_image_file(path: str | os.PathLike) -> Image.Image:
+    """Decode an image file to RGB; ``CaptionerError`` naming the file when it is missing or undecodable."""
+    p = Path(path)
+    try:
+        with Image.open(p) as im:
+            return im.convert("RGB")
+    except FileNotFoundError as e:
+        raise CaptionerError(f"{p}: image not found") from e
+    except Exception as e:  # PIL raises several types for corrupt files
+        raise CaptionerError(f"{p}: image failed to decode ({type(e).__name__}: {e})") from e
+
+
+@torch.no_grad()
+def encode_tokens(teacher, images: Sequence[Image.Image], batch_size: int = 128) -> torch.Tensor:
+    """Teacher patch tokens of PIL images, (N, T, D) float32."""
+    out = []
+    for s in range(0, len(images), batch_size):
+        out.append(teacher.encode_images(list(images[s:s + batch_size])).tokens.float())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def data_fingerprint(world_dir: str | os.PathLike) -> str:
+    """sha256 of the pretraining captions file (the corpus identity)."""
+    p = Path(world_dir) / "pretrain" / "captions.jsonl"
+    if not p.exists():
+        raise CaptionerError(f"{p}: pretraining captions not found (generate the world with `mipd synth --out DIR`)")
+    return hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------------------- training
+def _lr_at(step: int, total: int, cfg: CaptionerConfig) -> float:
+    warm = max(1, int(cfg.warmup_frac * total))
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    p = (step - warm) / max(1, total - warm)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * p))
+
+
+def random_regions(n: int, p: float, min_side: float, gen: torch.Generator) -> torch.Tensor:
+    """(n, 4) normalised random boxes for a fraction ``p`` of rows, NaN rows (whole image) for the rest."""
+    use = torch.rand(n, generator=gen) < p
+    wh = min_side + (1 - min_side) * torch.rand(n, 2, generator=gen)  # (n, 2)
+    xy = (1 - wh) * torch.rand(n, 2, generator=gen)
+    boxes = torch.cat([xy, xy + wh], 1)
+    boxes[~use] = float("nan")
+    return boxes
+
+
+def train_captioner(world_dir: str | os.PathLike, teacher, cfg: Optional[CaptionerConfig] = None,
+                    progress: bool = False) -> Captioner:
+    """Train a captioner on the world's pretraining captions, reading the frozen ``teacher``'s patch tokens.
+
+    Only ``image`` and ``caption`` of each pretraining record are read; images with ``is_heldout`` are left out.
+
+    Returns:
+        the captioner; ``captioner.info`` holds ``epoch_loss``, ``heldout_loss`` (per epoch), ``wall_time_s``,
+        ``n_train``, ``n_heldout``, ``data_fingerprint``, ``threads``.
+    """
+    cfg = cfg or CaptionerConfig()
+    t0 = time.time()
+    world = Path(world_dir)
+    recs = read_pretrain_captions(world)
+    if cfg.max_pairs is not None:
+        recs = recs[:cfg.max_pairs]
+    train = [r for r in recs if not is_heldout(r["image"], cfg.holdout_frac)]
+    held = [r for r in recs if is_heldout(r["image"], cfg.holdout_frac)]
+    if not train:
+        raise CaptionerError(f"{world / 'pretrain' / 'captions.jsonl'}: no training captions left after holding out "
+                             f"{cfg.holdout_frac:.0%}")
+    old_threads = torch.get_num_threads()
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    try:
+        vocab = Vocab.build([r["caption"] for r in train], cfg.min_count)
+
+        def tensors(rs: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+            toks = encode_tokens(teacher, [open_image_file(world / r["image"]) for r in rs])
+            ids = torch.full((len(rs), cfg.max_len), PAD, dtype=torch.long)
+            for i, r in enumerate(rs):
+                e = vocab.encode(r["caption"], cfg.max_len)
+                ids[i, :len(e)] = torch.tensor(e)
+            return toks, ids
+
+        tok_tr, ids_tr = tensors(train)
+        tok_he, ids_he = tensors(held) if held else (None, None)
+        torch.manual_seed(cfg.seed)
+        model = Captioner(cfg, vocab, tok_tr.shape[2], tok_tr.shape[1], tuple(teacher.grid),
+                          str(getattr(teacher, "fingerprint", "")))
+        gen = torch.Generator().manual_seed(cfg.seed)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        N = len(train)
+        bs = min(cfg.batch_size, N)
+        steps_per_epoch = max(1, N // bs)
+        total = steps_per_epoch * cfg.epochs
+        epoch_loss, heldout_loss, step = [], [], 0
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=total, desc="captioner", leave=False)
+        for ep in range(cfg.epochs):
+            model.train()
+            perm = torch.randperm(N, generator=gen)
+            losses = []
+            for b in range(steps_per_epoch):
+                idx = perm[b * bs:(b + 1) * bs]
+                boxes = random_regions(len(idx), cfg.region_p, cfg.region_min, gen)
+                for g in opt.param_groups:
+                    g["lr"] = _lr_at(step, total, cfg)
+                loss = model.loss(tok_tr[idx], ids_tr[idx], boxes)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                losses.append(loss.item())
+                step += 1
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss.item():.3f}")
+            epoch_loss.append(float(np.mean(losses)))
+            if tok_he is not None:
+                model.eval()
+                with torch.no_grad():
+                    heldout_loss.append(float(model.loss(tok_he, ids_he).item()))
+        if bar is not None:
+            bar.close()
+        threads = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(old_threads)
+    model.eval()
+    model.info = {"epoch_loss": epoch_loss, "heldout_loss": heldout_loss, "wall_time_s": time.time() - t0,
+                  "n_train": N, "n_heldout": len(held), "vocab_size": len(vocab), "steps": total,
+                  "data_fingerprint": data_fingerprint(world), "threads": threads}
+    return model
+
+
+# ----------------------------------------------------------------------------------------------- save / load
+def save_captioner(captioner: Captioner, ckpt_dir: str | os.PathLike, extra: Optional[dict] = None) -> Path:
+    """Write ``model.safetensors`` and ``captioner.json`` (config, vocabulary, token shape, training record)
+    atomically: the folder appears complete or not at all."""
+    from safetensors.torch import save_file
+    d = Path(ckpt_dir)
+    tmp = d.with_name(d.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    state = {k: v.contiguous() for k, v in captioner.decoder.state_dict().items() if k != "head.weight"}  # tied
+    save_file(state, str(tmp / "model.safetensors"))
+    meta = {"format": FORMAT, "config": asdict(captioner.cfg), "vocab": list(captioner.vocab.words),
+            "token_dim": captioner.token_dim, "n_tokens": captioner.n_tokens, "grid": list(captioner.grid),
+            "teacher_fingerprint": captioner.teacher_fingerprint, "fingerprint": captioner.fingerprint,
+            "info": captioner.info, **(extra or {})}
+    (tmp / "captioner.json").write_text(json.dumps(meta, indent=1))
+    if d.exists():
+        shutil.rmtree(d)
+    os.replace(tmp, d)
+    return d
+
+
+def load_captioner(ckpt_dir: str | os.PathLike) -> Captioner:
+    """Load a captioner saved by :func:`save_captioner` (no unpickling); ``CaptionerError`` naming the file."""
+    from safetensors.torch import load_file
+    d = Path(ckpt_dir)
+    mpath = d / "captioner.json"
+    try:
+        meta = json.loads(mpath.read_text())
+    except FileNotFoundError as e:
+        raise CaptionerError(f"{mpath}: captioner checkpoint not found") from e
+    except json.JSONDecodeError as e:
+        raise CaptionerError(f"{mpath}: not valid JSON ({e})") from e
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        fmt = meta.get("format") if isinstance(meta, dict) else None
+        raise CaptionerError(f"{mpath}: not a captioner checkpoint (format {fmt!r}, expected {FORMAT!r})")
+    try:
+        cfg = CaptionerConfig.from_dict(meta["config"])
+        model = Captioner(cfg, Vocab(tuple(meta["vocab"])), int(meta["token_dim"]), int(meta["n_tokens"]),
+                          tuple(meta["grid"]), str(meta.get("teacher_fingerprint", "")))
+    except (KeyError, TypeError, ValueError) as e:
+        raise CaptionerError(f"{mpath}: malformed captioner record ({e!r})") from e
+    wpath = d / "model.safetensors"
+    try:
+        state = load_file(str(wpath))
+    except FileNotFoundError as e:
+        raise CaptionerError(f"{wpath}: captioner weights not found") from e
+    except Exception as e:
+        raise CaptionerError(f"{wpath}: corrupt captioner weights ({e})") from e
+    state["head.weight"] = state["embed.weight"]
+    try:
+        model.decoder.load_state_dict(state)
+    except RuntimeError as e:
+        raise CaptionerError(f"{wpath}: weights do not match {mpath} ({e})") from e
+    model.decoder.head.weight = model.decoder.embed.weight
+    model.eval()
+    model.info = dict(meta.get("info", {}))
+    model.checkpoint_dir = d  # type: ignore[attr-defined]
+    return model
+
+
+def checkpoint_dir_for(world_dir: str | os.PathLike, cache_dir: str | os.PathLike, teacher,
+                       cfg: CaptionerConfig) -> Path:
+    """``cache_dir/captioner/captioner-<sha of config, corpus and teacher fingerprints>``."""
+    key = json.dumps({"cfg": cfg.training_key(), "data": data_fingerprint(world_dir),
+                      "teacher": str(getattr(teacher, "fingerprint", ""))}, sort_keys=True)
+    return Path(cache_dir) / "captioner" / f"captioner-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
+def load_or_train_captioner(world_dir: str | os.PathLike, cache_dir: str | os.PathLike, teacher,
+                            cfg: Optional[CaptionerConfig] = None, progress: bool = False) -> Captioner:
+    """Load the checkpoint whose config, corpus and teacher match, or train one and save it.
+
+    ``captioner.loaded_from_cache`` tells which happened.
+    """
+    cfg = cfg or CaptionerConfig()
+    d = checkpoint_dir_for(world_dir, cache_dir, teacher, cfg)
+    if (d / "captioner.json").exists() and (d / "model.safetensors").exists():
+        c = load_captioner(d)
+        c.loaded_from_cache = True  # type: ignore[attr-defined]
+        return c
+    c = train_captioner(world_dir, teacher, cfg, progress=progress)
+    teacher_dir = getattr(teacher, "checkpoint_dir", None)
+    save_captioner(c, d, {"teacher_checkpoint": str(teacher_dir) if teacher_dir else None})
+    c.checkpoint_dir = d  # type: ignore[attr-defined]
+    c.loaded_from_cache = False  # type: ignore[attr-defined]
+    return c
+
+
+# ----------------------------------------------------------------------------------------------- inference
+def normalise_box(box: Sequence[float], width: int, height: int, where: str = "") -> tuple[float, float, float, float]:
+    """Pixel box ``[x1, y1, x2, y2]`` -> normalised and clipped to the image; ``CaptionerError`` for a zero-area
+    box (after clipping) or a malformed one, naming ``where``."""
+    try:
+        x1, y1, x2, y2 = (float(v) for v in box)
+    except (TypeError, ValueError) as e:
+        raise CaptionerError(f"{where}: region box {box!r} is not four numbers") from e
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+        raise CaptionerError(f"{where}: region box {box!r} has a non-finite coordinate")
+    nx1, nx2 = (min(max(v / width, 0.0), 1.0) for v in (x1, x2))
+    ny1, ny2 = (min(max(v / height, 0.0), 1.0) for v in (y1, y2))
+    if nx2 <= nx1 or ny2 <= ny1:
+        raise CaptionerError(f"{where}: region box {list(box)} has zero area inside the {width}x{height} image")
+    return nx1, ny1, nx2, ny2
+
+
+@dataclass
+class CaptionBatch:
+    """Result of :func:`caption_images`: one ``Caption`` or ``None`` (skipped) per request, and the skips."""
+
+    captions: list[Optional[Caption]]
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+
+
+def caption_images(captioner: Captioner, teacher, images: Sequence[str | os.PathLike],
+                   boxes: Optional[Sequence[Optional[Sequence[float]]]] = None, *, temperature: float = 0.7,
+                   top_p: float = 0.9, seed: int = 0, batch_size: int = 64, max_attempts: int = 3) -> CaptionBatch:
+    """Describe many images (glimpses, or gazes where a pixel box is given), with counted skips.
+
+    An image that fails to decode, a zero-area box, or a generation still empty after ``max_attempts`` draws is
+    skipped and counted in ``skipped`` as ``(index, reason)``; the other results are kept. Row ``i`` samples with
+    seed ``seed + i`` (attempt ``k`` adds ``k * RESEED``).
+    """
+    n = len(images)
+    if boxes is not None and len(boxes) != n:
+        raise ValueError(f"{len(boxes)} boxes for {n} images")
+    out: list[Optional[Caption]] = [None] * n
+    skipped: list[tuple[int, str]] = []
+    for s in range(0, n, batch_size):
+        ok, ims, bx = [], [], []
+        for i in range(s, min(n, s + batch_size)):
+            try:
+                im = open_image_file(images[i])
+                b = (float("nan"),) * 4
+                if boxes is not None and boxes[i] is not None:
+                    b = normalise_box(boxes[i], im.width, im.height, str(images[i]))
+            except CaptionerError as e:
+                skipped.append((i, str(e)))
+                continue
+            ok.append(i)
+            ims.append(im)
+            bx.append(b)
+        if not ok:
+            continue
+        toks = encode_tokens(teacher, ims)
+        bxt = torch.tensor(bx, dtype=torch.float32)
+        todo = list(range(len(ok)))  # positions in this batch still without text
+        for attempt in range(max(1, max_attempts)):
+            caps = captioner.generate(toks[todo], bxt[todo], temperature=temperature, top_p=top_p,
+                                      seeds=[seed + ok[j] + attempt * RESEED for j in todo])
+            for j, c in zip(todo, caps):
+                if c.text.strip():
+                    out[ok[j]] = c
+            todo = [j for j in todo if out[ok[j]] is None]
+            if not todo:
+                break
+        for j in todo:
+            skipped.append((ok[j], f"{images[ok[j]]}: the captioner emitted nothing (only end / padding tokens) "
+                                   f"in {max(1, max_attempts)} attempts"))
+    skipped.sort()
+    return CaptionBatch(out, skipped)
+
+
+def _text_and_images(messages: Sequence[Message]) -> tuple[str, list[dict], list[Sequence[float]]]:
+    texts, images, regions = [], [], []
+    for m in messages:
+        c = m.get("content", "")
+        if isinstance(c, str):
+            texts.append(c)
+            continue
+        for p in c if isinstance(c, list) else []:
+            if not isinstance(p, dict):
+                continue
+            t = p.get("type")
+            if t == "text":
+                texts.append(str(p.get("text", "")))
+            elif t in ("image_path", "image_url"):
+                images.append(p)
+            elif t == "region":
+                regions.append(p.get("box"))
+    return "\n".join(texts), images, regions
+
+
+def _decode_image_part(part: dict) -> tuple[Image.Image, str]:
+    """(RGB image, identity string) of an ``image_path`` or OpenAI ``image_url`` part; ``SamplerError`` if bad."""
+    if part.get("type") == "image_path":
+        src = str(part.get("path", ""))
+    else:
+        u = part.get("image_url")
+        src = str(u.get("url", "") if isinstance(u, dict) else u or "")
+    if src.startswith("data:"):
+        head, _, b64 = src.partition(",")
+        ident = "data-url:" + hashlib.sha256(b64.encode()).hexdigest()[:16]
+        try:
+            raw = base64.b64decode(b64, validate=True)
+            with Image.open(io.BytesIO(raw)) as im:
+                return im.convert("RGB"), ident
+        except (binascii.Error, ValueError) as e:
+            raise SamplerError(f"image {ident} ({head}): not valid base64 ({e})") from e
+        except Exception as e:
+            raise SamplerError(f"image {ident} ({head}): failed to decode ({type(e).__name__}: {e})") from e
+    if src.startswith("file://"):
+        src = src[len("file://"):]
+    if not src:
+        raise SamplerError("image part without a path or URL")
+    if re.match(r"^[a-z]+://", src):
+        raise SamplerError(f"image {src}: the embedded captioner reads files and data: URLs only")
+    try:
+        return open_image_file(src), src
+    except CaptionerError as e:
+        raise SamplerError(str(e)) from e
+
+
+@dataclass
+class CaptionerSampler:
+    """The captioner behind the ``Sampler`` interface: a vision chat model that describes what it sees.
+
+    Glimpse or gaze: a gaze is asked for by a ``region`` part or a ``Role region: [x1, y1, x2, y2] in a WxH image``
+    line (the JRG gaze prompt); anything else is a glimpse. The prompt's other text is not read (the captioner has
+    no instruction following); it only seeds the sampling, so a re-prompt (new feedback) draws a new description.
+
+    Attributes:
+        captioner: the trained decoder.
+        teacher: the frozen teacher whose tokens it reads (must be the one it was trained on).
+        temperature, top_p: sampling controls (temperature <= 0: greedy).
+        seed: combined with a hash of the messages: same messages, same reply.
+        max_attempts: re-samples (new seed) when a generation comes out empty; then ``SamplerError``.
+    """
+
+    captioner: Captioner
+    teacher: Any
+    temperature: float = 0.7
+    top_p: float = 0.9
+    seed: int = 0
+    max_attempts: int = 3
+
+    def __post_init__(self):
+        tf = str(getattr(self.teacher, "fingerprint", ""))
+        if self.captioner.teacher_fingerprint and tf and tf != self.captioner.teacher_fingerprint:
+            raise CaptionerError(f"the captioner was trained on teacher {self.captioner.teacher_fingerprint}, "
+                                 f"not on the teacher given ({tf})")
+
+    @property
+    def fingerprint(self) -> str:
+        return (f"captioner-v1:{self.captioner.fingerprint}:t{self.temperature:g}:p{self.top_p:g}:s{self.seed}"
+                f":a{self.max_attempts}")
+
+    def __call__(self, messages: Sequence[Message]) -> Response:
+        t0 = time.perf_counter()
+        text, parts, regions = _text_and_images(messages)
+        if not parts:
+            raise SamplerError("captioner: the messages hold no image part (image_path or image_url)")
+        if len(parts) > 1:
+            raise SamplerError(f"captioner: one image per request, got {len(parts)}")
+        image, ident = _decode_image_part(parts[0])
+        box = None
+        if regions:
+            raw = regions[-1]
+            where, (w, h) = f"{ident} (region part)", image.size
+        else:
+            m = _REGION_LINE.search(text) if "gaze" in text.lower() else None
+            raw = [float(m.group(k)) for k in range(1, 5)] if m else None
+            where, (w, h) = f"{ident} (Role region line)", (int(m.group(5)), int(m.group(6))) if m else image.size
+        if raw is not None:
+            try:
+                box = normalise_box(raw, w, h, where)
+            except CaptionerError as e:
+                raise SamplerError(str(e)) from e
+        toks = encode_tokens(self.teacher, [image])
+        boxes = torch.tensor([box if box is not None else (float("nan"),) * 4], dtype=torch.float32)
+        base = int.from_bytes(hashlib.sha256(f"{self.seed}\x00{ident}\x00{text}".encode()).digest()[:6], "big")
+        for attempt in range(1, self.max_attempts + 1):
+            cap = self.captioner.generate(toks, boxes, temperature=self.temperature, top_p=self.top_p,
+                                          seeds=[base + (attempt - 1) * RESEED])[0]
+            if cap.text.strip():
+                meta = {"backend": "captioner", "model": self.captioner.fingerprint,
+                        "kind": "gaze" if box is not None else "glimpse", "box": list(box) if box else None,
+                        "image": ident, "temperature": self.temperature, "top_p": self.top_p,
+                        "seed": base + (attempt - 1) * RESEED, "attempts": attempt, "n_tokens": len(tokenize(cap.text)),
+                        "latency_s": time.perf_counter() - t0}
+                return Response(cap.text, tuple(messages), meta)
+        raise SamplerError(f"captioner: emitted nothing (only end / padding tokens) for image {ident} in "
+                           f"{self.max_attempts} attempts")
+
+
+# ----------------------------------------------------------------------------------------------- factory
+def build_captioner_sampler(cfg: "CaptionerSamplerConfig") -> CaptionerSampler:
+    """Load the captioner and its teacher and wrap them as a Sampler; ``CaptionerError`` naming what is missing."""
+    if not cfg.checkpoint:
+        raise CaptionerError("the captioner backend needs captioner.checkpoint (a folder written by save_captioner)")
+    cap = load_captioner(cfg.checkpoint)
+    meta = json.loads((Path(cfg.checkpoint) / "captioner.json").read_text())
+    tdir = cfg.teacher or meta.get("teacher_checkpoint") or ""
+    if not tdir:
+        raise CaptionerError(f"{Path(cfg.checkpoint) / 'captioner.json'}: records no teacher checkpoint; "
+                             "set captioner.teacher")
+    from mipd_kit.teachers.embedded import load_teacher
+    teacher = load_teacher(tdir)
+    return CaptionerSampler(cap, teacher, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed,
+                            max_attempts=cfg.max_attempts)
