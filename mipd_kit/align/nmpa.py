@@ -504,7 +504,7 @@ def save_nmpa(model: NMPA, path: str | Any) -> None:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(p.name + ".tmp")
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp),
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp),
               metadata={"config": __import__("json").dumps(dataclasses.asdict(model.cfg), sort_keys=True)})
     os.replace(tmp, p)
 

@@ -269,7 +269,7 @@ def teacher_config(cfg: CLHOIConfig):
     if cfg.teacher == "checkpoint" and not cfg.teacher_checkpoint:
         raise ValueError("teacher='checkpoint' needs teacher_checkpoint")
     return TeacherConfig(backend=cfg.teacher, size=cfg.teacher_size, checkpoint=cfg.teacher_checkpoint,
-                         threads=cfg.threads).with_paths(cfg.world_dir, cfg.cache_dir)
+                         threads=cfg.threads, device=cfg.device).with_paths(cfg.world_dir, cfg.cache_dir)
 
 
 def build_teacher(cfg: CLHOIConfig):

@@ -533,15 +533,27 @@ def _allreduce_grads(model: torch.nn.Module) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- training
+def check_trainable_labels(d: StudentData, idx: torch.Tensor, train_ids: torch.Tensor) -> None:
+    """Refuse a batch holding a label of a non-trainable (unseen) verb or an unlabeled sample: the second guard of
+    the module docstring, on the CPU rows before the batch moves (no device synchronisation per step).
+
+    Raises:
+        RuntimeError: naming up to three offending images.
+    """
+    verb = d.verb[idx]
+    wrong = (verb < 0) | ~torch.isin(verb, train_ids)
+    if wrong.any():
+        bad = [d.images[i] for i in idx[wrong][:3].tolist()]
+        raise RuntimeError(f"label of a non-trainable (unseen) verb reached the loss: {bad}")
+
+
 def compute_losses(model: OvGSRStudent, b: StudentData, B: int, cfg: StudentConfig,
                    train_map: torch.Tensor, train_ids: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Weighted named loss parts on the labelled batch ``b`` (``StudentData.take``: on the model's device),
-    normalised by the global batch size ``B``."""
+    """Weighted named loss parts on the labelled batch ``b`` (``StudentData.take``: on the model's device, its labels
+    checked by :func:`check_trainable_labels`), normalised by the global batch size ``B``. Pure tensor code with no
+    host synchronisation, so it also runs on the ``meta`` device (the device tests)."""
     u = cfg.uses
     verb = b.verb
-    if (verb < 0).any() or (~torch.isin(verb, train_ids)).any():
-        bad = [b.images[i] for i in torch.nonzero((verb < 0) | ~torch.isin(verb, train_ids)).flatten()[:3].tolist()]
-        raise RuntimeError(f"label of a non-trainable (unseen) verb reached the loss: {bad}")
     out = model(to_input(b.x), verb)
     vl = out["verb_logits"][:, train_ids]  # CE over the trainable vocabulary only
     rm = b.role_mask
@@ -685,6 +697,7 @@ def fit(world: World, cfg: StudentConfig, ckpt_path: Optional[Path] = None, resu
     train_ids = torch.nonzero(vocab.train_verbs).flatten()
     train_map = torch.full((len(vocab.verbs),), -1, dtype=torch.long)
     train_map[train_ids] = torch.arange(len(train_ids))
+    cpu_train_ids = train_ids
     train_ids, train_map = to_device(train_ids, dev), to_device(train_map, dev)
     steps_per_epoch = math.ceil(len(d) / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
@@ -702,7 +715,7 @@ def fit(world: World, cfg: StudentConfig, ckpt_path: Optional[Path] = None, resu
             from safetensors.torch import load_file
             best_state = load_file(str(best_path))
     prev_s = train_s
-    dev_mask = torch.isin(world.dev.verb, train_ids.cpu())
+    dev_mask = torch.isin(world.dev.verb, cpu_train_ids)
     bar = None
     if progress and rank == 0:
         from tqdm.auto import tqdm
@@ -727,6 +740,7 @@ def fit(world: World, cfg: StudentConfig, ckpt_path: Optional[Path] = None, resu
             parts: dict[str, torch.Tensor] = {}
             with autocast(dev, cfg.amp):
                 if len(mine):
+                    check_trainable_labels(d, mine, cpu_train_ids)
                     parts = compute_losses(model, d.take(mine, dev), len(gb), cfg, train_map, train_ids)
                 if perm_u is not None:
                     gu = perm_u[torch.arange(s * bu, (s + 1) * bu) % len(perm_u)]
