@@ -13,6 +13,7 @@ import dataclasses
 
 import pytest
 import torch
+from hoi_tinyworld import tiny_pair_data
 
 from mipd_kit import machine
 from mipd_kit.machine import resolve_device
@@ -142,32 +143,13 @@ def test_train_nmpa_moves_model_and_data(tiny, monkeypatch):
     assert tg["scene"].device == tg["roles"].device == CPU  # the student's data stay on the CPU
 
 
-def _pair_data(tmp_path):
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from hoi_tinyworld import write_tiny_hoi_world
-
-    from mipd_kit.hoi.features import encode_texts
-    from mipd_kit.hoi.train import CLHOIConfig, load_hoi_world, make_proposals, pair_data_for
-
-    world = write_tiny_hoi_world(tmp_path / "hoi")
-    cfg = CLHOIConfig.smoke(world_dir=str(world), run_dir=str(tmp_path / "run"), cache_dir=str(tmp_path / "c"),
-                            teacher="tiny", seeds=(0,), epochs=1, threads=1)
-    w = load_hoi_world(world)
-    teacher = TinyRandomTeacher(seed=0)
-    props, _ = make_proposals(cfg, w.train, w.vocab, "train", 0)
-    return cfg, pair_data_for(teacher, w, props, encode_texts(teacher, w.prompts, None), 10.0, cfg, "t")
-
-
 def test_clhoi_forward_and_losses_follow_the_device(tmp_path):
     from mipd_kit.hoi import losses as L
     from mipd_kit.hoi.features import normalise_spatial
     from mipd_kit.hoi.models import ModelConfig, build_student
     from mipd_kit.hoi.train import _forward
 
-    cfg, data = _pair_data(tmp_path)
+    cfg, data = tiny_pair_data(tmp_path)
     d = data.subset(torch.arange(min(6, len(data.filenames)))).to(META)
     assert {d.grid.device, d.feat_h.device, d.candidates.device, d.pair_image.device} == {META}
     model = build_student(ModelConfig(kind="clhoi", visual_dim=int(data.grid.shape[1]),
@@ -187,7 +169,7 @@ def test_clhoi_forward_and_losses_follow_the_device(tmp_path):
 def test_clhoi_train_student_moves_model_and_batches(tmp_path, monkeypatch):
     from mipd_kit.hoi.train import student_scores, train_student
 
-    cfg, data = _pair_data(tmp_path)
+    cfg, data = tiny_pair_data(tmp_path)
     seen: list[tuple[str, torch.device]] = []
     real = machine.to_device
     monkeypatch.setattr(machine, "to_device", lambda x, d: seen.append((type(x).__name__, d)) or real(x, d))
