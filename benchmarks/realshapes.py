@@ -151,7 +151,6 @@ def time_student_steps(fr: RealFrames, batch: int, n_batches: int, device: str =
     synthetic real-shape batches; the first batch is a warm-up, not timed. Also FLOPs of one step (torch's flop
     counter, forward + backward) and, on CUDA, the peak allocated memory."""
     from mipd_kit.machine import autocast, resolve_device, to_device
-    from mipd_kit.student import losses as L  # noqa: F401  (imported by compute_losses; keeps import time out)
     from mipd_kit.student.model import build_student
     from mipd_kit.student.train import compute_losses
 
