@@ -9,8 +9,10 @@ feature values (``benchmarks/realshapes.py``). Then projects: a SWiG epoch on th
 FLOP-rate assumption), the feature-cache sizes, and the rationales JRG must write for SWiG with the time they take at
 the throughputs measured in ``reports/bench/rationales.json`` (and ``llm_judge.json`` when present).
 
-Writes ``reports/bench/realscale.json`` and ``reports/bench/realscale.md``; every number is labelled measured or
-projected. No assertion on time anywhere.
+Writes ``reports/bench/realscale.json`` (tidy metric rows, task ``bench``, as every file of ``reports/bench``: the
+analysis stage reads them; metrics named ``proj_*`` are projections, the others measured or counted) and
+``reports/bench/realscale.md``, where every number is labelled measured or projected. ``--reproject`` recomputes the
+projections from the stored measurements. No assertion on time anywhere.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import os
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -201,6 +202,50 @@ def markdown(meas: dict[str, dict], proj: dict[str, Any], mach: dict[str, Any], 
     return "\n".join(L)
 
 
+MEASURED = ("per_batch_s", "min_batch_s", "flops_per_step", "peak_rss_mb", "params", "batch", "n_batches", "threads")
+
+
+def to_rows(meas: dict[str, dict], proj: dict[str, Any], mach: dict[str, Any]) -> list:
+    """The report as tidy rows (task ``bench``): measurements, projections (``proj_*``), caches, JRG counts, and the
+    machine (its description in ``setting``)."""
+    from mipd_kit.metrics import row
+
+    out = [row("bench", "realscale-machine", "-", f"{mach['cpu']}; {mach['logical_cpus']} logical CPUs; torch "
+               f"{mach['torch']}", f"loadavg_{w}", v) for w, v in zip((1, 5, 15), mach["loadavg_1_5_15"])]
+    for k, m in meas.items():
+        setting = f"{m['device']}-batch{m['batch']}"
+        out += [row("bench", f"realscale-{k}", "train", setting, f, m[f]) for f in MEASURED if m.get(f) is not None]
+        p = proj[k]
+        out += [row("bench", f"realscale-{k}", "train", setting, f, p[f])
+                for f in ("steps_per_epoch", "cpu_gflops_measured")]
+        out += [row("bench", f"realscale-{k}", "train", setting, f"proj_{f}", p[f])
+                for f in ("cpu_epoch_s", "gpu_step_s", "gpu_epoch_s")]
+    out += [row("bench", "realscale-cache", "all" if "all" in f else "train", "fp16" if "fp16" in f else "fp32",
+                f"proj_{f}", v) for f, v in proj["cache"].items()]
+    j = proj["jrg"]
+    out += [row("bench", "realscale-jrg", "train", "swig", f, j[f])
+            for f in ("images", "roles_per_verb", "rounds", "rationales", "sampler_calls")]
+    out += [row("bench", "realscale-jrg", "train", t["label"], "proj_seconds", t["seconds"]) for t in j["at"]]
+    return out
+
+
+def from_rows(rows: list) -> tuple[dict[str, dict], dict[str, Any]]:
+    """The measurements and the machine back from :func:`to_rows`'s rows (for ``--reproject``)."""
+    meas: dict[str, dict] = {}
+    mach: dict[str, Any] = {"loadavg_1_5_15": [0.0, 0.0, 0.0]}
+    what = {"student": "student train step", "nmpa": "NMPA train step"}
+    for r in rows:
+        if r.model == "realscale-machine":
+            cpu, cpus, torch_v = r.setting.split("; ")
+            mach.update(cpu=cpu, logical_cpus=int(cpus.split()[0]), torch=torch_v.split()[-1])
+            mach["loadavg_1_5_15"][(1, 5, 15).index(int(r.metric.split("_")[1]))] = r.value
+        elif r.model in ("realscale-student", "realscale-nmpa") and r.metric in MEASURED:
+            k = r.model.split("-", 1)[1]
+            m = meas.setdefault(k, {"what": what[k], "device": r.setting.rsplit("-batch", 1)[0]})
+            m[r.metric] = int(r.value) if r.metric in ("batch", "n_batches", "threads", "params") else r.value
+    return meas, mach
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--imsitu-dir", required=True, type=Path, help="the imSitu repository folder (evaluation/*.tab)")
@@ -220,26 +265,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from realshapes import read_real_frames
 
     frames = read_real_frames(a.imsitu_dir)
-    t0 = time.time()
     if a.reproject:  # the measurements of the last report, new projections (assumptions changed in this file)
-        old = json.loads((a.out / "realscale.json").read_text())
-        meas, mach = old["measured"], old["machine"]
-        for k in ("threads", "batch", "n_batches", "device"):
-            setattr(a, k, old["args"][k])
+        from mipd_kit.metrics import read_rows
+
+        meas, mach = from_rows(read_rows(a.out / "realscale.json"))
+        m0 = next(iter(meas.values()))
+        a.threads, a.batch, a.n_batches, a.device = m0["threads"], m0["batch"], m0["n_batches"], m0["device"]
     else:
         meas = {k: _run_child(k, a) for k in (["student", "nmpa"] if a.only is None else [a.only])}
         mach = _machine()
     proj = project(meas, frames, a.out)
     a.out.mkdir(parents=True, exist_ok=True)
-    rec = {"machine": mach, "args": {"threads": a.threads, "batch": a.batch, "n_batches": a.n_batches,
-                                     "device": a.device},
-           "frames": {"verbs": len(frames.verbs), "roles": len(frames.roles), "nouns": len(frames.nouns),
-                      "roles_per_verb": frames.roles_per_verb, "max_roles": frames.max_roles},
-           "measured": meas, "projected": proj,
-           "assumptions": {"h200_bf16_peak_flops": H200_BF16_PEAK, "gpu_efficiency": GPU_EFFICIENCY,
-                           "gpu_step_overhead_s": GPU_STEP_OVERHEAD_S, "jrg_rounds": JRG_ROUNDS},
-           "seconds": time.time() - t0}
-    (a.out / "realscale.json").write_text(json.dumps(rec, indent=1) + "\n")
+    from mipd_kit.metrics import write_rows
+
+    write_rows(a.out / "realscale.json", to_rows(meas, proj, mach))
     (a.out / "realscale.md").write_text(markdown(meas, proj, mach, a, frames))
     for k, m in meas.items():
         print(f"[realscale] measured {m['what']} on {m['device']}: {m['per_batch_s']:.2f} s per batch of {m['batch']}, "
