@@ -515,7 +515,7 @@ def init_distributed(device: str = "auto") -> bool:
     backend is NCCL; on the CPU it is gloo.
     """
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        cuda = str(device).startswith("cuda") or (str(device) in ("auto", "", "None") and torch.cuda.is_available())
+        cuda = resolve_device(device).type == "cuda"
         if cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl" if cuda else "gloo")
