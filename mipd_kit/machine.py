@@ -91,6 +91,66 @@ def machine_facts() -> dict[str, Any]:
     }
 
 
+# ----------------------------------------------------------------------------------------------- devices
+#: the accepted ``device`` values (``cuda:N`` too).
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N")
+
+
+def resolve_device(spec: Any = "auto") -> "torch.device":
+    """The ``device`` of a run config as a ``torch.device``: the one resolver of every stage that computes.
+
+    Args:
+        spec: ``"auto"`` (CUDA device 0 when CUDA is available, else the CPU; also ``None`` / ``""``), ``"cpu"``,
+            ``"cuda"`` / ``"cuda:N"``, or a ``torch.device``.
+
+    Raises:
+        ValueError: an unknown spec, or CUDA asked for on a machine without it (the message says which).
+    """
+    import torch
+
+    if isinstance(spec, torch.device):
+        spec = str(spec)
+    s = "auto" if spec is None or spec == "" else str(spec).strip().lower()
+    if s == "auto":
+        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    if s == "cpu":
+        return torch.device("cpu")
+    if re.fullmatch(r"cuda(:\d+)?", s):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {spec!r}: CUDA is not available on this machine (torch {torch.__version__}, "
+                             f"built with CUDA {torch.version.cuda}); use device: auto or cpu")
+        d = torch.device(s)
+        if d.index is not None and d.index >= torch.cuda.device_count():
+            raise ValueError(f"device {spec!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        return d if d.index is not None else torch.device("cuda", torch.cuda.current_device())
+    raise ValueError(f"device must be one of {DEVICE_CHOICES}, got {spec!r}")
+
+
+def autocast(device: "torch.device", amp: bool) -> Any:
+    """bf16 autocast on CUDA when ``amp``; a no-op context otherwise (CPU runs are never autocast, so their float
+    results do not change)."""
+    import contextlib
+
+    import torch
+
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def to_device(x: Any, device: "torch.device") -> Any:
+    """A tensor (or a module) on ``device``; a no-op (the same object) when it is already there. Every batch and model
+    of the training loops moves through here, so a test can record where they go. Pinned CPU tensors are copied to
+    CUDA asynchronously."""
+    import torch
+
+    if torch.is_tensor(x):
+        if x.device == device:
+            return x
+        return x.to(device, non_blocking=x.is_pinned() if device.type == "cuda" else False)
+    return x.to(device)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m mipd_kit.machine``: print the machine facts as JSON."""
     del argv

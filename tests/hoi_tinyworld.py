@@ -79,3 +79,21 @@ def write_tiny_hoi_world(root: Path, n_train: int = 24, n_test: int = 12, seed: 
     (root / "hoi_prompts.json").write_text(json.dumps(PROMPTS))
     (root / "hoi_zero_shot.json").write_text(json.dumps({"unseen_composition": UNSEEN}))
     return root
+
+
+def tiny_pair_data(tmp_path: Path, **cfg_kw):
+    """A CL-HOI config (tiny teacher, one seed, one epoch, one thread) and the label-free training ``PairData`` of a
+    freshly written tiny HOI world (for the device tests)."""
+    from mipd_kit.hoi.features import encode_texts
+    from mipd_kit.hoi.train import CLHOIConfig, load_hoi_world, make_proposals, pair_data_for
+    from mipd_kit.teachers.tiny import TinyRandomTeacher
+
+    world = write_tiny_hoi_world(tmp_path / "hoi")
+    kw = dict(world_dir=str(world), run_dir=str(tmp_path / "run"), cache_dir=str(tmp_path / "c"), teacher="tiny",
+              seeds=(0,), epochs=1, threads=1)
+    kw.update(cfg_kw)
+    cfg = CLHOIConfig.smoke(**kw)
+    w = load_hoi_world(world)
+    teacher = TinyRandomTeacher(seed=0)
+    props, _ = make_proposals(cfg, w.train, w.vocab, "train", 0)
+    return cfg, pair_data_for(teacher, w, props, encode_texts(teacher, w.prompts, None), 10.0, cfg, "t")

@@ -77,5 +77,5 @@ def contrastive_alignment(feat: torch.Tensor, text: torch.Tensor, mask: torch.Te
     if x.shape[0] == 0:
         return feat.sum() * 0.0
     s = x @ p.t() / tau
-    y = torch.arange(s.shape[0])
+    y = torch.arange(s.shape[0], device=s.device)
     return 0.5 * (F.cross_entropy(s, y) + F.cross_entropy(s.t(), y))

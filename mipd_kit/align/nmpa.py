@@ -188,7 +188,7 @@ class NMPA(nn.Module):
         Lt = tok.shape[2]
         keys = self.text_in(tok.reshape(M, K * Lt, -1))
         keys = torch.cat([self.null_key.expand(M, 1, -1), keys], 1)
-        pad = torch.cat([torch.zeros(M, 1, dtype=torch.bool), ~msk.reshape(M, K * Lt)], 1)
+        pad = torch.cat([torch.zeros(M, 1, dtype=torch.bool, device=msk.device), ~msk.reshape(M, K * Lt)], 1)
         return keys, pad
 
     def scene(self, tokens: torch.Tensor, pooled: torch.Tensor, bank: TextBank, pos_idx: torch.Tensor,
@@ -255,7 +255,7 @@ def nmpa_loss(model: NMPA, data: AlignData, idx: torch.Tensor, cfg: NMPAConfig) 
         ij = model.inst_to_joint(inst)  # (B, R, E)
         gpos, ghas = _pooled_mean(bank, data.gaze_pos[idx])  # (B, R, E), (B, R)
         sel = rm & ghas
-        parts["align_inst"] = cfg.w_align * L.contrastive_alignment(ij[sel], gpos[sel], torch.ones(int(sel.sum()), dtype=torch.bool), cfg.tau)
+        parts["align_inst"] = cfg.w_align * L.contrastive_alignment(ij[sel], gpos[sel], torch.ones(int(sel.sum()), dtype=torch.bool, device=sel.device), cfg.tau)
         parts["fidelity_inst"] = cfg.w_fidelity * (1 - F.cosine_similarity(inst[rm], raw[rm], dim=-1)).mean()
         if cfg.w_neg > 0:
             gneg, gmask = _pooled_each(bank, data.gaze_neg[idx])  # (B, R, K, E)
@@ -272,13 +272,43 @@ def build_nmpa(cfg: NMPAConfig, data: AlignData) -> NMPA:
     return NMPA(cfg, data.tokens.shape[-1], data.bank.tokens.shape[-1], data.pooled.shape[-1], data.grid)
 
 
-def train_nmpa(data: AlignData, cfg: NMPAConfig, progress: bool = False) -> tuple[NMPA, list[dict[str, float]]]:
-    """Train NMPA on the images of ``data`` that have rationales; returns the model and per-step loss history."""
-    model = build_nmpa(cfg, data)
+def align_data_to(data: AlignData, device: torch.device) -> AlignData:
+    """``data`` with every tensor (the rationale bank's too) on ``device`` (the same object on its own device).
+
+    NMPA trains on the train split's teacher tokens, which the pipeline holds in memory (``prepare_world``); they are
+    moved once, here, rather than batch by batch."""
+    from ..machine import to_device
+
+    moved = {f.name: getattr(data, f.name) for f in dataclasses.fields(data)}
+    if all(not torch.is_tensor(v) or v.device == device for v in moved.values()) and data.bank.tokens.device == device:
+        return data
+    for k, v in moved.items():
+        if torch.is_tensor(v):
+            moved[k] = to_device(v, device)
+    b = data.bank
+    moved["bank"] = TextBank(b.texts, to_device(b.tokens, device), to_device(b.mask, device), to_device(b.pooled, device))
+    return AlignData(**moved)
+
+
+def train_nmpa(data: AlignData, cfg: NMPAConfig, progress: bool = False, device: Optional[torch.device] = None,
+               amp: bool = False) -> tuple[NMPA, list[dict[str, float]]]:
+    """Train NMPA on the images of ``data`` that have rationales; returns the model and per-step loss history.
+
+    Args:
+        device: where to train (``mipd_kit.machine.resolve_device``; default the CPU). Initialisation and data order
+            are drawn on the CPU, so they are the same on every device; the model is returned on ``device``.
+        amp: bf16 autocast of the forward passes on CUDA (ignored on the CPU).
+    """
+    from ..machine import autocast, to_device
+
+    device = device if device is not None else torch.device("cpu")
+    model = to_device(build_nmpa(cfg, data), device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     usable = torch.nonzero((data.glimpse_pos >= 0).any(-1) | ((data.gaze_pos >= 0).any(-1) & data.role_mask).any(-1)).flatten()
     if len(usable) == 0:
         raise ValueError("NMPA: no image has a positive rationale; run the rationale stage (notebooks 02/03) first")
+    data = align_data_to(data, device)
+    usable = to_device(usable, device)
     g = torch.Generator().manual_seed(cfg.seed)
     history: list[dict[str, float]] = []
     steps = cfg.epochs * math.ceil(len(usable) / cfg.batch_size)
@@ -288,10 +318,11 @@ def train_nmpa(data: AlignData, cfg: NMPAConfig, progress: bool = False) -> tupl
         bar = tqdm(total=steps, desc="NMPA")
     model.train()
     for epoch in range(cfg.epochs):
-        perm = usable[torch.randperm(len(usable), generator=g)]
+        perm = usable[to_device(torch.randperm(len(usable), generator=g), device)]
         for s in range(0, len(perm), cfg.batch_size):
             idx = perm[s:s + cfg.batch_size]
-            loss, parts = nmpa_loss(model, data, idx, cfg)
+            with autocast(device, amp):
+                loss, parts = nmpa_loss(model, data, idx, cfg)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"NMPA loss is {float(loss)} at epoch {epoch}, images {[data.images[i] for i in idx[:5].tolist()]}...")
             opt.zero_grad()
@@ -317,6 +348,10 @@ def aligned_targets(model: Optional[NMPA], data: AlignData, batch_size: int = 12
         plain feature distillation); ``roles`` (N, R, D): aligned instance features (raw region means of the
         teacher tokens when ``model`` is None or instances are disabled); ``role_mask`` (N, R).
     """
+    from ..machine import to_device
+
+    device = next(model.parameters()).device if model is not None else torch.device("cpu")
+    data = align_data_to(data, device)
     scene, roles = [], []
     for s in range(0, len(data), batch_size):
         sl = slice(s, s + batch_size)
@@ -335,7 +370,9 @@ def aligned_targets(model: Optional[NMPA], data: AlignData, batch_size: int = 12
             ro = inst if model.cfg.use_instances else raw
         scene.append(sc)
         roles.append(ro)
-    return {"scene": torch.cat(scene), "roles": torch.cat(roles), "role_mask": data.role_mask.clone()}
+    cpu = torch.device("cpu")  # the student's data stay on the CPU; its batches move (StudentData.take)
+    return {"scene": to_device(torch.cat(scene), cpu), "roles": to_device(torch.cat(roles), cpu),
+            "role_mask": to_device(data.role_mask, cpu).clone()}
 
 
 @torch.no_grad()
@@ -467,7 +504,7 @@ def save_nmpa(model: NMPA, path: str | Any) -> None:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(p.name + ".tmp")
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp),
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp),
               metadata={"config": __import__("json").dumps(dataclasses.asdict(model.cfg), sort_keys=True)})
     os.replace(tmp, p)
 

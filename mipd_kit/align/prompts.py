@@ -115,7 +115,8 @@ def _placed_weights(start: torch.Tensor, end: torch.Tensor, n: int, p: int, dtyp
     table = torch.zeros(n, n, p, dtype=dtype)  # table[m-1, k] = row k of the size-m matrix (zero for k >= m)
     for m in range(1, n + 1):
         table[m - 1, :m] = _interp_matrix(m, p, dtype)
-    k = torch.arange(n)
+    table = table.to(start.device)  # built on the CPU (small), used where the boxes are
+    k = torch.arange(n, device=start.device)
     local = k - start.unsqueeze(-1)  # (..., n)
     inside = (local >= 0) & (k < end.unsqueeze(-1))
     w = table[(end - start - 1).unsqueeze(-1).expand_as(local), local.clamp(0, n - 1)]  # (..., n, p)
@@ -159,7 +160,7 @@ class InstancePrompt(nn.Module):
         wy = _placed_weights(r0, r1, rows, self.prompt.shape[-2], g.dtype)  # (B, R, rows, p)
         wx = _placed_weights(c0, c1, cols, self.prompt.shape[-1], g.dtype)  # (B, R, cols, p)
         add = torch.einsum("bryi,brxj,dij->brdyx", wy, wx, self.prompt[0])  # (B, R, D, rows, cols)
-        ys, xs = torch.arange(rows), torch.arange(cols)
+        ys, xs = torch.arange(rows, device=r0.device), torch.arange(cols, device=r0.device)
         in_y = (ys >= r0.unsqueeze(-1)) & (ys < r1.unsqueeze(-1))  # (B, R, rows)
         in_x = (xs >= c0.unsqueeze(-1)) & (xs < c1.unsqueeze(-1))  # (B, R, cols)
         region = in_y.unsqueeze(-1) & in_x.unsqueeze(-2)  # (B, R, rows, cols)
@@ -168,5 +169,5 @@ class InstancePrompt(nn.Module):
         region = region.flatten(2)
         if cls is not None:
             out = torch.cat([cls.unsqueeze(1).expand(B, R, 1, D), out], 2)
-            region = torch.cat([torch.zeros(B, R, 1, dtype=torch.bool), region], 2)
+            region = torch.cat([torch.zeros(B, R, 1, dtype=torch.bool, device=region.device), region], 2)
         return out, region

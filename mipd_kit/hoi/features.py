@@ -9,7 +9,7 @@ spatial encoding of each pair's relative geometry.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -71,6 +71,13 @@ class PairData:
     @property
     def num_pairs(self) -> int:
         return int(self.pair_image.numel())
+
+    def to(self, device: torch.device) -> "PairData":
+        """Every tensor on ``device`` (the same tensors when already there): where CL-HOI batches are moved."""
+        from mipd_kit.machine import to_device
+
+        return PairData(*[v if isinstance(v, list) else to_device(v, device)
+                          for v in (getattr(self, f.name) for f in fields(self))])
 
     def subset(self, image_ids: torch.Tensor) -> "PairData":
         """The images ``image_ids`` (re-indexed 0..len-1) and their pairs."""

@@ -46,15 +46,15 @@ def pool_pairs(pair_logits: torch.Tensor, pair_image: torch.Tensor, num_images: 
     valid = torch.isfinite(mx)
     if kind == "mean":
         finite = torch.isfinite(pair_logits)
-        s = torch.zeros(num_images, H, dtype=pair_logits.dtype).scatter_add(
+        s = pair_logits.new_zeros(num_images, H).scatter_add(
             0, idx, torch.where(finite, pair_logits, torch.zeros_like(pair_logits)))
-        n = torch.zeros(num_images, H, dtype=pair_logits.dtype).scatter_add(0, idx, finite.to(pair_logits.dtype))
+        n = pair_logits.new_zeros(num_images, H).scatter_add(0, idx, finite.to(pair_logits.dtype))
         return torch.where(valid, s / n.clamp(min=1), neg_inf)
     if kind != "lse":
         raise ValueError(f"unknown pooling {kind!r}; choose 'lse', 'max' or 'mean'")
     safe_mx = torch.where(valid, mx, torch.zeros_like(mx))
     e = torch.exp((pair_logits - safe_mx[pair_image]) / tau)  # (P, H), 0 where -inf
-    ssum = torch.zeros(num_images, H, dtype=pair_logits.dtype).scatter_add(0, idx, e)
+    ssum = pair_logits.new_zeros(num_images, H).scatter_add(0, idx, e)
     out = safe_mx + tau * torch.log(ssum.clamp(min=1e-30))
     return torch.where(valid, out, neg_inf)
 

@@ -100,6 +100,9 @@ class CLHOIConfig:
         topk_per_pair: keep the best k HOIs per pair in the prediction file (0 = all candidates).
         protocol: evaluation protocol (``official`` | ``continuous`` | ``both``).
         threads: torch threads (0 = leave the default).
+        device: ``auto`` | ``cpu`` | ``cuda[:N]`` for the ICN / CL-HOI students (``mipd_kit.machine.resolve_device``);
+            initialisation and batch order are drawn on the CPU, the same on every device.
+        amp: bf16 autocast of the students' forward passes on CUDA (no effect on the CPU).
     """
 
     world_dir: str = "data/synthsitu/smoke-seed0"
@@ -142,6 +145,8 @@ class CLHOIConfig:
     topk_per_pair: int = 0
     protocol: Literal["official", "continuous", "both"] = "official"
     threads: int = 0
+    device: str = "cpu"
+    amp: bool = False
 
     @classmethod
     def smoke(cls, **kw: Any) -> "CLHOIConfig":
@@ -264,7 +269,7 @@ def teacher_config(cfg: CLHOIConfig):
     if cfg.teacher == "checkpoint" and not cfg.teacher_checkpoint:
         raise ValueError("teacher='checkpoint' needs teacher_checkpoint")
     return TeacherConfig(backend=cfg.teacher, size=cfg.teacher_size, checkpoint=cfg.teacher_checkpoint,
-                         threads=cfg.threads).with_paths(cfg.world_dir, cfg.cache_dir)
+                         threads=cfg.threads, device=cfg.device).with_paths(cfg.world_dir, cfg.cache_dir)
 
 
 def build_teacher(cfg: CLHOIConfig):
@@ -467,12 +472,15 @@ def train_student(kind: str, data: PairData, cfg: CLHOIConfig, seed: int,
     """
     if not isinstance(data, PairData):
         raise TypeError("train_student takes PairData (proposals + teacher outputs), never annotated images")
+    from mipd_kit.machine import autocast, resolve_device, to_device
+
+    dev = resolve_device(cfg.device)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     mcfg = ModelConfig(kind=kind, visual_dim=int(data.grid.shape[1]), text_dim=int(data.text.shape[1]),
                        hidden=cfg.hidden, dropout=cfg.dropout, crop_dim=int(data.crops.shape[1]),
                        prior_weight=cfg.prior_weight, context_gate=cfg.context_gate)
-    model = build_student(mcfg)
+    model = to_device(build_student(mcfg), dev)  # initialised on the CPU: the same weights on every device
     spatial, mean, std = normalise_spatial(data.spatial)
     data = replace(data, spatial=spatial)
     desc_all = L.teacher_description(data.teacher_logits, data.text, cfg.description_temperature)
@@ -496,9 +504,10 @@ def train_student(kind: str, data: PairData, cfg: CLHOIConfig, seed: int,
         nb = 0
         for b in range(0, len(perm), cfg.batch_images):
             ids = perm[b:b + cfg.batch_images]
-            d = data.subset(ids)
-            out = _forward(model, d, d.spatial)
-            parts = compute_losses(out, d, cfg, desc_all[ids])
+            d = data.subset(ids).to(dev)
+            with autocast(dev, cfg.amp):
+                out = _forward(model, d, d.spatial)
+                parts = compute_losses(out, d, cfg, to_device(desc_all[ids], dev))
             opt.zero_grad()
             parts["total"].backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -516,10 +525,13 @@ def train_student(kind: str, data: PairData, cfg: CLHOIConfig, seed: int,
 @torch.no_grad()
 def student_scores(model: torch.nn.Module, data: PairData, norm: dict, cfg: CLHOIConfig) -> torch.Tensor:
     """(P, H) pair scores of a trained student on (test) pair data."""
+    from mipd_kit.machine import to_device
+
     model.eval()
+    dev = next(model.parameters()).device
     spatial, _, _ = normalise_spatial(data.spatial, norm["mean"], norm["std"])
-    out = _forward(model, data, spatial)
-    return student_pair_scores(out["pair_logits"], data, cfg)
+    out = _forward(model, data.to(dev), to_device(spatial, dev))
+    return student_pair_scores(to_device(out["pair_logits"].float(), torch.device("cpu")), data, cfg)
 
 
 # ----------------------------------------------------------------------------------------------- run

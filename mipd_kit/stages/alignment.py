@@ -135,8 +135,9 @@ def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, **prepa
 
     from ..align.nmpa import alignment_report, save_nmpa, train_nmpa
     from ..metrics import merge_rows, row
+    from ..machine import resolve_device
     from ..student.train import StudentConfig, prepare_world
-    from .teacher import build
+    from .teacher import build, run_device
 
     torch.manual_seed(cfg.seed)
     run = Path(run_dir)
@@ -148,10 +149,11 @@ def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, **prepa
     index: dict[str, Any] = {"base": dataclasses.asdict(cfg.nmpa_base()), "models": {},
                              "rationales": rationales_path}
     trained: dict[str, tuple[Any, list]] = {}
+    device, amp = run_device(cfg.teacher_config)
     if world.align.coverage()["images_with_glimpse"] > 0:
         for key, ncfg in cfg.nmpa_configs().items():
             t0 = time.time()
-            model, hist = train_nmpa(world.align, ncfg, progress=progress)
+            model, hist = train_nmpa(world.align, ncfg, progress=progress, device=resolve_device(device), amp=amp)
             save_nmpa(model, out_dir / f"{key}.safetensors")
             index["models"][key] = {"file": f"{key}.safetensors", "config": dataclasses.asdict(ncfg),
                                     "seconds": round(time.time() - t0, 3), "history": hist}

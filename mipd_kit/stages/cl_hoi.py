@@ -92,14 +92,16 @@ class Config:
 
 def clhoi_teacher_fields(teacher_config: Optional[Mapping[str, Any]]) -> dict[str, Any]:
     """The ``CLHOIConfig`` teacher fields (``teacher`` / ``teacher_size`` / ``teacher_checkpoint``) that describe the
-    run's teacher block in CL-HOI's own records; empty for backends CL-HOI's fields cannot name (open_clip,
-    transformers), whose teacher :func:`run` passes to ``run_clhoi`` directly as for every backend."""
+    run's teacher block in CL-HOI's own records, plus the run's ``device`` / ``amp``; only the latter for backends
+    CL-HOI's fields cannot name (open_clip, transformers), whose teacher :func:`run` passes to ``run_clhoi`` directly
+    as for every backend."""
     from ..teachers import TeacherConfig
 
     t = TeacherConfig.from_dict(dict(teacher_config or {}), where="teacher_config")
+    run = {"device": t.device, "amp": bool(t.amp)}  # the run's device, for the CL-HOI students too
     if t.backend not in ("embedded", "checkpoint", "tiny"):
-        return {}
-    return {"teacher": t.backend, "teacher_size": t.size, "teacher_checkpoint": t.checkpoint}
+        return run
+    return {"teacher": t.backend, "teacher_size": t.size, "teacher_checkpoint": t.checkpoint, **run}
 
 
 @dataclass

@@ -87,11 +87,14 @@ class Config:
 
 def student_config(cfg: Config, variant: str, seed: int, nmpa_base: Any = None) -> Any:
     """The ``StudentConfig`` of one variant and seed: size, seed, epochs, NMPA settings (``nmpa_base``, from stage
-    alignment, else the StudentConfig's), NMPA epochs, unlabeled ratio, overrides, threads -- in that order."""
+    alignment, else the StudentConfig's), NMPA epochs, unlabeled ratio, overrides, threads -- in that order; the
+    device and bf16 autocast are the run's (the ``teacher:`` block's ``device`` / ``amp``)."""
     from ..student.train import StudentConfig
+    from .teacher import run_device
 
     c = StudentConfig.smoke(variant) if cfg.student_smoke else StudentConfig(variant=variant)  # type: ignore[arg-type]
-    c = dataclasses.replace(c, seed=seed)
+    device, amp = run_device(cfg.teacher_config)
+    c = dataclasses.replace(c, seed=seed, device=device, amp=amp)
     if cfg.epochs is not None:
         c = dataclasses.replace(c, epochs=cfg.epochs)
     if nmpa_base is not None:

@@ -36,6 +36,15 @@ def build(teacher_config: Optional[Mapping[str, Any]], world_dir: str | os.PathL
     return build_teacher(cfg.with_paths(world_dir, cache_dir), progress=progress)
 
 
+def run_device(teacher_config: Optional[Mapping[str, Any]]) -> tuple[str, bool]:
+    """The run's ``(device, amp)``: the ``teacher:`` block's ``device`` (``auto`` | ``cpu`` | ``cuda[:N]``) and
+    ``amp``, which every stage that computes uses (the teacher, NMPA, the students, CL-HOI)."""
+    from ..teachers import TeacherConfig
+
+    cfg = TeacherConfig.from_dict(dict(teacher_config or {}), where="teacher_config")
+    return cfg.device, bool(cfg.amp)
+
+
 @dataclass
 class Config:
     """Stage ``teacher`` (the notebook's parameters are these fields).

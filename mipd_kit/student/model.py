@@ -75,8 +75,8 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
             return super().forward(x)
         from torch.distributed.nn.functional import all_reduce
         C = x.shape[1]
-        n = torch.full((1,), float(x.numel() // C), dtype=x.dtype)
-        stats = all_reduce(torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), n]))
+        n = torch.full((1,), float(x.numel() // C), dtype=x.dtype, device=x.device)
+        stats = all_reduce(torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), n]))  # a CUDA tensor under NCCL
         N = stats[-1]
         mean = stats[:C] / N
         var = (stats[C:2 * C] / N - mean * mean).clamp(min=0)

@@ -46,6 +46,7 @@ from PIL import Image
 
 from ..align.nmpa import AlignData, NMPAConfig, aligned_targets, build_align_data, train_nmpa
 from ..data.records import DataError, FrameSpace, Situation
+from ..machine import autocast, resolve_device, to_device
 from . import losses as L
 from .model import OvGSRStudent, StudentVocab, build_student
 
@@ -101,6 +102,10 @@ class StudentConfig:
         nmpa: NMPA config (its ``w_neg`` is zeroed for variants without negatives; its seed follows ``seed``).
         seed: seeds initialisation, data order and NMPA.
         threads: torch threads (0 = leave).
+        device: ``auto`` | ``cpu`` | ``cuda[:N]`` (``mipd_kit.machine.resolve_device``) for the student and its
+            NMPA; not part of the fingerprint (a checkpoint resumes on another device). Data order and
+            initialisation are drawn on the CPU, so they are the same on every device.
+        amp: bf16 autocast of the forward passes on CUDA (no effect on the CPU); part of the fingerprint when on.
     """
 
     variant: Variant = "full"
@@ -140,6 +145,8 @@ class StudentConfig:
     nmpa: NMPAConfig = field(default_factory=NMPAConfig)
     seed: int = 0
     threads: int = 0
+    device: str = "cpu"
+    amp: bool = False
 
     @classmethod
     def smoke(cls, variant: Variant = "full") -> "StudentConfig":
@@ -169,8 +176,10 @@ class StudentConfig:
     def fingerprint(self) -> str:
         """Hash of every field that changes the trained weights."""
         d = dataclasses.asdict(self)
-        for k in ("threads", "strict_rationales"):
+        for k in ("threads", "strict_rationales", "device"):
             d.pop(k)
+        if not d["amp"]:
+            d.pop("amp")  # fingerprints of fp32 runs stay those of the versions before the option
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
@@ -213,6 +222,16 @@ class StudentData:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def take(self, idx: torch.Tensor, device: torch.device) -> "StudentData":
+        """The rows ``idx`` (a CPU index) as a batch on ``device``: the one place where training and inference
+        batches are gathered and moved."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["images"] = [self.images[i] for i in idx.tolist()]
+        for k, v in out.items():
+            if torch.is_tensor(v):
+                out[k] = to_device(v[idx], device)
+        return StudentData(**out)
 
 
 def load_pixels(paths: Sequence[Path], size: int) -> torch.Tensor:
@@ -442,7 +461,8 @@ def attach_targets(world: World, cfg: StudentConfig, progress: bool = False) -> 
         key = ncfg.fingerprint()
         if key not in world.nmpa_cache:  # variants sharing an NMPA config (e.g. neg/full/unlabeled) train it once
             t0 = time.time()
-            model, hist = train_nmpa(a, ncfg, progress=progress)
+            dev = resolve_device(cfg.device)
+            model, hist = train_nmpa(a, ncfg, progress=progress, device=dev, amp=cfg.amp)
             world.nmpa_cache[key] = (model, hist, aligned_targets(model, a), time.time() - t0)
         model, hist, tg, info["nmpa_s"] = world.nmpa_cache[key]
         tg = dict(tg)
@@ -488,11 +508,17 @@ def _dist() -> tuple[int, int]:
     return 0, 1
 
 
-def init_distributed() -> bool:
-    """Initialise the process group from torchrun's environment (gloo on CPU); True when distributed."""
+def init_distributed(device: str = "auto") -> bool:
+    """Initialise the process group from torchrun's environment; True when distributed.
+
+    With ``device`` resolving to CUDA (``auto`` on a GPU machine, ``cuda``) each rank takes GPU ``LOCAL_RANK`` and the
+    backend is NCCL; on the CPU it is gloo.
+    """
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
+        cuda = resolve_device(device).type == "cuda"
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if cuda else "gloo")
     return _dist()[1] > 1
 
 
@@ -507,46 +533,59 @@ def _allreduce_grads(model: torch.nn.Module) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- training
-def compute_losses(model: OvGSRStudent, d: StudentData, idx: torch.Tensor, B: int, cfg: StudentConfig,
-                   train_map: torch.Tensor, train_ids: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Weighted named loss parts on the labelled samples ``idx`` (normalised by the global batch size ``B``)."""
-    u = cfg.uses
+def check_trainable_labels(d: StudentData, idx: torch.Tensor, train_ids: torch.Tensor) -> None:
+    """Refuse a batch holding a label of a non-trainable (unseen) verb or an unlabeled sample: the second guard of
+    the module docstring, on the CPU rows before the batch moves (no device synchronisation per step).
+
+    Raises:
+        RuntimeError: naming up to three offending images.
+    """
     verb = d.verb[idx]
-    if (verb < 0).any() or (~torch.isin(verb, train_ids)).any():
-        bad = [d.images[i] for i in idx[(verb < 0) | ~torch.isin(verb, train_ids)][:3].tolist()]
+    wrong = (verb < 0) | ~torch.isin(verb, train_ids)
+    if wrong.any():
+        bad = [d.images[i] for i in idx[wrong][:3].tolist()]
         raise RuntimeError(f"label of a non-trainable (unseen) verb reached the loss: {bad}")
-    out = model(to_input(d.x[idx]), verb)
+
+
+def compute_losses(model: OvGSRStudent, b: StudentData, B: int, cfg: StudentConfig,
+                   train_map: torch.Tensor, train_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Weighted named loss parts on the labelled batch ``b`` (``StudentData.take``: on the model's device, its labels
+    checked by :func:`check_trainable_labels`), normalised by the global batch size ``B``. Pure tensor code with no
+    host synchronisation, so it also runs on the ``meta`` device (the device tests)."""
+    u = cfg.uses
+    verb = b.verb
+    out = model(to_input(b.x), verb)
     vl = out["verb_logits"][:, train_ids]  # CE over the trainable vocabulary only
-    rm = d.role_mask[idx]
+    rm = b.role_mask
     parts = {"verb": cfg.w_verb * L.verb_ce(vl, train_map[verb], B, cfg.verb_smoothing),
-             "noun": cfg.w_noun * L.noun_ce(out["noun_logits"], d.nouns[idx], rm, B, cfg.noun_smoothing),
-             "box_l1": cfg.w_l1 * L.box_l1(out["boxes"], d.boxes[idx], d.exists[idx], B),
-             "box_giou": cfg.w_giou * L.box_giou(out["boxes"], d.boxes[idx], d.exists[idx], B),
-             "box_exists": cfg.w_exists * L.box_exists_bce(out["exists"], d.exists[idx], rm, B)}
+             "noun": cfg.w_noun * L.noun_ce(out["noun_logits"], b.nouns, rm, B, cfg.noun_smoothing),
+             "box_l1": cfg.w_l1 * L.box_l1(out["boxes"], b.boxes, b.exists, B),
+             "box_giou": cfg.w_giou * L.box_giou(out["boxes"], b.boxes, b.exists, B),
+             "box_exists": cfg.w_exists * L.box_exists_bce(out["exists"], b.exists, rm, B)}
     if u["distill"]:
-        ones = torch.ones(len(idx), dtype=torch.bool)
-        parts["distill_scene"] = cfg.w_scene * L.feature_distill(out["scene_feat"], d.scene_t[idx], ones, B, cfg.distill_kind)
+        ones = torch.ones(len(b), dtype=torch.bool, device=verb.device)
+        parts["distill_scene"] = cfg.w_scene * L.feature_distill(out["scene_feat"], b.scene_t, ones, B, cfg.distill_kind)
         if cfg.w_role > 0:
-            parts["distill_role"] = cfg.w_role * L.feature_distill(out["role_feat"], d.role_t[idx], rm, B, cfg.distill_kind)
-    if u["neg"] and cfg.w_neg > 0 and d.neg is not None:
-        parts["neg"] = cfg.w_neg * L.negative_guided(out["scene_feat"], d.pos[idx], d.neg[idx], d.neg_mask[idx], B,
-                                                     cfg.neg_kind, pos_mask=d.pos_mask[idx])
-    if u["kd"] and cfg.w_kd > 0 and d.kd is not None:
-        kv = train_ids if cfg.kd_vocab == "train" else torch.arange(out["verb_logits"].shape[1])
-        parts["kd"] = cfg.w_kd * L.logit_kd(out["verb_logits"][:, kv], d.kd[idx][:, kv], B, cfg.kd_t)
+            parts["distill_role"] = cfg.w_role * L.feature_distill(out["role_feat"], b.role_t, rm, B, cfg.distill_kind)
+    if u["neg"] and cfg.w_neg > 0 and b.neg is not None:
+        parts["neg"] = cfg.w_neg * L.negative_guided(out["scene_feat"], b.pos, b.neg, b.neg_mask, B,
+                                                     cfg.neg_kind, pos_mask=b.pos_mask)
+    if u["kd"] and cfg.w_kd > 0 and b.kd is not None:
+        kv = train_ids if cfg.kd_vocab == "train" else torch.arange(out["verb_logits"].shape[1], device=verb.device)
+        parts["kd"] = cfg.w_kd * L.logit_kd(out["verb_logits"][:, kv], b.kd[:, kv], B, cfg.kd_t)
     return parts
 
 
-def unlabeled_losses(model: OvGSRStudent, d: StudentData, idx: torch.Tensor, B: int, cfg: StudentConfig,
+def unlabeled_losses(model: OvGSRStudent, b: StudentData, B: int, cfg: StudentConfig,
                      train_ids: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Scene distillation (+ logit KD over the trainable verbs) on unlabeled images; no label is used."""
-    tok, scene = model.encode(to_input(d.x[idx]))
-    ones = torch.ones(len(idx), dtype=torch.bool)
-    parts = {"u_distill_scene": cfg.w_scene * L.feature_distill(model.scene_distill(scene), d.scene_t[idx], ones, B,
+    """Scene distillation (+ logit KD over the trainable verbs) on the unlabeled batch ``b``; no label is used."""
+    tok, scene = model.encode(to_input(b.x))
+    ones = torch.ones(len(b), dtype=torch.bool, device=b.x.device)
+    parts = {"u_distill_scene": cfg.w_scene * L.feature_distill(model.scene_distill(scene), b.scene_t, ones, B,
                                                                 cfg.distill_kind)}
-    if cfg.w_kd > 0 and d.kd is not None:
-        kv = train_ids if cfg.kd_vocab == "train" else torch.arange(d.kd.shape[1])
-        parts["u_kd"] = cfg.w_kd * L.logit_kd(model.verb_logits(scene)[:, kv], d.kd[idx][:, kv], B, cfg.kd_t)
+    if cfg.w_kd > 0 and b.kd is not None:
+        kv = train_ids if cfg.kd_vocab == "train" else torch.arange(b.kd.shape[1], device=b.kd.device)
+        parts["u_kd"] = cfg.w_kd * L.logit_kd(model.verb_logits(scene)[:, kv], b.kd[:, kv], B, cfg.kd_t)
     return parts
 
 
@@ -560,12 +599,12 @@ class FitResult:
 
 
 def _state_to_flat(model: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    flat = {f"model.{k}": v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    flat = {f"model.{k}": v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
     sd = opt.state_dict()
     for pid, st in sd["state"].items():
         for k, v in st.items():
             t = v if torch.is_tensor(v) else torch.tensor(v)
-            flat[f"opt.{pid}.{k}"] = t.detach().clone().contiguous()
+            flat[f"opt.{pid}.{k}"] = t.detach().cpu().clone().contiguous()
     return flat, {"param_groups": sd["param_groups"]}
 
 
@@ -614,14 +653,15 @@ def load_checkpoint(path: Path, model: torch.nn.Module, opt: Optional[torch.opti
 def verb_top1(model: OvGSRStudent, d: StudentData, mask: Optional[torch.Tensor] = None, batch_size: int = 256) -> float:
     """Verb top-1 (percent) over the images selected by ``mask`` (all verbs predictable)."""
     model.eval()
+    dev = next(model.parameters()).device
     sel = torch.arange(len(d)) if mask is None else torch.nonzero(mask).flatten()
     if len(sel) == 0:
         return float("nan")
     hits = 0
     for s in range(0, len(sel), batch_size):
         i = sel[s:s + batch_size]
-        _, scene = model.encode(to_input(d.x[i]))
-        hits += int((model.verb_logits(scene).argmax(-1) == d.verb[i]).sum())
+        _, scene = model.encode(to_input(to_device(d.x[i], dev)))
+        hits += int((model.verb_logits(scene).argmax(-1).cpu() == d.verb[i]).sum())
     model.train()
     return 100.0 * hits / len(sel)
 
@@ -650,12 +690,15 @@ def fit(world: World, cfg: StudentConfig, ckpt_path: Optional[Path] = None, resu
     rank, ws = _dist()
     d = train_data
     vocab = world.vocab
+    dev = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    model = build_student(cfg, vocab)
+    model = to_device(build_student(cfg, vocab), dev)  # initialised on the CPU: the same weights on every device
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     train_ids = torch.nonzero(vocab.train_verbs).flatten()
     train_map = torch.full((len(vocab.verbs),), -1, dtype=torch.long)
     train_map[train_ids] = torch.arange(len(train_ids))
+    cpu_train_ids = train_ids
+    train_ids, train_map = to_device(train_ids, dev), to_device(train_map, dev)
     steps_per_epoch = math.ceil(len(d) / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     sched = lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))  # noqa: E731
@@ -672,7 +715,7 @@ def fit(world: World, cfg: StudentConfig, ckpt_path: Optional[Path] = None, resu
             from safetensors.torch import load_file
             best_state = load_file(str(best_path))
     prev_s = train_s
-    dev_mask = torch.isin(world.dev.verb, train_ids)
+    dev_mask = torch.isin(world.dev.verb, cpu_train_ids)
     bar = None
     if progress and rank == 0:
         from tqdm.auto import tqdm
@@ -695,13 +738,15 @@ def fit(world: World, cfg: StudentConfig, ckpt_path: Optional[Path] = None, resu
                 continue
             mine = gb[rank::ws]
             parts: dict[str, torch.Tensor] = {}
-            if len(mine):
-                parts = compute_losses(model, d, mine, len(gb), cfg, train_map, train_ids)
-            if perm_u is not None:
-                gu = perm_u[torch.arange(s * bu, (s + 1) * bu) % len(perm_u)]
-                mu = gu[rank::ws]
-                if len(mu):
-                    parts.update(unlabeled_losses(model, unlabeled, mu, len(gu), cfg, train_ids))
+            with autocast(dev, cfg.amp):
+                if len(mine):
+                    check_trainable_labels(d, mine, cpu_train_ids)
+                    parts = compute_losses(model, d.take(mine, dev), len(gb), cfg, train_map, train_ids)
+                if perm_u is not None:
+                    gu = perm_u[torch.arange(s * bu, (s + 1) * bu) % len(perm_u)]
+                    mu = gu[rank::ws]
+                    if len(mu):
+                        parts.update(unlabeled_losses(model, unlabeled.take(mu, dev), len(gu), cfg, train_ids))
             loss = sum(parts.values()) if parts else None
             opt.zero_grad(set_to_none=False)
             if loss is not None:
@@ -728,7 +773,7 @@ def fit(world: World, cfg: StudentConfig, ckpt_path: Optional[Path] = None, resu
                 if ckpt_path is not None and rank == 0:
                     from safetensors.torch import save_file
                     Path(ckpt_path).parent.mkdir(parents=True, exist_ok=True)
-                    save_file({k: v.contiguous() for k, v in best_state.items()}, str(ckpt_path) + ".best")
+                    save_file({k: v.cpu().contiguous() for k, v in best_state.items()}, str(ckpt_path) + ".best")
         train_s = prev_s + time.time() - t0
         if ckpt_path is not None and rank == 0:
             save_checkpoint(Path(ckpt_path), model, opt, cfg, epoch + 1,
@@ -770,11 +815,13 @@ def predict_swig(model: OvGSRStudent, d: StudentData, vocab: StudentVocab, k: in
                  batch_size: int = 128) -> dict[str, dict]:
     """Predictions in the SWiG prediction format: top-k verbs with frames, plus ``gt_verb_frame``."""
     model.eval()
+    dev = next(model.parameters()).device
     preds: dict[str, dict] = {}
     for s in range(0, len(d), batch_size):
         sl = slice(s, s + batch_size)
         gtv = d.verb[sl]
-        p = model.predict(to_input(d.x[sl]), k=k, gt_verbs=gtv.clamp(min=0))
+        p = model.predict(to_input(to_device(d.x[sl], dev)), k=k, gt_verbs=to_device(gtv.clamp(min=0), dev))
+        p = {key: v.cpu() for key, v in p.items()}
         for j, im in enumerate(d.images[sl]):
             size = (float(d.sizes[s + j, 0]) or 1.0, float(d.sizes[s + j, 1]) or 1.0)
             verbs = []
@@ -873,7 +920,8 @@ def config_from_args(variant: str, seed: int, smoke: bool, sets: Sequence[str]) 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``mipd train-student``: train one variant (or several) on a world, write predictions and metrics rows.
 
-    Works under ``torchrun --nproc_per_node N -m mipd_kit.student.train ...`` (DDP, gloo on CPU).
+    Works under ``torchrun --nproc_per_node N -m mipd_kit.student.train ...`` (DDP: gloo on the CPU; with
+    ``--set device=cuda`` (or ``auto`` on a GPU machine) NCCL, rank ``r`` on GPU ``LOCAL_RANK``).
     """
     p = argparse.ArgumentParser(prog="mipd train-student", description=__doc__.split("\n")[0])
     p.add_argument("--world", required=True, help="SynthSitu world folder")
@@ -887,11 +935,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints (they are overwritten)")
     p.add_argument("--set", action="append", default=[], help="override a config field: key=value or nmpa.key=value")
     a = p.parse_args(list(argv) if argv is not None else None)
-    init_distributed()
-    rank, _ = _dist()
     variants = list(VARIANTS) if a.variant == "all" else a.variant.split(",")
     seeds = [int(s) for s in a.seeds.split(",")]
     cfgs = [config_from_args(v, s, a.smoke, a.set) for s in seeds for v in variants]
+    init_distributed(cfgs[0].device)  # NCCL when the device is CUDA (--set device=cuda), else gloo
+    rank, _ = _dist()
     rat = a.rationales or str(Path(a.run_dir) / "rationales.jsonl")
     ws = _dist()[1]
     if ws > 1 and rank != 0:

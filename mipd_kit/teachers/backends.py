@@ -72,7 +72,12 @@ class TeacherConfig:
         text_model: text encoder for vision-only towers: ``minilm`` (default), a CLIPTextModel id / folder, or
             any AutoModel id / folder (mean pooling).
         image_size: override the input size (open_clip ``force_image_size``; transformers preprocessing).
-        device: torch device string.
+        device: ``auto`` | ``cpu`` | ``cuda[:N]``: the run's device. The teacher runs there, and every stage that
+            computes (teacher training and features, NMPA, the students, CL-HOI) takes it from this block
+            (``mipd_kit.machine.resolve_device``; ``auto`` = CUDA when available). Not part of the identity.
+        amp: bf16 autocast on CUDA for the training loops of the stages (NMPA, students, CL-HOI); no effect on the
+            CPU. Off by default (the embedded default); real-mode configs on a GPU turn it on. Part of the identity
+            when on.
         precision: ``fp32`` | ``fp16`` | ``bf16`` for the model weights.
         seed: seeds random initialisation (``embedded``: initialisation and data order; ``tiny``: the weights).
             Independent of the run seed: a run config sets ``teacher.seed`` explicitly to vary it.
@@ -94,6 +99,7 @@ class TeacherConfig:
     text_model: str = "minilm"
     image_size: Optional[int] = None
     device: str = "cpu"
+    amp: bool = False
     precision: str = "fp32"
     seed: int = 0
     size: EmbeddedSize = "default"
@@ -150,7 +156,7 @@ class TeacherConfig:
         from .embedded import EmbeddedTeacherConfig
         base = EmbeddedTeacherConfig.smoke() if self.size == "smoke" else EmbeddedTeacherConfig()
         return EmbeddedTeacherConfig.from_dict({**asdict(base), "seed": self.seed, "threads": self.threads,
-                                                **self.embedded})
+                                                "device": self.device, **self.embedded})
 
     def identity(self) -> dict:
         """What determines the teacher's weights (hashed into stage fingerprints): everything but the device,
@@ -158,6 +164,8 @@ class TeacherConfig:
         d = self.to_dict()
         for k in ("device", "threads", "world_dir", "cache_dir"):
             d.pop(k)
+        if not d["amp"]:
+            d.pop("amp")  # fp32 teachers keep the fingerprints of the versions before the option
         return d
 
 
@@ -440,6 +448,10 @@ def build_teacher(cfg: TeacherConfig, progress: bool = False):
         cfg: the teacher config (``embedded`` needs ``world_dir`` and ``cache_dir``: see ``with_paths``).
         progress: show the embedded teacher's training progress (when it is not cached yet).
     """
+    from dataclasses import replace
+
+    from ..machine import resolve_device
+    cfg = replace(cfg, device=str(resolve_device(cfg.device)))  # "auto" -> "cuda:0" or "cpu"; refuses CUDA without it
     if cfg.backend == "embedded":
         from .embedded import load_or_train
         if not cfg.world_dir or not cfg.cache_dir:
@@ -449,7 +461,7 @@ def build_teacher(cfg: TeacherConfig, progress: bool = False):
         from .embedded import load_teacher
         if not cfg.checkpoint:
             raise ValueError("teacher backend 'checkpoint' needs checkpoint (the saved teacher's folder)")
-        return load_teacher(cfg.checkpoint)
+        return load_teacher(cfg.checkpoint).to(cfg.device)
     elif cfg.backend == "open_clip":
         return OpenClipTeacher(cfg)
     elif cfg.backend == "transformers":

@@ -41,6 +41,7 @@ from PIL import Image
 from torch import nn
 
 from ..data.records import DataError, FrameSpace, NounDef, Situation, VerbDef
+from ..machine import resolve_device, to_device
 from ..metrics import MetricRow, row
 from .base import Encoded, open_image
 
@@ -163,6 +164,8 @@ class EmbeddedTeacherConfig:
         max_pairs: use at most this many pretraining pairs (None = all).
         threads: torch threads while training (0 = leave torch's default).
         seed: seeds initialisation and data order.
+        device: ``auto`` | ``cpu`` | ``cuda[:N]`` (``mipd_kit.machine.resolve_device``) for training and encoding;
+            not part of the training key (initialisation, data order and augmentation are drawn on the CPU).
     """
 
     image_size: int = 64
@@ -181,6 +184,7 @@ class EmbeddedTeacherConfig:
     max_pairs: Optional[int] = None
     threads: int = 0
     seed: int = 0
+    device: str = "cpu"
 
     @classmethod
     def smoke(cls) -> "EmbeddedTeacherConfig":
@@ -197,9 +201,10 @@ class EmbeddedTeacherConfig:
         return cls(**d)
 
     def training_key(self) -> dict:
-        """The fields that determine the trained weights (all but ``threads``)."""
+        """The fields that determine the trained weights (all but ``threads`` and ``device``)."""
         d = asdict(self)
         d.pop("threads")
+        d.pop("device")
         return d
 
 
@@ -291,24 +296,30 @@ class EmbeddedTeacher(nn.Module):
         """(B, 384) unit MiniLM sentence embeddings -> (B, E) joint-space embeddings."""
         return self.text_proj(sentence)
 
+    @property
+    def device(self) -> torch.device:
+        return self.logit_scale.device
+
     @torch.no_grad()
     def encode_images(self, images: Sequence[Image.Image]) -> Encoded:
+        """Features on the CPU (what the feature cache stores), computed on the teacher's device."""
         self.eval()
-        x = preprocess(images, self.cfg.image_size)
+        x = to_device(preprocess(images, self.cfg.image_size), self.device)
         tokens, pooled = self.image(x)
-        return Encoded(tokens, pooled, torch.ones(tokens.shape[:2], dtype=torch.bool))
+        cpu = torch.device("cpu")
+        return Encoded(to_device(tokens, cpu), to_device(pooled, cpu), torch.ones(tokens.shape[:2], dtype=torch.bool))
 
     @torch.no_grad()
     def encode_texts(self, texts: Sequence[str]) -> Encoded:
         self.eval()
         tokens, mask, sent = minilm_encode(texts)
-        return Encoded(tokens, self.project_text(sent), mask)
+        return Encoded(tokens, to_device(self.project_text(to_device(sent, self.device)), torch.device("cpu")), mask)
 
     @torch.no_grad()
     def text_embeddings(self, texts: Sequence[str]) -> torch.Tensor:
-        """Pooled joint-space text embeddings only (no token features), (B, E)."""
+        """Pooled joint-space text embeddings only (no token features), (B, E), on the CPU."""
         _, _, sent = minilm_encode(texts, with_tokens=False)
-        return self.project_text(sent)
+        return to_device(self.project_text(to_device(sent, self.device)), torch.device("cpu"))
 
 
 def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,
@@ -329,7 +340,7 @@ def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torc
     if target is not None:
         return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target.T))
     if caption_ids is None:
-        target = torch.arange(len(i))
+        target = torch.arange(len(i), device=logits.device)
         return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
     same = (caption_ids[:, None] == caption_ids[None, :]).float()
     target = same / same.sum(1, keepdim=True)
@@ -503,6 +514,7 @@ def train_teacher(world_dir: str | os.PathLike, cache_dir: str | os.PathLike, cf
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     try:
+        dev = resolve_device(cfg.device)
         torch.manual_seed(cfg.seed)
         gen = torch.Generator().manual_seed(cfg.seed)
         captions = [r["caption"] for r in recs]
@@ -512,7 +524,7 @@ def train_teacher(world_dir: str | os.PathLike, cache_dir: str | os.PathLike, cf
         imgs = torch.from_numpy(np.stack([_load_image(world / r["image"], cfg.image_size) for r in recs]))
         imgs = imgs.permute(0, 3, 1, 2).contiguous()  # (N, 3, S, S) uint8
         load_s = time.time() - t_img
-        model = EmbeddedTeacher(cfg)
+        model = to_device(EmbeddedTeacher(cfg), dev)  # initialised on the CPU: the same weights on every device
         model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         N = len(recs)
@@ -533,14 +545,15 @@ def train_teacher(world_dir: str | os.PathLike, cache_dir: str | os.PathLike, cf
                 idx = perm[b * bs:(b + 1) * bs]
                 x = imgs[idx]
                 x = _augment(x, gen) if cfg.augment else x.float()
-                x = (x / 255.0 - PIXEL_MEAN) / PIXEL_STD
+                x = to_device((x / 255.0 - PIXEL_MEAN) / PIXEL_STD, dev)  # augmented on the CPU, then moved
+                e, ci = to_device(emb[idx], dev), to_device(cap_ids[idx], dev)
                 for g in opt.param_groups:
                     g["lr"] = _lr_at(step, total, cfg)
                 _, img_emb = model.image(x)
                 target = None
                 if cfg.soft_target_temp > 0:
-                    target = (emb[idx] @ emb[idx].T / cfg.soft_target_temp).softmax(1)  # (b, b)
-                loss = clip_loss(img_emb, model.project_text(emb[idx]), model.logit_scale, cap_ids[idx], target)
+                    target = (e @ e.T / cfg.soft_target_temp).softmax(1)  # (b, b)
+                loss = clip_loss(img_emb, model.project_text(e), model.logit_scale, ci, target)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -580,8 +593,9 @@ def save_teacher(teacher: EmbeddedTeacher, ckpt_dir: str | os.PathLike, info: di
     d = Path(ckpt_dir)
     tmp = unique_tmp(d)
     tmp.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in teacher.state_dict().items()}, str(tmp / "model.safetensors"))
-    (tmp / "config.json").write_text(json.dumps({"format": "mipd-embedded-teacher/1", "config": asdict(teacher.cfg),
+    save_file({k: v.cpu().contiguous() for k, v in teacher.state_dict().items()}, str(tmp / "model.safetensors"))
+    config = {k: v for k, v in asdict(teacher.cfg).items() if k != "device"}  # where it ran is not what it is
+    (tmp / "config.json").write_text(json.dumps({"format": "mipd-embedded-teacher/1", "config": config,
                                                  "minilm": minilm_version(), **info}, indent=1))
     if d.exists():
         import shutil
@@ -632,6 +646,8 @@ def load_or_train(world_dir: str | os.PathLike, cache_dir: str | os.PathLike,
         if (d / "config.json").exists() and (d / "model.safetensors").exists():
             t = load_teacher(d)
             t.cfg.threads = cfg.threads
+            t.cfg.device = cfg.device
+            t = to_device(t, resolve_device(cfg.device))
             t.loaded_from_cache = True  # type: ignore[attr-defined]
         else:
             t, info = train_teacher(world_dir, cache_dir, cfg, progress=progress)
