@@ -78,7 +78,7 @@ def write_toy_world(world_dir: str | os.PathLike, run_dir: Optional[str | os.Pat
             img = f"{verb}_{k}.png"
             Image.new("RGB", (32, 32), (40 * vi, 30 * k % 255, 90)).save(w / "images" / img)
             frames = [dict(fill), {r: _ALT.get(n, n) for r, n in fill.items()}, dict(fill)]
-            bb = {r: ([2 + k, 3, 20 + k, 30] if r != "place" and n else [-1, -1, -1, -1]) for r, n in fill.items()}
+            bb = {r: ([2 + k % 12, 3, 20 + k % 12, 30] if r != "place" and n else [-1, -1, -1, -1]) for r, n in fill.items()}
             train[img] = {"verb": verb, "height": 32, "width": 32, "bb": bb, "frames": frames}
             others = [v for v in verbs if v != verb]
             confused = (vi + k) % 3 == 2  # the teacher's top verb is wrong for about a third of the images
