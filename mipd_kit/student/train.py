@@ -368,7 +368,8 @@ def prepare_world(world_dir: str | os.PathLike, cache_dir: str | os.PathLike, te
     def inputs(names: list[str], ds: str) -> torch.Tensor:
         if backbone is None:
             return load_pixels([img(n) for n in names], image_size)
-        return cached_image_features(backbone, [img(n) for n in names], cache_dir, f"{name}-{ds}-student").tokens.float()
+        from ..teachers.cache import lazy_image_tokens  # rows stream from the cache's shards (a cache > RAM)
+        return lazy_image_tokens(backbone, [img(n) for n in names], cache_dir, f"{name}-{ds}-student", progress=False)
 
     data = {s: make_split_data(train_sits if s == "train" else gt[s], vocab, space, inputs(list(gt[s]), s),
                                f"{world / (s + '.json')}") for s in ("train", "dev", "test")}
