@@ -280,6 +280,20 @@ class LazyTokens:
     def __len__(self) -> int:
         return self.shape[0]
 
+    def pooled(self) -> torch.Tensor:
+        """(N, E) float32 pooled embeddings of the rows (small: read whole, shard by shard)."""
+        by_shard: dict[str, list[int]] = {}
+        for i, (sh, _) in enumerate(self.where):
+            by_shard.setdefault(sh, []).append(i)
+        out: Optional[torch.Tensor] = None
+        for sh, pos in by_shard.items():
+            t = self._handle(sh).get_tensor("pooled")  # (rows, E)
+            if out is None:
+                out = torch.zeros(len(self.where), t.shape[1], dtype=torch.float32)
+            out[torch.tensor(pos)] = t[torch.tensor([self.where[i][1] for i in pos])].float()
+        assert out is not None
+        return out
+
     def __getitem__(self, idx) -> torch.Tensor:
         rows = torch.arange(len(self))[idx]
         rows = rows.reshape(-1).tolist() if rows.dim() else [int(rows)]
@@ -378,15 +392,16 @@ def world_image_lists(world_dir: str | os.PathLike) -> dict[str, list[Path]]:
 
 def cache_world_features(teacher: Teacher, world_dir: str | os.PathLike, cache_dir: str | os.PathLike,
                          splits: Sequence[str] = ("train", "dev", "test", "unlabeled"), batch_size: int = 64,
-                         prefix: Optional[str] = None, progress: bool = True) -> dict[str, Encoded]:
+                         prefix: Optional[str] = None, progress: bool = True) -> dict[str, LazyTokens]:
     """Cache the image features of a world's splits as datasets ``<prefix>-<split>`` (prefix: world folder name).
 
-    Splits absent from the world are skipped. Returns split -> ``Encoded``.
+    Splits absent from the world are skipped. Returns split -> :class:`LazyTokens` (the features stay on disk:
+    a real dataset's cache is larger than RAM).
     """
     lists = world_image_lists(world_dir)
     prefix = prefix or Path(world_dir).resolve().name
-    return {split: cached_image_features(teacher, lists[split], cache_dir, f"{prefix}-{split}", batch_size,
-                                         progress=progress)
+    return {split: lazy_image_tokens(teacher, lists[split], cache_dir, f"{prefix}-{split}", batch_size,
+                                     progress=progress)
             for split in splits if split in lists}
 
 
@@ -414,7 +429,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 continue
         feats = cache_world_features(teacher, a.world, a.cache, a.splits, a.batch_size, a.dataset_prefix)
         for split, enc in feats.items():
-            print(f"  {split}: {tuple(enc.tokens.shape)} tokens, {tuple(enc.pooled.shape)} pooled "
+            print(f"  {split}: {tuple(enc.shape)} tokens "
                   f"(fingerprint {teacher.fingerprint})")
     except DataError as e:
         print(f"mipd features: {e}", file=sys.stderr)
