@@ -65,6 +65,15 @@ def test_real_smoke_config_is_the_real_path(root: Path) -> None:
     assert "random" in cfg.description.lower() and "meaningless" in cfg.description.lower()
 
 
+def test_student_backbone_makes_a_cached_feature_student() -> None:
+    from mipd_kit.stages import distillation as D
+
+    cfg = D.Config(student_smoke=True, student_backbone={"backend": "tiny"})
+    sc = D.student_config(cfg, "full", 0, feature_shape=(17, 32))
+    assert (sc.backbone, sc.num_tokens, sc.in_dim) == ("cached", 17, 32)
+    assert D.student_config(D.Config(student_smoke=True), "full", 0).backbone == "cnn"
+
+
 def test_every_stage_ran(real_smoke: dict) -> None:
     status = json.loads((real_smoke["run_dir"] / "status.json").read_text())
     assert {k: v["state"] for k, v in status["stages"].items()} == {
@@ -90,6 +99,10 @@ def test_rationale_students_and_clhoi_were_trained(real_smoke: dict) -> None:
     index = json.loads((real_smoke["run_dir"] / "nmpa" / "index.json").read_text())
     assert index["models"], "NMPA was not trained (no positive rationales reached stage alignment)"
     assert (real_smoke["run_dir"] / "predictions").is_dir()
+    zs = json.loads((real_smoke["run_dir"] / "clhoi" / "zero_shot" / "unseen_composition.json").read_text())
+    assert {r["model"] for r in zs} >= {"clhoi", "teacher"} and {r["split"] for r in zs} >= {"unseen", "seen"}
+    # the student is a head on the cached tokens of its own frozen backbone (transformers CLIPVisionModel)
+    assert (real_smoke["base"] / "cache" / "features" / "world-train-student").is_dir()
 
 
 def test_results_say_the_numbers_mean_nothing(real_smoke: dict) -> None:
