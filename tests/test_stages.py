@@ -282,3 +282,14 @@ def test_rationales_and_judge_stages(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "run" / "rationales_authors.json").read_text()) == j.authors
     with pytest.raises(ValueError, match="0 no longer means"):
         J.Config(rounds=0)
+
+
+def test_data_stage_synth_overrides_shrink_the_world_and_refuse_unknown_keys() -> None:
+    from mipd_kit.stages import data as D
+
+    c = D.synth_config(D.Config(synth_size="smoke", seed=3, synth_overrides={"n_train": 120, "hoi_people": [2, 2]}))
+    assert (c.size, c.seed, c.n_train, c.hoi_people) == ("smoke", 3, 120, (2, 2))
+    with pytest.raises(ValueError, match="n_trian"):
+        D.synth_config(D.Config(synth_size="smoke", synth_overrides={"n_trian": 1}))
+    with pytest.raises(ValueError, match="reserved"):
+        D.synth_config(D.Config(synth_size="smoke", synth_overrides={"seed": 1}))
