@@ -155,13 +155,16 @@ def render_results_md(rows: Iterable[MetricRow], figures: Sequence[str] = (), st
     Args:
         rows: metric rows (any tasks).
         figures: figure paths relative to the run folder (``figures/x.png``), embedded in this order.
-        status: the run's ``status.json`` mapping (state, failed stage and error, per-stage states).
+        status: the run's ``status.json`` mapping (the config's description, shown under the title; state, failed
+            stage and error, per-stage states).
         notes: remarks, e.g. which inputs were absent.
         title: heading (default: ``Run <run_id>``).
     """
     status = status or {}
     run_id = status.get("run_id", "")
     lines = [f"# {title or ('Run ' + run_id if run_id else 'Results')}", ""]
+    if status.get("description"):  # the run config's own words, e.g. that its weights are random
+        lines += [f"> {status['description']}", ""]
     state = status.get("state")
     if state:
         lines.append(f"**State: {state}**" + (f" — failed at stage `{status.get('failed_stage')}`: "

@@ -554,7 +554,8 @@ def run(cfg: RunConfig, out: Optional[str | Path] = None, force: bool = False, u
             # the environment that produces outputs; a run that only skips keeps the one of its last execution
             _atomic_write(run_dir / "environment.json", strict_dumps(environment(cfg), indent=1) + "\n")
         status: dict[str, Any] = {
-            "run_id": run_dir.name, "config": cfg.source, "config_hash": cfg.config_hash(), "state": "running",
+            "run_id": run_dir.name, "config": cfg.source, "config_hash": cfg.config_hash(),
+            "description": cfg.description, "state": "running",
             "failed_stage": None, "error": None, "started": _now(), "finished": None,
             "stages": {n: prev.get("stages", {}).get(n, {}) for n in cfg.stages},
         }

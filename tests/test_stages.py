@@ -299,3 +299,14 @@ def test_stage_command_lines_share_one_parser(name, tmp_path, capsys) -> None:
     out = subprocess.run([sys.executable, "-m", f"mipd_kit.stages.{name}", "--help"], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0 and f"python -m mipd_kit.stages.{name}" in out.stdout and "--set KEY=VALUE" in out.stdout
+
+
+def test_data_stage_synth_overrides_shrink_the_world_and_refuse_unknown_keys() -> None:
+    from mipd_kit.stages import data as D
+
+    c = D.synth_config(D.Config(synth_size="smoke", seed=3, synth_overrides={"n_train": 120, "hoi_people": [2, 2]}))
+    assert (c.size, c.seed, c.n_train, c.hoi_people) == ("smoke", 3, 120, (2, 2))
+    with pytest.raises(ValueError, match="n_trian"):
+        D.synth_config(D.Config(synth_size="smoke", synth_overrides={"n_trian": 1}))
+    with pytest.raises(ValueError, match="reserved"):
+        D.synth_config(D.Config(synth_size="smoke", synth_overrides={"seed": 1}))

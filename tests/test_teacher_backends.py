@@ -71,6 +71,22 @@ def test_open_clip_cache_round_trip(open_clip_teacher, tmp_path):
     torch.testing.assert_close(txt.pooled, open_clip_teacher.encode_texts(TEXTS).pooled, atol=1e-5, rtol=1e-5)
 
 
+def test_open_clip_model_config_json_builds_a_tiny_clip(root, tmp_path):
+    """An open_clip model-config JSON (configs/models/mipd-tiny-vit.json, used by configs/real_smoke.yaml) is an
+    architecture of one's own: the same CLIP class, random weights, named by the file's stem in the fingerprint."""
+    cfg_file = root / "configs" / "models" / "mipd-tiny-vit.json"
+    t = build_teacher(TeacherConfig(backend="open_clip", model=str(cfg_file)))
+    assert isinstance(t, Teacher) and t.grid == (4, 4)
+    e, x = t.encode_images(images(2)), t.encode_texts(TEXTS)
+    assert e.tokens.shape == (2, 16, 64) and e.pooled.shape[1] == x.pooled.shape[1]
+    copy = tmp_path / "elsewhere" / "mipd-tiny-vit.json"  # the folder does not enter the fingerprint
+    copy.parent.mkdir()
+    copy.write_text(cfg_file.read_text())
+    assert build_teacher(TeacherConfig(backend="open_clip", model=str(copy))).fingerprint == t.fingerprint
+    with pytest.raises(TeacherLoadError, match="does not exist"):
+        build_teacher(TeacherConfig(backend="open_clip", model=str(tmp_path / "none.json")))
+
+
 def test_open_clip_unknown_model_is_named():
     with pytest.raises(TeacherLoadError, match=r"ViT-B-32x.*did you mean"):
         build_teacher(TeacherConfig(backend="open_clip", model="ViT-B-32x"))

@@ -190,3 +190,28 @@ def test_same_file_through_another_path_is_a_hit(tmp_path, monkeypatch):
     cached_image_features(t, [Path("alias") / p.name for p in paths] + [Path("imgs") / paths[0].name],
                           tmp_path / "c", "toy", progress=False)
     assert t.image_calls == 0
+
+
+def test_lazy_tokens_stream_rows_without_loading_the_cache(tmp_path, monkeypatch):
+    """The student's cached-feature input reads rows from the memory-mapped shards: no shard is loaded whole (a
+    SWiG-scale cache is larger than RAM), and the rows equal what the in-memory gather returns."""
+    import safetensors.torch
+
+    from mipd_kit.teachers.cache import FeatureCache, LazyTokens, lazy_image_tokens
+
+    paths = write_images(tmp_path / "imgs", 10)
+    t = TinyRandomTeacher()
+    full = cached_image_features(t, paths, tmp_path / "cache", "toy", batch_size=4, shard_rows=4, progress=False)
+
+    def refuse(*a, **k):
+        raise AssertionError("a whole shard was loaded")
+
+    monkeypatch.setattr(FeatureCache, "_load_shard", refuse)
+    monkeypatch.setattr(FeatureCache, "gather", refuse)
+    monkeypatch.setattr(safetensors.torch, "load_file", refuse)
+    lazy = lazy_image_tokens(t, paths, tmp_path / "cache", "toy", progress=False)
+    assert isinstance(lazy, LazyTokens) and lazy.shape == full.tokens.shape and len(lazy) == 10
+    assert not any(isinstance(v, torch.Tensor) for v in vars(lazy).values())  # only the row table is held
+    torch.testing.assert_close(lazy[torch.tensor([7, 0, 7])], full.tokens[[7, 0, 7]])
+    torch.testing.assert_close(lazy[2:5], full.tokens[2:5])
+    torch.testing.assert_close(lazy[9], full.tokens[9])

@@ -421,7 +421,8 @@ def build_align_data(images: Sequence[str], roles: Sequence[Sequence[str]], boxe
     Args:
         images: N image names; roles: per image, role names in slot order (R slots max).
         boxes: (N, R, 4) normalised xyxy; box_exists: (N, R).
-        tokens, pooled: teacher features of the N images.
+        tokens, pooled: teacher features of the N images (``tokens`` may be a ``mipd_kit.teachers.cache.LazyTokens``
+            whose rows are read from disk when indexed).
         grid: teacher grid.
         collected: ``mipd_kit.rationales.store.collect`` output (images absent from it simply have no rationales).
         encode_texts: texts -> ``Encoded`` (tokens, pooled, mask), e.g. a cached ``teacher.encode_texts``.
@@ -490,7 +491,8 @@ def build_align_data(images: Sequence[str], roles: Sequence[Sequence[str]], boxe
         tok = torch.zeros(1, max_tokens, probe.tokens.shape[-1], dtype=torch.half)
         msk = torch.zeros(1, max_tokens, dtype=torch.bool)
     bank = TextBank(order or ["none"], tok, msk, torch.cat(pooled_parts))
-    return AlignData(list(images), tokens.float(), pooled.float(), tuple(grid), boxes.float(), box_exists.bool(),
+    tokens = tokens.float() if isinstance(tokens, torch.Tensor) else tokens  # or rows streamed from a cache
+    return AlignData(list(images), tokens, pooled.float(), tuple(grid), boxes.float(), box_exists.bool(),
                      role_mask, bank, gp, gn, zp, zn, [list(r) for r in roles])
 
 

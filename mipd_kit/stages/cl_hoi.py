@@ -49,6 +49,10 @@ class Config:
         score: student detection score: pair_prior, joint or relative.
         kd_temperature: distillation temperature T.
         threads: torch threads (0 = torch's default).
+        zero_shot_splits: also evaluate every prediction file on these zero-shot splits (rare_first,
+            non_rare_first, unseen_object, unseen_verb, uc0..uc4: the world's hoi_zero_shot.json, then the bundled
+            standard HICO-DET splits) into clhoi/zero_shot/<split>.json, as ``mipd eval-hico --zero-shot`` does.
+            Training uses no HOI label, so one run serves every split.
     """
 
     world_dir: str = "data/synthsitu/default-seed0"
@@ -72,6 +76,7 @@ class Config:
     score: str = "pair_prior"
     kd_temperature: float = 2.0
     threads: int = 0
+    zero_shot_splits: list = field(default_factory=list)
 
     @classmethod
     def smoke(cls) -> "Config":
@@ -84,7 +89,7 @@ class Config:
         """The library's ``CLHOIConfig`` for this stage (teacher fields describing the run's teacher block)."""
         from ..hoi.train import CLHOIConfig
 
-        d = {k: v for k, v in dataclasses.asdict(self).items() if k != "teacher_config"}
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("teacher_config", "zero_shot_splits")}
         d.update(run_dir=str(run_dir), seeds=tuple(self.seeds) or (self.seed,),
                  **clhoi_teacher_fields(self.teacher_config))
         return CLHOIConfig.from_dict(d)
@@ -133,7 +138,31 @@ def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, teacher
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md.tmp").write_text(table + "\n")
     os.replace(out / "results.md.tmp", out / "results.md")
+    evaluate_zero_shot_splits(cfg, world, res.prediction_files, out)
     return Outputs(ccfg, world, prop, res, table)
+
+
+def evaluate_zero_shot_splits(cfg: Config, world: Any, prediction_files: Mapping[str, str],
+                              out: Path) -> dict[str, Path]:
+    """Official-protocol mAP rows of every prediction file on every split of ``cfg.zero_shot_splits`` (each name
+    resolved as ``mipd eval-hico --zero-shot`` resolves it), written to ``out/zero_shot/<split>.json``."""
+    from ..data.hico import resolve_zero_shot
+    from ..eval.hico import default_split_files, evaluate_hico, load_predictions
+    from ..metrics import write_rows
+
+    written: dict[str, Path] = {}
+    for spec in cfg.zero_shot_splits:
+        name, unseen = resolve_zero_shot(str(spec), default_split_files(Path(cfg.world_dir) / "hoi_test.json"))
+        rows = []
+        for key, path in sorted(prediction_files.items()):
+            model, _, seed = key.rpartition("-seed")
+            rows += evaluate_hico(world.test, world.vocab, load_predictions(path), setting="both", zero_shot=unseen,
+                                  protocol="official", model=model or key, seed=int(seed) if seed.isdigit() else None,
+                                  src=str(path))
+        dst = out / "zero_shot" / f"{name}.json"
+        write_rows(dst, rows)
+        written[name] = dst
+    return written
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

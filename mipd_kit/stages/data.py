@@ -7,11 +7,12 @@ notebook; ``mipd synth`` remains the generator's CLI.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -30,6 +31,7 @@ class Config:
         world_dir / cache_dir: the run's world (generated here if absent or different) and caches (unused here).
         seed: seeds the generated world and the baselines.
         synth_size: smoke | default | large.
+        synth_overrides: SynthConfig fields replacing the size's, e.g. {n_train: 120} (a smaller world for rehearsals).
         per_verb: examples per verb in the contact sheets.
         run_baselines: train and evaluate the two difficulty baselines.
         baseline_smoke: short baseline training (smoke); False = full settings.
@@ -40,6 +42,7 @@ class Config:
     cache_dir: str = "data/cache"
     seed: int = 0
     synth_size: str = "default"
+    synth_overrides: dict = field(default_factory=dict)
     per_verb: int = 3
     run_baselines: bool = True
     baseline_smoke: bool = False
@@ -63,16 +66,30 @@ class Outputs:
     baselines: dict
 
 
+def synth_config(cfg: Config) -> Any:
+    """The world's ``SynthConfig``: the size's, then ``synth_overrides`` (unknown fields are refused)."""
+    from ..data.synthsitu.generate import SynthConfig
+
+    base = SynthConfig.from_size(cfg.synth_size, cfg.seed)
+    names = {f.name for f in dataclasses.fields(SynthConfig)}
+    bad = sorted(set(cfg.synth_overrides) - names - {"size", "seed"})
+    if bad or {"size", "seed"} & set(cfg.synth_overrides):
+        raise ValueError(f"data: synth_overrides: unknown or reserved key(s) {bad or ['size', 'seed']}; valid: "
+                         f"{sorted(names - {'size', 'seed'})} (size: synth_size, seed: the run seed)")
+    over = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.synth_overrides.items()}
+    return dataclasses.replace(base, **over)
+
+
 def run(cfg: Config, run_dir: str | os.PathLike) -> Outputs:
     """Generate or reuse the world, copy its ``ov_split.json`` into the run, run the baselines (rows merged into
     ``run_dir/metrics.json``)."""
-    from ..data.synthsitu.generate import SynthConfig, ensure_world
+    from ..data.synthsitu.generate import ensure_world
     from ..metrics import merge_rows
 
     run_dir, world = Path(run_dir), Path(cfg.world_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    meta, generated = ensure_world(SynthConfig.from_size(cfg.synth_size, cfg.seed), world)
+    meta, generated = ensure_world(synth_config(cfg), world)
     seconds = time.perf_counter() - t0
     shutil.copyfile(world / "ov_split.json", run_dir / "ov_split.json")
     rows: list = []

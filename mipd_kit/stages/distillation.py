@@ -45,6 +45,9 @@ class Config:
         unlabeled_ratio: unlabeled images per labelled image; None keeps the StudentConfig's.
         threads: torch threads (0 = torch's default).
         overrides: further StudentConfig fields, e.g. {"w_kd": 5.0, "verb_text": "definition"}.
+        student_backbone: real mode: the student's frozen backbone (TeacherConfig fields, built by the same teacher
+            factory, e.g. {backend: open_clip, model: ViT-L-14-336, pretrained: openai}); the student is then a head
+            on its cached patch tokens (StudentConfig backbone "cached"). Empty: the embedded CNN on pixels.
     """
 
     world_dir: str = "data/synthsitu/default-seed0"
@@ -62,6 +65,7 @@ class Config:
     unlabeled_ratio: Optional[float] = None
     threads: int = 0
     overrides: dict = field(default_factory=dict)
+    student_backbone: dict = field(default_factory=dict)
 
     @classmethod
     def smoke(cls) -> "Config":
@@ -85,10 +89,12 @@ class Config:
         return [int(s) for s in self.seeds] or [int(self.seed)]
 
 
-def student_config(cfg: Config, variant: str, seed: int, nmpa_base: Any = None) -> Any:
+def student_config(cfg: Config, variant: str, seed: int, nmpa_base: Any = None,
+                   feature_shape: Optional[tuple[int, int]] = None) -> Any:
     """The ``StudentConfig`` of one variant and seed: size, seed, epochs, NMPA settings (``nmpa_base``, from stage
     alignment, else the StudentConfig's), NMPA epochs, unlabeled ratio, overrides, threads -- in that order; the
-    device and bf16 autocast are the run's (the ``teacher:`` block's ``device`` / ``amp``)."""
+    device and bf16 autocast are the run's (the ``teacher:`` block's ``device`` / ``amp``); with a
+    ``student_backbone``, ``backbone="cached"`` and ``feature_shape`` (tokens, width of its cached features)."""
     from ..student.train import StudentConfig
     from .teacher import run_device
 
@@ -108,6 +114,8 @@ def student_config(cfg: Config, variant: str, seed: int, nmpa_base: Any = None) 
         c = dataclasses.replace(c, unlabeled_ratio=cfg.unlabeled_ratio)
     if cfg.overrides:
         c = StudentConfig.from_dict({**dataclasses.asdict(c), **dict(cfg.overrides)})
+    if cfg.student_backbone and feature_shape is not None:
+        c = dataclasses.replace(c, backbone="cached", num_tokens=int(feature_shape[0]), in_dim=int(feature_shape[1]))
     return dataclasses.replace(c, threads=cfg.threads) if cfg.threads else c
 
 
@@ -119,9 +127,10 @@ def prepare(cfg: Config, run_dir: str | os.PathLike, teacher: Any = None, **kw: 
 
     base = student_config(cfg, "full", cfg.seed_list[0])
     teacher = teacher if teacher is not None else build(cfg.teacher_config, cfg.world_dir, cfg.cache_dir)
+    backbone = build(cfg.student_backbone, cfg.world_dir, cfg.cache_dir) if cfg.student_backbone else None
     rationales_path = cfg.rationales or str(Path(run_dir) / "rationales.jsonl")
     world = prepare_world(cfg.world_dir, cfg.cache_dir, teacher, image_size=base.image_size,
-                          rationales_path=rationales_path, verb_text=base.verb_text, **kw)
+                          rationales_path=rationales_path, verb_text=base.verb_text, backbone=backbone, **kw)
     return teacher, world
 
 
@@ -177,9 +186,10 @@ def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, teacher
     rows = teacher_rows(teacher, cfg.world_dir, cfg.seed_list)
     timings: dict[str, float] = {}
     source: dict[str, str] = {}
+    shape = tuple(world.train.x.shape[1:]) if cfg.student_backbone else None  # (T, Din) cached tokens
     for s in cfg.seed_list:
         for v in todo:
-            sc = student_config(cfg, v, s, base)
+            sc = student_config(cfg, v, s, base, feature_shape=shape)
             if sc.uses["glimpse"]:
                 key = sc.nmpa_config().fingerprint()
                 source[f"{sc.model_name}-seed{s}"] = ("stage alignment" if key in loaded

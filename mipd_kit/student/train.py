@@ -387,7 +387,10 @@ def prepare_world(world_dir: str | os.PathLike, cache_dir: str | os.PathLike, te
     def inputs(names: list[str], ds: str) -> torch.Tensor:
         if backbone is None:
             return load_pixels([img(n) for n in names], image_size)
-        return cached_image_features(backbone, [img(n) for n in names], cache_dir, f"{name}-{ds}-student").tokens.float()
+        from ..teachers.cache import lazy_image_tokens  # rows stream from the cache's shards (a cache > RAM)
+        # the teacher's dataset name: cache folders are keyed by the model's fingerprint too, so a backbone equal to
+        # the teacher shares its cache (149 GB for ViT-L-14-336 on SWiG) and any other backbone gets its own folder
+        return lazy_image_tokens(backbone, [img(n) for n in names], cache_dir, f"{name}-{ds}", progress=False)
 
     data = {s: make_split_data(train_sits if s == "train" else gt[s], vocab, space, inputs(list(gt[s]), s),
                                f"{world / (s + '.json')}") for s in ("train", "dev", "test")}
@@ -410,25 +413,34 @@ def prepare_world(world_dir: str | os.PathLike, cache_dir: str | os.PathLike, te
     def enc_texts(texts: list[str]):
         return cached_text_features(teacher, texts, cache_dir, dataset=f"{name}-rationales")
 
+    def teacher_features(names: list[str], ds: str) -> tuple[Any, torch.Tensor]:
+        """Teacher tokens and pooled embeddings; real mode (a student backbone) streams the tokens from the cache."""
+        if backbone is None:
+            e = cached_image_features(teacher, [img(n) for n in names], cache_dir, f"{name}-{ds}")
+            return e.tokens.float(), e.pooled.float()
+        from ..teachers.cache import lazy_image_tokens
+        lazy = lazy_image_tokens(teacher, [img(n) for n in names], cache_dir, f"{name}-{ds}", progress=False)
+        return lazy, lazy.pooled()
+
     tr = data["train"]
-    te = cached_image_features(teacher, [img(n) for n in tr.images], cache_dir, f"{name}-train")
+    te_tokens, te_pooled = teacher_features(tr.images, "train")
     roles = [list(space.roles(train_sits[n].verb)) for n in tr.images]
-    align = build_align_data(tr.images, roles, cxcywh_to_unit_xyxy(tr.boxes), tr.exists, te.tokens.float(),
-                             te.pooled.float(), teacher.grid, collected, enc_texts)
+    align = build_align_data(tr.images, roles, cxcywh_to_unit_xyxy(tr.boxes), tr.exists, te_tokens,
+                             te_pooled, teacher.grid, collected, enc_texts)
     from ..teachers.embedded import class_embeddings, verb_prompts
     names, cls = class_embeddings(teacher, verb_prompts(space))
     cls = cls[[names.index(v) for v in vocab.verbs]]  # (V, E) in vocab order
     vocab.verb_emb_teacher = cls
     scale = 1.0 / 0.05
-    kd_train = scale * F.normalize(te.pooled.float(), dim=-1) @ cls.t()
+    kd_train = scale * F.normalize(te_pooled, dim=-1) @ cls.t()
     align_u = kd_u = None
     if unl is not None:
-        tu = cached_image_features(teacher, [img(n) for n in unl.images], cache_dir, f"{name}-unlabeled")
+        tu_tokens, tu_pooled = teacher_features(unl.images, "unlabeled")
         R = vocab.max_roles
         align_u = build_align_data(unl.images, [[] for _ in unl.images], torch.zeros(len(unl), R, 4),
-                                   torch.zeros(len(unl), R, dtype=torch.bool), tu.tokens.float(), tu.pooled.float(),
+                                   torch.zeros(len(unl), R, dtype=torch.bool), tu_tokens, tu_pooled,
                                    teacher.grid, {}, enc_texts)
-        kd_u = scale * F.normalize(tu.pooled.float(), dim=-1) @ cls.t()
+        kd_u = scale * F.normalize(tu_pooled, dim=-1) @ cls.t()
     report = {"prepare_s": time.time() - t0, "rationales": align.coverage(), "n_train": len(tr),
               "n_dev": len(data["dev"]), "n_test": len(data["test"]), "n_unlabeled": len(unl_names)}
     return World(vocab, space, split, tr, data["dev"], data["test"], unl, gt, align, align_u, kd_train, kd_u, report)

@@ -62,7 +62,8 @@ class TeacherConfig:
 
     Attributes:
         backend: ``embedded`` | ``open_clip`` | ``transformers`` | ``tiny``.
-        model: open_clip model name (``ViT-L-14-336``) or a Hugging Face id / local folder.
+        model: open_clip model name (``ViT-L-14-336``) or an open_clip model-config JSON file (an architecture of
+            one's own, e.g. a tiny ViT for rehearsals), or a Hugging Face id / local folder (``transformers``).
         pretrained: open_clip pretrained tag (``openai``) or a local weights file; ``None`` = random init
             (tests). Ignored by ``transformers`` (``model`` names the weights there).
         arch: transformers only: ``clip`` (CLIPModel), ``clip_vision`` (CLIPVisionModel), ``blip2_vision``
@@ -206,21 +207,27 @@ class OpenClipTeacher:
 
     def __init__(self, cfg: TeacherConfig):
         import open_clip
+        name = cfg.model
+        if name.endswith(".json"):  # an architecture of one's own: open_clip's model-config JSON, named by its stem
+            if not os.path.isfile(name):
+                raise TeacherLoadError(f"open_clip model config {name!r} does not exist")
+            open_clip.add_model_config(name)
+            name = os.path.splitext(os.path.basename(name))[0]
         names = open_clip.list_models()
-        if cfg.model not in names:
-            close = difflib.get_close_matches(cfg.model, names, n=5)
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=5)
             raise TeacherLoadError(f"open_clip does not know the model {cfg.model!r}"
                                    + (f"; did you mean {close}?" if close else "")
                                    + " (open_clip.list_models() lists the names, e.g. 'ViT-B-32', 'ViT-L-14-336')")
         if cfg.pretrained:
-            tags = open_clip.list_pretrained_tags_by_model(cfg.model)
+            tags = open_clip.list_pretrained_tags_by_model(name)
             if cfg.pretrained not in tags and not os.path.isfile(cfg.pretrained):
                 raise TeacherLoadError(f"open_clip model {cfg.model!r} has no pretrained tag {cfg.pretrained!r} and "
                                        f"no such local file exists; known tags: {tags}")
         torch.manual_seed(cfg.seed)
         kwargs = {"force_image_size": cfg.image_size} if cfg.image_size else {}
         try:
-            model = open_clip.create_model(cfg.model, pretrained=cfg.pretrained, precision=cfg.precision,
+            model = open_clip.create_model(name, pretrained=cfg.pretrained, precision=cfg.precision,
                                            device=cfg.device, **kwargs)
         except Exception as e:
             if cfg.pretrained:
@@ -236,7 +243,7 @@ class OpenClipTeacher:
                                    "use a ViT-based model for patch tokens")
         model.visual.output_tokens = True
         self.model, self.cfg = model, cfg
-        self.tokenizer = open_clip.get_tokenizer(cfg.model)
+        self.tokenizer = open_clip.get_tokenizer(name)
         pp = getattr(model.visual, "preprocess_cfg", {}) or {}
         size = model.visual.image_size
         self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
@@ -247,7 +254,7 @@ class OpenClipTeacher:
         g = self.image_size // patch
         self.grid = (g, g)
         self.dtype = _DTYPES[cfg.precision]
-        self._fp = _fingerprint("open_clip", cfg.model, cfg.pretrained, f"size{self.image_size}", self.mean, self.std,
+        self._fp = _fingerprint("open_clip", name, cfg.pretrained, f"size{self.image_size}", self.mean, self.std,
                                 "bicubic-centrecrop", state_hash(model))
 
     @property

@@ -243,18 +243,71 @@ def _extract(cache: FeatureCache, keys: list[str], items: list, encode: Callable
             bar.close()
 
 
-def cached_image_features(teacher: Teacher, image_paths: Sequence[str | os.PathLike], cache_dir: str | os.PathLike,
-                          dataset: str, batch_size: int = 64, shard_rows: int = DEFAULT_SHARD_ROWS,
-                          progress: bool = True, dtype: torch.dtype = torch.float32) -> Encoded:
-    """Teacher image features of ``image_paths`` (in that order), extracting only what the cache lacks.
+class LazyTokens:
+    """The token rows of cached features, read from the memory-mapped shards when indexed: ``x[idx]`` -> (B, T, D)
+    ``dtype`` (zero-padded to the longest shard). Nothing but the (key -> shard, row) table is held in memory, so a
+    cache far larger than RAM (BLIP-2's 257 x 1408 fp16 tokens for 75k SWiG images are ~54 GB) streams from disk.
 
-    Returns:
-        ``Encoded`` with tokens (N, T, D) (stored float16, returned as ``dtype``), pooled (N, E) float32,
-        mask (N, T).
-
-    Raises:
-        DataError: an image is missing or unreadable (named). CacheError: a shard / index is corrupt (named).
+    Args:
+        cache: the cache folder holding every key.
+        keys: row order.
+        dtype: dtype of the returned rows.
     """
+
+    def __init__(self, cache: FeatureCache, keys: Sequence[str], dtype: torch.dtype = torch.float32):
+        from safetensors import safe_open
+
+        self.cache, self.dtype = cache, dtype
+        self.where = [cache.index["keys"][k] for k in keys]
+        self._open: dict[str, object] = {}
+        self._safe_open = safe_open
+        shapes = {s: self._handle(s).get_slice("tokens").get_shape() for s in {s for s, _ in self.where}}
+        T = max(int(sh[1]) for sh in shapes.values())
+        D = {int(sh[2]) for sh in shapes.values()}
+        if len(D) != 1:
+            raise CacheError(f"{cache.dir}: shards of different token widths {sorted(D)}; delete the folder")
+        self.shape = torch.Size((len(self.where), T, D.pop()))
+
+    def _handle(self, name: str):
+        if name not in self._open:
+            path = self.cache.dir / name
+            if not path.exists():
+                raise CacheError(f"{path}: shard listed in {self.cache.index_path} is missing; delete the folder "
+                                 f"{self.cache.dir} and extract again")
+            self._open[name] = self._safe_open(str(path), framework="pt")
+        return self._open[name]
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def pooled(self) -> torch.Tensor:
+        """(N, E) float32 pooled embeddings of the rows (small: read whole, shard by shard)."""
+        by_shard: dict[str, list[int]] = {}
+        for i, (sh, _) in enumerate(self.where):
+            by_shard.setdefault(sh, []).append(i)
+        out: Optional[torch.Tensor] = None
+        for sh, pos in by_shard.items():
+            t = self._handle(sh).get_tensor("pooled")  # (rows, E)
+            if out is None:
+                out = torch.zeros(len(self.where), t.shape[1], dtype=torch.float32)
+            out[torch.tensor(pos)] = t[torch.tensor([self.where[i][1] for i in pos])].float()
+        assert out is not None
+        return out
+
+    def __getitem__(self, idx) -> torch.Tensor:
+        rows = torch.arange(len(self))[idx]
+        rows = rows.reshape(-1).tolist() if rows.dim() else [int(rows)]
+        out = torch.zeros(len(rows), self.shape[1], self.shape[2], dtype=self.dtype)  # (B, T, D)
+        for i, r in enumerate(rows):
+            shard, row = self.where[r]
+            t = self._handle(shard).get_slice("tokens")[row:row + 1]  # (1, L, D) read from the mapped file
+            out[i, :t.shape[1]] = t[0].to(self.dtype)
+        return out if torch.arange(len(self))[idx].dim() else out[0]
+
+
+def _ensure_images(teacher: Teacher, image_paths: Sequence[str | os.PathLike], cache_dir: str | os.PathLike,
+                   dataset: str, batch_size: int, shard_rows: int, progress: bool) -> tuple[FeatureCache, list[str]]:
+    """Extract what the cache lacks of ``image_paths``; the cache and the keys in path order."""
     paths = [Path(p) for p in image_paths]
     if not paths:
         raise ValueError("cached_image_features: no image paths")
@@ -268,7 +321,32 @@ def cached_image_features(teacher: Teacher, image_paths: Sequence[str | os.PathL
         _extract(cache, todo, [first[k] for k in todo],
                  lambda ps: teacher.encode_images([open_image(p) for p in ps]),
                  batch_size, shard_rows, f"features {dataset}", progress)
+    return cache, keys
+
+
+def cached_image_features(teacher: Teacher, image_paths: Sequence[str | os.PathLike], cache_dir: str | os.PathLike,
+                          dataset: str, batch_size: int = 64, shard_rows: int = DEFAULT_SHARD_ROWS,
+                          progress: bool = True, dtype: torch.dtype = torch.float32) -> Encoded:
+    """Teacher image features of ``image_paths`` (in that order), extracting only what the cache lacks.
+
+    Returns:
+        ``Encoded`` with tokens (N, T, D) (stored float16, returned as ``dtype``), pooled (N, E) float32,
+        mask (N, T), all in memory (see :func:`lazy_image_tokens` for a cache larger than RAM).
+
+    Raises:
+        DataError: an image is missing or unreadable (named). CacheError: a shard / index is corrupt (named).
+    """
+    cache, keys = _ensure_images(teacher, image_paths, cache_dir, dataset, batch_size, shard_rows, progress)
     return cache.gather(keys, dtype)
+
+
+def lazy_image_tokens(teacher: Teacher, image_paths: Sequence[str | os.PathLike], cache_dir: str | os.PathLike,
+                      dataset: str, batch_size: int = 64, shard_rows: int = DEFAULT_SHARD_ROWS,
+                      progress: bool = True, dtype: torch.dtype = torch.float32) -> LazyTokens:
+    """Like :func:`cached_image_features`, but the tokens stay on disk: a :class:`LazyTokens` reading rows on
+    demand (what the student's cached-feature backbone trains on)."""
+    cache, keys = _ensure_images(teacher, image_paths, cache_dir, dataset, batch_size, shard_rows, progress)
+    return LazyTokens(cache, keys, dtype)
 
 
 def cached_text_features(teacher: Teacher, texts: Sequence[str], cache_dir: str | os.PathLike,
@@ -314,15 +392,16 @@ def world_image_lists(world_dir: str | os.PathLike) -> dict[str, list[Path]]:
 
 def cache_world_features(teacher: Teacher, world_dir: str | os.PathLike, cache_dir: str | os.PathLike,
                          splits: Sequence[str] = ("train", "dev", "test", "unlabeled"), batch_size: int = 64,
-                         prefix: Optional[str] = None, progress: bool = True) -> dict[str, Encoded]:
+                         prefix: Optional[str] = None, progress: bool = True) -> dict[str, LazyTokens]:
     """Cache the image features of a world's splits as datasets ``<prefix>-<split>`` (prefix: world folder name).
 
-    Splits absent from the world are skipped. Returns split -> ``Encoded``.
+    Splits absent from the world are skipped. Returns split -> :class:`LazyTokens` (the features stay on disk:
+    a real dataset's cache is larger than RAM).
     """
     lists = world_image_lists(world_dir)
     prefix = prefix or Path(world_dir).resolve().name
-    return {split: cached_image_features(teacher, lists[split], cache_dir, f"{prefix}-{split}", batch_size,
-                                         progress=progress)
+    return {split: lazy_image_tokens(teacher, lists[split], cache_dir, f"{prefix}-{split}", batch_size,
+                                     progress=progress)
             for split in splits if split in lists}
 
 
@@ -350,7 +429,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 continue
         feats = cache_world_features(teacher, a.world, a.cache, a.splits, a.batch_size, a.dataset_prefix)
         for split, enc in feats.items():
-            print(f"  {split}: {tuple(enc.tokens.shape)} tokens, {tuple(enc.pooled.shape)} pooled "
+            print(f"  {split}: {tuple(enc.shape)} tokens "
                   f"(fingerprint {teacher.fingerprint})")
     except DataError as e:
         print(f"mipd features: {e}", file=sys.stderr)
