@@ -149,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
              "| kind | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]
     for kind, m in table:
         lines.append(f"| {kind} | " + " | ".join(f"{m[c]:.0f}" if c == "n" else f"{m[c]:.1f}" for c in cols) + " |")
+    accepts = {r["llm_accept"] for r in results if r["llm_accept"] is not None}
+    if len(accepts) == 1:
+        lines += ["", f"Degenerate judge: it gave every parsed rationale the same verdict "
+                      f"({'accept' if accepts.pop() else 'reject'}), whatever the rationale said."]
     lines += ["", "Five verdicts of the LLM (wrong ones first):", ""]
     for r in sorted(results, key=lambda r: r["llm_accept"] == r["truth"])[:5]:
         lines.append(f"- {r['kind']} {r['role'] or ''} truth={'correct' if r['truth'] else 'wrong'}: "
