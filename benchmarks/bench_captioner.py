@@ -244,7 +244,9 @@ def main(argv=None) -> int:
     cmd = "python benchmarks/bench_captioner.py " + " ".join(argv if argv is not None else sys.argv[1:])
     md = markdown(a.size, rows, shuf_rows, thr, train, samp, len(skipped), cmd.strip())
     (out / "captioner.md").write_text(md)
-    (out / f"captioner_samples_{a.size}.json").write_text(json.dumps(samp, indent=1) + "\n")
+    # samples go below bench/, not beside the tidy-row JSONs that the analysis stage reads as benchmark rows
+    (out / "samples").mkdir(exist_ok=True)
+    (out / "samples" / f"captioner_{a.size}.json").write_text(json.dumps(samp, indent=1) + "\n")
     print(md)
     return 0
 

@@ -144,3 +144,14 @@ def test_readme_tables_aggregate_seeds_and_skip_absent_models():
     assert "mipd-unlabeled" not in md
     assert "| clhoi | 70.0 | – |" in md
     assert "| baseline | 50.0 | – | – | – |" in md
+
+
+def test_every_committed_benchmark_json_is_tidy_rows(root):
+    """The analysis stage reads reports/bench/*.json as metric rows: a benchmark that writes anything else there
+    (samples, raw dumps) breaks every pipeline run; such files belong in a subfolder."""
+    from mipd_kit.analysis import read_bench
+
+    files = sorted((root / "reports" / "bench").glob("*.json"))
+    assert files and read_bench(root / "reports" / "bench")
+    for p in files:
+        assert read_rows(p), p
