@@ -229,7 +229,8 @@ class StudentData:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["images"] = [self.images[i] for i in idx.tolist()]
         for k, v in out.items():
-            if torch.is_tensor(v):
+            # x may also stream its rows from a feature cache (teachers.cache.LazyTokens: indexing gives a tensor)
+            if torch.is_tensor(v) or (k == "x" and hasattr(v, "__getitem__")):
                 out[k] = to_device(v[idx], device)
         return StudentData(**out)
 
