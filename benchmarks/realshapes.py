@@ -145,6 +145,31 @@ def _peak_mb(device: torch.device) -> Optional[float]:
     return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
 
 
+def _time_steps(step: Any, n_batches: int, dev: torch.device, count_flops: bool) -> tuple[Optional[int], list[float]]:
+    """Run ``step(0)`` as the warm-up (counting its FLOPs when asked), then time ``step(1..n_batches)``.
+
+    Returns:
+        (FLOPs of one step or None, seconds of each timed step).
+    """
+    flops = None
+    if count_flops:
+        from torch.utils.flop_counter import FlopCounterMode
+        with FlopCounterMode(display=False) as fc:
+            step(0)
+        flops = int(fc.get_total_flops())
+    else:
+        step(0)
+    _sync(dev)
+    _peak_reset(dev)
+    times = []
+    for i in range(1, n_batches + 1):
+        t0 = time.perf_counter()
+        step(i)
+        _sync(dev)
+        times.append(time.perf_counter() - t0)
+    return flops, times
+
+
 def time_student_steps(fr: RealFrames, batch: int, n_batches: int, device: str = "cpu", amp: bool = False,
                        count_flops: bool = True) -> dict[str, Any]:
     """Per-batch time of one full-variant student training step (forward, every loss, backward, clip, AdamW) on
@@ -178,22 +203,7 @@ def time_student_steps(fr: RealFrames, batch: int, n_batches: int, device: str =
         opt.step()
         return float(loss.detach())
 
-    flops = None
-    if count_flops:
-        from torch.utils.flop_counter import FlopCounterMode
-        with FlopCounterMode(display=False) as fc:
-            step(0)
-        flops = int(fc.get_total_flops())
-    else:
-        step(0)
-    _sync(dev)
-    _peak_reset(dev)
-    times = []
-    for i in range(1, n_batches + 1):
-        t0 = time.perf_counter()
-        step(i)
-        _sync(dev)
-        times.append(time.perf_counter() - t0)
+    flops, times = _time_steps(step, n_batches, dev, count_flops)
     return {"what": "student train step", "device": str(dev), "amp": amp, "batch": batch, "n_batches": n_batches,
             "per_batch_s": sum(times) / len(times), "min_batch_s": min(times), "flops_per_step": flops,
             "params": sum(p.numel() for p in model.parameters()), "peak_cuda_mb": _peak_mb(dev),
@@ -248,22 +258,7 @@ def time_nmpa_steps(max_roles: int, batch: int, n_batches: int, device: str = "c
         opt.step()
         return float(loss.detach())
 
-    flops = None
-    if count_flops:
-        from torch.utils.flop_counter import FlopCounterMode
-        with FlopCounterMode(display=False) as fc:
-            step(0)
-        flops = int(fc.get_total_flops())
-    else:
-        step(0)
-    _sync(dev)
-    _peak_reset(dev)
-    times = []
-    for i in range(1, n_batches + 1):
-        t0 = time.perf_counter()
-        step(i)
-        _sync(dev)
-        times.append(time.perf_counter() - t0)
+    flops, times = _time_steps(step, n_batches, dev, count_flops)
     return {"what": "NMPA train step", "device": str(dev), "amp": amp, "batch": batch, "n_batches": n_batches,
             "per_batch_s": sum(times) / len(times), "min_batch_s": min(times), "flops_per_step": flops,
             "params": sum(p.numel() for p in model.parameters()), "peak_cuda_mb": _peak_mb(dev),
