@@ -61,3 +61,18 @@ def apply_sets(fields: dict[str, Any], sets: Iterable[str]) -> dict[str, Any]:
             raise ConfigError(f"--set {kv!r}: unknown key {key!r}; valid keys: {sorted(out)}")
         out[key] = value
     return out
+
+
+def known_fields(config: type, d: dict[str, Any]) -> dict[str, Any]:
+    """``d`` checked against the fields of the dataclass ``config`` (the one check behind every ``from_dict``).
+
+    Raises:
+        ConfigError: ``d`` names keys that are not fields (the valid ones are listed).
+    """
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(config)}
+    unknown = set(d) - names
+    if unknown:
+        raise ConfigError(f"unknown {config.__name__} keys {sorted(unknown)}; valid: {sorted(names)}")
+    return dict(d)

@@ -26,6 +26,7 @@ from PIL import Image
 from mipd_kit.data.records import HOIImage, HOIVocab, Situation
 from mipd_kit.data.synthsitu.generate import SynthConfig, ensure_world, read_meta
 from mipd_kit.rationales.store import JsonlLog, read_rationales
+from test_teacher_cache import write_images
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,15 +67,6 @@ def _tmp_leftovers(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.name.endswith(".tmp"))
 
 
-def write_images(d: Path, n: int, seed: int = 0) -> list[Path]:
-    rng = np.random.default_rng(seed)
-    d.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(n):
-        p = d / f"im_{i:03d}.png"
-        Image.fromarray(rng.integers(0, 255, (24, 20, 3), dtype=np.uint8)).save(p)
-        paths.append(p)
-    return paths
 
 
 def tiny_world_cfg(seed: int = 0) -> SynthConfig:

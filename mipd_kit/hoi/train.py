@@ -34,7 +34,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Optional, Sequence
 
@@ -157,11 +157,8 @@ class CLHOIConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "CLHOIConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown CLHOIConfig keys {sorted(unknown)}; valid: {sorted(names)}")
-        d = dict(d)
+        from ..overrides import known_fields
+        d = known_fields(cls, d)
         for k in ("seeds", "models"):
             if k in d and d[k] is not None:
                 d[k] = tuple(d[k])

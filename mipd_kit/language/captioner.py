@@ -45,7 +45,7 @@ import re
 import shutil
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
@@ -182,11 +182,8 @@ class CaptionerConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "CaptionerConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown CaptionerConfig keys {sorted(unknown)}; valid: {sorted(names)}")
-        return cls(**d)
+        from ..overrides import known_fields
+        return cls(**known_fields(cls, d))
 
     def training_key(self) -> dict:
         """The fields that determine the trained weights (all but ``threads``)."""

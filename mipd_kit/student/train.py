@@ -184,11 +184,8 @@ class StudentConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "StudentConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        bad = set(d) - names
-        if bad:
-            raise ValueError(f"unknown StudentConfig keys {sorted(bad)}; valid: {sorted(names)}")
-        return cls(**d)
+        from ..overrides import known_fields
+        return cls(**known_fields(cls, d))
 
 
 # ----------------------------------------------------------------------------------------------- data

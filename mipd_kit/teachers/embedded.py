@@ -30,7 +30,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -194,11 +194,8 @@ class EmbeddedTeacherConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "EmbeddedTeacherConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown EmbeddedTeacherConfig keys {sorted(unknown)}; valid: {sorted(names)}")
-        return cls(**d)
+        from ..overrides import known_fields
+        return cls(**known_fields(cls, d))
 
     def training_key(self) -> dict:
         """The fields that determine the trained weights (all but ``threads`` and ``device``)."""
