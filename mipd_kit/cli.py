@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "eval-vcoco": ("mipd_kit.eval.vcoco", "main", "V-COCO role AP (scenario 1)"),
     "teacher": ("mipd_kit.teachers.embedded", "main", "train / evaluate the embedded teacher"),
     "features": ("mipd_kit.teachers.cache", "main", "extract and cache teacher features"),
+    "pretrain": ("mipd_kit.language.pretrain", "main", "train and release the embedded teacher + captioner (fp16)"),
     "rationales": ("mipd_kit.rationales.jrg", "main", "generate and judge rationales (JRG)"),
     "train-student": ("mipd_kit.student.train", "main", "train an Ov-GSR student (baseline / MIPD variants)"),
     "clhoi": ("mipd_kit.hoi.train", "main", "train and evaluate CL-HOI"),

@@ -29,7 +29,9 @@ prompt (a refinement round's feedback), seed or temperature: usually a different
 
 Public API: ``Vocab``, ``CaptionerConfig`` (+ ``smoke()``), ``Captioner``, ``train_captioner``,
 ``save_captioner`` / ``load_captioner`` (``model.safetensors`` + ``captioner.json`` holding config and vocabulary;
-loading never unpickles), ``load_or_train_captioner``, ``caption_images``, ``CaptionerSampler``.
+loading never unpickles; ``dtype="fp16"`` for a release), ``load_or_train_captioner``, ``captioner_for`` (the released
+weights of ``mipd_kit.weights`` or a trained captioner: ``weights`` auto | released | retrain),
+``load_released_captioner``, ``find_captioner_release``, ``caption_images``, ``CaptionerSampler``.
 """
 
 from __future__ import annotations
@@ -543,18 +545,27 @@ def train_captioner(world_dir: str | os.PathLike, teacher, cfg: Optional[Caption
 
 
 # ----------------------------------------------------------------------------------------------- save / load
-def save_captioner(captioner: Captioner, ckpt_dir: str | os.PathLike, extra: Optional[dict] = None) -> Path:
+def save_captioner(captioner: Captioner, ckpt_dir: str | os.PathLike, extra: Optional[dict] = None,
+                   dtype: str = "fp32") -> Path:
     """Write ``model.safetensors`` and ``captioner.json`` (config, vocabulary, token shape, training record)
-    atomically: the folder appears complete or not at all."""
+    atomically: the folder appears complete or not at all.
+
+    Args:
+        dtype: ``fp32`` (the cache) or ``fp16`` (a release: half the bytes; loads back as float32 modules).
+    """
     from safetensors.torch import save_file
+    if dtype not in ("fp32", "fp16"):
+        raise ValueError(f"save_captioner: dtype {dtype!r} is not one of ('fp32', 'fp16')")
     d = Path(ckpt_dir)
     tmp = d.with_name(d.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    state = {k: v.contiguous() for k, v in captioner.decoder.state_dict().items() if k != "head.weight"}  # tied
-    save_file(state, str(tmp / "model.safetensors"))
-    meta = {"format": FORMAT, "config": asdict(captioner.cfg), "vocab": list(captioner.vocab.words),
+    want = torch.float16 if dtype == "fp16" else torch.float32
+    state = {k: (v.detach().to(want) if v.is_floating_point() else v.detach()).contiguous()
+             for k, v in captioner.decoder.state_dict().items() if k != "head.weight"}  # tied to embed.weight
+    save_file(state, str(tmp / "model.safetensors"), metadata={"dtype": dtype})
+    meta = {"format": FORMAT, "dtype": dtype, "config": asdict(captioner.cfg), "vocab": list(captioner.vocab.words),
             "token_dim": captioner.token_dim, "n_tokens": captioner.n_tokens, "grid": list(captioner.grid),
             "teacher_fingerprint": captioner.teacher_fingerprint, "fingerprint": captioner.fingerprint,
             "info": captioner.info, **(extra or {})}
@@ -566,7 +577,8 @@ def save_captioner(captioner: Captioner, ckpt_dir: str | os.PathLike, extra: Opt
 
 
 def load_captioner(ckpt_dir: str | os.PathLike) -> Captioner:
-    """Load a captioner saved by :func:`save_captioner` (no unpickling); ``CaptionerError`` naming the file."""
+    """Load a captioner saved by :func:`save_captioner` (no unpickling; fp16 weights are cast to float32);
+    ``CaptionerError`` naming the file."""
     from safetensors.torch import load_file
     d = Path(ckpt_dir)
     mpath = d / "captioner.json"
@@ -587,7 +599,8 @@ def load_captioner(ckpt_dir: str | os.PathLike) -> Captioner:
         raise CaptionerError(f"{mpath}: malformed captioner record ({e!r})") from e
     wpath = d / "model.safetensors"
     try:
-        state = load_file(str(wpath))
+        state = {k: v.float() if v.is_floating_point() else v  # an fp16 release loads as float32 modules
+                 for k, v in load_file(str(wpath)).items()}
     except FileNotFoundError as e:
         raise CaptionerError(f"{wpath}: captioner weights not found") from e
     except Exception as e:
@@ -629,6 +642,83 @@ def load_or_train_captioner(world_dir: str | os.PathLike, cache_dir: str | os.Pa
     save_captioner(c, d, {"teacher_checkpoint": str(teacher_dir) if teacher_dir else None})
     c.checkpoint_dir = d  # type: ignore[attr-defined]
     c.loaded_from_cache = False  # type: ignore[attr-defined]
+    return c
+
+
+def find_captioner_release(cfg: CaptionerConfig, teacher, root: Optional[str | os.PathLike] = None) -> Optional[dict]:
+    """The manifest entry of the captioner release trained with ``cfg``'s training key on ``teacher`` (its
+    fingerprint), or None."""
+    from mipd_kit.weights import list_releases
+    key = json.loads(json.dumps(cfg.training_key()))
+    tf = str(getattr(teacher, "fingerprint", ""))
+    for e in list_releases(root, kind="captioner"):
+        if e.get("training_key") == key and e.get("teacher_fingerprint") == tf:
+            return e
+    return None
+
+
+def load_released_captioner(name: str, root: Optional[str | os.PathLike] = None) -> Captioner:
+    """Load a released captioner by name (``embedded-captioner-default``) after checking every file's sha256; the
+    fp16 release loads as float32 modules; ``captioner.weights`` records the release (name + sha256).
+
+    Raises:
+        mipd_kit.weights.ReleaseError: unknown name, or a file whose sha256 differs from the manifest.
+    """
+    from mipd_kit.teachers.embedded import release_provenance
+    from mipd_kit.weights import get_release, resolve
+    c = load_captioner(resolve(name, root))
+    c.loaded_from_cache = True  # type: ignore[attr-defined]
+    c.weights = release_provenance(get_release(name, root))  # type: ignore[attr-defined]
+    return c
+
+
+def captioner_for(world_dir: str | os.PathLike, cache_dir: str | os.PathLike, teacher,
+                  cfg: Optional[CaptionerConfig] = None, weights: str = "auto",
+                  root: Optional[str | os.PathLike] = None, progress: bool = False) -> Captioner:
+    """The captioner of a run: the released weights, or one trained on the world (``load_or_train_captioner``).
+
+    A release is used when it was trained with ``cfg``'s training key, on this very ``teacher`` (the released
+    teacher: same fingerprint) and on the world's pretraining corpus (same fingerprint).
+
+    Args:
+        weights: ``auto`` | ``released`` | ``retrain`` (as the teacher's ``weights``): ``released`` refuses when no
+            release matches (naming the corpus fingerprints when they differ); ``auto`` then trains and logs why.
+        root: the weights folder (default: the package's, or ``$MIPD_WEIGHTS_DIR``).
+
+    ``captioner.weights`` records what was used: ``{"source": "release", "name", "sha256": {file: hash}}`` or
+    ``{"source": "trained", "checkpoint", "reason"}``.
+    """
+    import logging
+
+    from mipd_kit.teachers.embedded import check_weights_choice
+    from mipd_kit.weights import ReleaseError
+    log = logging.getLogger(__name__)
+    cfg = cfg or CaptionerConfig()
+    check_weights_choice(weights)
+    reason = "weights: retrain"
+    if weights != "retrain":
+        e = find_captioner_release(cfg, teacher, root)
+        if e is None:
+            reason = ("no released captioner for this training config and teacher "
+                      f"{getattr(teacher, 'fingerprint', '?')} (a release reads the released teacher)")
+            if weights == "released":
+                raise ReleaseError(f"captioner weights 'released': {reason}; run `mipd pretrain` or set "
+                                   "weights: retrain")
+        else:
+            have = data_fingerprint(world_dir)
+            if e.get("corpus_fingerprint") != have:
+                reason = (f"release {e['name']} was trained on pretraining corpus {e.get('corpus_fingerprint')}, "
+                          f"the world {world_dir} has corpus {have}")
+                if weights == "released":
+                    raise ReleaseError(f"captioner weights 'released': {reason}; set weights: retrain to train on "
+                                       "this world")
+            else:
+                log.info("embedded captioner: released weights %s", e["name"])
+                return load_released_captioner(e["name"], root)
+    log.info("embedded captioner: training on the world (%s)", reason)
+    c = load_or_train_captioner(world_dir, cache_dir, teacher, cfg, progress=progress)
+    c.weights = {"source": "trained", "checkpoint": str(getattr(c, "checkpoint_dir", "")),  # type: ignore[attr-defined]
+                 "reason": reason}
     return c
 
 

@@ -41,10 +41,13 @@ import torch
 from PIL import Image
 
 from .base import Encoded
+from .embedded import WEIGHTS_CHOICES
 
 Backend = Literal["embedded", "checkpoint", "open_clip", "transformers", "tiny"]
 BACKENDS = ("embedded", "checkpoint", "open_clip", "transformers", "tiny")
 EmbeddedSize = Literal["smoke", "default"]
+#: the ``weights`` choices of the embedded backend (released weights or training on the run's world)
+WEIGHTS = WEIGHTS_CHOICES
 HFArch = Literal["auto", "clip", "clip_vision", "blip2_vision"]
 HF_ARCHS = ("auto", "clip", "clip_vision", "blip2_vision")
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -86,6 +89,11 @@ class TeacherConfig:
             before the ``embedded`` overrides.
         embedded: ``embedded`` only: ``EmbeddedTeacherConfig`` field overrides (e.g. ``{"epochs": 3}``).
         checkpoint: ``checkpoint`` only: the saved teacher's folder.
+        weights: ``embedded`` only: ``auto`` (default) = the released weights (``mipd_kit.weights``, made by
+            ``mipd pretrain``) when a release was trained with this block's config (size, seed, overrides) on the
+            world's pretraining corpus, else train on the world (the log says why); ``released`` = the release or
+            an error (also when the world's corpus differs from the release's); ``retrain`` = always train from
+            scratch on the run's world (cached). Part of the identity when a release matches.
         threads: torch threads while training the embedded teacher (0 = torch's default); not part of the identity.
         world_dir / cache_dir: where the ``embedded`` teacher is trained from and cached (filled in by the stages
             from the run's ``world_dir`` / ``cache_dir``).
@@ -106,6 +114,7 @@ class TeacherConfig:
     size: EmbeddedSize = "default"
     embedded: dict = field(default_factory=dict)
     checkpoint: str = ""
+    weights: str = "auto"
     threads: int = 0
     world_dir: Optional[str] = None
     cache_dir: Optional[str] = None
@@ -137,6 +146,8 @@ class TeacherConfig:
             raise ValueError(f"{where}.seed must be an integer, got {cfg.seed!r}")
         if not isinstance(cfg.embedded, dict):
             raise ValueError(f"{where}.embedded must be a mapping of EmbeddedTeacherConfig fields")
+        if cfg.weights not in WEIGHTS:
+            raise ValueError(f"{where}.weights: {cfg.weights!r} is not one of {WEIGHTS}")
         return cfg
 
     def to_dict(self) -> dict:
@@ -167,7 +178,18 @@ class TeacherConfig:
             d.pop(k)
         if not d["amp"]:
             d.pop("amp")  # fp32 teachers keep the fingerprints of the versions before the option
+        d.pop("weights")  # a trained teacher keeps the fingerprints of the versions before releases
+        release = self.release() if self.backend == "embedded" and self.weights != "retrain" else None
+        if release is not None:
+            d["release"] = {"name": release["name"],
+                            "sha256": {f: fe["sha256"] for f, fe in sorted(release["files"].items())}}
         return d
+
+    def release(self) -> Optional[dict]:
+        """The manifest entry of the released embedded teacher trained with this block's config, or None (the
+        world's corpus is checked when the teacher is built)."""
+        from .embedded import find_teacher_release
+        return find_teacher_release(self.embedded_config())
 
 
 def state_hash(module: torch.nn.Module) -> str:
@@ -460,10 +482,11 @@ def build_teacher(cfg: TeacherConfig, progress: bool = False):
     from ..machine import resolve_device
     cfg = replace(cfg, device=str(resolve_device(cfg.device)))  # "auto" -> "cuda:0" or "cpu"; refuses CUDA without it
     if cfg.backend == "embedded":
-        from .embedded import load_or_train
+        from .embedded import teacher_for
         if not cfg.world_dir or not cfg.cache_dir:
             raise ValueError("embedded teacher: set world_dir (the SynthSitu world) and cache_dir")
-        return load_or_train(cfg.world_dir, cfg.cache_dir, cfg.embedded_config(), progress=progress)
+        return teacher_for(cfg.world_dir, cfg.cache_dir, cfg.embedded_config(), weights=cfg.weights,
+                           progress=progress)
     elif cfg.backend == "checkpoint":
         from .embedded import load_teacher
         if not cfg.checkpoint:

@@ -12,12 +12,14 @@ sees labelled therefore comes purely from captions, as a web-pretrained model's 
 Public API:
     ``minilm()``                         cached SentenceTransformer loader (offline).
     ``EmbeddedTeacherConfig`` (+ ``smoke()``), ``EmbeddedTeacher`` (implements ``teachers.base.Teacher``).
-    ``load_or_train(world_dir, cache_dir, cfg)``, ``load_teacher(checkpoint_dir)``.
+    ``load_or_train(world_dir, cache_dir, cfg)``, ``load_teacher(checkpoint_dir)``, ``save_teacher(..., dtype)``.
+    ``teacher_for(world_dir, cache_dir, cfg, weights)``: the released weights (``mipd_kit.weights``) or a trained
+    teacher; ``load_released_teacher(name)``, ``find_teacher_release(cfg)``, ``fp16_round(teacher)``.
     ``verb_prompts(space)``, ``zero_shot_verbs(teacher, world_dir, split)``, ``teacher_evidence(...)``.
     ``main(argv)`` for ``mipd teacher train|eval``.
 
 Checkpoints are ``model.safetensors`` + ``config.json`` (config, data fingerprint, training history); loading
-never unpickles.
+never unpickles. Releases (``mipd pretrain``) store the weights in fp16 and load as float32 modules.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import argparse
 import functools
 import hashlib
 import json
+import logging
 import math
 import os
 import sys
@@ -583,17 +586,45 @@ def checkpoint_dir_for(world_dir: str | os.PathLike, cache_dir: str | os.PathLik
     return Path(cache_dir) / "teacher" / f"embedded-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 
-def save_teacher(teacher: EmbeddedTeacher, ckpt_dir: str | os.PathLike, info: dict) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` atomically (the folder appears complete or not at all)."""
+def _cast_floats(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Floating tensors cast to ``dtype`` (integer buffers such as BatchNorm's step count kept), on the CPU."""
+    return {k: (v.detach().cpu().to(dtype) if v.is_floating_point() else v.detach().cpu()).contiguous()
+            for k, v in state.items()}
+
+
+def fp16_round(teacher: EmbeddedTeacher) -> EmbeddedTeacher:
+    """The teacher with every floating weight rounded through fp16 (in place; float32 tensors again).
+
+    This is exactly the teacher an fp16 release loads to, so a model trained on its outputs (the captioner) sees
+    the released teacher, and its recorded teacher fingerprint matches the one a user loads.
+    """
+    with torch.no_grad():
+        for v in teacher.state_dict().values():
+            if v.is_floating_point():
+                v.copy_(v.half().float())
+    teacher._fingerprint = None
+    return teacher
+
+
+def save_teacher(teacher: EmbeddedTeacher, ckpt_dir: str | os.PathLike, info: dict,
+                 dtype: str = "fp32") -> Path:
+    """Write ``model.safetensors`` and ``config.json`` atomically (the folder appears complete or not at all).
+
+    Args:
+        dtype: ``fp32`` (the cache) or ``fp16`` (a release: half the bytes; loads back as float32 modules).
+    """
     from safetensors.torch import save_file
     from mipd_kit.fileio import unique_tmp
+    if dtype not in ("fp32", "fp16"):
+        raise ValueError(f"save_teacher: dtype {dtype!r} is not one of ('fp32', 'fp16')")
     d = Path(ckpt_dir)
     tmp = unique_tmp(d)
     tmp.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.cpu().contiguous() for k, v in teacher.state_dict().items()}, str(tmp / "model.safetensors"))
+    state = _cast_floats(teacher.state_dict(), torch.float16 if dtype == "fp16" else torch.float32)
+    save_file(state, str(tmp / "model.safetensors"), metadata={"dtype": dtype})
     config = {k: v for k, v in asdict(teacher.cfg).items() if k != "device"}  # where it ran is not what it is
     (tmp / "config.json").write_text(json.dumps({"format": "mipd-embedded-teacher/1", "config": config,
-                                                 "minilm": minilm_version(), **info}, indent=1))
+                                                 "minilm": minilm_version(), "dtype": dtype, **info}, indent=1))
     if d.exists():
         import shutil
         shutil.rmtree(d)
@@ -602,7 +633,8 @@ def save_teacher(teacher: EmbeddedTeacher, ckpt_dir: str | os.PathLike, info: di
 
 
 def load_teacher(checkpoint_dir: str | os.PathLike) -> EmbeddedTeacher:
-    """Load an embedded teacher from ``model.safetensors`` + ``config.json`` (no unpickling)."""
+    """Load an embedded teacher from ``model.safetensors`` + ``config.json`` (no unpickling); fp16 weights (a
+    release) are cast to float32."""
     from safetensors.torch import load_file
     d = Path(checkpoint_dir)
     meta = _read_json(d / "config.json")
@@ -612,7 +644,7 @@ def load_teacher(checkpoint_dir: str | os.PathLike) -> EmbeddedTeacher:
     model = EmbeddedTeacher(cfg)
     wpath = d / "model.safetensors"
     try:
-        state = load_file(str(wpath))
+        state = _cast_floats(load_file(str(wpath)), torch.float32)  # an fp16 release loads as float32 modules
     except FileNotFoundError as e:
         raise DataError(f"{wpath}: checkpoint weights not found") from e
     except Exception as e:
@@ -652,6 +684,98 @@ def load_or_train(world_dir: str | os.PathLike, cache_dir: str | os.PathLike,
             t.info = info  # type: ignore[attr-defined]
             t.loaded_from_cache = False  # type: ignore[attr-defined]
     t.checkpoint_dir = d  # type: ignore[attr-defined]
+    return t
+
+
+# ----------------------------------------------------------------------------------------------- released weights
+#: ``weights`` choices of the embedded teacher and the captioner: ``auto`` = the release whose training config
+#: matches when one exists and its corpus is the world's (else train on the world, saying why); ``released`` = that
+#: release or an error; ``retrain`` = train from scratch on the world (cached).
+WEIGHTS_CHOICES: tuple[str, ...] = ("auto", "released", "retrain")
+_log = logging.getLogger(__name__)
+
+
+def check_weights_choice(weights: str, where: str = "weights") -> str:
+    """``weights`` if it is one of ``WEIGHTS_CHOICES``, else ``ValueError`` naming the choices."""
+    if weights not in WEIGHTS_CHOICES:
+        raise ValueError(f"{where}: {weights!r} is not one of {WEIGHTS_CHOICES}")
+    return weights
+
+
+def release_provenance(entry: dict) -> dict:
+    """What a run records of the release it used: name, dtype and the sha256 of each file."""
+    return {"source": "release", "name": entry["name"], "dtype": entry.get("dtype"),
+            "sha256": {f: fe["sha256"] for f, fe in sorted(entry["files"].items())}}
+
+
+def find_teacher_release(cfg: EmbeddedTeacherConfig, root: Optional[str | os.PathLike] = None) -> Optional[dict]:
+    """The manifest entry of the teacher release trained with ``cfg``'s training key (seed included), or None."""
+    from mipd_kit.weights import list_releases
+    key = json.loads(json.dumps(cfg.training_key()))
+    for e in list_releases(root, kind="teacher"):
+        if e.get("training_key") == key:
+            return e
+    return None
+
+
+def load_released_teacher(name: str, root: Optional[str | os.PathLike] = None) -> EmbeddedTeacher:
+    """Load a released teacher by name (``embedded-teacher-default``) after checking every file's sha256.
+
+    The fp16 release loads as float32 modules; ``teacher.weights`` records the release (name + sha256).
+
+    Raises:
+        mipd_kit.weights.ReleaseError: unknown name, or a file whose sha256 differs from the manifest.
+    """
+    from mipd_kit.weights import get_release, resolve
+    d = resolve(name, root)
+    t = load_teacher(d)
+    t.checkpoint_dir = d  # type: ignore[attr-defined]
+    t.loaded_from_cache = True  # type: ignore[attr-defined]
+    t.weights = release_provenance(get_release(name, root))  # type: ignore[attr-defined]
+    return t
+
+
+def teacher_for(world_dir: str | os.PathLike, cache_dir: str | os.PathLike,
+                cfg: Optional[EmbeddedTeacherConfig] = None, weights: str = "auto",
+                root: Optional[str | os.PathLike] = None, progress: bool = True) -> EmbeddedTeacher:
+    """The embedded teacher of a run: the released weights, or one trained on the world (``load_or_train``).
+
+    Args:
+        weights: ``auto`` | ``released`` | ``retrain`` (``WEIGHTS_CHOICES``). A release is used when its training
+            key equals ``cfg``'s and its pretraining-corpus fingerprint equals the world's; ``released`` refuses
+            otherwise (naming both fingerprints), ``auto`` trains on the world instead and logs why.
+        root: the weights folder (default: the package's, or ``$MIPD_WEIGHTS_DIR``).
+
+    ``teacher.weights`` records what was used: ``{"source": "release", "name", "sha256": {file: hash}}`` or
+    ``{"source": "trained", "checkpoint", "reason"}``.
+    """
+    from mipd_kit.weights import ReleaseError
+    cfg = cfg or EmbeddedTeacherConfig()
+    check_weights_choice(weights)
+    reason = "weights: retrain"
+    if weights != "retrain":
+        e = find_teacher_release(cfg, root)
+        if e is None:
+            reason = "no released embedded teacher for this training config (size, seed, overrides)"
+            if weights == "released":
+                raise ReleaseError(f"teacher weights 'released': {reason}; run `mipd pretrain` or set weights: retrain")
+        else:
+            have = data_fingerprint(world_dir, cfg.max_pairs)
+            if e.get("data_fingerprint") != have:
+                reason = (f"release {e['name']} was trained on pretraining corpus {e.get('data_fingerprint')}, "
+                          f"the world {world_dir} has corpus {have}")
+                if weights == "released":
+                    raise ReleaseError(f"teacher weights 'released': {reason}; set weights: retrain to train on "
+                                       "this world")
+            else:
+                t = load_released_teacher(e["name"], root)
+                t.cfg.threads, t.cfg.device = cfg.threads, cfg.device
+                t = to_device(t, resolve_device(cfg.device))
+                _log.info("embedded teacher: released weights %s", e["name"])
+                return t
+    _log.info("embedded teacher: training on the world (%s)", reason)
+    t = load_or_train(world_dir, cache_dir, cfg, progress=progress)
+    t.weights = {"source": "trained", "checkpoint": str(t.checkpoint_dir), "reason": reason}  # type: ignore[attr-defined]
     return t
 
 
