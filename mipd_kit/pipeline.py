@@ -282,8 +282,20 @@ def git_info(root: Path) -> dict[str, Any]:
     return {"commit": commit, "dirty": None if porcelain is None else bool(porcelain)}
 
 
+def teacher_weights(cfg: RunConfig) -> dict[str, Any]:
+    """Which weights the run's teacher uses (``TeacherConfig.weights_plan``): a release by name + sha256, or
+    training on the world and why; ``{"error": ...}`` when the teacher block cannot say."""
+    from .teachers.backends import TeacherConfig
+    try:
+        tc = TeacherConfig.from_dict(cfg.teacher_config()).with_paths(cfg.path("world_dir"), cfg.path("cache_dir"))
+        return {"teacher": tc.weights_plan()}
+    except Exception as e:  # the environment record never stops a run; the teacher stage raises the real error
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
 def environment(cfg: RunConfig) -> dict[str, Any]:
-    """Package versions, python, platform, torch threads, seed and git state."""
+    """Package versions, python, platform, torch threads, seed, the teacher's weights (a release by name + sha256,
+    or trained on the world and why) and git state."""
     versions: dict[str, Optional[str]] = {}
     for pkg in ENV_PACKAGES:
         try:
@@ -306,6 +318,7 @@ def environment(cfg: RunConfig) -> dict[str, Any]:
         "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "HF_HUB_OFFLINE",
                                                 "CUDA_VISIBLE_DEVICES")},
         "seed": cfg.seed,
+        "weights": teacher_weights(cfg),
         "packages": versions,
         "git": git_info(cfg.root_path()),
         "time": _now(),
@@ -552,7 +565,11 @@ def run(cfg: RunConfig, out: Optional[str | Path] = None, force: bool = False, u
     try:
         if any(p == "run" for p in plan.values()) or not (run_dir / "environment.json").exists():
             # the environment that produces outputs; a run that only skips keeps the one of its last execution
-            _atomic_write(run_dir / "environment.json", strict_dumps(environment(cfg), indent=1) + "\n")
+            env = environment(cfg)
+            _atomic_write(run_dir / "environment.json", strict_dumps(env, indent=1) + "\n")
+            w = env["weights"].get("teacher", env["weights"])
+            LOG.info("teacher weights: %s", f"release {w['name']} (sha256 {w['sha256']})"
+                     if w.get("source") == "release" else strict_dumps(w))
         status: dict[str, Any] = {
             "run_id": run_dir.name, "config": cfg.source, "config_hash": cfg.config_hash(),
             "description": cfg.description, "state": "running",

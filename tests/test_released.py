@@ -149,7 +149,8 @@ def test_load_by_name_reproduces_the_teacher_within_fp16_tolerance(release):
     rel = E.load_released_teacher("embedded-teacher-smoke", out)
     assert all(v.dtype == torch.float32 for v in rel.state_dict().values() if v.is_floating_point())
     assert rel.weights["name"] == "embedded-teacher-smoke"
-    assert rel.weights["sha256"] == {f: e["sha256"] for f, e in W.get_release("embedded-teacher-smoke", out)["files"].items()}
+    files = W.get_release("embedded-teacher-smoke", out)["files"]
+    assert rel.weights["sha256"] == {f: e["sha256"] for f, e in files.items()}
     ims = _images(world)
     a, b = fp32.encode_images(ims), rel.encode_images(ims)
     cos = F.cosine_similarity(a.pooled, b.pooled, dim=-1)
@@ -205,6 +206,7 @@ def test_teacher_config_switch_release_or_retrain(release, monkeypatch, tmp_path
     base = {"backend": "embedded", "size": "smoke", "seed": 0}
     t = build_teacher(TeacherConfig.from_dict(base).with_paths(world, cache))  # weights: auto
     assert t.weights["source"] == "release" and t.weights["name"] == "embedded-teacher-smoke"
+    t_sha = t.weights["sha256"]
     ident = TeacherConfig.from_dict(base).identity()
     assert ident["release"]["name"] == "embedded-teacher-smoke"
     assert "release" not in TeacherConfig.from_dict({**base, "weights": "retrain"}).identity()
@@ -222,6 +224,11 @@ def test_teacher_config_switch_release_or_retrain(release, monkeypatch, tmp_path
     with pytest.raises(W.ReleaseError, match=r"trained on pretraining corpus \w+, the world .* has corpus \w+; "
                                              "set weights: retrain"):
         build_teacher(TeacherConfig.from_dict({**base, "weights": "released"}).with_paths(other, cache))
+    # what a run records in environment.json (pipeline.teacher_weights): the release by name + sha256, or why not
+    plan = TeacherConfig.from_dict(base).with_paths(world, cache).weights_plan()
+    assert plan["source"] == "release" and plan["sha256"] == t_sha
+    plan = TeacherConfig.from_dict({**base, "weights": "released"}).with_paths(other, cache).weights_plan()
+    assert plan["source"] == "trained" and "building refuses" in plan["reason"]
 
 
 @pytest.mark.slow

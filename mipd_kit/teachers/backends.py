@@ -185,6 +185,33 @@ class TeacherConfig:
                             "sha256": {f: fe["sha256"] for f, fe in sorted(release["files"].items())}}
         return d
 
+    def weights_plan(self) -> dict:
+        """Which weights building this teacher will use, for the run's ``environment.json`` and log (nothing is
+        loaded): ``{"source": "release", "name", "sha256": {file: hash}, "dtype"}`` when a release matches the
+        config (and the world's corpus, when the world exists), else ``{"source": "trained" | <backend>,
+        "reason"}``. A mismatch that building will refuse (``weights: released``) is reported, not raised."""
+        from pathlib import Path
+
+        from .embedded import data_fingerprint, release_provenance
+        if self.backend != "embedded":
+            return {"source": self.backend, "model": self.model or None, "pretrained": self.pretrained,
+                    "checkpoint": self.checkpoint or None}
+        if self.weights == "retrain":
+            return {"source": "trained", "reason": "weights: retrain"}
+        e = self.release()
+        if e is None:
+            return {"source": "trained", "reason": "no released embedded teacher for this config (size, seed, "
+                                                   "overrides)" + (" -- building refuses (weights: released)"
+                                                                   if self.weights == "released" else "")}
+        world = Path(self.world_dir) if self.world_dir else None
+        if world is not None and (world / "pretrain" / "captions.jsonl").exists():
+            have = data_fingerprint(world, self.embedded_config().max_pairs)
+            if have != e.get("data_fingerprint"):
+                return {"source": "trained", "reason": f"release {e['name']} was trained on corpus "
+                        f"{e.get('data_fingerprint')}, the world has {have}"
+                        + (" -- building refuses (weights: released)" if self.weights == "released" else "")}
+        return release_provenance(e)
+
     def release(self) -> Optional[dict]:
         """The manifest entry of the released embedded teacher trained with this block's config, or None (the
         world's corpus is checked when the teacher is built)."""

@@ -775,7 +775,8 @@ def teacher_for(world_dir: str | os.PathLike, cache_dir: str | os.PathLike,
                 return t
     _log.info("embedded teacher: training on the world (%s)", reason)
     t = load_or_train(world_dir, cache_dir, cfg, progress=progress)
-    t.weights = {"source": "trained", "checkpoint": str(t.checkpoint_dir), "reason": reason}  # type: ignore[attr-defined]
+    t.weights = {"source": "trained", "checkpoint": str(t.checkpoint_dir),  # type: ignore[attr-defined]
+                 "reason": reason}
     return t
 
 

@@ -84,7 +84,8 @@ def read_manifest(root: Optional[str | os.PathLike] = None) -> dict[str, Any]:
         if not isinstance(e, dict) or not isinstance(e.get("files"), dict) or not e["files"]:
             raise ReleaseError(f"{p}: release {name!r} lists no files")
         for f, fe in e["files"].items():
-            if not isinstance(fe, dict) or not isinstance(fe.get("sha256"), str) or not isinstance(fe.get("bytes"), int):
+            if (not isinstance(fe, dict) or not isinstance(fe.get("sha256"), str)
+                    or not isinstance(fe.get("bytes"), int)):
                 raise ReleaseError(f"{p}: release {name!r} file {f!r} lacks a sha256 string or a bytes count")
     return m
 
