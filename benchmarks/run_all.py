@@ -22,6 +22,7 @@ SCRIPTS: dict[str, list[str]] = {
     "bench_synth": ["--sizes", "smoke", "default"],
     "bench_teacher": [],
     "bench_rationales": [],
+    "bench_pretrain": ["--size", "smoke", "--threads", "1"],
     "bench_student": ["--world", str(WORLD), "--cache-dir", str(ROOT / "data" / "cache"),
                       "--run-dir", str(ROOT / "reports" / "latest")],
 }
