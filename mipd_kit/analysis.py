@@ -190,9 +190,23 @@ def render_results_md(rows: Iterable[MetricRow], figures: Sequence[str] = (), st
     return "\n".join(lines).rstrip() + "\n"
 
 
+def weights_note(env: Mapping) -> Optional[str]:
+    """The results.md note on which teacher weights a run used, from its ``environment.json`` (pure); None when
+    the environment does not say."""
+    w = (env.get("weights") or {}).get("teacher") if isinstance(env.get("weights"), Mapping) else None
+    if not isinstance(w, Mapping):
+        return None
+    if w.get("source") == "release":
+        sha = ", ".join(f"{f} {h[:12]}" for f, h in sorted((w.get("sha256") or {}).items()))
+        return f"Teacher weights: released `{w.get('name')}` ({w.get('dtype')}; sha256 {sha})."
+    if w.get("source") == "trained":
+        return f"Teacher weights: trained on this run's world ({w.get('reason')})."
+    return f"Teacher weights: backend `{w.get('source')}`" + (f", `{w['model']}`" if w.get("model") else "") + "."
+
+
 def write_results(run_dir: str | os.PathLike, status: Optional[Mapping] = None) -> Path:
-    """Render ``run_dir/results.md`` from ``metrics.json``, ``figures/*.png``, ``status.json`` and the notes in
-    ``analysis.json`` (atomically); returns its path."""
+    """Render ``run_dir/results.md`` from ``metrics.json``, ``figures/*.png``, ``status.json``, the notes in
+    ``analysis.json`` and the teacher weights of ``environment.json`` (atomically); returns its path."""
     run = Path(run_dir)
     if status is None:
         sp = run / "status.json"
@@ -202,7 +216,11 @@ def write_results(run_dir: str | os.PathLike, status: Optional[Mapping] = None) 
         if (run / "figures").is_dir() else []
     order = info.get("figures", [])
     figs = [f for f in order if f in figs] + [f for f in figs if f not in order]
-    text = render_results_md(read_rows(run / "metrics.json"), figs, status, info.get("notes", []))
+    notes = list(info.get("notes", []))
+    env = json.loads((run / "environment.json").read_text()) if (run / "environment.json").is_file() else {}
+    note = weights_note(env) if isinstance(env, dict) else None
+    notes += [note] if note else []
+    text = render_results_md(read_rows(run / "metrics.json"), figs, status, notes)
     out = run / "results.md"
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(text)

@@ -241,3 +241,16 @@ def test_two_pretrains_with_the_same_threads_give_identical_files(release):
         assert again["files"] == r["files"], r["name"]
         for f in r["files"]:
             assert (base / "weights2" / r["name"] / f).read_bytes() == (release["out"] / r["name"] / f).read_bytes()
+
+
+def test_results_md_says_which_teacher_weights_a_run_used(tmp_path):
+    from mipd_kit.analysis import write_results
+    env = {"weights": {"teacher": {"source": "release", "name": "embedded-teacher-default", "dtype": "fp16",
+                                   "sha256": {"config.json": "a" * 64, "model.safetensors": "b" * 64}}}}
+    (tmp_path / "environment.json").write_text(json.dumps(env))
+    text = write_results(tmp_path, status={"run_id": "r"}).read_text()
+    assert "Teacher weights: released `embedded-teacher-default` (fp16; sha256 config.json aaaaaaaaaaaa, " \
+           "model.safetensors bbbbbbbbbbbb)" in text
+    env["weights"]["teacher"] = {"source": "trained", "reason": "weights: retrain"}
+    (tmp_path / "environment.json").write_text(json.dumps(env))
+    assert "Teacher weights: trained on this run's world (weights: retrain)" in write_results(tmp_path).read_text()
