@@ -110,6 +110,7 @@ def pretrain(cfg: PretrainConfig, command: str = "", progress: bool = False) -> 
 
     from mipd_kit.language.captioner import CaptionerConfig, load_or_train_captioner, save_captioner
     from mipd_kit.language.captioner import data_fingerprint as corpus_fingerprint
+    from mipd_kit.fileio import read_json
     from mipd_kit.machine import machine_facts
     from mipd_kit.teachers import embedded as E
     from mipd_kit.weights import get_release, release_name, weights_dir, write_release
@@ -134,7 +135,7 @@ def pretrain(cfg: PretrainConfig, command: str = "", progress: bool = False) -> 
         t0 = time.time()
         teacher = E.load_or_train(world, cfg.cache_dir, tcfg, progress=progress)
         seconds["teacher"] = time.time() - t0
-        trained = E._read_json(Path(teacher.checkpoint_dir) / "config.json")  # as saved when it was trained
+        trained = read_json(Path(teacher.checkpoint_dir) / "config.json")  # as saved when it was trained
         E.fp16_round(teacher)  # the released teacher, exactly
         common = {"dtype": "fp16", "size": cfg.size, "command": command, "world": world.name,
                   "data_fingerprint": E.data_fingerprint(world, tcfg.max_pairs),
