@@ -171,6 +171,14 @@ def test_captioner_loads_by_name_on_the_released_teacher(release):
     assert all(v.dtype == torch.float32 for v in cap.decoder.state_dict().values() if v.is_floating_point())
     caps = C.caption_images(cap, teacher, sorted((world / "images").glob("*.png"))[:4], temperature=0.0)
     assert caps.skipped == [] and all(c.text for c in caps.captions)
+    # the captioner language backend by release folder: it loads the released teacher the release records
+    from mipd_kit.language.factory import CaptionerSamplerConfig, SamplerConfig, build_sampler
+    sampler = build_sampler(SamplerConfig(backend="captioner", captioner=CaptionerSamplerConfig(
+        checkpoint=str(out / "embedded-captioner-smoke"), temperature=0.0)))
+    assert sampler.teacher.fingerprint == teacher.fingerprint
+    img = sorted((world / "images").glob("*.png"))[0]
+    reply = sampler([{"role": "user", "content": [{"type": "image_path", "path": str(img)}]}])
+    assert reply.text == caps.captions[0].text
     # another teacher: the release does not apply; ``released`` refuses, naming the teacher
     torch.manual_seed(1)
     other = E.EmbeddedTeacher(E.EmbeddedTeacherConfig.smoke()).eval()

@@ -920,16 +920,33 @@ class CaptionerSampler:
 
 # ----------------------------------------------------------------------------------------------- factory
 def build_captioner_sampler(cfg: "CaptionerSamplerConfig") -> CaptionerSampler:
-    """Load the captioner and its teacher and wrap them as a Sampler; ``CaptionerError`` naming what is missing."""
+    """Load the captioner and its teacher and wrap them as a Sampler; ``CaptionerError`` naming what is missing.
+
+    ``cfg.checkpoint`` (and ``cfg.teacher``) may also name a release (``embedded-captioner-default``, see
+    ``mipd_kit.weights``): it is loaded after its sha256 check, with the released teacher it records."""
     if not cfg.checkpoint:
         raise CaptionerError("the captioner backend needs captioner.checkpoint (a folder written by save_captioner)")
-    cap = load_captioner(cfg.checkpoint)
-    meta = json.loads((Path(cfg.checkpoint) / "captioner.json").read_text())
+    from mipd_kit.teachers.embedded import load_released_teacher, load_teacher
+    from mipd_kit.weights import get_release, weights_dir
+    ck = Path(cfg.checkpoint)
+    if not ck.exists() and get_release(cfg.checkpoint) is not None:  # a release name
+        cap = load_released_captioner(cfg.checkpoint)
+        ck = weights_dir() / cfg.checkpoint
+    else:
+        cap = load_captioner(ck)
+    meta = json.loads((ck / "captioner.json").read_text())
     tdir = cfg.teacher or meta.get("teacher_checkpoint") or ""
-    if not tdir:
-        raise CaptionerError(f"{Path(cfg.checkpoint) / 'captioner.json'}: records no teacher checkpoint; "
-                             "set captioner.teacher")
-    from mipd_kit.teachers.embedded import load_teacher
-    teacher = load_teacher(tdir)
+    if not tdir and meta.get("teacher_release"):
+        tdir = str(meta["teacher_release"])
+        if not (ck.parent / tdir).exists():
+            raise CaptionerError(f"{ck / 'captioner.json'}: its teacher release {tdir!r} is not beside it in "
+                                 f"{ck.parent}; set captioner.teacher")
+        teacher = load_released_teacher(tdir, ck.parent)
+    elif not tdir:
+        raise CaptionerError(f"{ck / 'captioner.json'}: records no teacher checkpoint; set captioner.teacher")
+    elif not Path(tdir).exists() and get_release(tdir) is not None:
+        teacher = load_released_teacher(tdir)
+    else:
+        teacher = load_teacher(tdir)
     return CaptionerSampler(cap, teacher, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed,
                             max_attempts=cfg.max_attempts)

@@ -17,8 +17,10 @@ class CaptionerSamplerConfig:
     """Settings of the ``captioner`` language backend.
 
     Attributes:
-        checkpoint: captioner folder (``model.safetensors`` + ``captioner.json``).
-        teacher: embedded-teacher checkpoint folder; "" = the one recorded in the captioner's checkpoint.
+        checkpoint: captioner folder (``model.safetensors`` + ``captioner.json``), or a release name
+            (``embedded-captioner-default``, ``mipd_kit.weights``; sha256-checked).
+        teacher: embedded-teacher checkpoint folder or release name; "" = the one recorded in the captioner's
+            checkpoint (a release records its released teacher).
         temperature, top_p: sampling controls (temperature <= 0: greedy).
         seed: sampling seed (combined with a hash of the messages).
         max_attempts: re-samples of an empty generation before ``SamplerError``.
