@@ -249,6 +249,13 @@ def test_two_pretrains_with_the_same_threads_give_identical_files(release):
         assert again["files"] == r["files"], r["name"]
         for f in r["files"]:
             assert (base / "weights2" / r["name"] / f).read_bytes() == (release["out"] / r["name"] / f).read_bytes()
+    # loaded from the cache instead of trained: the same files again
+    _pretrain(release["world"], base / "cache2", base / "weights3")
+    for r in W.list_releases(release["out"]):
+        again = W.get_release(r["name"], base / "weights3")
+        assert not again["training"]["trained_by_this_command"]
+        assert again["files"] == r["files"], r["name"]
+    assert json.loads((base / "weights3" / "embedded-teacher-smoke" / "config.json").read_text())["dtype"] == "fp16"
 
 
 def test_results_md_says_which_teacher_weights_a_run_used(tmp_path):

@@ -623,8 +623,9 @@ def save_teacher(teacher: EmbeddedTeacher, ckpt_dir: str | os.PathLike, info: di
     state = _cast_floats(teacher.state_dict(), torch.float16 if dtype == "fp16" else torch.float32)
     save_file(state, str(tmp / "model.safetensors"), metadata={"dtype": dtype})
     config = {k: v for k, v in asdict(teacher.cfg).items() if k != "device"}  # where it ran is not what it is
-    (tmp / "config.json").write_text(json.dumps({"format": "mipd-embedded-teacher/1", "config": config,
-                                                 "minilm": minilm_version(), "dtype": dtype, **info}, indent=1))
+    own = {"format": "mipd-embedded-teacher/1", "config": config, "minilm": minilm_version(), "dtype": dtype}
+    rest = {k: v for k, v in info.items() if k not in own}  # a loaded teacher's info repeats these: ours win
+    (tmp / "config.json").write_text(json.dumps({**own, **rest}, indent=1))
     if d.exists():
         import shutil
         shutil.rmtree(d)
