@@ -202,7 +202,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         cfg = PretrainConfig(size=a.size, world_dir=a.world, cache_dir=a.cache, out=a.out, threads=a.threads,
                              what=tuple(w.strip() for w in a.what.split(",") if w.strip()))
     except ValueError as e:
-        print(f"mipd pretrain: {e}", file=sys.stderr)
+        print(f"mipd {e}", file=sys.stderr)  # the message starts with "pretrain:"
         return 2
     try:
         res = pretrain(cfg, command=shlex.join(["mipd", "pretrain", *args]), progress=a.progress)
