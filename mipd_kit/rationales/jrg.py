@@ -545,7 +545,7 @@ def jrg_statistics(records: Sequence[Rationale], rounds: int, images: Optional[S
     ``cum_accept_round[r]`` = share of generated chains accepted by round r; hard negatives are counted apart.
     """
     out: dict[str, Any] = {"rounds": rounds}
-    imgs = set(images) if images is not None else {r.image for r in records}
+    imgs = set(images) if images is not None else {r.image for r in records if r.polarity != "unjudged"}
     recs = [r for r in records if r.image in imgs]
     for kind in ("glimpse", "gaze", "all"):
         rs = [r for r in recs if kind == "all" or r.kind == kind]
