@@ -347,3 +347,15 @@ def test_bad_images_and_zero_area_boxes_are_counted_and_the_store_survives(env) 
     assert any(f["image"] == first and "failed to decode" in f["reason"] for f in fails)
     assert any(f["image"] == second and "zero area" in f["reason"] and f["role"] for f in fails)
     assert st["run"]["request_errors"] >= 2 and not st["run"]["aborted"]
+
+
+def test_content_phrase_matching_helpers() -> None:
+    from mipd_kit.rationales.content import mask_nouns, mentioned, words_to_avoid
+    t = "a worker flipping a carrot in the kitchen, leaning back"
+    assert names_verb(t, "tossing") and not names_verb(t, "riding")  # a caption word of the verb names it
+    assert mentioned(t, "pose") == {"lean_back"} and mask_nouns(t).startswith("a <noun> flipping a <noun>")
+    assert set(words_to_avoid(["the activity is wrong"], t, "glimpse")) >= {"tossing", "flipping"}
+    assert words_to_avoid(["the setting does not match the annotated place"], t, "glimpse") == []
+    assert set(words_to_avoid(["the tool is wrong"], t, "gaze")) == {"worker", "carrot"}
+    assert not mentioned("a man, large, on the left near the top", "relation")  # a position, not the relation on
+    assert mentioned("a man sitting on a horse", "relation") == {"on"}

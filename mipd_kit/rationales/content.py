@@ -36,6 +36,8 @@ def _table():
 
 
 _TABLE: Optional[dict] = None
+#: "on the left / right" is where something is, not the relation *on*
+_SIDES = {("the", "left"), ("the", "right")}
 
 
 def spans(text: str) -> list[tuple[int, int, str, tuple[str, ...]]]:
@@ -50,6 +52,8 @@ def spans(text: str) -> list[tuple[int, int, str, tuple[str, ...]]]:
     while i < len(toks):
         for n in range(min(longest, len(toks) - i), 0, -1):
             labels = table.get(tuple(toks[i:i + n]))
+            if labels and tuple(toks[i:i + n]) == ("on",) and tuple(toks[i + 1:i + 3]) in _SIDES:
+                labels = None  # "on the left": a position, not the relation "on"
             if labels:
                 cats: dict[str, list[str]] = defaultdict(list)
                 for c, v in labels:
