@@ -96,7 +96,8 @@ def captioner_run(env) -> dict:
         out = R.run(_cfg(env, rounds=3, max_images=12), rd)
     finally:
         C.CaptionerSampler.__call__ = orig
-    return {"out": out, "dir": rd, "calls": calls, "replies": replies, "records": read_rationales(rd / "rationales.jsonl")}
+    return {"out": out, "dir": rd, "calls": calls, "replies": replies,
+            "records": read_rationales(rd / "rationales.jsonl")}
 
 
 def _text(messages) -> str:
@@ -207,7 +208,8 @@ def test_gold_verb_negatives_are_dropped_and_counted(env) -> None:
     recs = read_rationales(rd / "rationales.jsonl")
     dropped = [r for r in recs if r.polarity == "dropped"]
     assert dropped and not [r for r in recs if r.polarity == "negative" and r.kind == "glimpse"]
-    assert stats["content"]["negatives_dropped_gold_verb"] == len(dropped) == stats["run"]["negatives_dropped_gold_verb"]
+    assert (stats["content"]["negatives_dropped_gold_verb"] == len(dropped)
+            == stats["run"]["negatives_dropped_gold_verb"])
     assert "n_negative" in stats["glimpse"] and stats["glimpse"]["n_negative"] == 0
     again = run_jrg(jcfg, env["world"], rd, generator=Everything())  # resume: dropped ones are not redone
     assert again["run"]["generator_calls"] == 0
@@ -274,7 +276,8 @@ def test_shuffle_positives_pairs_images_of_one_verb() -> None:
     from mipd_kit.data.records import Situation
     from mipd_kit.rationales.store import Rationale
 
-    sits = {f"{v}{i}.png": Situation(image=f"{v}{i}.png", verb=v, width=0, height=0, boxes={}, frames=()) for v in ("a", "b") for i in range(4)}
+    sits = {f"{v}{i}.png": Situation(image=f"{v}{i}.png", verb=v, width=0, height=0, boxes={}, frames=())
+            for v in ("a", "b") for i in range(4)}
     recs = [Rationale(i, "glimpse", None, "positive", f"text of {i}", 0, 9.0, "B") for i in sorted(sits)]
     recs += [Rationale(i, "glimpse", None, "negative", f"bad {i}", 0, 1.0, "B") for i in sorted(sits)]
     out = shuffle_positives(recs, sits, seed=1)

@@ -62,7 +62,8 @@ def shuffle_positives(records: Sequence[Rationale], situations: Mapping[str, Sit
     for img, kind, role in slots:
         donor = next((d for d in donor_cycle[img] if pos.get((d, kind, role))), None)
         for i, r in enumerate(pos.get((donor, kind, role), []) if donor else []):
-            out.append(replace(r, image=img, backend=backend, index=100 + i,  # never the key of the image's own negative
+            # index 100 + i: never the key of the image's own negative
+            out.append(replace(r, image=img, backend=backend, index=100 + i,
                               
                                verdict={**(r.verdict or {}), "shuffled_from": donor}))
     for r in records:

@@ -366,7 +366,8 @@ class _Runner:
             if verdict.accept:
                 return
             fb = self._feedback(ch, verdict.reasons, text)
-            previous, reasons, avoid = text, _merge_reasons(reasons, fb), _merge_reasons(avoid, self._avoid(ch, fb, text))
+            previous, reasons = text, _merge_reasons(reasons, fb)
+            avoid = _merge_reasons(avoid, self._avoid(ch, fb, text))
 
 
 def _merge_reasons(old: Sequence[str], new: Sequence[str]) -> tuple[str, ...]:

@@ -136,7 +136,8 @@ def captioner_for_run(world_dir: str | os.PathLike, cache_dir: str | os.PathLike
     run's teacher the first time, then loaded from ``cache_dir/captioner/``)."""
     from ..language.captioner import CaptionerConfig, load_or_train_captioner
 
-    return load_or_train_captioner(world_dir, cache_dir, teacher, CaptionerConfig.smoke() if smoke else CaptionerConfig())
+    cfg = CaptionerConfig.smoke() if smoke else CaptionerConfig()
+    return load_or_train_captioner(world_dir, cache_dir, teacher, cfg)
 
 
 def run(cfg: Config, run_dir: str | os.PathLike) -> Outputs:
