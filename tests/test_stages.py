@@ -17,7 +17,7 @@ from mipd_kit.pipeline import dependants, run, stage_fingerprints, stage_graph, 
 from mipd_kit.teachers import TeacherConfig, build_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
-TEACHER_STAGES = {"teacher", "alignment", "distillation", "cl_hoi"}
+TEACHER_STAGES = {"teacher", "rationales", "alignment", "distillation", "cl_hoi"}  # the captioner reads the teacher
 
 
 # -- one --set parser ------------------------------------------------------------------------------------------------

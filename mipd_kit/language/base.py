@@ -34,6 +34,12 @@ class SamplerError(RuntimeError):
     """A backend failed after its retries (dead endpoint, wrong key, persistent 5xx...)."""
 
 
+class SamplerRequestError(SamplerError):
+    """One request cannot be answered (an image that fails to decode, a zero-area region box, a model that emitted
+    nothing): the caller counts and skips that request; unlike other errors it says nothing about later requests, so
+    it never counts towards aborting a stage."""
+
+
 class SamplerAuthError(SamplerError):
     """The endpoint refused the credentials (HTTP 401 / 403): no later call can succeed, so stages stop at once."""
 

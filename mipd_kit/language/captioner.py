@@ -58,7 +58,7 @@ from PIL import Image
 from torch import nn
 
 from mipd_kit.data.records import DataError
-from mipd_kit.language.base import Message, Response, SamplerError
+from mipd_kit.language.base import Message, Response, SamplerError, SamplerRequestError
 
 if TYPE_CHECKING:  # the config lives with the factory, which must not import torch
     from mipd_kit.language.factory import CaptionerSamplerConfig
@@ -71,6 +71,9 @@ RESEED = 1_000_003
 _TOKEN = re.compile(r"[a-z]+|[0-9]+|[^\sa-z0-9]")
 _NO_SPACE_BEFORE = set(",.:;!?)")
 #: the gaze prompt's region line (mipd_kit.rationales.prompts.GAZE_TEMPLATE)
+#: re-prompt lines the sampler obeys (mipd_kit.rationales.prompts AVOID_TEMPLATE / BEGIN_TEMPLATE)
+_AVOID_LINE = re.compile(r"^Avoid these words: (.*)$", re.M)
+_BEGIN_LINE = re.compile(r"^Begin with: (.*)$", re.M)
 _REGION_LINE = re.compile(r"\[\s*([-\d.]+),\s*([-\d.]+),\s*([-\d.]+),\s*([-\d.]+)\s*\]\s*in a (\d+)x(\d+) image")
 
 
@@ -117,6 +120,10 @@ class Vocab:
         """``[BOS] + ids + [EOS]``, truncated to ``max_len`` ids (the EOS is kept)."""
         ids = [self._index.get(w, UNK) for w in tokenize(text)][:max_len - 2]  # type: ignore[attr-defined]
         return [BOS, *ids, EOS]
+
+    def ids_of(self, text: str) -> list[int]:
+        """Ids of the words of ``text`` that the vocabulary knows (unknown words are left out)."""
+        return [self._index[w] for w in tokenize(text) if w in self._index]  # type: ignore[attr-defined]
 
     def decode(self, ids: Sequence[int]) -> str:
         """Text of ids up to the first EOS or PAD (BOS and UNK dropped)."""
@@ -345,7 +352,8 @@ class Captioner(nn.Module):
     @torch.no_grad()
     def generate(self, tokens: torch.Tensor, boxes: Optional[torch.Tensor] = None, *, temperature: float = 0.7,
                  top_p: float = 0.9, seeds: Optional[Sequence[int]] = None,
-                 max_len: Optional[int] = None) -> list[Caption]:
+                 max_len: Optional[int] = None, banned: Optional[Sequence[Sequence[int]]] = None,
+                 prefix: Optional[Sequence[Sequence[int]]] = None) -> list[Caption]:
         """Sample one description per image, token by token.
 
         Args:
@@ -356,6 +364,10 @@ class Captioner(nn.Module):
             seeds: one seed per row (a row's draws are a function of its seed only, see :func:`row_uniforms`, so
                 its text does not depend on its neighbours); default ``range(B)``.
             max_len: longest sequence (default the config's).
+            banned: per row, word ids never sampled (the "avoid these words" of a re-prompt: a rejected rationale's
+                words the judge objected to); EOS, PAD and BOS cannot be banned.
+            prefix: per row, word ids forced as the first words (then free decoding continues from them; banned
+                words are not forced away from the prefix).
         """
         self.eval()
         B = tokens.shape[0]
@@ -363,6 +375,13 @@ class Captioner(nn.Module):
         seeds = list(range(B)) if seeds is None else [int(s) for s in seeds]
         if len(seeds) != B:
             raise ValueError(f"{len(seeds)} seeds for {B} images")
+        if banned is not None and len(banned) != B or prefix is not None and len(prefix) != B:
+            raise ValueError(f"banned / prefix need one entry per image ({B})")
+        ban = torch.zeros(B, len(self.vocab), dtype=torch.bool)  # (B, V)
+        for b, ids_b in enumerate(banned or ()):
+            keep = [int(i) for i in ids_b if 0 <= int(i) < len(self.vocab) and int(i) not in (PAD, BOS, EOS)]
+            ban[b, keep] = True
+        pre = [list(map(int, p)) for p in prefix] if prefix is not None else [[] for _ in range(B)]
         mem, hidden = self.decoder.memory(tokens, boxes, self.grid)
         ids = torch.full((B, 1), BOS, dtype=torch.long)
         done = torch.zeros(B, dtype=torch.bool)
@@ -370,6 +389,7 @@ class Captioner(nn.Module):
             logits = self.decoder(ids, mem, hidden)[:, -1].float()  # (B, V)
             logits[:, BOS] = float("-inf")
             logits[:, UNK] = float("-inf")
+            logits = logits.masked_fill(ban, float("-inf"))
             if temperature <= 0:
                 nxt = logits.argmax(-1)
             else:
@@ -381,6 +401,9 @@ class Captioner(nn.Module):
                 # exponential race: argmax p / E with E ~ Exp(1) draws word w with probability p_w
                 expo = -torch.log(row_uniforms(seeds, step, probs.shape[1]))  # (B, V)
                 nxt = (probs.double() / expo).argmax(-1)
+            forced = [b for b in range(B) if step < len(pre[b])]
+            if forced:
+                nxt[forced] = torch.tensor([pre[b][step] for b in forced], dtype=nxt.dtype)
             nxt = torch.where(done, torch.full_like(nxt, PAD), nxt)
             ids = torch.cat([ids, nxt[:, None]], 1)
             done |= (nxt == EOS) | (nxt == PAD)
@@ -831,9 +854,9 @@ def _decode_image_part(part: dict) -> tuple[Image.Image, str]:
             with Image.open(io.BytesIO(raw)) as im:
                 return im.convert("RGB"), ident
         except (binascii.Error, ValueError) as e:
-            raise SamplerError(f"image {ident} ({head}): not valid base64 ({e})") from e
+            raise SamplerRequestError(f"image {ident} ({head}): not valid base64 ({e})") from e
         except Exception as e:
-            raise SamplerError(f"image {ident} ({head}): failed to decode ({type(e).__name__}: {e})") from e
+            raise SamplerRequestError(f"image {ident} ({head}): failed to decode ({type(e).__name__}: {e})") from e
     if src.startswith("file://"):
         src = src[len("file://"):]
     if not src:
@@ -843,7 +866,7 @@ def _decode_image_part(part: dict) -> tuple[Image.Image, str]:
     try:
         return open_image_file(src), src
     except CaptionerError as e:
-        raise SamplerError(str(e)) from e
+        raise SamplerRequestError(str(e)) from e
 
 
 @dataclass
@@ -851,8 +874,12 @@ class CaptionerSampler:
     """The captioner behind the ``Sampler`` interface: a vision chat model that describes what it sees.
 
     Glimpse or gaze: a gaze is asked for by a ``region`` part or a ``Role region: [x1, y1, x2, y2] in a WxH image``
-    line (the JRG gaze prompt); anything else is a glimpse. The prompt's other text is not read (the captioner has
-    no instruction following); it only seeds the sampling, so a re-prompt (new feedback) draws a new description.
+    line (the JRG gaze prompt); anything else is a glimpse. Two more lines are obeyed, the decoding-side hook of a
+    re-prompt: ``Avoid these words: w1, w2`` (those words are never sampled: a refinement that steers away from the
+    words of a rejected rationale the judge objected to) and ``Begin with: words`` (the description is forced to
+    start with them, then continues freely: a hard negative written around a given activity). The prompt's other
+    text is not read (the captioner has no instruction following); it only seeds the sampling, so a re-prompt (new
+    feedback) draws a new description.
 
     Attributes:
         captioner: the trained decoder.
@@ -900,21 +927,28 @@ class CaptionerSampler:
             try:
                 box = normalise_box(raw, w, h, where)
             except CaptionerError as e:
-                raise SamplerError(str(e)) from e
+                raise SamplerRequestError(str(e)) from e
         toks = encode_tokens(self.teacher, [image])
         boxes = torch.tensor([box if box is not None else (float("nan"),) * 4], dtype=torch.float32)
         base = int.from_bytes(hashlib.sha256(f"{self.seed}\x00{ident}\x00{text}".encode()).digest()[:6], "big")
+        v = self.captioner.vocab
+        avoid = sorted({i for m in _AVOID_LINE.finditer(text) for w in m.group(1).split(",") for i in v.ids_of(w)})
+        bm = _BEGIN_LINE.search(text)
+        begin = v.ids_of(bm.group(1)) if bm else []
         for attempt in range(1, self.max_attempts + 1):
             cap = self.captioner.generate(toks, boxes, temperature=self.temperature, top_p=self.top_p,
-                                          seeds=[base + (attempt - 1) * RESEED])[0]
+                                          seeds=[base + (attempt - 1) * RESEED], banned=[avoid], prefix=[begin])[0]
+            if begin and len(cap.ids) <= len(begin) + 1:  # only the forced words: nothing was seen
+                continue
             if cap.text.strip():
                 meta = {"backend": "captioner", "model": self.captioner.fingerprint,
                         "kind": "gaze" if box is not None else "glimpse", "box": list(box) if box else None,
                         "image": ident, "temperature": self.temperature, "top_p": self.top_p,
                         "seed": base + (attempt - 1) * RESEED, "attempts": attempt, "n_tokens": len(tokenize(cap.text)),
+                        "avoided_words": len(avoid), "forced_words": len(begin),
                         "latency_s": time.perf_counter() - t0}
                 return Response(cap.text, tuple(messages), meta)
-        raise SamplerError(f"captioner: emitted nothing (only end / padding tokens) for image {ident} in "
+        raise SamplerRequestError(f"captioner: emitted nothing (only end / padding tokens) for image {ident} in "
                            f"{self.max_attempts} attempts")
 
 

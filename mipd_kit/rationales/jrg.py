@@ -11,10 +11,18 @@ For every training image (annotated frame known):
    rationale and returns ``{"score", "accept", "reasons"}``; an unparseable reply is retried ``judge_retries``
    times with a reminder of the format, then recorded as a failure (``jrg_failures.jsonl``) and counted;
 3. a rejected rationale is regenerated with the judge's feedback (the last attempt and every reason the judge gave
-   so far in this chain), for up to ``rounds`` rounds;
+   so far in this chain, made answer-free by ``prompts.answer_free_reasons``), for up to ``rounds`` rounds; the
+   re-prompt also lists the rejected rationales' own words the reasons point at (``Avoid these words: ...``, see
+   ``content.words_to_avoid``: the verb words when the activity is wrong, a gaze's object words when its entity
+   is wrong), which the embedded captioner never samples again; the new prompt also re-seeds its sampling;
 4. **positives** are accepted rationales; **negatives** are the rejected ones plus **hard negatives**:
-   rationales written for the verbs the teacher confuses with the true one (its other top verbs), judged too
-   (a hard negative the judge accepts becomes a positive; the count is reported).
+   rationales written for the verbs the teacher confuses with the true one (its other top verbs; the prompt asks
+   to ``Begin with:`` the confused verb, which the captioner is forced to), judged too (a hard negative the judge
+   accepts becomes a positive; the count is reported). A would-be negative that names the image's annotated verb
+   (a rejected glimpse, or any hard negative) is not a negative: it is stored with polarity ``"dropped"`` (so a
+   resumed run does not redo it) and counted. A request the generator cannot answer (an image that fails to
+   decode, a zero-area region, a captioner that emits nothing: ``SamplerRequestError``) is a counted failure of
+   that chain (``jrg_failures.jsonl``) that never aborts the stage.
 
 Every judged rationale is appended to ``run_dir/rationales.jsonl`` (:mod:`mipd_kit.rationales.store`) at once,
 so a killed run resumes where it stopped and a re-run of a finished run makes no calls. Statistics
@@ -38,7 +46,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from mipd_kit.data.records import DataError, FrameSpace, Situation
 from mipd_kit.fileio import write_json
-from mipd_kit.language.base import Message, Sampler, SamplerAuthError, SamplerError, redact
+from mipd_kit.language.base import Message, Sampler, SamplerAuthError, SamplerError, SamplerRequestError, redact
 from mipd_kit.language.factory import SamplerConfig, build_sampler
 from mipd_kit.language.hf_local import HFLocalConfig
 from mipd_kit.language.openai_http import OpenAIHTTPConfig, config_secrets
@@ -74,6 +82,11 @@ class JRGConfig:
             this share of the chains it ran ended as a failure (``jrg_failures.jsonl``); ``1.0`` never fails.
         imsitu_templates: optional imSitu ``generation_templates.tab`` used for frame sentences in prompts (real mode).
         seed: seeds the embedded backends (unless their own seed is set differently).
+        avoid_rejected_words: refinement prompts list the rejected rationales' words the judge's reasons point at
+            (``Avoid these words:``).
+        begin_hard_negatives: hard-negative prompts ask to ``Begin with:`` the confused verb.
+        drop_gold_verb_negatives: a rejected glimpse or a hard negative naming the annotated verb is stored as
+            ``"dropped"``, not as a negative.
         generator, judge: language backends.
     """
 
@@ -91,6 +104,9 @@ class JRGConfig:
     max_failure_rate: float = 0.2
     imsitu_templates: str = ""
     seed: int = 0
+    avoid_rejected_words: bool = True
+    begin_hard_negatives: bool = True
+    drop_gold_verb_negatives: bool = True
     generator: SamplerConfig = field(default_factory=lambda: SamplerConfig(purpose="generator"))
     judge: SamplerConfig = field(default_factory=lambda: SamplerConfig(purpose="judge"))
 
@@ -180,7 +196,8 @@ def plan_chains(space: FrameSpace, situations: Mapping[str, Situation], evidence
 
 def backend_fingerprint(generator: Sampler, judge: Sampler, cfg: JRGConfig) -> str:
     """Readable key of generator, judge, prompts and the settings that change the texts."""
-    extra = hashlib.sha256(f"{cfg.threshold}:{cfg.send_images}:{cfg.imsitu_templates}".encode()).hexdigest()[:6]
+    extra = hashlib.sha256(f"{cfg.threshold}:{cfg.send_images}:{cfg.imsitu_templates}:{cfg.avoid_rejected_words}:"
+                           f"{cfg.begin_hard_negatives}:{cfg.drop_gold_verb_negatives}".encode()).hexdigest()[:6]
     return f"gen={generator.fingerprint}|judge={judge.fingerprint}|prompts={P.prompts_fingerprint()}|{extra}"
 
 
@@ -215,16 +232,20 @@ class _Runner:
                                                 {"type": "image_path", "path": str(self.world / "images" / image)}]}
         return {"role": "user", "content": text}
 
-    def _gen_prompt(self, ch: Chain, previous: Optional[str], reasons: Sequence[str]) -> str:
+    def _gen_prompt(self, ch: Chain, previous: Optional[str], reasons: Sequence[str],
+                    avoid: Sequence[str] = ()) -> str:
         sit, ev = self.sits[ch.image], self.ev.get(ch.image)
-        kw = dict(target_verb=ch.target, previous=previous, reasons=reasons, templates=self.templates)
+        begin = ch.target if (ch.target and self.cfg.begin_hard_negatives) else ""
+        kw = dict(target_verb=ch.target, previous=previous, reasons=reasons, templates=self.templates,
+                  avoid=tuple(avoid) if self.cfg.avoid_rejected_words else (), begin=begin or "")
         if ch.kind == "glimpse":
             return P.build_glimpse_prompt(self.space, sit, ev, **kw)
         return P.build_gaze_prompt(self.space, sit, ch.role or "", ev, **kw)
 
-    def _generate(self, ch: Chain, previous: Optional[str], reasons: Sequence[str]) -> Optional[str]:
+    def _generate(self, ch: Chain, previous: Optional[str], reasons: Sequence[str],
+                  avoid: Sequence[str] = ()) -> Optional[str]:
         msgs: list[Message] = [{"role": "system", "content": P.SYSTEM_GENERATOR},
-                               self._user(self._gen_prompt(ch, previous, reasons), ch.image)]
+                               self._user(self._gen_prompt(ch, previous, reasons, avoid), ch.image)]
         for attempt in range(self.cfg.judge_retries + 1):
             self.n.add("generator_calls")
             text = self.gen(msgs).text.strip()
@@ -258,6 +279,21 @@ class _Runner:
             self.n.add("feedback_answers_withheld", withheld)
         return out
 
+    def _avoid(self, ch: Chain, reasons: Sequence[str], text: str) -> tuple[str, ...]:
+        """Words of the rejected ``text`` that its answer-free ``reasons`` point at (``content.words_to_avoid``)."""
+        if not self.cfg.avoid_rejected_words or ch.source == "hard_negative":
+            return ()
+        from mipd_kit.rationales.content import words_to_avoid
+        return tuple(words_to_avoid(reasons, text, ch.kind))
+
+    def _names_gold(self, ch: Chain, text: str) -> bool:
+        """A would-be negative that names the annotated verb (rejected glimpses and hard negatives only: a gaze
+        rejected for its entity may name the right activity and still be a negative)."""
+        if not self.cfg.drop_gold_verb_negatives or (ch.kind != "glimpse" and ch.source != "hard_negative"):
+            return False
+        from mipd_kit.rationales.content import names_verb
+        return names_verb(text, self.sits[ch.image].verb)
+
     def _fail(self, ch: Chain, rnd: int, reason: str, reply: str = "") -> None:
         self.n.add("failures")
         self.failures.append_line({"image": ch.image, "kind": ch.kind, "role": ch.role, "source": ch.source,
@@ -273,10 +309,13 @@ class _Runner:
         if any(d.polarity == "positive" for d in done) or len(done) >= max_rounds:
             self.n.add("chains_skipped")
             return
-        # feedback = every reason the judge gave so far in this chain (oldest first), the last attempt's text
+        # feedback = every reason the judge gave so far in this chain (oldest first), the last attempt's text, and
+        # the words of every rejected attempt that its reasons pointed at
         reasons: tuple[str, ...] = ()
+        avoid: tuple[str, ...] = ()
         for d in done:
-            reasons = _merge_reasons(reasons, self._feedback(ch, (d.verdict or {}).get("reasons", ()), d.text))
+            fb = self._feedback(ch, (d.verdict or {}).get("reasons", ()), d.text)
+            reasons, avoid = _merge_reasons(reasons, fb), _merge_reasons(avoid, self._avoid(ch, fb, d.text))
         previous = done[-1].text if done else None
         if self.n.abort:
             return
@@ -285,7 +324,7 @@ class _Runner:
             if self.n.abort:
                 return
             try:
-                text = self._generate(ch, previous, reasons)
+                text = self._generate(ch, previous, reasons, avoid)
                 if text is None:
                     self._fail(ch, rnd, "empty generator reply after retries")
                     return
@@ -297,6 +336,10 @@ class _Runner:
                     if self.n.fatal is None:
                         self.n.fatal = e
                 self._fail(ch, rnd, f"authentication error: {e}")
+                return
+            except SamplerRequestError as e:  # this request only (bad image, zero-area box, empty output)
+                self.n.add("request_errors")
+                self._fail(ch, rnd, f"request skipped: {e}")
                 return
             except SamplerError as e:
                 self.n.add("sampler_errors")
@@ -311,15 +354,20 @@ class _Runner:
             if verdict is None:
                 self._fail(ch, rnd, "unparseable judge reply after retries", reply)
                 return
-            rec = Rationale(image=ch.image, kind=ch.kind, role=ch.role,
-                            polarity="positive" if verdict.accept else "negative", text=text, round=rnd,
+            polarity = "positive" if verdict.accept else "negative"
+            if polarity == "negative" and self._names_gold(ch, text):
+                polarity = "dropped"
+                self.n.add("negatives_dropped_gold_verb")
+            rec = Rationale(image=ch.image, kind=ch.kind, role=ch.role, polarity=polarity, text=text, round=rnd,
                             score=verdict.score, backend=self.backend, verdict=verdict.to_json(), source=ch.source,
                             target=ch.target)
             if self.store.append(rec):
                 self.n.add("new_rationales")
             if verdict.accept:
                 return
-            previous, reasons = text, _merge_reasons(reasons, self._feedback(ch, verdict.reasons, text))
+            fb = self._feedback(ch, verdict.reasons, text)
+            previous, reasons = text, _merge_reasons(reasons, fb)
+            avoid = _merge_reasons(avoid, self._avoid(ch, fb, text))
 
 
 def _merge_reasons(old: Sequence[str], new: Sequence[str]) -> tuple[str, ...]:
@@ -327,7 +375,8 @@ def _merge_reasons(old: Sequence[str], new: Sequence[str]) -> tuple[str, ...]:
 
 
 def run_jrg(cfg: JRGConfig, world_dir: str | os.PathLike, run_dir: str | os.PathLike,
-            generator: Optional[Sampler] = None, judge: Optional[Sampler] = None) -> dict[str, Any]:
+            generator: Optional[Sampler] = None, judge: Optional[Sampler] = None,
+            unlabeled: Optional[Any] = None) -> dict[str, Any]:
     """Run (or resume) the JRG stage; returns the statistics also written to ``run_dir/jrg_stats.json``.
 
     Args:
@@ -336,6 +385,9 @@ def run_jrg(cfg: JRGConfig, world_dir: str | os.PathLike, run_dir: str | os.Path
         run_dir: run folder; reads ``teacher_evidence.json`` (when present), writes ``rationales.jsonl``,
             ``jrg_failures.jsonl``, ``jrg_stats.json`` and rows in ``metrics.json``.
         generator, judge: samplers; built from ``cfg.generator`` / ``cfg.judge`` when omitted.
+        unlabeled: optional ``callable(store) -> dict`` run after the chains that adds the unlabeled pool's
+            ``"unjudged"`` descriptions to the store (:func:`describe_unlabeled`); its counts go to
+            ``stats["unlabeled"]``.
 
     Raises:
         DataError: missing or malformed world / evidence files (naming the file and record).
@@ -367,10 +419,17 @@ def run_jrg(cfg: JRGConfig, world_dir: str | os.PathLike, run_dir: str | os.Path
     else:
         with ThreadPoolExecutor(max_workers=cfg.workers) as ex:
             list(ex.map(runner.run_chain, chains))
+    unl_counts = unlabeled(store) if unlabeled is not None and not runner.n.abort else None
     seconds = time.perf_counter() - t0
     records = store.records(backend)
     images = sorted({c.image for c in chains})
     stats = jrg_statistics(records, rounds=cfg.rounds, images=images)
+    from mipd_kit.rationales.content import content_statistics
+    img_set = set(images)
+    stats["content"] = content_statistics([r for r in records if r.image in img_set],
+                                          {i: sits[i] for i in images}, world)
+    stats["content"]["unlabeled"] = sum(r.polarity == "unjudged" for r in store.records())
+    stats["unlabeled"] = {**(unl_counts or {}), "in_store": stats["content"]["unlabeled"]}
     c = runner.n.c
     stats["run"] = {
         "backend": backend, "chains": len(chains), "chains_skipped": c.get("chains_skipped", 0),
@@ -378,6 +437,8 @@ def run_jrg(cfg: JRGConfig, world_dir: str | os.PathLike, run_dir: str | os.Path
         "judge_calls": c.get("judge_calls", 0), "judge_parse_retries": c.get("judge_parse_retries", 0),
         "judge_parse_failures": c.get("judge_parse_failures", 0), "empty_generations": c.get("empty_generations", 0),
         "sampler_errors": c.get("sampler_errors", 0), "failures": c.get("failures", 0),
+        "request_errors": c.get("request_errors", 0),
+        "negatives_dropped_gold_verb": c.get("negatives_dropped_gold_verb", 0),
         "chains_run": c.get("chains_run", 0),
         "feedback_answers_withheld": c.get("feedback_answers_withheld", 0),
         "failure_rate": c.get("failures", 0) / c["chains_run"] if c.get("chains_run") else 0.0,
@@ -425,8 +486,19 @@ def config_from_params(*, smoke: bool = True, backend: str = "embedded", judge_b
                        send_images: bool = False, imsitu_templates: str = "", seed: int = 0) -> JRGConfig:
     """A :class:`JRGConfig` from flat notebook / pipeline parameters (0, -1 or "" keep the config's value).
 
-    ``backend`` is the generator's; ``judge_backend`` defaults to it. HTTP settings apply to both samplers.
+    ``backend`` is the generator's: ``captioner`` (the embedded captioner, images sent in the messages),
+    ``template`` (the embedded template generator; ``embedded`` is its old name), ``shuffled`` (a captioner run
+    whose positives the stage then shuffles, see ``controls``), ``openai`` or ``hf``. ``judge_backend`` defaults to
+    the embedded judge for the local generators and to ``backend`` for ``openai`` / ``hf``. HTTP settings apply to
+    both samplers.
     """
+    local = {"captioner": "captioner", "shuffled": "captioner", "template": "embedded", "embedded": "embedded"}
+    if backend in local:
+        judge_backend = judge_backend or "embedded"
+        send_images = send_images or local[backend] == "captioner"
+        backend = local[backend]
+    if judge_backend in ("template", "captioner", "shuffled"):
+        raise ValueError(f"judge_backend {judge_backend!r} cannot judge; use embedded, openai or hf")
     cfg = JRGConfig.smoke() if smoke else JRGConfig()
     cfg.seed = seed
     if rounds > 0:
@@ -474,7 +546,7 @@ def jrg_statistics(records: Sequence[Rationale], rounds: int, images: Optional[S
     ``cum_accept_round[r]`` = share of generated chains accepted by round r; hard negatives are counted apart.
     """
     out: dict[str, Any] = {"rounds": rounds}
-    imgs = set(images) if images is not None else {r.image for r in records}
+    imgs = set(images) if images is not None else {r.image for r in records if r.polarity != "unjudged"}
     recs = [r for r in records if r.image in imgs]
     for kind in ("glimpse", "gaze", "all"):
         rs = [r for r in recs if kind == "all" or r.kind == kind]
@@ -528,14 +600,29 @@ def stats_rows(stats: Mapping[str, Any], model: str, seed: Optional[int]) -> lis
         for m in ("mean_score_positive", "mean_score_negative"):
             if s[m] is not None:
                 add(m, s[m])
+    content = stats.get("content") or {}
+    for kind in ("glimpse", "gaze", "all"):
+        cs = content.get(kind)
+        if not cs or not cs["n_positive"]:
+            continue
+        for m in ("judge_precision", "primitive_share", "pose_share", "relation_share", "motion_share"):
+            if cs.get(m) is not None:
+                rows.append(row("jrg", model, "train", kind, m, 100.0 * cs[m], seed=seed))
+        for m in ("distinct_masked_max", "distinct_masked_mean", "negatives_naming_gold_verb"):
+            rows.append(row("jrg", model, "train", kind, m, cs[m], seed=seed))
+    for m in ("negatives_dropped_gold_verb", "unlabeled"):
+        if m in content:
+            rows.append(row("jrg", model, "train" if m != "unlabeled" else "unlabeled", "all",
+                            "unlabeled_rationales" if m == "unlabeled" else m, content[m], seed=seed))
     if stats.get("images"):
         rows.append(row("jrg", model, "train", "glimpse", "coverage_positive_glimpse",
                         100.0 * stats["images_with_positive_glimpse"] / stats["images"], seed=seed))
     run = stats.get("run")
     if run:
         for m in ("failures", "judge_parse_failures", "judge_parse_retries", "sampler_errors", "new_rationales",
-                  "generator_calls", "judge_calls"):
-            rows.append(row("jrg", model, "train", "all", m, run[m], seed=seed))
+                  "generator_calls", "judge_calls", "request_errors"):
+            if m in run:
+                rows.append(row("jrg", model, "train", "all", m, run[m], seed=seed))
         if run["new_rationales"]:
             rows.append(row("jrg", model, "train", "all", "rationales_per_s", run["rationales_per_s"], seed=seed))
     return rows
@@ -561,7 +648,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     r.add_argument("--world-dir", required=True)
     r.add_argument("--run-dir", required=True)
     r.add_argument("--smoke", action="store_true", help="JRGConfig.smoke() defaults")
-    r.add_argument("--backend", choices=["embedded", "openai", "hf"], default="embedded", help="generator backend")
+    r.add_argument("--backend", choices=["embedded", "template", "openai", "hf"], default="embedded",
+                   help="generator backend (template = embedded; the captioner runs through the rationales stage)")
     r.add_argument("--judge-backend", choices=["embedded", "openai", "hf"], default=None, help="default: --backend")
     r.add_argument("--base-url", default=None)
     r.add_argument("--model", default=None)
@@ -603,7 +691,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                     setattr(cfg, k, getattr(a, k))
             cfg.send_images = cfg.send_images or a.send_images
             cfg.seed = a.seed
-            cfg.generator = _sampler_cfg("generator", a.backend, a, cfg.generator)
+            cfg.generator = _sampler_cfg("generator", "embedded" if a.backend == "template" else a.backend, a,
+                                         cfg.generator)
             cfg.judge = _sampler_cfg("judge", a.judge_backend or a.backend, a, cfg.judge, prefix="judge_")
             stats = run_jrg(cfg, a.world_dir, a.run_dir)
             print(json.dumps({k: stats[k] for k in ("images", "images_with_positive_glimpse")} | {
@@ -624,3 +713,47 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"mipd rationales: {err}", file=__import__("sys").stderr)
         return 1
     return 0
+
+
+# --------------------------------------------------------------------------------------------------- unlabeled pool
+def unlabeled_backend(captioner: Any, temperature: float, top_p: float, seed: int) -> str:
+    """Backend key of the unlabeled pool's descriptions (captioner weights and sampling settings)."""
+    return f"unlabeled|captioner-v1:{captioner.fingerprint}:t{temperature:g}:p{top_p:g}:s{seed}"
+
+
+def describe_unlabeled(captioner: Any, teacher: Any, world_dir: str | os.PathLike, store: RationaleStore, *,
+                       max_images: int = 0, temperature: float = 0.7, top_p: float = 0.9, seed: int = 0,
+                       batch_size: int = 64) -> dict[str, Any]:
+    """Glimpse descriptions of the unlabeled pool (``unlabeled.json``), written by the captioner from the image alone:
+    no annotation, no evidence, no judge. Each is stored with ``polarity "unjudged"``, ``source "unlabeled"``,
+    ``score``/``verdict`` null and the backend :func:`unlabeled_backend`; images already described are skipped
+    (resumable). Glimpses only: the unlabeled pool has no boxes and the embedded teacher detects none.
+
+    Returns:
+        ``{"images", "new", "already", "skipped", "skip_reasons"}`` (reasons of the first 5 skips: an image that
+        fails to decode, a captioner that emitted nothing).
+    """
+    from mipd_kit.language.captioner import caption_images
+
+    world = Path(world_dir)
+    p = world / "unlabeled.json"
+    if not p.exists():
+        return {"images": 0, "new": 0, "already": 0, "skipped": 0, "skip_reasons": []}
+    try:
+        names = list(json.loads(p.read_text())["images"])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise DataError(f"{p}: expected {{\"images\": [names...]}} ({e!r})") from e
+    if max_images:
+        names = names[:max_images]
+    backend = unlabeled_backend(captioner, temperature, top_p, seed)
+    key = lambda n: (n, "glimpse", None, 0, backend, "unlabeled", None, 0)  # noqa: E731
+    todo = [n for n in names if key(n) not in store]
+    batch = caption_images(captioner, teacher, [world / "images" / n for n in todo], temperature=temperature,
+                           top_p=top_p, seed=seed, batch_size=batch_size)
+    new = 0
+    for n, cap in zip(todo, batch.captions):
+        if cap is not None:
+            new += store.append(Rationale(image=n, kind="glimpse", role=None, polarity="unjudged", text=cap.text,
+                                          round=0, score=None, backend=backend, verdict=None, source="unlabeled"))
+    return {"images": len(names), "new": new, "already": len(names) - len(todo), "skipped": len(batch.skipped),
+            "skip_reasons": [r for _, r in batch.skipped[:5]]}

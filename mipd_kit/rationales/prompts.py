@@ -27,7 +27,7 @@ _FUNCTION_WORDS = {"the", "and", "for", "from", "into", "onto", "with", "using",
                    "toward", "towards", "across", "around", "behind", "near", "through", "off", "out"}
 
 #: Bumped whenever a template changes; part of the store's backend fingerprint.
-PROMPT_VERSION = "jrg-prompts-v3"
+PROMPT_VERSION = "jrg-prompts-v4"
 
 SYSTEM_GENERATOR = (
     "You are a careful visual describer. You write short, concrete rationales about images: what happens, who or "
@@ -48,7 +48,7 @@ Candidate activities suggested by a vision model (score; frame; definition):
 {verb_menu}
 Entities the vision model sees, per role (score):
 {noun_menu}
-{directive}{feedback}Answer with the rationale only."""
+{directive}{feedback}{decoding}Answer with the rationale only."""
 
 #: Instance-level (gaze) rationale for one role: the entity, its appearance, its part in the action.
 GAZE_TEMPLATE = """Task: gaze rationale
@@ -61,7 +61,7 @@ Candidate activities suggested by a vision model (score; frame; definition):
 {verb_menu}
 Entities the vision model sees for this role (score):
 {noun_menu}
-{directive}{feedback}Answer with the rationale only."""
+{directive}{feedback}{decoding}Answer with the rationale only."""
 
 #: Appended to a generator prompt to ask for a rationale of a given activity (hard negatives).
 DIRECTIVE_TEMPLATE = "Activity to describe: {verb}\nWrite the rationale as if the activity were \"{verb}\" ({abstract}).\n"
@@ -71,6 +71,14 @@ FEEDBACK_TEMPLATE = """Previous rationale: {previous}
 Judge feedback: {reasons}
 Your previous rationale was rejected; write an improved one that fixes these problems.
 """
+
+#: Appended on a refinement round: the rejected rationale's own words that the judge's reasons point at
+#: (``mipd_kit.rationales.content.words_to_avoid``); the embedded captioner never samples them.
+AVOID_TEMPLATE = "Avoid these words: {words}\n"
+
+#: Appended to a hard-negative prompt: the words the rationale starts with (a word of the confused verb); the
+#: embedded captioner is forced to start with them and describes the image from there.
+BEGIN_TEMPLATE = "Begin with: {words}\n"
 
 #: The judge sees the annotated frame (verb, roles, 3 annotators' nouns), the evidence and the rationale.
 JUDGE_TEMPLATE = """Task: judge rationale
@@ -285,20 +293,28 @@ def _feedback(previous: Optional[str], reasons: Sequence[str]) -> str:
                                     reasons="; ".join(reasons) if reasons else "(no reasons given)")
 
 
+def _decoding(avoid: Sequence[str], begin: str) -> str:
+    return ((AVOID_TEMPLATE.format(words=", ".join(avoid)) if avoid else "")
+            + (BEGIN_TEMPLATE.format(words=begin) if begin else ""))
+
+
 def build_glimpse_prompt(space: FrameSpace, sit: Situation, evidence: Optional[Mapping[str, Any]], *,
                          target_verb: Optional[str] = None, previous: Optional[str] = None,
-                         reasons: Sequence[str] = (), templates: Optional[Mapping[str, str]] = None) -> str:
+                         reasons: Sequence[str] = (), templates: Optional[Mapping[str, str]] = None,
+                         avoid: Sequence[str] = (), begin: str = "") -> str:
     """Fill :data:`GLIMPSE_TEMPLATE` for one image."""
     ev = evidence or {}
     return GLIMPSE_TEMPLATE.format(
         image=sit.image, verb_menu=verb_menu(space, ev.get("top_verbs", []), templates),
         noun_menu=noun_menu(space, ev.get("role_nouns", {})),
-        directive=_directive(space, target_verb, templates), feedback=_feedback(previous, reasons))
+        directive=_directive(space, target_verb, templates), feedback=_feedback(previous, reasons),
+        decoding=_decoding(avoid, begin))
 
 
 def build_gaze_prompt(space: FrameSpace, sit: Situation, role: str, evidence: Optional[Mapping[str, Any]], *,
                       target_verb: Optional[str] = None, previous: Optional[str] = None,
-                      reasons: Sequence[str] = (), templates: Optional[Mapping[str, str]] = None) -> str:
+                      reasons: Sequence[str] = (), templates: Optional[Mapping[str, str]] = None,
+                      avoid: Sequence[str] = (), begin: str = "") -> str:
     """Fill :data:`GAZE_TEMPLATE` for one role of one image."""
     ev = evidence or {}
     vd = space.verbs.get(sit.verb)
@@ -307,7 +323,8 @@ def build_gaze_prompt(space: FrameSpace, sit: Situation, role: str, evidence: Op
         image=sit.image, role=role, role_def=role_def, region=_region(sit, role),
         verb_menu=verb_menu(space, ev.get("top_verbs", []), templates),
         noun_menu=noun_menu(space, ev.get("role_nouns", {}), [role]),
-        directive=_directive(space, target_verb, templates), feedback=_feedback(previous, reasons))
+        directive=_directive(space, target_verb, templates), feedback=_feedback(previous, reasons),
+        decoding=_decoding(avoid, begin))
 
 
 def frame_roles(space: FrameSpace, sit: Situation) -> tuple[str, ...]:
@@ -409,5 +426,5 @@ def build_judge_prompt(space: FrameSpace, sit: Situation, evidence: Optional[Map
 def prompts_fingerprint() -> str:
     """Short digest of every template (keys the store together with the backends)."""
     blob = "\n".join([PROMPT_VERSION, SYSTEM_GENERATOR, SYSTEM_JUDGE, GLIMPSE_TEMPLATE, GAZE_TEMPLATE,
-                      DIRECTIVE_TEMPLATE, FEEDBACK_TEMPLATE, JUDGE_TEMPLATE])
+                      DIRECTIVE_TEMPLATE, FEEDBACK_TEMPLATE, AVOID_TEMPLATE, BEGIN_TEMPLATE, JUDGE_TEMPLATE])
     return hashlib.sha256(blob.encode()).hexdigest()[:8]

@@ -3,9 +3,19 @@
 One judged rationale per line (the ``rationales.jsonl`` of every run folder)::
 
     {"schema": 1, "image": "riding_3.png", "kind": "glimpse"|"gaze", "role": null|"agent",
-     "polarity": "positive"|"negative", "text": str, "round": int, "score": float|null, "backend": str,
-     "verdict": {"score", "accept", "reasons"}|null, "source": "generated"|"hard_negative"|"imported",
-     "target": null|verb, "index": int}
+     "polarity": "positive"|"negative"|"dropped"|"unjudged", "text": str, "round": int, "score": float|null,
+     "backend": str, "verdict": {"score", "accept", "reasons"}|null,
+     "source": "generated"|"hard_negative"|"imported"|"unlabeled", "target": null|verb, "index": int}
+
+Besides positives and negatives, two polarities are stored that are neither (every reader of training material --
+:func:`collect`, :func:`to_authors_json`, the statistics -- leaves them out unless asked):
+
+* ``"dropped"``: a judged rationale that would have been a negative but names the image's annotated verb (a glimpse
+  the judge rejected, or a hard negative): "a negative that names the gold verb is not a negative". It is kept so
+  that a resumed run does not generate it again, and counted (``jrg_stats.json``: ``negatives_dropped_gold_verb``).
+* ``"unjudged"`` (with ``source`` ``"unlabeled"``): a description of an *unlabeled* image written by the captioner
+  from the image alone -- no annotation, no judge (``score`` and ``verdict`` null). ``collect(...,
+  include_unjudged=True)`` files them under ``"unjudged"``.
 
 A record's key is ``(image, kind, role, round, backend, source, target, index)``; ``backend`` is the
 fingerprint of generator, judge and prompts, so changing any of them starts a new set while keeping the old one.
@@ -43,8 +53,10 @@ from mipd_kit.fileio import atomic_write_text, dumps, loads_strict
 
 SCHEMA = 1
 KINDS = ("glimpse", "gaze")
-POLARITIES = ("positive", "negative")
-SOURCES = ("generated", "hard_negative", "imported")
+POLARITIES = ("positive", "negative", "dropped", "unjudged")
+#: the polarities that are training material (positives and negatives)
+JUDGED = ("positive", "negative")
+SOURCES = ("generated", "hard_negative", "imported", "unlabeled")
 AUTHOR_FIELDS = ("pos_verb_caption", "neg_verb_caption", "pos_attr_caption", "neg_attr_caption")
 ALL_ROLES = "*"
 
@@ -292,15 +304,19 @@ def read_rationales(path: str | os.PathLike) -> list[Rationale]:
     return list(out.values())
 
 
-def collect(rationales: Iterable[Rationale]) -> dict[str, dict[str, Any]]:
+def collect(rationales: Iterable[Rationale], include_unjudged: bool = False) -> dict[str, dict[str, Any]]:
     """Group texts: ``{image: {"glimpse": {"positive": [..], "negative": [..]}, "gaze": {role: {...}}}}``.
 
     Order within a list: by score (high first for positives, low first for negatives), then round. Gaze records
-    without a role (imported attr captions) are filed under role ``"*"``.
+    without a role (imported attr captions) are filed under role ``"*"``. Records that are neither positive nor
+    negative (``"dropped"``, ``"unjudged"``) are left out; with ``include_unjudged`` the unlabeled pool's
+    ``"unjudged"`` descriptions are filed under an ``"unjudged"`` list (``{"glimpse": {"unjudged": [..]}}``).
     """
     groups: dict[str, dict[str, Any]] = {}
     items: dict[tuple, list[Rationale]] = {}
     for r in rationales:
+        if r.polarity not in JUDGED and not (include_unjudged and r.polarity == "unjudged"):
+            continue
         role = None if r.kind == "glimpse" else (r.role or ALL_ROLES)
         items.setdefault((r.image, r.kind, role, r.polarity), []).append(r)
     for (image, kind, role, pol), rs in items.items():
@@ -308,7 +324,7 @@ def collect(rationales: Iterable[Rationale]) -> dict[str, dict[str, Any]]:
         rs.sort(key=lambda r: (sign * (r.score if r.score is not None else 0.0), r.round, r.index))
         g = groups.setdefault(image, {"glimpse": {"positive": [], "negative": []}, "gaze": {}})
         slot = g["glimpse"] if kind == "glimpse" else g["gaze"].setdefault(role, {"positive": [], "negative": []})
-        slot[pol].extend(r.text for r in rs)
+        slot.setdefault(pol, []).extend(r.text for r in rs)
     return groups
 
 
@@ -332,6 +348,8 @@ def to_authors_json(rationales: Iterable[Rationale], role_order: Optional[Mappin
     by: dict[tuple, list[Rationale]] = {}
     images: list[str] = []
     for r in rationales:
+        if r.polarity not in JUDGED:
+            continue
         by.setdefault((r.image, r.kind, r.polarity), []).append(r)
         images.append(r.image)
     out: dict[str, dict[str, str]] = {}

@@ -1,23 +1,35 @@
 """Stage ``rationales`` (notebook ``02_rationales.ipynb``): JRG rationale generation and judging
 (``mipd_kit.rationales.jrg``), resumable; reads the teacher stage's ``teacher_evidence.json``.
 
+The default generator is the embedded captioner (``backend="captioner"``): it looks at the image (sent in the
+messages) and writes free text; the judge is the embedded, answer-free judge. The captioner is obtained by
+:func:`captioner_for_run` only (trained once on the world's pretraining captions with the run's teacher, then
+loaded from ``cache_dir``). It also describes the unlabeled pool (``"unjudged"`` records, ``unlabeled=True``).
+Controls: ``backend="template"`` (the old template generator; ``embedded`` is its old name) and
+``backend="shuffled"`` (a captioner run into ``run_dir/jrg_source/``, whose positives are then shuffled among
+images of the same verb into ``run_dir/rationales.jsonl``, see ``mipd_kit.rationales.controls``).
+
 ``python -m mipd_kit.stages.rationales --world DIR --run-dir DIR [--smoke] [--set KEY=VALUE ...]`` runs it without
 the notebook; ``mipd rationales`` remains the library's CLI.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from . import stage_main
 
 INPUTS: tuple[str, ...] = ("data", "teacher")
+BACKENDS: tuple[str, ...] = ("captioner", "template", "embedded", "shuffled", "openai", "hf")
 OUTPUTS: tuple[str, ...] = ("rationales.jsonl", "jrg_stats.json")
-USES_TEACHER = False
+USES_TEACHER = True
+#: generator backends that need the captioner (and so the run's teacher)
+CAPTIONER_BACKENDS = ("captioner", "shuffled")
 
 
 @dataclass
@@ -27,10 +39,17 @@ class Config:
     Attributes:
         world_dir / cache_dir: the run's world and caches.
         seed: seeds the samplers, the toy world and the sample table.
-        jrg_smoke: True: JRGConfig.smoke() with 8 images and 2 rounds; False: every training image, 3 rounds.
-        backend: generator backend: embedded (offline stand-in), openai (OpenAI-compatible HTTP) or hf (local
-            transformers).
-        judge_backend: judge backend; empty: same as backend.
+        teacher_config: the run's ``teacher:`` block (TeacherConfig fields); ``mipd run`` injects it (the captioner
+            reads this teacher's patch tokens).
+        jrg_smoke: True: JRGConfig.smoke() with 8 images and 2 rounds, and CaptionerConfig.smoke(); False: every
+            training image, 3 rounds, CaptionerConfig().
+        backend: generator backend: captioner (the embedded captioner, looks at the image), template (the old
+            embedded template generator; embedded is its old name), shuffled (control: captioner positives of
+            another image of the same verb), openai (OpenAI-compatible HTTP) or hf (local transformers).
+        judge_backend: judge backend; empty: the embedded judge for captioner / template / shuffled, else backend.
+        temperature / top_p: captioner sampling controls.
+        unlabeled: the captioner also describes the unlabeled pool (records with polarity "unjudged").
+        max_unlabeled: unlabeled images to describe; None: 16 for jrg_smoke, else all; 0 means all.
         base_url: openai backend: API root including /v1 (vLLM, llama.cpp server, Ollama, hosted).
         model: openai backend: model name.
         api_key_env: openai backend: NAME of the environment variable holding the key, never the key itself.
@@ -48,9 +67,14 @@ class Config:
     world_dir: str = "data/synthsitu/default-seed0"
     cache_dir: str = "data/cache"
     seed: int = 0
+    teacher_config: dict = field(default_factory=dict)
     jrg_smoke: bool = False
-    backend: str = "embedded"
+    backend: str = "captioner"
     judge_backend: str = ""
+    temperature: float = 0.7
+    top_p: float = 0.9
+    unlabeled: bool = True
+    max_unlabeled: Optional[int] = None
     base_url: str = "http://127.0.0.1:8080/v1"
     model: str = "local-model"
     api_key_env: str = "OPENAI_API_KEY"
@@ -67,7 +91,8 @@ class Config:
     @classmethod
     def smoke(cls) -> "Config":
         """Seconds: JRGConfig.smoke() on the smoke world."""
-        return cls(world_dir="data/synthsitu/smoke-seed0", jrg_smoke=True)
+        from .teacher import SMOKE_TEACHER
+        return cls(world_dir="data/synthsitu/smoke-seed0", jrg_smoke=True, teacher_config=dict(SMOKE_TEACHER))
 
     def __post_init__(self) -> None:
         for k in ("rounds", "workers", "concurrency"):
@@ -75,6 +100,10 @@ class Config:
             if v is not None and (not isinstance(v, int) or v < 1):
                 raise ValueError(f"rationales: {k} must be a positive integer or null (the config's value), got "
                                  f"{v!r}; 0 no longer means 'keep the config value'")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"rationales: backend {self.backend!r} is not one of {BACKENDS}")
+        if self.max_unlabeled is not None and self.max_unlabeled < 0:
+            raise ValueError(f"rationales: max_unlabeled must be >= 0 (0 = all) or null, got {self.max_unlabeled!r}")
         if self.max_images is not None and self.max_images < 0:
             raise ValueError(f"rationales: max_images must be >= 0 (0 = all) or null (the config's value), got "
                              f"{self.max_images!r}")
@@ -101,19 +130,91 @@ class Outputs:
     stats: dict
 
 
+def captioner_for_run(world_dir: str | os.PathLike, cache_dir: str | os.PathLike, teacher: Any,
+                      smoke: bool) -> Any:
+    """The run's captioner: the one place the stage obtains it (trained on the world's pretraining captions with the
+    run's teacher the first time, then loaded from ``cache_dir/captioner/``)."""
+    from ..language.captioner import CaptionerConfig, load_or_train_captioner
+
+    cfg = CaptionerConfig.smoke() if smoke else CaptionerConfig()
+    return load_or_train_captioner(world_dir, cache_dir, teacher, cfg)
+
+
 def run(cfg: Config, run_dir: str | os.PathLike) -> Outputs:
-    """Run (or resume) the JRG loop into ``run_dir/rationales.jsonl``."""
+    """Run (or resume) the JRG loop into ``run_dir/rationales.jsonl`` (the shuffled control: see the module doc)."""
     from ..rationales import jrg
 
     run_dir, world = Path(run_dir), Path(cfg.world_dir)
+    backend = cfg.backend
     if cfg.toy_if_missing and (not (world / "train.json").exists()
                                or not (run_dir / "teacher_evidence.json").exists()):
         from ..rationales.toy import write_toy_world
         world = run_dir / "jrg_toy_world"
         write_toy_world(world, run_dir, n_per_verb=3, seed=cfg.seed)
         print(f"world or teacher evidence missing: using the 3-verb toy world written to {world}")
-    jcfg = cfg.jrg_config()
-    return Outputs(world, jcfg, jrg.run_jrg(jcfg, world, run_dir))
+        if backend in CAPTIONER_BACKENDS:
+            backend = "template"
+            print("the toy world has no pretraining captions for a captioner: using the template generator")
+    jcfg = dataclasses.replace(cfg, backend=backend).jrg_config()
+    if backend not in CAPTIONER_BACKENDS:
+        return Outputs(world, jcfg, jrg.run_jrg(jcfg, world, run_dir))
+    from ..language.captioner import CaptionerSampler
+    from .teacher import build
+
+    teacher = build(cfg.teacher_config, cfg.world_dir, cfg.cache_dir)
+    captioner = captioner_for_run(cfg.world_dir, cfg.cache_dir, teacher, cfg.jrg_smoke)
+    generator = CaptionerSampler(captioner, teacher, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
+    n_unl = cfg.max_unlabeled if cfg.max_unlabeled is not None else (16 if cfg.jrg_smoke else 0)
+    unlabeled = None
+    if cfg.unlabeled:
+        unlabeled = lambda store: jrg.describe_unlabeled(  # noqa: E731
+            captioner, teacher, world, store, max_images=n_unl, temperature=cfg.temperature, top_p=cfg.top_p,
+            seed=cfg.seed)
+    if backend == "captioner":
+        return Outputs(world, jcfg, jrg.run_jrg(jcfg, world, run_dir, generator=generator, unlabeled=unlabeled))
+    return Outputs(world, jcfg, _shuffled(cfg, jcfg, world, run_dir, generator, unlabeled))
+
+
+def _shuffled(cfg: Config, jcfg: Any, world: Path, run_dir: Path, generator: Any, unlabeled: Any) -> dict:
+    """The shuffled control: the captioner run into ``run_dir/jrg_source/``, then its positives shuffled among images
+    of the same verb (``controls.shuffle_positives``) into ``run_dir/rationales.jsonl`` (unlabeled descriptions are
+    copied as they are); ``jrg_stats.json`` / ``metrics.json`` describe the shuffled set (model ``jrg-shuffled``),
+    with the source run's record under ``stats["source"]``."""
+    import shutil
+
+    from ..fileio import write_json
+    from ..metrics import merge_rows
+    from ..rationales import jrg
+    from ..rationales.content import content_statistics
+    from ..rationales.controls import shuffle_positives, shuffled_backend
+    from ..rationales.store import RationaleStore
+
+    src = run_dir / "jrg_source"
+    src.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(run_dir / "teacher_evidence.json", src / "teacher_evidence.json")
+    source = jrg.run_jrg(jcfg, world, src, generator=generator, unlabeled=unlabeled)
+    _, sits = jrg.load_world(world, jcfg.split)
+    src_store = RationaleStore(src / "rationales.jsonl")
+    src_recs = src_store.records(source["run"]["backend"])
+    unl = [r for r in src_store.records() if r.polarity == "unjudged"]
+    src_store.close()
+    store = RationaleStore(run_dir / "rationales.jsonl")
+    for r in [*shuffle_positives(src_recs, sits, seed=cfg.seed), *unl]:
+        store.append(r)
+    backend = shuffled_backend(source["run"]["backend"], cfg.seed)
+    records = store.records(backend)
+    store.close()
+    images = sorted({r.image for r in src_recs})
+    stats = jrg.jrg_statistics(records, rounds=jcfg.rounds, images=images)
+    stats["content"] = content_statistics(records, {i: sits[i] for i in images if i in sits}, world)
+    stats["content"]["unlabeled"] = len(unl)
+    stats["unlabeled"] = source.get("unlabeled", {})
+    stats["source"] = {k: source[k] for k in ("run", "content") if k in source}
+    stats["run"] = {**source["run"], "backend": backend, "control": "shuffled",
+                    "source_backend": source["run"]["backend"], "source_dir": str(src)}
+    write_json(run_dir / "jrg_stats.json", stats)
+    merge_rows(run_dir / "metrics.json", jrg.stats_rows(stats, model="jrg-shuffled", seed=cfg.seed))
+    return stats
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
