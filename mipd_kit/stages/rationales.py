@@ -3,8 +3,8 @@
 
 The default generator is the embedded captioner (``backend="captioner"``): it looks at the image (sent in the
 messages) and writes free text; the judge is the embedded, answer-free judge. The captioner is obtained by
-:func:`captioner_for_run` only (trained once on the world's pretraining captions with the run's teacher, then
-loaded from ``cache_dir``). It also describes the unlabeled pool (``"unjudged"`` records, ``unlabeled=True``).
+:func:`captioner_for_run` only (the released captioner when it matches, else trained once on the world's
+pretraining captions with the run's teacher, then loaded from ``cache_dir``). It also describes the unlabeled pool (``"unjudged"`` records, ``unlabeled=True``).
 Controls: ``backend="template"`` (the old template generator; ``embedded`` is its old name) and
 ``backend="shuffled"`` (a captioner run into ``run_dir/jrg_source/``, whose positives are then shuffled among
 images of the same verb into ``run_dir/rationales.jsonl``, see ``mipd_kit.rationales.controls``).
@@ -131,13 +131,15 @@ class Outputs:
 
 
 def captioner_for_run(world_dir: str | os.PathLike, cache_dir: str | os.PathLike, teacher: Any,
-                      smoke: bool) -> Any:
-    """The run's captioner: the one place the stage obtains it (trained on the world's pretraining captions with the
-    run's teacher the first time, then loaded from ``cache_dir/captioner/``)."""
-    from ..language.captioner import CaptionerConfig, load_or_train_captioner
+                      smoke: bool, weights: str = "auto") -> Any:
+    """The run's captioner: the one place the stage obtains it -- the released captioner when one matches the config,
+    the run's (released) teacher and the world's corpus, else trained on the world's pretraining captions with the
+    run's teacher the first time and loaded from ``cache_dir/captioner/`` after that
+    (``mipd_kit.language.captioner.captioner_for``; ``weights`` is the teacher block's ``auto|released|retrain``)."""
+    from ..language.captioner import CaptionerConfig, captioner_for
 
     cfg = CaptionerConfig.smoke() if smoke else CaptionerConfig()
-    return load_or_train_captioner(world_dir, cache_dir, teacher, cfg)
+    return captioner_for(world_dir, cache_dir, teacher, cfg, weights=weights)
 
 
 def run(cfg: Config, run_dir: str | os.PathLike) -> Outputs:
@@ -162,7 +164,8 @@ def run(cfg: Config, run_dir: str | os.PathLike) -> Outputs:
     from .teacher import build
 
     teacher = build(cfg.teacher_config, cfg.world_dir, cfg.cache_dir)
-    captioner = captioner_for_run(cfg.world_dir, cfg.cache_dir, teacher, cfg.jrg_smoke)
+    captioner = captioner_for_run(cfg.world_dir, cfg.cache_dir, teacher, cfg.jrg_smoke,
+                                  weights=str(cfg.teacher_config.get("weights", "auto")))
     generator = CaptionerSampler(captioner, teacher, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
     n_unl = cfg.max_unlabeled if cfg.max_unlabeled is not None else (16 if cfg.jrg_smoke else 0)
     unlabeled = None
