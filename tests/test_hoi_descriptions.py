@@ -95,6 +95,8 @@ def test_captioner_describes_training_images_once_for_all_seeds(world, tmp_path)
     assert ok.all() and emb.shape == (len(names), teacher.dim)
     assert torch.allclose(emb.norm(dim=-1), torch.ones(len(names)), atol=1e-5)
     assert all(isinstance(t, str) and t.strip() for t in info["examples"].values())
+    rec = json.loads((tmp_path / "run" / "clhoi" / "descriptions.jsonl").read_text().splitlines()[0])
+    assert rec["meta"]["backend"] == "captioner" and rec["meta"]["kind"] == "glimpse"
     # in the teacher's text space: the same text tower as the HOI phrases
     texts = {json.loads(x)["image"]: json.loads(x)["text"]
              for x in (tmp_path / "run" / "clhoi" / "descriptions.jsonl").read_text().splitlines()}

@@ -136,7 +136,7 @@ def describe_into_store(sampler: Any, image_paths: Sequence[str | os.PathLike], 
         if not text:
             stats["skipped"] += 1
             continue
-        meta = {k: v for k, v in dict(getattr(r, "meta", {}) or {}).items()
+        meta = {k: v for k, v in dict(getattr(r, "metadata", {}) or {}).items()
                 if isinstance(v, (str, int, float, bool)) or v is None}
         store.add(name, backend, pk, text, meta)
         out[name] = store.get(name, backend, pk) or text
