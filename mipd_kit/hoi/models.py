@@ -33,8 +33,10 @@ class ModelConfig:
         logit_scale: initial multiplier of cosine similarities (learned, clamped to [1, 100]).
         crop_dim: width of the optional teacher crop embeddings per pair (3 * E, 0 = none).
         prior_weight: initial weight of the geometric log-prior added to every pair logit (learned; 0 = off).
-        context_gate: initial gate ``g`` of the residual context added to the pair embedding (learned;
-            ``context_fusion="broadcast"`` only).
+        context_gate: initial gate ``g`` of the context (learned): ``broadcast``: weight of the residual context
+            added to the pair embedding; ``cross_attention``: multiplier of the pair's attended context before the
+            fusion MLP (0 = the student starts as the ICN alone and learns how much context to use, as the zero-init
+            gates of Flamingo's cross-attention layers).
         context_fusion: how the ICN uses the VLT's output: ``"cross_attention"`` (each pair attends to the
             translated context tokens of its image, so the context differs per pair) or ``"broadcast"`` (the
             image-level context vector, the same for every pair of the image, fed to the fusion MLP and added with
@@ -98,9 +100,9 @@ class InteractionCognitionNetwork(nn.Module):
     regions (RoIAlign features, plus the teacher's crop embeddings when given), ``s_p`` the spatial embedding
     (multiplicative spatial attention) and ``c_p`` the pair's context:
 
-    * ``cross_attention``: ``c_p = MHA(query = W_q [v_p, W s_raw_p], keys = values = u_{i(p)})``, multi-head
+    * ``cross_attention``: ``c_p = g * MHA(query = W_q [v_p, W s_raw_p], keys = values = u_{i(p)})``, multi-head
       attention from the pair to the context tokens ``u`` of its image ``i(p)`` -- pairs of one image look at
-      different parts of the translated context;
+      different parts of the translated context -- times a learned gate ``g``;
     * ``broadcast``: ``c_p = W_c c_{i(p)}`` (the same for every pair of the image) and ``z_p`` gets ``+ g c_{i(p)}``
       before normalisation (learned gate ``g``).
     """
@@ -121,8 +123,7 @@ class InteractionCognitionNetwork(nn.Module):
         self.attn = (nn.MultiheadAttention(h, cfg.heads, kdim=cfg.text_dim, vdim=cfg.text_dim, batch_first=True)
                      if cross else None)
         self.fuse = _mlp(3 * h if use_context else 2 * h, h, cfg.text_dim, cfg.dropout)
-        self.gate = (nn.Parameter(torch.tensor(float(cfg.context_gate))) if use_context and self.fusion == "broadcast"
-                     else None)
+        self.gate = nn.Parameter(torch.tensor(float(cfg.context_gate))) if use_context else None
         self.last_attention: Optional[torch.Tensor] = None
 
     def pair_context(self, v: torch.Tensor, direct: torch.Tensor, context: torch.Tensor,
@@ -137,7 +138,7 @@ class InteractionCognitionNetwork(nn.Module):
         kv = tokens[pair_image]  # (P, T, E)
         out, w = self.attn(q, kv, kv, need_weights=True)  # (P, 1, h), (P, 1, T)
         self.last_attention = w[:, 0].detach()
-        return out[:, 0]
+        return self.gate * out[:, 0]
 
     def forward(self, feat_h: torch.Tensor, feat_o: torch.Tensor, feat_u: torch.Tensor, spatial: torch.Tensor,
                 context: Optional[torch.Tensor], crops: Optional[torch.Tensor] = None,
@@ -154,7 +155,7 @@ class InteractionCognitionNetwork(nn.Module):
                 raise ValueError("this ICN was built with a context branch; pass the VLT context")
             parts.append(self.pair_context(v, direct, context, tokens, pair_image))
         z = self.fuse(torch.cat(parts, -1))  # (P, E)
-        if self.gate is not None:
+        if self.fusion == "broadcast" and self.gate is not None:
             z = z + self.gate * context
         return F.normalize(z, dim=-1)
 

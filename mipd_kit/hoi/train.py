@@ -99,8 +99,9 @@ class CLHOIConfig:
             image-level teacher applied to regions: label-free) besides the RoIAlign grid features.
         prior_weight: initial weight of the label-free geometric log-prior ``-gap`` added to the pair logits
             (learned; 0 = none).
-        context_gate: initial weight of the VLT context added to each pair embedding (learned; ``clhoi`` with
-            ``context_fusion="broadcast"`` only).
+        context_gate: initial gate of the VLT context (learned; ``clhoi`` only): ``broadcast``: weight of the
+            context added to each pair embedding; ``cross_attention``: multiplier of each pair's attended context
+            (0 = start as the ICN alone).
         context_fusion: ``"cross_attention"`` (each pair attends to its image's translated context tokens) or
             ``"broadcast"`` (one context vector per image, the same for all its pairs; the earlier design).
         describer: who writes the training images' descriptions for ``clhoi``: ``"captioner"`` (the embedded
