@@ -224,3 +224,12 @@ def test_dev_split_is_seeded_disjoint_and_label_free_for_training(world):
     assert all(isinstance(im, LabelFreeImage) for im in a.train)
     assert all(im.hoi for im in a.test)  # dev labels: for the evaluator only
     assert {im.filename for im in dev_world(w, 0.3, 1).test} != dev_names
+
+
+def test_vcoco_writer_command_line(world, tmp_path, capsys):
+    from mipd_kit.data.synthsitu.vcoco import main
+
+    assert main(["--world", str(world), "--out", str(tmp_path / "v.json")]) == 0
+    assert "wrote" in capsys.readouterr().out and len(load_vcoco(tmp_path / "v.json").images) == 13
+    assert main(["--world", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.json")]) == 2
+    assert "hoi_test.json" in capsys.readouterr().err
