@@ -233,3 +233,18 @@ def test_vcoco_writer_command_line(world, tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out and len(load_vcoco(tmp_path / "v.json").images) == 13
     assert main(["--world", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.json")]) == 2
     assert "hoi_test.json" in capsys.readouterr().err
+
+
+def test_zero_gate_clhoi_starts_as_the_icn_of_the_same_seed():
+    """With context_gate=0 the cross-attention student is the ICN plus a context branch that starts closed: the same
+    initial pair logits as the ``icn`` student of the same seed (so clhoi - icn measures what the context adds)."""
+    b = _pairs_of_one_image()
+    from mipd_kit.hoi.features import SPATIAL_DIM
+    b["spatial"] = torch.randn(3, SPATIAL_DIM, generator=torch.Generator().manual_seed(1))
+    outs = {}
+    for kind in ("icn", "clhoi"):
+        torch.manual_seed(7)
+        m = build_student(ModelConfig(kind=kind, visual_dim=8, text_dim=6, hidden=16, context_gate=0.0)).eval()
+        with torch.no_grad():
+            outs[kind] = m(**b)["pair_logits"]
+    assert torch.allclose(outs["icn"], outs["clhoi"], atol=1e-6)

@@ -33,10 +33,9 @@ class ModelConfig:
         logit_scale: initial multiplier of cosine similarities (learned, clamped to [1, 100]).
         crop_dim: width of the optional teacher crop embeddings per pair (3 * E, 0 = none).
         prior_weight: initial weight of the geometric log-prior added to every pair logit (learned; 0 = off).
-        context_gate: initial gate ``g`` of the context (learned): ``broadcast``: weight of the residual context
-            added to the pair embedding; ``cross_attention``: multiplier of the pair's attended context before the
-            fusion MLP (0 = the student starts as the ICN alone and learns how much context to use, as the zero-init
-            gates of Flamingo's cross-attention layers).
+        context_gate: initial gate ``g`` of the context (learned), the weight of the residual context added to the
+            pair embedding (``cross_attention``: 0 = the student starts as the ICN alone and learns how much context
+            to use, as the zero-init gates of Flamingo's cross-attention layers).
         context_fusion: how the ICN uses the VLT's output: ``"cross_attention"`` (each pair attends to the
             translated context tokens of its image, so the context differs per pair) or ``"broadcast"`` (the
             image-level context vector, the same for every pair of the image, fed to the fusion MLP and added with
@@ -96,15 +95,16 @@ class VisualLinguisticTranslator(nn.Module):
 class InteractionCognitionNetwork(nn.Module):
     """Scores human-object pairs from spatial, visual (human, object, union) and context features.
 
-    ``z_p = normalise(MLP([v_p * s_p, W s_raw_p, c_p]))`` where ``v_p`` is the visual embedding of the pair's three
-    regions (RoIAlign features, plus the teacher's crop embeddings when given), ``s_p`` the spatial embedding
-    (multiplicative spatial attention) and ``c_p`` the pair's context:
+    ``v_p`` is the visual embedding of the pair's three regions (RoIAlign features, plus the teacher's crop
+    embeddings when given), ``s_p`` the spatial embedding (multiplicative spatial attention), ``c_p`` the pair's
+    context, ``g`` a learned gate:
 
-    * ``cross_attention``: ``c_p = g * MHA(query = W_q [v_p, W s_raw_p], keys = values = u_{i(p)})``, multi-head
+    * ``cross_attention``: ``c_p = MHA(query = W_q [v_p, W s_raw_p], keys = values = u_{i(p)})``, multi-head
       attention from the pair to the context tokens ``u`` of its image ``i(p)`` -- pairs of one image look at
-      different parts of the translated context -- times a learned gate ``g``;
-    * ``broadcast``: ``c_p = W_c c_{i(p)}`` (the same for every pair of the image) and ``z_p`` gets ``+ g c_{i(p)}``
-      before normalisation (learned gate ``g``).
+      different parts of the translated context -- and ``z_p = normalise(MLP([v_p * s_p, W s_raw_p]) + g W_o c_p)``
+      (without context this is exactly the ``icn`` student);
+    * ``broadcast`` (the earlier design): ``c_p = W_c c_{i(p)}``, the same for every pair of the image, and
+      ``z_p = normalise(MLP([v_p * s_p, W s_raw_p, c_p]) + g c_{i(p)})``.
     """
 
     def __init__(self, cfg: ModelConfig, use_context: bool):
@@ -114,15 +114,18 @@ class InteractionCognitionNetwork(nn.Module):
         self.fusion = cfg.context_fusion
         if self.fusion not in ("cross_attention", "broadcast"):
             raise ValueError(f"unknown context_fusion {self.fusion!r}; choose 'cross_attention' or 'broadcast'")
+        # the layers the ``icn`` student has come first and with its shapes (``cross_attention`` adds its context
+        # after the fusion MLP), so that they start from the same draws as the ``icn`` of the same seed
+        cross = use_context and self.fusion == "cross_attention"
         self.visual = _mlp(3 * cfg.visual_dim + cfg.crop_dim, h, h, cfg.dropout)
         self.spatial = nn.Sequential(_mlp(SPATIAL_DIM, h, h, cfg.dropout), nn.Sigmoid())
         self.spatial_direct = nn.Linear(SPATIAL_DIM, h)
         self.ctx = nn.Linear(cfg.text_dim, h) if use_context and self.fusion == "broadcast" else None
-        cross = use_context and self.fusion == "cross_attention"
+        self.fuse = _mlp(3 * h if use_context and not cross else 2 * h, h, cfg.text_dim, cfg.dropout)
         self.query = nn.Linear(2 * h, h) if cross else None
         self.attn = (nn.MultiheadAttention(h, cfg.heads, kdim=cfg.text_dim, vdim=cfg.text_dim, batch_first=True)
                      if cross else None)
-        self.fuse = _mlp(3 * h if use_context else 2 * h, h, cfg.text_dim, cfg.dropout)
+        self.ctx_out = nn.Linear(h, cfg.text_dim) if cross else None
         self.gate = nn.Parameter(torch.tensor(float(cfg.context_gate))) if use_context else None
         self.last_attention: Optional[torch.Tensor] = None
 
@@ -138,7 +141,7 @@ class InteractionCognitionNetwork(nn.Module):
         kv = tokens[pair_image]  # (P, T, E)
         out, w = self.attn(q, kv, kv, need_weights=True)  # (P, 1, h), (P, 1, T)
         self.last_attention = w[:, 0].detach()
-        return self.gate * out[:, 0]
+        return out[:, 0]
 
     def forward(self, feat_h: torch.Tensor, feat_o: torch.Tensor, feat_u: torch.Tensor, spatial: torch.Tensor,
                 context: Optional[torch.Tensor], crops: Optional[torch.Tensor] = None,
@@ -150,12 +153,17 @@ class InteractionCognitionNetwork(nn.Module):
         s = self.spatial(spatial)  # (P, h)
         direct = self.spatial_direct(spatial)  # (P, h)
         parts = [v * s, direct]
+        ctx = None
         if self.use_context:
             if context is None:
                 raise ValueError("this ICN was built with a context branch; pass the VLT context")
-            parts.append(self.pair_context(v, direct, context, tokens, pair_image))
+            ctx = self.pair_context(v, direct, context, tokens, pair_image)  # (P, h)
+            if self.fusion == "broadcast":
+                parts.append(ctx)
         z = self.fuse(torch.cat(parts, -1))  # (P, E)
-        if self.fusion == "broadcast" and self.gate is not None:
+        if ctx is not None and self.fusion == "cross_attention":
+            z = z + self.gate * self.ctx_out(ctx)
+        elif ctx is not None:
             z = z + self.gate * context
         return F.normalize(z, dim=-1)
 
@@ -171,8 +179,9 @@ class CLHOIStudent(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
+        # the ICN first: its shared layers start from the same draws as the ``icn`` student of the same seed
+        self.icn = InteractionCognitionNetwork(cfg, use_context=cfg.kind == "clhoi")
         self.vlt = VisualLinguisticTranslator(cfg) if cfg.kind == "clhoi" else None
-        self.icn = InteractionCognitionNetwork(cfg, use_context=self.vlt is not None)
         self.log_scale = nn.Parameter(torch.tensor(float(cfg.logit_scale)).log())
         self.prior_weight = nn.Parameter(torch.tensor(float(cfg.prior_weight))) if cfg.prior_weight else None
 

@@ -100,8 +100,8 @@ class CLHOIConfig:
         prior_weight: initial weight of the label-free geometric log-prior ``-gap`` added to the pair logits
             (learned; 0 = none).
         context_gate: initial gate of the VLT context (learned; ``clhoi`` only): ``broadcast``: weight of the
-            context added to each pair embedding; ``cross_attention``: multiplier of each pair's attended context
-            (0 = start as the ICN alone).
+            context added to each pair embedding; ``cross_attention``: weight of each pair's attended context added
+            to its embedding (0 = start as the ICN alone).
         context_fusion: ``"cross_attention"`` (each pair attends to its image's translated context tokens) or
             ``"broadcast"`` (one context vector per image, the same for all its pairs; the earlier design).
         describer: who writes the training images' descriptions for ``clhoi``: ``"captioner"`` (the embedded
@@ -609,6 +609,10 @@ def train_student(kind: str, data: PairData, cfg: CLHOIConfig, seed: int,
     else:
         raise ValueError(f"unknown context target {target!r}; choose 'description' or 'logits'")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    vlt = getattr(model, "vlt", None)
+    vlt_ids = {id(p) for p in vlt.parameters()} if vlt is not None else set()
+    clip_groups = [g for g in ([p for p in model.parameters() if id(p) not in vlt_ids],
+                               [p for p in model.parameters() if id(p) in vlt_ids]) if g]
     n = len(data.filenames)
     has_pairs = torch.zeros(n, dtype=torch.bool)
     has_pairs[data.pair_image] = True
@@ -630,7 +634,8 @@ def train_student(kind: str, data: PairData, cfg: CLHOIConfig, seed: int,
                 parts = compute_losses(out, d, cfg, to_device(desc_all[ids], dev), to_device(valid_all[ids], dev))
             opt.zero_grad()
             parts["total"].backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            for group in clip_groups:  # the VLT's InfoNCE gradients do not shrink the ICN's updates
+                torch.nn.utils.clip_grad_norm_(group, 1.0)
             opt.step()
             sched.step()
             for k, v in parts.items():
