@@ -1,5 +1,5 @@
 """A tiny HOI world in the SynthSitu world layout (hoi_train.json, hoi_test.json, hoi_prompts.json, hoi_zero_shot.json,
-images/), written by the CL-HOI tests themselves.
+images/, pretrain/captions.jsonl), written by the CL-HOI tests themselves.
 
 Each image shows one or two white "person" bars and one to three coloured objects; an interacting object touches
 its person at a verb-specific position, a distractor object lies away from everyone. One HOI (``kick ball``) never
@@ -55,8 +55,9 @@ def _image(rng: random.Random, hois: list[int], size: int = 48) -> tuple[Image.I
     return im, bh, bo, lab
 
 
-def write_tiny_hoi_world(root: Path, n_train: int = 24, n_test: int = 12, seed: int = 0) -> Path:
-    """Write the world into ``root`` and return it."""
+def write_tiny_hoi_world(root: Path, n_train: int = 24, n_test: int = 12, seed: int = 0, n_pretrain: int = 24) -> Path:
+    """Write the world into ``root`` and return it (with ``pretrain/captions.jsonl`` over ``n_pretrain`` separate
+    images, the corpus the embedded captioner learns to describe from)."""
     rng = random.Random(seed)
     (root / "images").mkdir(parents=True, exist_ok=True)
     vocab = HOIVocab(list(OBJECTS), list(VERBS), list(CORR), rare=[3], non_rare=[0, 1, 2])
@@ -76,6 +77,15 @@ def write_tiny_hoi_world(root: Path, n_train: int = 24, n_test: int = 12, seed: 
             Image.new("RGB", (48, 48)).save(root / "images" / name)
             ims.append(HOIImage(name, 48, 48, [], [], [], [], []))
         write_hico_instances(root / f"hoi_{split}.json", ims, vocab)
+    (root / "pretrain" / "images").mkdir(parents=True, exist_ok=True)
+    lines = []  # a tiny pretraining caption corpus (separate images) for the embedded captioner
+    for i in range(n_pretrain):
+        hois = [rng.choice([0, 1, 2, 3])]
+        im, _, _, _ = _image(rng, hois)
+        name = f"pretrain/images/p_{i:04d}.png"
+        im.save(root / name)
+        lines.append(json.dumps({"image": name, "caption": PROMPTS[hois[0]].replace("a photo of ", "")}))
+    (root / "pretrain" / "captions.jsonl").write_text("\n".join(lines) + "\n")
     (root / "hoi_prompts.json").write_text(json.dumps(PROMPTS))
     (root / "hoi_zero_shot.json").write_text(json.dumps({"unseen_composition": UNSEEN}))
     return root

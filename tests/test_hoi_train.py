@@ -35,7 +35,7 @@ def _cfg(world: Path, run: Path, **kw) -> CLHOIConfig:
 def test_end_to_end_predictions_are_scored_by_the_evaluator(world, tmp_path):
     cfg = _cfg(world, tmp_path / "run", seeds=(0, 1))
     res = run_clhoi(cfg)
-    for model in ("teacher", "spatial_prior", "teacher_crop", "icn", "clhoi"):
+    for model in ("teacher", "spatial_prior", "teacher_crop", "icn", "clhoi", "clhoi-logitctx"):
         for seed in (0, 1):
             path = tmp_path / "run" / "predictions" / f"hoi-{model}-seed{seed}.json"
             preds = json.loads(path.read_text())
@@ -55,7 +55,17 @@ def test_end_to_end_predictions_are_scored_by_the_evaluator(world, tmp_path):
     # metrics.json: per-seed rows for every model, seed aggregates, the warnings of the evaluator
     mrows = read_rows(tmp_path / "run" / "metrics.json")
     models = {r.model for r in mrows if r.task == "hoi" and r.metric == "map"}
-    assert models == {"teacher", "spatial_prior", "teacher_crop", "icn", "clhoi"}
+    assert models == {"teacher", "spatial_prior", "teacher_crop", "icn", "clhoi", "clhoi-logitctx"}
+    # V-COCO role AP beside the HICO-DET mAP, for every model and seed, with seed aggregates
+    role = {(r.model, r.seed) for r in mrows if r.metric == "role_ap" and r.split == "full"}
+    assert role == {(m, s) for m in models for s in (0, 1)}
+    assert {r.model for r in mrows if r.metric == "role_ap_mean"} == models
+    assert (tmp_path / "run" / "clhoi" / "vcoco_test.json").exists()
+    assert "| clhoi |" in results_table(res.rows, "scenario_1", "role_ap")
+    # the clhoi context target came from the embedded captioner's descriptions, stored once for both seeds
+    desc = res.info["descriptions"]
+    assert desc["describer"].startswith("captioner") and desc["described"] == len(load_hoi_world(world).train)
+    assert desc["called"] == desc["described"] and desc["reused"] == 0
     agg = [r for r in mrows if r.metric == "map_mean" and r.seed is None]
     assert {(r.model, r.setting) for r in agg if r.split == "unseen"} >= {("clhoi", "default"),
                                                                          ("clhoi", "known_object")}

@@ -28,12 +28,18 @@ class ModelConfig:
         visual_dim: D, channels of the teacher patch grid.
         text_dim: E, the joint (text) embedding width.
         hidden: hidden width.
-        heads: attention heads of the VLT pooling.
+        heads: attention heads of the ICN's cross-attention to the context tokens.
         dropout: dropout in the MLPs.
         logit_scale: initial multiplier of cosine similarities (learned, clamped to [1, 100]).
         crop_dim: width of the optional teacher crop embeddings per pair (3 * E, 0 = none).
         prior_weight: initial weight of the geometric log-prior added to every pair logit (learned; 0 = off).
-        context_gate: initial gate ``g`` of the residual context added to the pair embedding (learned).
+        context_gate: initial gate ``g`` of the context (learned), the weight of the residual context added to the
+            pair embedding (``cross_attention``: 0 = the student starts as the ICN alone and learns how much context
+            to use, as the zero-init gates of Flamingo's cross-attention layers).
+        context_fusion: how the ICN uses the VLT's output: ``"cross_attention"`` (each pair attends to the
+            translated context tokens of its image, so the context differs per pair) or ``"broadcast"`` (the
+            image-level context vector, the same for every pair of the image, fed to the fusion MLP and added with
+            the gate ``g``; the earlier design).
     """
 
     kind: Literal["clhoi", "icn"] = "clhoi"
@@ -46,6 +52,7 @@ class ModelConfig:
     crop_dim: int = 0
     prior_weight: float = 0.0
     context_gate: float = 1.0
+    context_fusion: Literal["cross_attention", "broadcast"] = "cross_attention"
 
 
 def _mlp(i: int, h: int, o: int, p: float) -> nn.Sequential:
@@ -53,67 +60,110 @@ def _mlp(i: int, h: int, o: int, p: float) -> nn.Sequential:
 
 
 class VisualLinguisticTranslator(nn.Module):
-    """Maps an image's patch grid and pooled embedding to one vector in the text space (the "translated context").
+    """Translates an image's patch tokens into the text space: context tokens and one pooled context vector.
 
-    Attention pooling with a learned query over the projected patch tokens, concatenated with the projected pooled
-    image embedding, then an MLP to the text width; the output is L2-normalised.
+    With ``x_t`` the teacher's patch token ``t`` (D channels) and ``p_t`` a learned position,
+    ``h_t = W_in x_t + p_t``; the translated (context) tokens are ``u_t = MLP_u(h_t)`` in the text width E; the
+    image's context is their attention pool plus a projection of the teacher's pooled image embedding ``v``:
+    ``a = softmax_t(q . h_t / sqrt(h))``, ``c = normalise( sum_t a_t u_t + W_v v )``. Context distillation trains
+    ``c`` towards the embedding of the image's description (``losses.context_distillation_loss``), which pulls the
+    tokens ``u_t`` into the description's text space; the ICN then attends to the ``u_t``.
     """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         h = cfg.hidden
+        self.hidden = h
         self.tok = nn.Linear(cfg.visual_dim, h)
         self.pos = nn.Parameter(torch.zeros(1, 256, h))
-        self.query = nn.Parameter(torch.randn(1, 1, h) * 0.02)
-        self.attn = nn.MultiheadAttention(h, cfg.heads, batch_first=True)
-        self.pool_proj = nn.Linear(cfg.text_dim, h)
-        self.out = _mlp(2 * h, h, cfg.text_dim, cfg.dropout)
+        self.query = nn.Parameter(torch.randn(h) * 0.02)
+        self.translate = _mlp(h, h, cfg.text_dim, cfg.dropout)
+        self.pool_proj = nn.Linear(cfg.text_dim, cfg.text_dim)
 
-    def forward(self, grid: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
-        """grid (N, D, r, c), pooled (N, E) -> (N, E) normalised context."""
-        tokens = self.tok(grid.flatten(2).transpose(1, 2))  # (N, T, h)
-        t = tokens.shape[1]
+    def forward(self, grid: torch.Tensor, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """grid (N, D, r, c), pooled (N, E) -> context tokens (N, T, E) and normalised context (N, E)."""
+        h = self.tok(grid.flatten(2).transpose(1, 2))  # (N, T, h)
+        t = h.shape[1]
         if t <= self.pos.shape[1]:
-            tokens = tokens + self.pos[:, :t]
-        q = self.query.expand(tokens.shape[0], -1, -1)
-        att, _ = self.attn(q, tokens, tokens)  # (N, 1, h)
-        x = torch.cat([att[:, 0], self.pool_proj(pooled)], -1)
-        return F.normalize(self.out(x), dim=-1)
+            h = h + self.pos[:, :t]
+        u = self.translate(h)  # (N, T, E)
+        a = torch.softmax(h @ self.query / self.hidden ** 0.5, dim=1)  # (N, T)
+        c = (a.unsqueeze(-1) * u).sum(1) + self.pool_proj(pooled)  # (N, E)
+        return u, F.normalize(c, dim=-1)
 
 
 class InteractionCognitionNetwork(nn.Module):
     """Scores human-object pairs from spatial, visual (human, object, union) and context features.
 
-    ``z = normalise(MLP([v * s, W s_raw, c']) + g * c)`` where ``v`` is the visual embedding of the three regions
-    (RoIAlign features, plus the teacher's crop embeddings when given), ``s`` the spatial embedding (multiplicative
-    spatial attention), ``c`` the translated context (absent without a VLT) and ``g`` a learned gate.
+    ``v_p`` is the visual embedding of the pair's three regions (RoIAlign features, plus the teacher's crop
+    embeddings when given), ``s_p`` the spatial embedding (multiplicative spatial attention), ``c_p`` the pair's
+    context, ``g`` a learned gate:
+
+    * ``cross_attention``: ``c_p = MHA(query = W_q [v_p, W s_raw_p], keys = values = u_{i(p)})``, multi-head
+      attention from the pair to the context tokens ``u`` of its image ``i(p)`` -- pairs of one image look at
+      different parts of the translated context -- and ``z_p = normalise(MLP([v_p * s_p, W s_raw_p]) + g W_o c_p)``
+      (without context this is exactly the ``icn`` student);
+    * ``broadcast`` (the earlier design): ``c_p = W_c c_{i(p)}``, the same for every pair of the image, and
+      ``z_p = normalise(MLP([v_p * s_p, W s_raw_p, c_p]) + g c_{i(p)})``.
     """
 
     def __init__(self, cfg: ModelConfig, use_context: bool):
         super().__init__()
         h = cfg.hidden
         self.use_context = use_context
+        self.fusion = cfg.context_fusion
+        if self.fusion not in ("cross_attention", "broadcast"):
+            raise ValueError(f"unknown context_fusion {self.fusion!r}; choose 'cross_attention' or 'broadcast'")
+        # the layers the ``icn`` student has come first and with its shapes (``cross_attention`` adds its context
+        # after the fusion MLP), so that they start from the same draws as the ``icn`` of the same seed
+        cross = use_context and self.fusion == "cross_attention"
         self.visual = _mlp(3 * cfg.visual_dim + cfg.crop_dim, h, h, cfg.dropout)
         self.spatial = nn.Sequential(_mlp(SPATIAL_DIM, h, h, cfg.dropout), nn.Sigmoid())
         self.spatial_direct = nn.Linear(SPATIAL_DIM, h)
-        self.ctx = nn.Linear(cfg.text_dim, h) if use_context else None
-        self.fuse = _mlp(3 * h if use_context else 2 * h, h, cfg.text_dim, cfg.dropout)
+        self.ctx = nn.Linear(cfg.text_dim, h) if use_context and self.fusion == "broadcast" else None
+        self.fuse = _mlp(3 * h if use_context and not cross else 2 * h, h, cfg.text_dim, cfg.dropout)
+        self.query = nn.Linear(2 * h, h) if cross else None
+        self.attn = (nn.MultiheadAttention(h, cfg.heads, kdim=cfg.text_dim, vdim=cfg.text_dim, batch_first=True)
+                     if cross else None)
+        self.ctx_out = nn.Linear(h, cfg.text_dim) if cross else None
         self.gate = nn.Parameter(torch.tensor(float(cfg.context_gate))) if use_context else None
+        self.last_attention: Optional[torch.Tensor] = None
+
+    def pair_context(self, v: torch.Tensor, direct: torch.Tensor, context: torch.Tensor,
+                     tokens: Optional[torch.Tensor], pair_image: Optional[torch.Tensor]) -> torch.Tensor:
+        """(P, h) context of each pair (see the class docstring); ``context`` (P, E) per pair for ``broadcast``,
+        ``tokens`` (N, T, E) and ``pair_image`` (P,) for ``cross_attention``."""
+        if self.fusion == "broadcast":
+            return self.ctx(context)
+        if tokens is None or pair_image is None:
+            raise ValueError("cross-attention context needs the VLT's context tokens and pair_image")
+        q = self.query(torch.cat([v, direct], -1)).unsqueeze(1)  # (P, 1, h)
+        kv = tokens[pair_image]  # (P, T, E)
+        out, w = self.attn(q, kv, kv, need_weights=True)  # (P, 1, h), (P, 1, T)
+        self.last_attention = w[:, 0].detach()
+        return out[:, 0]
 
     def forward(self, feat_h: torch.Tensor, feat_o: torch.Tensor, feat_u: torch.Tensor, spatial: torch.Tensor,
-                context: Optional[torch.Tensor], crops: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """(P, D) x3, (P, S), context (P, E) or None, crops (P, crop_dim) or None -> (P, E) normalised pair
-        embeddings."""
+                context: Optional[torch.Tensor], crops: Optional[torch.Tensor] = None,
+                tokens: Optional[torch.Tensor] = None, pair_image: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(P, D) x3, (P, S), context (P, E) or None, crops (P, crop_dim) or None, context tokens (N, T, E) and
+        pair_image (P,) for cross-attention -> (P, E) normalised pair embeddings."""
         vis = [feat_h, feat_o, feat_u] + ([crops] if crops is not None and crops.shape[-1] else [])
         v = self.visual(torch.cat(vis, -1))  # (P, h)
         s = self.spatial(spatial)  # (P, h)
-        parts = [v * s, self.spatial_direct(spatial)]
+        direct = self.spatial_direct(spatial)  # (P, h)
+        parts = [v * s, direct]
+        ctx = None
         if self.use_context:
             if context is None:
                 raise ValueError("this ICN was built with a context branch; pass the VLT context")
-            parts.append(self.ctx(context))
+            ctx = self.pair_context(v, direct, context, tokens, pair_image)  # (P, h)
+            if self.fusion == "broadcast":
+                parts.append(ctx)
         z = self.fuse(torch.cat(parts, -1))  # (P, E)
-        if self.use_context:
+        if ctx is not None and self.fusion == "cross_attention":
+            z = z + self.gate * self.ctx_out(ctx)
+        elif ctx is not None:
             z = z + self.gate * context
         return F.normalize(z, dim=-1)
 
@@ -129,8 +179,9 @@ class CLHOIStudent(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
+        # the ICN first: its shared layers start from the same draws as the ``icn`` student of the same seed
+        self.icn = InteractionCognitionNetwork(cfg, use_context=cfg.kind == "clhoi")
         self.vlt = VisualLinguisticTranslator(cfg) if cfg.kind == "clhoi" else None
-        self.icn = InteractionCognitionNetwork(cfg, use_context=self.vlt is not None)
         self.log_scale = nn.Parameter(torch.tensor(float(cfg.logit_scale)).log())
         self.prior_weight = nn.Parameter(torch.tensor(float(cfg.prior_weight))) if cfg.prior_weight else None
 
@@ -154,18 +205,21 @@ class CLHOIStudent(nn.Module):
             crops: (P, crop_dim) teacher crop embeddings (used when ``cfg.crop_dim`` > 0).
 
         Returns:
-            ``pair_logits`` (P, H), ``context`` (N, E) or None, ``pair_embed`` (P, E).
+            ``pair_logits`` (P, H), ``context`` (N, E) or None, ``context_tokens`` (N, T, E) or None,
+            ``pair_embed`` (P, E).
         """
-        context = self.vlt(grid, pooled) if self.vlt is not None else None  # (N, E)
+        tokens = context = None
+        if self.vlt is not None:
+            tokens, context = self.vlt(grid, pooled)  # (N, T, E), (N, E)
         ctx_p = context[pair_image] if context is not None else None
-        z = self.icn(feat_h, feat_o, feat_u, spatial, ctx_p, crops)  # (P, E)
+        z = self.icn(feat_h, feat_o, feat_u, spatial, ctx_p, crops, tokens, pair_image)  # (P, E)
         logits = self.scale * z @ text.T  # (P, H)
         if self.prior_weight is not None:
             if log_prior is None:
                 raise ValueError("this student adds a geometric prior; pass log_prior")
             logits = logits + self.prior_weight * log_prior[:, None]
         logits = logits.masked_fill(~candidates, float("-inf"))
-        return {"pair_logits": logits, "context": context, "pair_embed": z}
+        return {"pair_logits": logits, "context": context, "context_tokens": tokens, "pair_embed": z}
 
 
 def build_student(cfg: ModelConfig) -> CLHOIStudent:

@@ -21,7 +21,19 @@ Models (rows of ``metrics.json``, task ``hoi``):
   union crop, times ``exp(-gap)``; it shows how much of the students' gain is the teacher's own region knowledge.
 * ``icn``: the ICN trained with the interaction distillation terms (per-image KL through LSE pair pooling,
   cross-image KL, per-pair KL to the teacher on union crops), no VLT / context term.
-* ``clhoi``: ICN + VLT with the context distillation (InfoNCE) term as well (full method).
+* ``clhoi``: ICN + VLT with the context distillation (InfoNCE) term as well (full method): the VLT learns to map
+  the teacher's visual tokens to the text embedding of the image's *description*, written by a vision-language model
+  through the ``Sampler`` interface (the embedded captioner by default, an OpenAI-compatible endpoint in real mode;
+  ``descriptions.py``), and every pair attends to the translated context tokens of its image (cross-attention).
+* ``clhoi-logitctx`` (control): the same student, but the VLT's target is the teacher's logit mix
+  ``softmax(t_i / T) @ e`` over the HOI phrase embeddings (``losses.teacher_description``), the earlier design;
+  the difference to ``clhoi`` is what the descriptions contribute.
+
+Besides the HICO-DET mAP rows, every prediction file is also scored as V-COCO scenario-1 role AP (``vcoco_eval``
+below): the test split written in the V-COCO instance format (``mipd_kit.data.synthsitu.vcoco``) at
+``run_dir/clhoi/vcoco_test.json``, the predictions at ``run_dir/predictions/vcoco-<model>-seed<k>.json``, so
+``mipd eval-vcoco --gt run_dir/clhoi/vcoco_test.json --pred run_dir/predictions/vcoco-clhoi-seed0.json`` gives the same
+numbers.
 
 Student detection score (``cfg.score = "pair_prior"``): the student's HOI distribution of the pair times the same
 geometric prior ``exp(-gap)`` as ``spatial_prior`` (other choices in ``student_pair_scores``).
@@ -30,6 +42,7 @@ geometric prior ``exp(-gap)`` as ``spatial_prior`` (other choices in ``student_p
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -46,17 +59,18 @@ from mipd_kit.data.records import DataError, HOIImage, HOIVocab
 from mipd_kit.metrics import MetricRow, aggregate_seeds, merge_rows
 
 from . import losses as L
+from .descriptions import DESCRIBE_PROMPT  # noqa: F401  (re-exported: its earlier home)
+from .descriptions import (DescriptionStore, build_describer, describe_into_store, describe_messages,
+                           encode_descriptions)
 from .features import (PairData, build_pair_data, crop_embeddings, encode_images, encode_texts, normalise_spatial,
                        spatial_prior)
 from .models import ModelConfig, build_student
 from .proposals import (PairProposals, ProposalStats, detector_proposals, jittered_detections,
                         known_boxes_proposals, proposal_quality, write_detections)
 
-MODELS = ("teacher", "spatial_prior", "teacher_crop", "icn", "clhoi")
-
-#: prompt for a VLLM's image-level description (real mode, through the Sampler interface)
-DESCRIBE_PROMPT = ("Describe in one sentence what the people in this image are doing and with which objects. "
-                   "Use the form 'a person <verb>ing a/an <object>' for each interaction.")
+MODELS = ("teacher", "spatial_prior", "teacher_crop", "icn", "clhoi", "clhoi-logitctx")
+#: the student rows and their (student kind, VLT target)
+STUDENTS = {"icn": ("icn", None), "clhoi": ("clhoi", "description"), "clhoi-logitctx": ("clhoi", "logits")}
 
 
 @dataclass
@@ -85,7 +99,20 @@ class CLHOIConfig:
             image-level teacher applied to regions: label-free) besides the RoIAlign grid features.
         prior_weight: initial weight of the label-free geometric log-prior ``-gap`` added to the pair logits
             (learned; 0 = none).
-        context_gate: initial weight of the VLT context added to each pair embedding (learned; ``clhoi`` only).
+        context_gate: initial gate of the VLT context (learned; ``clhoi`` only): ``broadcast``: weight of the
+            context added to each pair embedding; ``cross_attention``: weight of each pair's attended context added
+            to its embedding (0 = start as the ICN alone).
+        context_fusion: ``"cross_attention"`` (each pair attends to its image's translated context tokens) or
+            ``"broadcast"`` (one context vector per image, the same for all its pairs; the earlier design).
+        describer: who writes the training images' descriptions for ``clhoi``: ``"captioner"`` (the embedded
+            captioner on the teacher's tokens, trained on the world's pretraining captions) or ``"sampler"`` (any
+            language backend of ``describer_sampler``, e.g. an OpenAI-compatible vision endpoint). A
+            ``descriptions_file`` replaces both.
+        captioner_size: ``CaptionerConfig`` of the embedded captioner: ``"smoke"`` or ``"default"``.
+        captioner_checkpoint: a saved captioner folder to use instead of training one ("" = train or reuse the
+            cached one for this world and teacher).
+        describe_temperature: the captioner's sampling temperature (<= 0: greedy).
+        describer_sampler: ``SamplerConfig`` fields for ``describer="sampler"`` (``backend``, ``openai``, ``hf``).
         hidden, dropout: student widths.
         epochs, batch_images, lr, weight_decay: optimisation (AdamW, cosine schedule).
         pool, pool_tau: pair -> image pooling and its temperature.
@@ -93,12 +120,16 @@ class CLHOIConfig:
         w_image, w_cross, w_context, w_region: loss weights (per-image KL, cross-image KL, context InfoNCE,
             per-pair KL to the teacher on union crops; the last needs ``crop_features``).
         context_tau: InfoNCE temperature; description_temperature: softmax temperature of the description.
-        descriptions_file: optional JSON ``{filename: text}`` of VLLM descriptions (real mode) mixed into the
-            teacher description.
+        descriptions_file: optional JSON ``{filename: text}`` of VLLM descriptions (real mode): the ``clhoi``
+            VLT target (no describer call); for ``clhoi-logitctx`` mixed into the logit-mix target as before.
         models: which rows to produce.
         score: how a student's pair logits become detection scores (``student_pair_scores``).
         topk_per_pair: keep the best k HOIs per pair in the prediction file (0 = all candidates).
         protocol: evaluation protocol (``official`` | ``continuous`` | ``both``).
+        vcoco: also score every prediction file as V-COCO scenario-1 role AP (rows with setting ``scenario_1``).
+        eval_split: ``"test"``, or ``"dev"``: hold out a fraction ``dev_frac`` of ``hoi_train`` (chosen by a
+            seeded hash of the file name, ``dev_seed``), train on the rest and evaluate on it -- for choosing
+            settings without looking at the test split (dev has no unseen HOIs: choose on Full).
         threads: torch threads (0 = leave the default).
         device: ``auto`` | ``cpu`` | ``cuda[:N]`` for the ICN / CL-HOI students (``mipd_kit.machine.resolve_device``);
             initialisation and batch order are drawn on the CPU, the same on every device.
@@ -124,6 +155,12 @@ class CLHOIConfig:
     crop_features: bool = True
     prior_weight: float = 1.0
     context_gate: float = 1.0
+    context_fusion: Literal["cross_attention", "broadcast"] = "cross_attention"
+    describer: Literal["captioner", "sampler"] = "captioner"
+    captioner_size: Literal["smoke", "default"] = "default"
+    captioner_checkpoint: str = ""
+    describe_temperature: float = 0.7
+    describer_sampler: dict = field(default_factory=dict)
     hidden: int = 128
     dropout: float = 0.1
     epochs: int = 20
@@ -144,6 +181,10 @@ class CLHOIConfig:
     score: Literal["pair_prior", "joint", "relative"] = "pair_prior"
     topk_per_pair: int = 0
     protocol: Literal["official", "continuous", "both"] = "official"
+    vcoco: bool = True
+    eval_split: Literal["test", "dev"] = "test"
+    dev_frac: float = 0.2
+    dev_seed: int = 0
     threads: int = 0
     device: str = "cpu"
     amp: bool = False
@@ -151,7 +192,7 @@ class CLHOIConfig:
     @classmethod
     def smoke(cls, **kw: Any) -> "CLHOIConfig":
         """Seconds on a CPU: smoke teacher, one seed, few epochs, narrow student."""
-        base = dict(teacher_size="smoke", seeds=(0,), epochs=8, hidden=32, batch_images=32)
+        base = dict(teacher_size="smoke", captioner_size="smoke", seeds=(0,), epochs=8, hidden=32, batch_images=32)
         base.update(kw)
         return cls(**base)
 
@@ -167,7 +208,9 @@ class CLHOIConfig:
     def validate(self) -> None:
         for k, choices in (("teacher", ("embedded", "checkpoint", "tiny")), ("proposals", ("known_boxes", "detector")),
                            ("pool", ("lse", "max", "mean")), ("teacher_size", ("smoke", "default")),
-                           ("score", ("pair_prior", "joint", "relative"))):
+                           ("score", ("pair_prior", "joint", "relative")), ("describer", ("captioner", "sampler")),
+                           ("captioner_size", ("smoke", "default")),
+                           ("context_fusion", ("cross_attention", "broadcast")), ("eval_split", ("test", "dev"))):
             if getattr(self, k) not in choices:
                 raise ValueError(f"CLHOIConfig.{k} = {getattr(self, k)!r}; choose one of {choices}")
         bad = [m for m in self.models if m not in MODELS]
@@ -175,6 +218,8 @@ class CLHOIConfig:
             raise ValueError(f"unknown CL-HOI models {bad}; choose from {MODELS}")
         if "teacher_crop" in self.models and not self.crop_features:
             raise ValueError("model 'teacher_crop' needs crop_features=True")
+        if self.eval_split == "dev" and not 0.0 < self.dev_frac < 1.0:
+            raise ValueError(f"CLHOIConfig.dev_frac = {self.dev_frac!r}; must be in (0, 1) for eval_split='dev'")
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -257,6 +302,27 @@ def load_hoi_world(world_dir: str | os.PathLike) -> HOIWorld:
     return HOIWorld(root, train_free, test, vocab, prompts, unseen, name)
 
 
+def is_dev_image(filename: str, frac: float, seed: int) -> bool:
+    """Whether a training image is held out as dev (a seeded sha256 of its file name below ``frac``)."""
+    h = int.from_bytes(hashlib.sha256(f"hoi-dev:{seed}:{filename}".encode()).digest()[:8], "big") / 2 ** 64
+    return h < frac
+
+
+def dev_world(world: HOIWorld, frac: float, seed: int) -> HOIWorld:
+    """The world with a dev split carved out of ``hoi_train`` (:func:`is_dev_image`): ``train`` = the rest (labels
+    stripped), ``test`` = the dev images *with* labels, read from ``hoi_train.json`` for the evaluator only."""
+    from mipd_kit.data.hico import load_hico_instances
+
+    labelled, _ = load_hico_instances(world.root / "hoi_train.json")
+    dev = [im for im in labelled if is_dev_image(im.filename, frac, seed)]
+    names = {im.filename for im in dev}
+    train = [im for im in world.train if im.filename not in names]
+    if not dev or not train:
+        raise DataError(f"{world.root / 'hoi_train.json'}: dev_frac={frac} leaves {len(train)} training and "
+                        f"{len(dev)} dev images")
+    return replace(world, train=train, test=dev)
+
+
 def teacher_config(cfg: CLHOIConfig):
     """The ``TeacherConfig`` that ``cfg.teacher`` / ``teacher_size`` / ``teacher_checkpoint`` name (teacher seed 0,
     independent of the student seeds)."""
@@ -331,18 +397,51 @@ def read_descriptions(path: str | os.PathLike, filenames: Sequence[str], teacher
 
 
 def describe_images(sampler: Any, image_paths: Sequence[str | os.PathLike], out_path: str | os.PathLike) -> dict:
-    """Real mode: ask a VLLM (a ``Sampler``) for an image-level description of each image; writes ``{name: text}``."""
+    """Real mode: ask a VLLM (a ``Sampler``) for an image-level description of each image; writes ``{name: text}``
+    (the ``descriptions_file`` format; the stage itself keeps a resumable store, ``descriptions.py``)."""
     out = {}
     for p in image_paths:
-        msgs = [{"role": "user", "content": [{"type": "image_path", "path": str(p)},
-                                             {"type": "text", "text": DESCRIBE_PROMPT}]}]
-        out[Path(p).name] = sampler(msgs).text.strip()
+        out[Path(p).name] = sampler(describe_messages(p, inline=False)).text.strip()
     q = Path(out_path)
     q.parent.mkdir(parents=True, exist_ok=True)
     tmp = q.with_name(q.name + ".tmp")
     tmp.write_text(json.dumps(out, indent=1))
     os.replace(tmp, q)
     return out
+
+
+def image_descriptions(cfg: CLHOIConfig, teacher: Any, world: HOIWorld, filenames: Sequence[str],
+                       store_path: Optional[Path] = None) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """The ``clhoi`` VLT targets: descriptions of the training images in the teacher's text space.
+
+    From ``cfg.descriptions_file`` when given, else written by the describer (``cfg.describer``) through the
+    ``Sampler`` interface into the store at ``store_path`` (default ``run_dir/clhoi/descriptions.jsonl``), reused
+    across seeds and re-runs.
+
+    Returns:
+        (N, E) normalised embeddings (zero rows for images without a description), (N,) bool which images have one,
+        and info (counts, the describer's fingerprint, a few examples).
+    """
+    if cfg.descriptions_file:
+        emb = read_descriptions(cfg.descriptions_file, filenames, teacher)
+        valid = emb.abs().sum(1) > 0
+        return emb, valid, {"source": str(cfg.descriptions_file), "described": int(valid.sum())}
+    sampler = build_describer(cfg.describer, teacher, cfg.world_dir, cfg.cache_dir,
+                              captioner_size=cfg.captioner_size, captioner_checkpoint=cfg.captioner_checkpoint,
+                              temperature=cfg.describe_temperature, sampler=cfg.describer_sampler)
+    store = DescriptionStore(store_path or Path(cfg.run_dir) / "clhoi" / "descriptions.jsonl")
+    try:
+        texts, stats = describe_into_store(sampler, [world.images_dir / f for f in filenames], store)
+    finally:
+        store.close()
+    if not texts:
+        raise DataError(f"{store.path}: the describer {sampler.fingerprint} described none of the "
+                        f"{len(filenames)} training images ({'; '.join(stats['errors'][:3])})")
+    emb, valid = encode_descriptions(teacher, filenames, texts)
+    examples = {f: texts[f] for f in list(filenames)[:5] if f in texts}
+    return emb, valid, {"source": str(store.path), "describer": str(sampler.fingerprint), **stats,
+                        "described": int(valid.sum()), "distinct_texts": len(set(texts.values())),
+                        "examples": examples}
 
 
 # ----------------------------------------------------------------------------------------------- scoring
@@ -433,8 +532,14 @@ def _forward(model, d: PairData, spatial: torch.Tensor) -> dict:
                  d.log_prior, d.crops)
 
 
-def compute_losses(out: dict, d: PairData, cfg: CLHOIConfig, description: Optional[torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Weighted total and named parts for one batch."""
+def compute_losses(out: dict, d: PairData, cfg: CLHOIConfig, description: Optional[torch.Tensor],
+                   valid: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+    """Weighted total and named parts for one batch.
+
+    ``L = w_image L_img + w_cross L_x + w_region L_reg + w_context L_ctx`` (``losses``); ``L_ctx`` is taken over
+    the batch's images that have a description (``valid``, (N,) bool; all when None), and only when there are at
+    least two of them (InfoNCE needs a negative).
+    """
     n = len(d.filenames)
     img = L.pool_pairs(out["pair_logits"], d.pair_image, n, cfg.pool, cfg.pool_tau)  # (N, H)
     parts = {
@@ -446,15 +551,18 @@ def compute_losses(out: dict, d: PairData, cfg: CLHOIConfig, description: Option
         parts["region_kd"] = L.region_distillation_loss(out["pair_logits"], d.crop_logits, d.candidates,
                                                         cfg.kd_temperature)
         total = total + cfg.w_region * parts["region_kd"]
-    if out["context"] is not None and cfg.w_context > 0 and description is not None and n > 1:
-        parts["context"] = L.context_distillation_loss(out["context"], description, cfg.context_tau)
-        total = total + cfg.w_context * parts["context"]
+    if out["context"] is not None and cfg.w_context > 0 and description is not None:
+        ok = valid if valid is not None else torch.ones(n, dtype=torch.bool, device=description.device)
+        if int(ok.sum()) > 1:
+            parts["context"] = L.context_distillation_loss(out["context"][ok], description[ok], cfg.context_tau)
+            total = total + cfg.w_context * parts["context"]
     parts["total"] = total
     return parts
 
 
 def train_student(kind: str, data: PairData, cfg: CLHOIConfig, seed: int,
-                  descriptions: Optional[torch.Tensor] = None) -> tuple[torch.nn.Module, dict, TrainHistory]:
+                  descriptions: Optional[torch.Tensor] = None, target: str = "logits",
+                  valid: Optional[torch.Tensor] = None) -> tuple[torch.nn.Module, dict, TrainHistory]:
     """Train ``icn`` or ``clhoi`` on label-free pair data.
 
     Args:
@@ -462,7 +570,11 @@ def train_student(kind: str, data: PairData, cfg: CLHOIConfig, seed: int,
         data: training pairs (built from proposals and teacher outputs only).
         cfg: stage config.
         seed: seeds initialisation, dropout and batch order.
-        descriptions: optional (N, E) VLLM description embeddings added to the teacher description.
+        descriptions: (N, E) description embeddings of the training images (``image_descriptions``).
+        target: the VLT's context target: ``"description"`` (``descriptions`` themselves; images without one,
+            ``valid`` False, are left out of the context loss) or ``"logits"`` (the teacher's logit mix
+            ``losses.teacher_description``, with ``descriptions`` added when given: the ``clhoi-logitctx`` control).
+        valid: (N,) bool, which rows of ``descriptions`` hold a description (default: the non-zero rows).
 
     Returns:
         The model (eval mode), the spatial normalisation stats ``{"mean", "std"}``, and the history.
@@ -476,16 +588,31 @@ def train_student(kind: str, data: PairData, cfg: CLHOIConfig, seed: int,
     gen = torch.Generator().manual_seed(seed)
     mcfg = ModelConfig(kind=kind, visual_dim=int(data.grid.shape[1]), text_dim=int(data.text.shape[1]),
                        hidden=cfg.hidden, dropout=cfg.dropout, crop_dim=int(data.crops.shape[1]),
-                       prior_weight=cfg.prior_weight, context_gate=cfg.context_gate)
+                       prior_weight=cfg.prior_weight, context_gate=cfg.context_gate,
+                       context_fusion=cfg.context_fusion)
     model = to_device(build_student(mcfg), dev)  # initialised on the CPU: the same weights on every device
     spatial, mean, std = normalise_spatial(data.spatial)
     data = replace(data, spatial=spatial)
-    desc_all = L.teacher_description(data.teacher_logits, data.text, cfg.description_temperature)
-    if descriptions is not None:
-        if descriptions.shape != desc_all.shape:
-            raise ValueError(f"descriptions have shape {tuple(descriptions.shape)}, expected {tuple(desc_all.shape)}")
-        desc_all = F.normalize(desc_all + descriptions, dim=-1)
+    n_img, e_dim = data.teacher_logits.shape[0], data.text.shape[1]
+    if descriptions is not None and tuple(descriptions.shape) != (n_img, e_dim):
+        raise ValueError(f"descriptions have shape {tuple(descriptions.shape)}, expected {(n_img, e_dim)}")
+    if target == "logits":
+        desc_all = L.teacher_description(data.teacher_logits, data.text, cfg.description_temperature)
+        if descriptions is not None:
+            desc_all = F.normalize(desc_all + descriptions, dim=-1)
+        valid_all = torch.ones(n_img, dtype=torch.bool)
+    elif target == "description":
+        if kind == "clhoi" and descriptions is None:
+            raise ValueError("target='description' needs the descriptions (image_descriptions)")
+        desc_all = descriptions if descriptions is not None else torch.zeros(n_img, e_dim)
+        valid_all = valid if valid is not None else desc_all.abs().sum(1) > 0
+    else:
+        raise ValueError(f"unknown context target {target!r}; choose 'description' or 'logits'")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    vlt = getattr(model, "vlt", None)
+    vlt_ids = {id(p) for p in vlt.parameters()} if vlt is not None else set()
+    clip_groups = [g for g in ([p for p in model.parameters() if id(p) not in vlt_ids],
+                               [p for p in model.parameters() if id(p) in vlt_ids]) if g]
     n = len(data.filenames)
     has_pairs = torch.zeros(n, dtype=torch.bool)
     has_pairs[data.pair_image] = True
@@ -504,10 +631,11 @@ def train_student(kind: str, data: PairData, cfg: CLHOIConfig, seed: int,
             d = data.subset(ids).to(dev)
             with autocast(dev, cfg.amp):
                 out = _forward(model, d, d.spatial)
-                parts = compute_losses(out, d, cfg, to_device(desc_all[ids], dev))
+                parts = compute_losses(out, d, cfg, to_device(desc_all[ids], dev), to_device(valid_all[ids], dev))
             opt.zero_grad()
             parts["total"].backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            for group in clip_groups:  # the VLT's InfoNCE gradients do not shrink the ICN's updates
+                torch.nn.utils.clip_grad_norm_(group, 1.0)
             opt.step()
             sched.step()
             for k, v in parts.items():
@@ -560,6 +688,31 @@ def evaluate_predictions(world: HOIWorld, preds: dict, model: str, seed: int, cf
                          protocol=cfg.protocol, model=model, seed=seed, src=f"hoi-{model}-seed{seed}")
 
 
+def _vcoco_ground_truth(world: HOIWorld, out_dir: Path) -> tuple[list, list[str]]:
+    """Write the evaluated split in the V-COCO format (``out_dir/vcoco_<split>.json``) and read it back as the
+    V-COCO evaluator's ground truth (what ``mipd eval-vcoco --gt`` reads)."""
+    from mipd_kit.data.hico import load_vcoco
+    from mipd_kit.data.synthsitu.vcoco import write_vcoco
+    from mipd_kit.eval.vcoco import gt_from_instances
+
+    path = out_dir / "vcoco_test.json"
+    write_vcoco(path, world.test, world.vocab)
+    data = load_vcoco(path)
+    return gt_from_instances(data), data.classes
+
+
+def vcoco_eval(gt: tuple[list, list[str]], world: HOIWorld, preds: dict, model: str, seed: int,
+               out_path: Path) -> list[MetricRow]:
+    """V-COCO scenario-1 role AP / agent AP rows of HICO-DET predictions (converted and written to ``out_path``)."""
+    from mipd_kit.data.synthsitu.vcoco import hico_predictions_to_vcoco
+    from mipd_kit.eval.vcoco import evaluate_vcoco
+
+    vpreds = hico_predictions_to_vcoco(preds, world.vocab, src=f"hoi-{model}-seed{seed}")
+    _write_json(out_path, vpreds)
+    gts, classes = gt
+    return evaluate_vcoco(gts, classes, vpreds, model=model, seed=seed, src=str(out_path)).rows
+
+
 def run_clhoi(cfg: CLHOIConfig, teacher: Any = None, world: Optional[HOIWorld] = None,
               progress: bool = False) -> CLHOIResult:
     """The whole stage: proposals, teacher features, baselines, students per seed, predictions, evaluation.
@@ -574,6 +727,8 @@ def run_clhoi(cfg: CLHOIConfig, teacher: Any = None, world: Optional[HOIWorld] =
     run_dir = Path(cfg.run_dir)
     (run_dir / "predictions").mkdir(parents=True, exist_ok=True)
     world = world or load_hoi_world(cfg.world_dir)
+    if cfg.eval_split == "dev":
+        world = dev_world(world, cfg.dev_frac, cfg.dev_seed)
     teacher = teacher if teacher is not None else build_teacher(cfg)
     scale = teacher_scale(teacher, cfg)
     text = encode_texts(teacher, world.prompts, cfg.cache_dir if cfg.teacher != "tiny" else None)
@@ -584,6 +739,9 @@ def run_clhoi(cfg: CLHOIConfig, teacher: Any = None, world: Optional[HOIWorld] =
     pqual: dict[str, dict] = {}
     files: dict[str, str] = {}
     cache: dict[tuple, PairData] = {}
+    described: dict[tuple, tuple] = {}
+    desc_info: dict[str, Any] = {}
+    vcoco_gt = _vcoco_ground_truth(world, run_dir / "clhoi") if cfg.vcoco else None
     t0 = time.time()
     for seed in seeds:
         # proposals depend on the seed only through the embedded detector's jitter
@@ -597,9 +755,13 @@ def run_clhoi(cfg: CLHOIConfig, teacher: Any = None, world: Optional[HOIWorld] =
                 pqual[f"test-seed{key_seed}"] = proposal_quality(props, world.test)
             cache[(split, key_seed)] = pair_data_for(teacher, world, props, text, scale, cfg, f"hoi_{split}")
         train_d, test_d = cache[("train", key_seed)], cache[("test", key_seed)]
-        desc = None
-        if cfg.descriptions_file:
-            desc = read_descriptions(cfg.descriptions_file, train_d.filenames, teacher)
+        file_desc = None
+        if cfg.descriptions_file and "clhoi-logitctx" in cfg.models:
+            file_desc = read_descriptions(cfg.descriptions_file, train_d.filenames, teacher)
+        names = tuple(train_d.filenames)
+        if "clhoi" in cfg.models and names not in described:  # once per image set: reused by every seed
+            emb, ok, desc_info = image_descriptions(cfg, teacher, world, names)
+            described[names] = (emb, ok)
         for model in cfg.models:
             if model == "teacher":
                 scores = teacher_pair_scores(test_d, cfg)
@@ -608,7 +770,12 @@ def run_clhoi(cfg: CLHOIConfig, teacher: Any = None, world: Optional[HOIWorld] =
             elif model == "teacher_crop":
                 scores = teacher_crop_scores(test_d, cfg)
             else:
-                net, norm, h = train_student(model, train_d, cfg, seed, desc)
+                kind, target = STUDENTS[model]
+                if target == "description":
+                    emb, ok = described[names]
+                    net, norm, h = train_student(kind, train_d, cfg, seed, emb, "description", ok)
+                else:
+                    net, norm, h = train_student(kind, train_d, cfg, seed, file_desc, "logits")
                 hists[f"{model}-seed{seed}"] = h.epochs
                 scores = student_scores(net, test_d, norm, cfg)
                 if progress:
@@ -621,15 +788,20 @@ def run_clhoi(cfg: CLHOIConfig, teacher: Any = None, world: Optional[HOIWorld] =
             files[f"{model}-seed{seed}"] = str(path)
             r = evaluate_predictions(world, preds, model, seed, cfg)
             rows.extend(r)
+            if vcoco_gt is not None:
+                rows.extend(vcoco_eval(vcoco_gt, world, preds, model, seed,
+                                       run_dir / "predictions" / f"vcoco-{model}-seed{seed}.json"))
             if progress:
                 m = {(x.split, x.setting): x.value for x in r if x.metric == "map"}
                 print(f"[clhoi] {model} seed {seed}: full {m.get(('full', 'default'), float('nan')):.2f} "
                       f"unseen {m.get(('unseen', 'default'), float('nan')):.2f} mAP (default)", flush=True)
-    map_rows = [r for r in rows if r.metric.startswith("map")]
+    map_rows = [r for r in rows if r.metric.startswith("map")
+                or (r.setting == "scenario_1" and r.metric in ("role_ap", "agent_ap"))]
     all_rows = rows + aggregate_seeds(map_rows)
     merge_rows(run_dir / "metrics.json", all_rows)
     info = {"teacher_logit_scale": scale, "teacher": getattr(teacher, "fingerprint", "?"),
-            "zero_shot": world.zero_shot_name, "n_unseen": len(world.unseen or []),
+            "zero_shot": world.zero_shot_name, "n_unseen": len(world.unseen or []), "eval_split": cfg.eval_split,
+            "n_train": len(world.train), "n_eval": len(world.test), "descriptions": desc_info,
             "wall_time_s": time.time() - t0, "config": {k: (list(v) if isinstance(v, tuple) else v)
                                                         for k, v in asdict(cfg).items()}}
     _write_json(run_dir / "clhoi" / "summary.json", {"histories": hists, "proposal_stats": pstats,
@@ -657,7 +829,10 @@ def results_table(rows: Sequence[MetricRow], setting: str = "default", metric: s
     stds = {(r.model, r.split): r.value for r in rows
             if r.seed is None and r.setting == setting and r.metric == f"{metric}_std"}
     models = list(dict.fromkeys(m for m, _ in means))
-    splits = [s for s in ("full", "rare", "non_rare", "unseen", "seen") if any(k[1] == s for k in means)]
+    order = ("full", "rare", "non_rare", "unseen", "seen")
+    splits = [s for s in order if any(k[1] == s for k in means)]
+    if setting == "scenario_1":  # V-COCO: the mean over classes only
+        splits = ["full"] if any(k[1] == "full" for k in means) else []
     lines = [f"| model ({setting}) | " + " | ".join(splits) + " |", "|---" * (len(splits) + 1) + "|"]
     for m in models:
         cells = [f"{means[(m, s)]:.2f} ± {stds.get((m, s), 0.0):.2f}" if (m, s) in means else "-" for s in splits]
@@ -697,6 +872,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     print(results_table(res.rows, "default"))
     print(results_table(res.rows, "known_object"))
+    if cfg.vcoco:
+        print(results_table(res.rows, "scenario_1", "role_ap"))
     for k, q in res.proposal_quality.items():
         print(f"proposals {k}: " + ", ".join(f"{a}={b:.3f}" for a, b in q.items()))
     return 0

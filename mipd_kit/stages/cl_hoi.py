@@ -48,6 +48,15 @@ class Config:
         crop_features: teacher embeddings of human, object and union crops as ICN input.
         score: student detection score: pair_prior, joint or relative.
         kd_temperature: distillation temperature T.
+        context_fusion: cross_attention (each pair attends to its image's translated context tokens) or broadcast
+            (one context per image, the earlier design).
+        describer: who describes the training images for the clhoi VLT target: captioner (the embedded captioner
+            on the run's teacher) or sampler (the language backend of describer_sampler).
+        captioner_size: the embedded captioner's config: smoke or default.
+        describer_sampler: SamplerConfig fields for describer=sampler, e.g. {backend: openai, openai: {base_url:
+            ..., model: ...}} (a vision chat endpoint).
+        descriptions_file: a JSON {filename: text} of descriptions to use instead of calling a describer.
+        vcoco: also report V-COCO scenario-1 role AP (the test split written in the V-COCO format).
         threads: torch threads (0 = torch's default).
         zero_shot_splits: also evaluate every prediction file on these zero-shot splits (rare_first,
             non_rare_first, unseen_object, unseen_verb, uc0..uc4: the world's hoi_zero_shot.json, then the bundled
@@ -75,6 +84,12 @@ class Config:
     crop_features: bool = True
     score: str = "pair_prior"
     kd_temperature: float = 2.0
+    context_fusion: str = "cross_attention"
+    describer: str = "captioner"
+    captioner_size: str = "default"
+    describer_sampler: dict = field(default_factory=dict)
+    descriptions_file: str = ""
+    vcoco: bool = True
     threads: int = 0
     zero_shot_splits: list = field(default_factory=list)
 
@@ -83,7 +98,7 @@ class Config:
         """Seconds: ``CLHOIConfig.smoke()``'s sizes, one thread, the smoke world and teacher."""
         from .teacher import SMOKE_TEACHER
         return cls(world_dir="data/synthsitu/smoke-seed0", teacher_config=dict(SMOKE_TEACHER), seeds=[0], epochs=8,
-                   hidden=32, batch_images=32, threads=1)
+                   hidden=32, batch_images=32, captioner_size="smoke", threads=1)
 
     def clhoi_config(self, run_dir: str | os.PathLike) -> Any:
         """The library's ``CLHOIConfig`` for this stage (teacher fields describing the run's teacher block)."""
@@ -132,8 +147,11 @@ def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, teacher
     teacher = teacher if teacher is not None else build(cfg.teacher_config, cfg.world_dir, cfg.cache_dir)
     prop = proposal_report(world, ccfg)
     res = run_clhoi(ccfg, teacher=teacher, world=world, progress=progress)
-    table = ("### Default\n\n" + results_table(res.rows, "default") + "\n\n### Known object\n\n"
-             + results_table(res.rows, "known_object"))
+    table = ("### HICO-DET mAP, Default\n\n" + results_table(res.rows, "default")
+             + "\n\n### HICO-DET mAP, Known object\n\n" + results_table(res.rows, "known_object"))
+    if ccfg.vcoco:
+        table += ("\n\n### V-COCO role AP (scenario 1, mean over action-role classes)\n\n"
+                  + results_table(res.rows, "scenario_1", "role_ap"))
     out = Path(run_dir) / "clhoi"
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md.tmp").write_text(table + "\n")
