@@ -144,18 +144,20 @@ def describe_into_store(sampler: Any, image_paths: Sequence[str | os.PathLike], 
 
 
 def get_captioner(world_dir: str | os.PathLike, cache_dir: str | os.PathLike, teacher: Any,
-                  size: str = "default", checkpoint: str = "") -> Any:
-    """The embedded captioner for ``teacher``: a saved captioner folder when ``checkpoint`` is given, else the one
-    ``load_or_train_captioner`` trains (or finds in ``cache_dir``) on the world's pretraining captions, with
-    ``CaptionerConfig.smoke()`` for ``size="smoke"`` (the single place CL-HOI obtains a captioner)."""
-    from mipd_kit.language.captioner import CaptionerConfig, load_captioner, load_or_train_captioner
+                  size: str = "default", checkpoint: str = "", weights: str = "auto") -> Any:
+    """The embedded captioner for ``teacher``: a saved captioner folder when ``checkpoint`` is given, else the released
+    captioner when it matches (``mipd_kit.language.captioner.captioner_for``: same config, the run's teacher, the
+    world's corpus; ``weights``: ``auto`` | ``released`` | ``retrain``), else the one trained (or found in
+    ``cache_dir``) on the world's pretraining captions, with ``CaptionerConfig.smoke()`` for ``size="smoke"`` (the
+    single place CL-HOI obtains a captioner)."""
+    from mipd_kit.language.captioner import CaptionerConfig, captioner_for, load_captioner
 
     if checkpoint:
         return load_captioner(checkpoint)
     if size not in ("smoke", "default"):
         raise ValueError(f"unknown captioner size {size!r}; choose 'smoke' or 'default'")
     ccfg = CaptionerConfig.smoke() if size == "smoke" else CaptionerConfig()
-    return load_or_train_captioner(world_dir, cache_dir, teacher, ccfg)
+    return captioner_for(world_dir, cache_dir, teacher, ccfg, weights=weights)
 
 
 def build_describer(kind: str, teacher: Any, world_dir: str | os.PathLike, cache_dir: str | os.PathLike, *,
