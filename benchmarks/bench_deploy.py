@@ -1,9 +1,10 @@
 """Deployment benchmark (MIPD's Fig. 2 on this machine): images/s and peak memory of the student's inference path
 under torch eager, ``torch.compile`` and onnxruntime, at batch 1 and 32, beside the teacher path (the embedded
-teacher's image encoding + its zero-shot verb classifier).
+teacher's image encoding + its zero-shot verb classifier; by default the default-size architecture with random
+weights, as for the student: ``--teacher default|smoke`` takes the trained one from the cache).
 
     python benchmarks/bench_deploy.py --world data/synthsitu/smoke-seed0 --cache-dir data/cache \
-        [--checkpoint CKPT] [--size smoke|default] [--smoke-teacher] [--threads 1] [--batches 1,32] \
+        [--checkpoint CKPT] [--size smoke|default] [--teacher random-default|default|smoke] [--threads 1] [--batches 1,32] \
         [--n-batch1 32] [--n-batch32 4] [--out reports/bench]
 
 - Student: ``--checkpoint`` (a format-2 student checkpoint) or, by default, a student of the ``--size`` config with
@@ -77,6 +78,23 @@ def peak_mb() -> float:
 
 
 # ----------------------------------------------------------------------------------------------- preparation
+TEACHERS: dict[str, str] = {"random-default": "default size, random weights: speed and memory do not depend on them",
+                            "default": "default size, trained (from the cache, trained first when missing)",
+                            "smoke": "smoke size, trained (from the cache, trained first when missing)"}
+
+
+def get_teacher(a: argparse.Namespace) -> Any:
+    """The embedded teacher of the teacher path (``--teacher``, :data:`TEACHERS`); the same weights in every process."""
+    if a.teacher == "random-default":
+        import torch
+
+        from mipd_kit.teachers.embedded import EmbeddedTeacher, EmbeddedTeacherConfig
+        torch.manual_seed(0)
+        return EmbeddedTeacher(EmbeddedTeacherConfig()).eval()
+    from mipd_kit.student.train import load_teacher_kind
+    return load_teacher_kind("embedded", a.world, a.cache_dir, smoke=a.teacher == "smoke")
+
+
 def test_images(world: Path, n: int) -> list[Path]:
     names = sorted(json.loads((world / "test.json").read_text()))
     return [world / "images" / names[i % len(names)] for i in range(n)]
@@ -96,10 +114,10 @@ def prepare_student(a: argparse.Namespace, work: Path) -> dict[str, Any]:
         from mipd_kit.data.swig import load_frame_space
         from mipd_kit.student.checkpoint import describe_frozen
         from mipd_kit.student.model import build_student
-        from mipd_kit.student.train import StudentConfig, build_vocab, load_teacher_kind, save_checkpoint
+        from mipd_kit.student.train import StudentConfig, build_vocab, save_checkpoint
         from mipd_kit.teachers.embedded import class_embeddings, minilm_encode, verb_prompts
         world = Path(a.world)
-        teacher = load_teacher_kind("embedded", world, a.cache_dir, smoke=a.smoke_teacher)
+        teacher = get_teacher(a)
         space = load_frame_space(world / "imsitu_space.json")
         probe = teacher.encode_texts(["a"])
         vocab = build_vocab(space, OvSplit.load(world / "ov_split.json").trainable,
@@ -120,9 +138,8 @@ def prepare_student(a: argparse.Namespace, work: Path) -> dict[str, Any]:
     # the teacher path's zero-shot verb table, computed once here (a deployed teacher would ship it, as the student
     # ships its tables): the children measure the image tower + scoring, not the text encoder
     from mipd_kit.data.swig import load_frame_space
-    from mipd_kit.student.train import load_teacher_kind
     from mipd_kit.teachers.embedded import class_embeddings, verb_prompts
-    teacher = load_teacher_kind("embedded", a.world, a.cache_dir, smoke=a.smoke_teacher)
+    teacher = get_teacher(a)
     _, table = class_embeddings(teacher, verb_prompts(load_frame_space(Path(a.world) / "imsitu_space.json")))
     torch.save(table, work / "teacher_table.pt")
     t_cfg = teacher.cfg
@@ -159,8 +176,7 @@ def child(a: argparse.Namespace) -> dict[str, Any]:
     if a.child == "teacher_path":
         import torch.nn.functional as F
 
-        from mipd_kit.student.train import load_teacher_kind
-        teacher = load_teacher_kind("embedded", a.world, a.cache_dir, smoke=a.smoke_teacher)
+        teacher = get_teacher(a)
         table = torch.load(a.teacher_table)  # (V, E) verb text table, precomputed like the student's tables
 
         @torch.no_grad()
@@ -214,8 +230,7 @@ def run_child(a: argparse.Namespace, path: str, batch: int, info: dict) -> dict[
     cmd = [sys.executable, __file__, "--child", path, "--batch", str(batch), "--world", a.world,
            "--cache-dir", a.cache_dir, "--threads", str(a.threads), "--n-batch1", str(a.n_batch1),
            "--n-batch32", str(a.n_batch32), "--checkpoint", info["checkpoint"], "--onnx", info["onnx"], "--teacher-table", info["teacher_table"]]
-    if a.smoke_teacher:
-        cmd.append("--smoke-teacher")
+    cmd += ["--teacher", a.teacher]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
                OMP_NUM_THREADS=str(a.threads))
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -287,7 +302,7 @@ def markdown(a: argparse.Namespace, info: dict, results: list[dict], machine: st
              f"{info['width']}, d_model {info['d_model']}, {info['verbs']} verbs, {info['nouns']} nouns, "
              f"{info['params'] / 1e6:.2f} M parameters ({info['param_mb']:.2f} MB + {info['buffer_mb']:.2f} MB frozen "
              f"text tables), ONNX file {info['onnx_mb']:.2f} MB; {kind}.",
-             f"- teacher path: the embedded teacher ({'smoke' if a.smoke_teacher else 'default'} size: "
+             f"- teacher path: the embedded teacher ({TEACHERS[a.teacher]}: "
              f"{info['teacher']}; image tower {info['teacher_image_mb']:.2f} MB) encoding the image + cosine against "
              "its verb text table (precomputed, zero-shot), top-5 verbs without frames. The embedded teacher stands in "
              "for the paper's large models and is itself small, so this is not the paper's MLLM-vs-student gap.",
@@ -322,7 +337,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--cache-dir", default="data/cache")
     p.add_argument("--checkpoint", default=None, help="a format-2 student checkpoint (default: random weights)")
     p.add_argument("--size", default="default", choices=["smoke", "default"], help="student size without --checkpoint")
-    p.add_argument("--smoke-teacher", action="store_true", help="the smoke-size embedded teacher")
+    p.add_argument("--teacher", default="random-default", choices=sorted(TEACHERS), help="teacher of the teacher path")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batches", default="1,32")
     p.add_argument("--n-batch1", type=int, default=32, help="timed batches at batch 1")
