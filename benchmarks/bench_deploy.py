@@ -366,10 +366,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(json.dumps(r), flush=True)
         a.loaded = a.loaded or os.getloadavg()[0] > 0.5 * (os.cpu_count() or 1)
     from mipd_kit.fileio import atomic_write_text
-    from mipd_kit.metrics import merge_rows
+    from mipd_kit.metrics import write_rows
     out.mkdir(parents=True, exist_ok=True)
-    (out / "deploy.json").unlink(missing_ok=True)  # this benchmark's rows are replaced, never mixed across runs
-    merge_rows(out / "deploy.json", rows_of(results))
+    write_rows(out / "deploy.json", rows_of(results))  # this benchmark's rows are replaced, never mixed across runs
     figure(results, out / "deploy.png")
     atomic_write_text(out / "deploy.md", markdown(a, info, results, machine_line(a.threads), args))
     print(f"wrote {out / 'deploy.json'}, {out / 'deploy.md'}, {out / 'deploy.png'}")

@@ -269,6 +269,9 @@ class Predictor:
             errors: when given, an image that cannot be read is recorded here (key -> message naming the file)
                 and the others are still predicted; when ``None`` the first such image raises ``DataError``.
         """
+        images = list(images)
+        if top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
         keys = _keys(images)
         out: dict[str, dict] = {}
         for s in range(0, len(images), batch_size):
@@ -304,13 +307,15 @@ class Predictor:
         out_dir.mkdir(parents=True, exist_ok=True)
         names = dict(zip(self.vocab.nouns, self.vocab.noun_names or self.vocab.nouns))
         written = []
-        for im, key in zip(images, _keys(images)):
+        images = list(images)
+        for im, key in zip(images, _keys(images)):  # the keys of predict() for the same list
             if key not in preds or not preds[key]["verbs"]:
                 continue
             best = preds[key]["verbs"][0]
             frame = {r: {"noun": names.get(f["noun"], f["noun"]), "box": f["box"]} for r, f in best["frame"].items()}
             pic = draw_frame(load_images([im])[0], frame, title=f"{best['verb']} ({best['score']:.2f})")
-            stem = Path(key).stem if not isinstance(im, Image.Image) else key
+            # a bare file name, or (names colliding) the path as given with its separators replaced
+            stem = key if isinstance(im, Image.Image) else str(Path(key).with_suffix("")).strip("/").replace("/", "_")
             path = out_dir / f"{stem}.png"
             _write_bytes(path, png_bytes(pic))
             written.append(path)
@@ -384,7 +389,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         shown = ", ".join(f"{v} ({'+'.join(pred.frame_roles(v))})" for v in added)
         print(f"added verbs: {shown}", file=sys.stderr)
     errors: dict[str, str] = {}
-    preds = pred.predict(a.images, top_k=a.top_k, batch_size=a.batch_size, errors=errors)
+    try:
+        preds = pred.predict(a.images, top_k=a.top_k, batch_size=a.batch_size, errors=errors)
+    except (PredictError, ValueError) as e:  # e.g. a cached-feature student whose backbone cannot be rebuilt
+        print(f"mipd predict: {e}", file=sys.stderr)
+        return 2
     if a.out:
         from ..fileio import write_json
         write_json(a.out, preds)
@@ -393,8 +402,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from ..fileio import dumps
         print(dumps(preds, indent=1))
     if a.draw:
-        ok = [im for im, k in zip(a.images, _keys(a.images)) if k in preds]
-        drawn = pred.draw(preds, ok, a.draw)
+        drawn = pred.draw(preds, a.images, a.draw)  # images without a prediction (unreadable) are skipped
         print(f"drew {len(drawn)} images into {a.draw}", file=sys.stderr)
     for key, msg in errors.items():
         print(f"mipd predict: skipped {msg}", file=sys.stderr)
