@@ -158,6 +158,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--atol", type=float, default=ATOL, help=f"tolerance on scores, boxes, box probabilities ({ATOL})")
     a = p.parse_args(list(argv) if argv is not None else None)
     try:
+        import onnx  # noqa: F401  (torch's exporter needs it to write the file)
+    except ImportError:
+        print("mipd export-onnx: the onnx package is not installed (pip install 'mipd_kit[deploy]')", file=sys.stderr)
+        return 2
+    try:
         pred = Predictor.from_checkpoint(a.checkpoint)
         if a.verbs.strip():
             pred.add_verbs([s for s in a.verbs.split(",") if s.strip()])
