@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "pretrain": ("mipd_kit.language.pretrain", "main", "train and release the embedded teacher + captioner (fp16)"),
     "rationales": ("mipd_kit.rationales.jrg", "main", "generate and judge rationales (JRG)"),
     "train-student": ("mipd_kit.student.train", "main", "train an Ov-GSR student (baseline / MIPD variants)"),
+    "predict": ("mipd_kit.student.predict", "main", "a trained student on image files: verbs, frames, boxes (SWiG format)"),
+    "export-onnx": ("mipd_kit.student.export", "main", "export a trained student to ONNX, checked against torch"),
     "clhoi": ("mipd_kit.hoi.train", "main", "train and evaluate CL-HOI"),
     "run": ("mipd_kit.pipeline", "main", "run the notebook pipeline with papermill"),
 }

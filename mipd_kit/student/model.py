@@ -18,7 +18,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import torch
@@ -41,6 +41,10 @@ class StudentVocab:
         scene_dim: teacher joint-space width E; role_dim: teacher token width D (distillation targets).
         verb_emb_teacher: (V, E) optional frozen *text* embeddings of the verb prompts in the teacher's joint space
             (its text tower only), used by ``verb_head="teacher"`` (the default) and ``"dual"``.
+        noun_names: display name of each noun (index 0 ``""``); empty when unknown.
+        sources: where the frozen tables came from, so a checkpoint can embed new verbs at inference
+            (``mipd_kit.student.checkpoint``): ``text_encoder`` (e.g. ``"minilm"``), ``teacher`` and ``backbone``
+            (``{"config", "fingerprint"}`` or ``None``), ``verb_text``.
     """
 
     verbs: list[str]
@@ -54,6 +58,8 @@ class StudentVocab:
     scene_dim: int
     role_dim: int
     verb_emb_teacher: Optional[torch.Tensor] = None
+    noun_names: list[str] = field(default_factory=list)
+    sources: dict[str, Any] = field(default_factory=dict)
 
     @property
     def max_roles(self) -> int:

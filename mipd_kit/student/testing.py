@@ -112,4 +112,5 @@ def hashed_text_embedder(dim: int = 24):
                 out[i] += torch.randn(dim, generator=g)
         return out
 
+    embed.text_encoder = f"hashed:{dim}"  # type: ignore[attr-defined]  # rebuilt by name at inference (predict)
     return embed

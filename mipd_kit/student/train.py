@@ -48,6 +48,7 @@ from ..align.nmpa import AlignData, NMPAConfig, aligned_targets, build_align_dat
 from ..data.records import DataError, FrameSpace, Situation
 from ..machine import autocast, resolve_device, to_device
 from . import losses as L
+from .checkpoint import describe_frozen, text_encoder_name, vocab_payload
 from .model import OvGSRStudent, StudentVocab, build_student
 
 Variant = Literal["baseline", "feat", "feat-kd", "glimpse", "gaze", "neg", "full", "unlabeled"]
@@ -271,7 +272,8 @@ def build_vocab(space: FrameSpace, trainable: set[str], embed: Callable[[list[st
     ne = embed([space.noun_name(n) for n in nouns[1:]])
     ne = torch.cat([torch.zeros(1, ne.shape[1]), ne])
     return StudentVocab(verbs, nouns, roles, embed(vt), ne, embed([r.replace("_", " ") for r in roles]), vr,
-                        torch.tensor([v in trainable for v in verbs]), scene_dim, role_dim)
+                        torch.tensor([v in trainable for v in verbs]), scene_dim, role_dim,
+                        noun_names=[""] + [space.noun_name(n) for n in nouns[1:]])
 
 
 def situations_to_tensors(sits: dict[str, Situation], vocab: StudentVocab, space: FrameSpace, where: str,
@@ -376,11 +378,15 @@ def prepare_world(world_dir: str | os.PathLike, cache_dir: str | os.PathLike, te
 
         def embed_texts(texts: list[str]) -> torch.Tensor:
             return minilm_encode(texts, with_tokens=False)[2]
+        embed_texts.text_encoder = "minilm"  # type: ignore[attr-defined]  # the name a checkpoint records
 
     name = world.name or "world"
     img = lambda n: world / "images" / n  # noqa: E731
     probe = teacher.encode_images([Image.new("RGB", (32, 32))])
     vocab = build_vocab(space, split.trainable, embed_texts, probe.pooled.shape[-1], probe.tokens.shape[-1], verb_text)
+    # what a checkpoint needs to embed new verbs and to run a cached-feature student on an image
+    vocab.sources = {"text_encoder": text_encoder_name(embed_texts), "teacher": describe_frozen(teacher),
+                     "backbone": describe_frozen(backbone), "verb_text": verb_text}
 
     def inputs(names: list[str], ds: str) -> torch.Tensor:
         if backbone is None:
@@ -619,12 +625,20 @@ def _state_to_flat(model: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, cfg: StudentConfig,
-                    epoch: int, extra: dict) -> None:
-    """safetensors checkpoint: weights + optimizer state; metadata holds the config fingerprint and progress."""
+                    epoch: int, extra: dict, vocab: Optional[StudentVocab] = None) -> None:
+    """safetensors checkpoint: weights + optimizer state; metadata holds the config fingerprint and progress.
+
+    With ``vocab`` the file also carries the frozen vocabulary and the names of the frozen models that made it
+    (format ``mipd-student/2``, :mod:`mipd_kit.student.checkpoint`), so ``mipd predict`` needs nothing else.
+    """
     from safetensors.torch import save_file
     flat, meta = _state_to_flat(model, opt)
     meta = {"fingerprint": cfg.fingerprint(), "config": json.dumps(dataclasses.asdict(cfg)), "epoch": str(epoch),
             "optimizer": json.dumps(meta), "extra": json.dumps(extra)}
+    if vocab is not None:
+        vt, vm = vocab_payload(vocab)
+        flat.update(vt)
+        meta.update(vm)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(flat, str(tmp), metadata=meta)
@@ -723,7 +737,7 @@ def fit(world: World, cfg: StudentConfig, ckpt_path: Optional[Path] = None, resu
         best_path = Path(str(ckpt_path) + ".best")
         if best_path.exists():
             from safetensors.torch import load_file
-            best_state = load_file(str(best_path))
+            best_state = {k: v for k, v in load_file(str(best_path)).items() if not k.startswith("vocab.")}
     prev_s = train_s
     dev_mask = torch.isin(world.dev.verb, cpu_train_ids)
     bar = None
@@ -783,12 +797,15 @@ def fit(world: World, cfg: StudentConfig, ckpt_path: Optional[Path] = None, resu
                 if ckpt_path is not None and rank == 0:
                     from safetensors.torch import save_file
                     Path(ckpt_path).parent.mkdir(parents=True, exist_ok=True)
-                    save_file({k: v.cpu().contiguous() for k, v in best_state.items()}, str(ckpt_path) + ".best")
+                    vt, vm = vocab_payload(vocab)  # the dev-selected weights are a self-contained student file too
+                    save_file({**{k: v.cpu().contiguous() for k, v in best_state.items()}, **vt}, str(ckpt_path) + ".best",
+                              metadata={"fingerprint": cfg.fingerprint(), "config": json.dumps(dataclasses.asdict(cfg)),
+                                        "epoch": str(epoch + 1), **vm})
         train_s = prev_s + time.time() - t0
         if ckpt_path is not None and rank == 0:
             save_checkpoint(Path(ckpt_path), model, opt, cfg, epoch + 1,
                             {"history": history, "dev_curve": dev_curve, "best": best, "best_epoch": best_epoch,
-                             "train_s": train_s})
+                             "train_s": train_s}, vocab=vocab)
         if stop_after is not None and epoch + 1 >= stop_after:
             break
     if bar is not None:
