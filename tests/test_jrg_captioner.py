@@ -176,6 +176,30 @@ def test_avoid_and_begin_hooks_of_the_captioner_sampler(env) -> None:
     assert forced.metadata["forced_words"] == 1
 
 
+def test_batched_sampler_serves_parallel_requests_with_the_same_texts(env) -> None:
+    """Requests from 8 threads are decoded in shared batches; each text is a function of its own request: a row's
+    draws depend on its seed only, so the batched texts equal the one-at-a-time texts except where float rounding
+    of a batched matrix product flips a near-tie (allowed for at most 1 of 16)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mipd_kit.language.captioner import CaptionerSampler
+    from mipd_kit.stages.teacher import build
+
+    teacher = build(env["teacher_config"], env["world"], env["cache"])
+    cap = R.captioner_for_run(env["world"], env["cache"], teacher, smoke=True)
+    requests = [[{"role": "user", "content": [
+        {"type": "text", "text": f"Task: glimpse rationale (request {i})"},
+        {"type": "image_path", "path": str(env["world"] / "images" / f"train_{i % 8:06d}.png")}]}] for i in range(16)]
+    alone = [CaptionerSampler(cap, teacher, seed=5)(m).text for m in requests]
+    batched = CaptionerSampler(cap, teacher, seed=5, batch_size=8, batch_wait_s=0.05)
+    with ThreadPoolExecutor(8) as ex:
+        texts = [r.text for r in ex.map(batched, requests)]
+    assert sum(a == b for a, b in zip(alone, texts)) >= 15
+    assert batched._batcher.rows == 16 and batched._batcher.batches < 16  # requests did share batches
+    with pytest.raises(ValueError, match="batch_size"):
+        CaptionerSampler(cap, teacher, batch_size=0)
+
+
 def test_negatives_never_name_the_gold_verb(env, captioner_run) -> None:
     _, sits = load_world(env["world"])
     recs = captioner_run["records"]

@@ -887,6 +887,11 @@ class CaptionerSampler:
         temperature, top_p: sampling controls (temperature <= 0: greedy).
         seed: combined with a hash of the messages: same messages, same reply.
         max_attempts: re-samples (new seed) when a generation comes out empty; then ``SamplerError``.
+        batch_size: > 1: requests arriving from several threads at once (the JRG's parallel chains) are decoded
+            together, up to this many per batch (a batch waits at most ``batch_wait_s`` for company). A row's draws
+            depend on its own seed only (:func:`row_uniforms`), so batching changes no text except through float
+            rounding of batched matrix products (which can, rarely, flip a near-tie); 1 = every request alone.
+        batch_wait_s: longest wait for more requests once one is queued.
     """
 
     captioner: Captioner
@@ -895,12 +900,25 @@ class CaptionerSampler:
     top_p: float = 0.9
     seed: int = 0
     max_attempts: int = 3
+    batch_size: int = 1
+    batch_wait_s: float = 0.005
 
     def __post_init__(self):
         tf = str(getattr(self.teacher, "fingerprint", ""))
         if self.captioner.teacher_fingerprint and tf and tf != self.captioner.teacher_fingerprint:
             raise CaptionerError(f"the captioner was trained on teacher {self.captioner.teacher_fingerprint}, "
                                  f"not on the teacher given ({tf})")
+        if self.batch_size < 1:
+            raise ValueError(f"captioner sampler: batch_size must be >= 1, got {self.batch_size}")
+        self._batcher = _Batcher(self.captioner, self.batch_size, self.batch_wait_s) if self.batch_size > 1 else None
+
+    def _generate(self, toks: torch.Tensor, boxes: torch.Tensor, seed: int, banned: list[int],
+                  prefix: list[int]) -> "Caption":
+        """One row through the batcher (or alone): toks (1, N, D), boxes (1, 4)."""
+        if self._batcher is not None:
+            return self._batcher.submit(toks, boxes, seed, banned, prefix, self.temperature, self.top_p)
+        return self.captioner.generate(toks, boxes, temperature=self.temperature, top_p=self.top_p, seeds=[seed],
+                                       banned=[banned], prefix=[prefix])[0]
 
     @property
     def fingerprint(self) -> str:
@@ -936,8 +954,7 @@ class CaptionerSampler:
         bm = _BEGIN_LINE.search(text)
         begin = v.ids_of(bm.group(1)) if bm else []
         for attempt in range(1, self.max_attempts + 1):
-            cap = self.captioner.generate(toks, boxes, temperature=self.temperature, top_p=self.top_p,
-                                          seeds=[base + (attempt - 1) * RESEED], banned=[avoid], prefix=[begin])[0]
+            cap = self._generate(toks, boxes, base + (attempt - 1) * RESEED, avoid, begin)
             if begin and len(cap.ids) <= len(begin) + 1:  # only the forced words: nothing was seen
                 continue
             if cap.text.strip():
@@ -950,6 +967,69 @@ class CaptionerSampler:
                 return Response(cap.text, tuple(messages), meta)
         raise SamplerRequestError(f"captioner: emitted nothing (only end / padding tokens) for image {ident} in "
                            f"{self.max_attempts} attempts")
+
+
+class _Batcher:
+    """Decodes requests from many threads in batches: a worker thread (started on demand, gone after a second
+    without requests) takes the first queued request, waits up to ``wait_s`` for up to ``size - 1`` more with the
+    same sampling controls, runs one ``Captioner.generate`` over them and hands each caller its row."""
+
+    def __init__(self, captioner: Captioner, size: int, wait_s: float):
+        import queue
+        import threading
+        self.captioner, self.size, self.wait_s = captioner, size, wait_s
+        self.q: "queue.Queue" = queue.Queue()
+        self.lock = threading.Lock()
+        self.worker: Optional[Any] = None
+        self.batches = 0
+        self.rows = 0
+
+    def submit(self, toks: torch.Tensor, boxes: torch.Tensor, seed: int, banned: list[int], prefix: list[int],
+               temperature: float, top_p: float) -> "Caption":
+        from concurrent.futures import Future
+        import threading
+        fut: Future = Future()
+        self.q.put((fut, toks, boxes, seed, banned, prefix, (temperature, top_p)))
+        with self.lock:
+            if self.worker is None or not self.worker.is_alive():
+                self.worker = threading.Thread(target=self._loop, name="captioner-batcher", daemon=True)
+                self.worker.start()
+        return fut.result()
+
+    def _loop(self) -> None:
+        import queue
+        while True:
+            try:
+                first = self.q.get(timeout=1.0)
+            except queue.Empty:
+                with self.lock:
+                    if self.q.empty():
+                        self.worker = None
+                        return
+                continue
+            batch, held = [first], []
+            deadline = time.perf_counter() + self.wait_s
+            while len(batch) < self.size:
+                try:
+                    item = self.q.get(timeout=max(0.0, deadline - time.perf_counter()))
+                except queue.Empty:
+                    break
+                (batch if item[6] == first[6] else held).append(item)
+            for item in held:  # other sampling controls: next batch
+                self.q.put(item)
+            try:
+                temperature, top_p = first[6]
+                caps = self.captioner.generate(torch.cat([b[1] for b in batch]), torch.cat([b[2] for b in batch]),
+                                               temperature=temperature, top_p=top_p, seeds=[b[3] for b in batch],
+                                               banned=[b[4] for b in batch], prefix=[b[5] for b in batch])
+                self.batches += 1
+                self.rows += len(batch)
+                for b, c in zip(batch, caps):
+                    b[0].set_result(c)
+            except BaseException as e:  # every caller of this batch gets the error
+                for b in batch:
+                    if not b[0].done():
+                        b[0].set_exception(e)
 
 
 # ----------------------------------------------------------------------------------------------- factory

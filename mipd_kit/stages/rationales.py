@@ -56,7 +56,10 @@ class Config:
         hf_model: hf backend: local model folder.
         rounds: refinement rounds; None keeps the JRGConfig's.
         max_images: training images to process; None keeps the JRGConfig's, 0 means all.
-        workers: rationale chains in parallel; None keeps the JRGConfig's.
+        workers: rationale chains in parallel; None keeps the JRGConfig's (raised to ``captioner_batch`` for the
+            captioner backends, so that a batch can fill).
+        captioner_batch: captioner backends: requests of parallel chains decoded together, up to this many
+            (``CaptionerSampler.batch_size``; 1 = one at a time).
         concurrency: HTTP requests in flight per sampler; None keeps the JRGConfig's.
         send_images: attach the image to every prompt (vision chat models).
         imsitu_templates: imSitu generation_templates.tab for frame sentences (real mode); empty: frame abstracts.
@@ -82,6 +85,7 @@ class Config:
     rounds: Optional[int] = None
     max_images: Optional[int] = None
     workers: Optional[int] = None
+    captioner_batch: int = 32
     concurrency: Optional[int] = None
     send_images: bool = False
     imsitu_templates: str = ""
@@ -166,7 +170,10 @@ def run(cfg: Config, run_dir: str | os.PathLike) -> Outputs:
     teacher = build(cfg.teacher_config, cfg.world_dir, cfg.cache_dir)
     captioner = captioner_for_run(cfg.world_dir, cfg.cache_dir, teacher, cfg.jrg_smoke,
                                   weights=str(cfg.teacher_config.get("weights", "auto")))
-    generator = CaptionerSampler(captioner, teacher, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
+    generator = CaptionerSampler(captioner, teacher, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed,
+                                 batch_size=max(1, cfg.captioner_batch))
+    if cfg.workers is None and cfg.captioner_batch > jcfg.workers:
+        jcfg = dataclasses.replace(jcfg, workers=cfg.captioner_batch)
     n_unl = cfg.max_unlabeled if cfg.max_unlabeled is not None else (16 if cfg.jrg_smoke else 0)
     unlabeled = None
     if cfg.unlabeled:
