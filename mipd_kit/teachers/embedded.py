@@ -64,7 +64,8 @@ MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 MINILM_DIM = 384
 #: fixed image normalisation (pixels in [0, 1])
 PIXEL_MEAN, PIXEL_STD = 0.5, 0.25
-SPLIT_NAMES = ("all", "seen", "rare", "unseen", "unseen_compositional", "unseen_novel")
+SPLIT_NAMES = ("all", "seen", "rare", "unseen", "unseen_compositional", "unseen_novel", "unseen_dev", "unseen_test",
+               "unseen_dev_compositional", "unseen_dev_novel")
 
 
 # ----------------------------------------------------------------------------------------------- MiniLM
@@ -441,15 +442,21 @@ def load_ov_split(world_dir: str | os.PathLike) -> dict[str, list[str]]:
 
 
 def data_fingerprint(world_dir: str | os.PathLike, max_pairs: Optional[int] = None) -> str:
-    """sha256 of the pretraining captions file and the world's meta.json (the corpus identity)."""
+    """sha256 of the pretraining captions file and the world's meta.json (the corpus identity).
+
+    The meta.json bytes are those of the world's ``v1`` form (``mipd_kit.data.synthsitu.generate.corpus_meta_bytes``):
+    a v2 world (dev-only unseen verbs, novel-primitive distractors) has the same pretraining corpus as the v1 world of
+    its seed and so the same fingerprint, and a v1 world's fingerprint is what it always was.
+    """
+    from ..data.synthsitu.generate import corpus_meta_bytes
     w = Path(world_dir)
     cap = w / "pretrain" / "captions.jsonl"
     if not cap.exists():
         raise DataError(f"{cap}: pretraining captions not found (generate the world with `mipd synth --out DIR`)")
     h = hashlib.sha256(cap.read_bytes())
-    meta = w / "meta.json"
-    if meta.exists():
-        h.update(meta.read_bytes())
+    meta = corpus_meta_bytes(w)
+    if meta is not None:
+        h.update(meta)
     h.update(str(max_pairs).encode())
     return h.hexdigest()[:16]
 
