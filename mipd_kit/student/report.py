@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 from ..metrics import MetricRow, seed_stats
+from .ingredients import ROWS
 
-#: teacher, then the student of every variant in ``mipd_kit.student.train.VARIANTS`` order (a test keeps them in step)
-MODEL_ORDER = ("teacher", "baseline", "mipd-feat", "mipd-feat-kd", "mipd-glimpse", "mipd-gaze", "mipd-neg", "mipd",
-               "mipd-unlabeled")
+#: every row of the ingredients table (``mipd_kit.student.ingredients.ROWS``), in its order: references, the
+#: study's students, the older ablation steps
+MODEL_ORDER = tuple(ROWS)
 SPLITS = ("seen", "rare", "unseen_compositional", "unseen_novel", "unseen", "all")
 
 

@@ -194,6 +194,31 @@ class EmbeddedTeacherConfig:
                    max_pairs=512, lr=3e-3)
 
     @classmethod
+    def student(cls) -> "EmbeddedTeacherConfig":
+        """The weaker frozen student backbone (the CLIP ViT-L of this world beside the teacher's BLIP-2): half the
+        width and joint-space size, and a quarter of the default world's caption pairs (3,000 of 12,000)."""
+        return cls(width=64, embed_dim=128, max_pairs=3000)
+
+    @classmethod
+    def student_smoke(cls) -> "EmbeddedTeacherConfig":
+        """The smoke student backbone: smaller than :meth:`smoke` and on fewer pairs (seconds)."""
+        return cls(image_size=32, width=16, grid=4, depth=1, embed_dim=32, epochs=2, batch_size=64,
+                   max_pairs=256, lr=3e-3)
+
+    @classmethod
+    def of_size(cls, size: str) -> "EmbeddedTeacherConfig":
+        """The config of a size name: ``smoke``, ``default``, ``student`` or ``student-smoke``."""
+        if size == "smoke":
+            return cls.smoke()
+        elif size == "default":
+            return cls()
+        elif size == "student":
+            return cls.student()
+        elif size == "student-smoke":
+            return cls.student_smoke()
+        raise ValueError(f"embedded size must be one of 'smoke', 'default', 'student', 'student-smoke', got {size!r}")
+
+    @classmethod
     def from_dict(cls, d: dict) -> "EmbeddedTeacherConfig":
         from ..overrides import known_fields
         return cls(**known_fields(cls, d))
