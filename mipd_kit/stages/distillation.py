@@ -33,6 +33,8 @@ from typing import Any, Optional, Sequence
 from . import stage_main
 
 INPUTS: tuple[str, ...] = ("data", "rationales", "alignment")
+#: the paper's student on the smoke world: the weaker embedded image-text backbone, frozen, features cached
+SMOKE_STUDENT_BACKBONE = {"backend": "embedded", "size": "student-smoke", "seed": 0}
 OUTPUTS: tuple[str, ...] = ("predictions", "curves", "checkpoints", "results_mipd.md")
 USES_TEACHER = True
 
@@ -92,7 +94,7 @@ class Config:
         """Seconds to minutes: smoke student, one seed, the smoke world and teacher."""
         from .teacher import SMOKE_TEACHER
         return cls(world_dir="data/synthsitu/smoke-seed0", teacher_config=dict(SMOKE_TEACHER), seeds=[0],
-                   student_smoke=True)
+                   student_smoke=True, student_backbone=dict(SMOKE_STUDENT_BACKBONE))
 
     def __post_init__(self) -> None:
         for k in ("epochs", "nmpa_epochs"):

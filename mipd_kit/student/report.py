@@ -89,3 +89,24 @@ def plot_loss_curves(curves: dict[str, dict], path: str | Path, smooth: int = 10
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def study_table(rows: Sequence[MetricRow], setting: str = "top1", metric: str = "verb", mean: str = "image",
+                splits: Sequence[str] = ("seen", "rare", "unseen_compositional", "unseen_novel", "unseen",
+                                         "unseen_dev")) -> str:
+    """Markdown table of study rows (task ``*-study``, ``mipd_kit.metrics.paired_difference_rows``): one line per
+    pair of models, one column per split, ``difference [lo, hi]``."""
+    cells: dict[str, dict[str, str]] = {}
+    for r in rows:
+        if not r.task.endswith("-study") or r.setting != setting or r.metric != f"{metric}_diff" or r.mean != mean:
+            continue
+        lo = "?" if r.lo is None else f"{r.lo:+.1f}"
+        hi = "?" if r.hi is None else f"{r.hi:+.1f}"
+        cells.setdefault(r.model, {})[r.split] = f"{r.value:+.1f} [{lo}, {hi}]"
+    if not cells:
+        return "(no paired differences: fewer than two models of a pair, or no seeds)"
+    head = f"| difference ({setting}, {metric}, per-{mean}) | " + " | ".join(splits) + " |"
+    lines = [head, "|" + "---|" * (len(splits) + 1)]
+    for model, c in cells.items():
+        lines.append(f"| {model} | " + " | ".join(c.get(s, "–") for s in splits) + " |")
+    return "\n".join(lines)
