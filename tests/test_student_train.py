@@ -213,5 +213,5 @@ def test_report_and_readme_rows_cover_every_variant():
     from mipd_kit.student.report import MODEL_ORDER
     from mipd_kit.student.train import MODEL_NAMES
     assert MODEL_ORDER[:2] == ("teacher", "student-zs")
-    assert set(MODEL_ORDER[2:]) == {MODEL_NAMES[v] for v in VARIANTS}
+    assert set(MODEL_ORDER[2:]) == {MODEL_NAMES[v] for v in VARIANTS} and len(set(MODEL_ORDER)) == len(MODEL_ORDER)
     assert set(MODEL_ORDER) <= set(README_GSR_MODELS)
