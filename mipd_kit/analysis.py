@@ -136,6 +136,21 @@ def _first(cells: dict[tuple, Cell], key: tuple, digits: int = 2) -> str:
     return "–"
 
 
+def _ingredients_section(rows: Sequence[MetricRow]) -> list[str]:
+    """The ingredients table of the GSR rows present (``mipd_kit.student.ingredients.ROWS``)."""
+    from .student.ingredients import ROWS, markdown_table
+    present = [m for m in ROWS if any(r.task == "gsr" and r.model == m for r in rows)]
+    return ["## Rows and their ingredients", "", markdown_table(present), ""] if present else []
+
+
+def _study_section(study: Sequence[MetricRow]) -> list[str]:
+    """Paired differences (task ``*-study``) with their 95% intervals."""
+    from .student.report import study_table
+    if not study:
+        return []
+    return ["## Paired differences (95% paired bootstrap interval)", "", study_table(study), ""]
+
+
 def _other_tables(cells: dict[tuple, Cell]) -> list[str]:
     keys = sorted((k for k in cells if k[0] not in ("gsr", "hoi")), key=lambda k: tuple(str(x) for x in k))
     if not keys:
@@ -179,8 +194,10 @@ def render_results_md(rows: Iterable[MetricRow], figures: Sequence[str] = (), st
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     rows = list(rows)
-    cells = aggregate(rows)
-    tables = _gsr_tables(cells) + _hoi_tables(cells) + _other_tables(cells)
+    study = [r for r in rows if r.task.endswith("-study")]
+    cells = aggregate(r for r in rows if not r.task.endswith("-study"))
+    tables = _ingredients_section(rows) + _gsr_tables(cells) + _study_section(study) + _hoi_tables(cells) \
+        + _other_tables(cells)
     lines += tables if tables else ["_No metrics yet (metrics.json is empty or absent)._", ""]
     if figures:
         lines += ["## Figures", ""]

@@ -5,6 +5,9 @@ Every evaluation and every run writes a JSON list of rows, one number each::
     {"task": "gsr"|"hoi"|"jrg"|"bench"|..., "model": str, "seed": int|None, "split": str,
      "setting": str, "metric": str, "mean": "image"|"verb"|None, "value": float|null}
 
+Rows of a study (task ``gsr-study`` / ``hoi-study``: paired differences between two models) add ``"lo"`` and
+``"hi"``, the bounds of a 95% paired bootstrap interval (:func:`paired_bootstrap`); other rows have neither key.
+
 The file is strict JSON: a value that is undefined (NaN, e.g. a mean over a split with no ground truth, or an
 infinite one) is written as ``null`` and read back as ``float("nan")``; a bare ``NaN`` written by older versions is
 still read. Aggregation helpers are pure functions over lists of rows.
@@ -15,10 +18,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Callable, Hashable, Iterable, Optional, Sequence
 
 from mipd_kit.fileio import file_lock, write_json
 
@@ -35,15 +39,27 @@ class MetricRow:
     metric: str
     mean: Optional[str]
     value: float
+    lo: Optional[float] = None  # interval bounds (study rows only)
+    hi: Optional[float] = None
 
     def key(self) -> tuple:
         return tuple(getattr(self, k) for k in KEY_FIELDS)
 
+    def to_json(self) -> dict:
+        """The row as written: ``lo`` / ``hi`` only when set."""
+        d = asdict(self)
+        for k in ("lo", "hi"):
+            if d[k] is None:
+                d.pop(k)
+        return d
+
 
 def row(task: str, model: str, split: str, setting: str, metric: str, value: float, *,
-        seed: Optional[int] = None, mean: Optional[str] = None) -> MetricRow:
-    """Build one row; ``value`` is stored as a float."""
-    return MetricRow(task, model, seed, split, setting, metric, mean, float(value))
+        seed: Optional[int] = None, mean: Optional[str] = None, lo: Optional[float] = None,
+        hi: Optional[float] = None) -> MetricRow:
+    """Build one row; ``value`` (and ``lo`` / ``hi`` when given) stored as floats."""
+    return MetricRow(task, model, seed, split, setting, metric, mean, float(value),
+                     None if lo is None else float(lo), None if hi is None else float(hi))
 
 
 def read_rows(path: str | os.PathLike) -> list[MetricRow]:
@@ -72,6 +88,12 @@ def read_rows(path: str | os.PathLike) -> list[MetricRow]:
             r["value"] = math.nan  # null = undefined
         elif isinstance(v, bool) or not isinstance(v, (int, float)):
             raise ValueError(f"{p}: row {i} value must be a number or null, got {v!r}")
+        for k in ("lo", "hi"):
+            if k in d:
+                b = d[k]
+                if b is not None and (isinstance(b, bool) or not isinstance(b, (int, float))):
+                    raise ValueError(f"{p}: row {i} {k} must be a number or null, got {b!r}")
+                r[k] = math.nan if b is None else float(b)
         out.append(MetricRow(**r))
     return out
 
@@ -80,7 +102,7 @@ def write_rows(path: str | os.PathLike, rows: Iterable[MetricRow]) -> None:
     """Write rows atomically as strict JSON (NaN / inf values -> ``null``, meaning undefined)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    write_json(p, [asdict(r) for r in rows])
+    write_json(p, [r.to_json() for r in rows])
 
 
 def merge_rows(path: str | os.PathLike, rows: Iterable[MetricRow]) -> list[MetricRow]:
@@ -147,4 +169,79 @@ def aggregate_seeds(rows: Iterable[MetricRow]) -> list[MetricRow]:
         st = seed_stats(vals)
         out.append(MetricRow(task, model, None, split, setting, metric + "_mean", mean, st.mean))
         out.append(MetricRow(task, model, None, split, setting, metric + "_std", mean, st.std))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- paired bootstrap
+def paired_bootstrap(a: Sequence[float], b: Sequence[float], level: float = 0.95, n_boot: int = 10000,
+                     seed: int = 0) -> tuple[float, float, float]:
+    """Mean paired difference ``mean(a_i - b_i)`` and its percentile bootstrap interval (Efron & Tibshirani, 1993).
+
+    The pairs (e.g. the same world seed and student seed for two models) are resampled with replacement ``n_boot``
+    times; the interval is the ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of the resampled means. With
+    few pairs (3 x 3 in the study) the percentile interval is somewhat narrower than its nominal level.
+
+    Args:
+        a, b: paired values, same length >= 1.
+        level: coverage of the interval (0.95).
+        n_boot: bootstrap resamples.
+        seed: seeds the resampling (the interval is a function of the data and the seed).
+
+    Returns:
+        ``(mean difference, lo, hi)``.
+    """
+    if len(a) != len(b) or not len(a):
+        raise ValueError(f"paired_bootstrap needs two equally long non-empty sequences, got {len(a)} and {len(b)}")
+    if not 0 < level < 1:
+        raise ValueError(f"paired_bootstrap level must be in (0, 1), got {level}")
+    d = [float(x) - float(y) for x, y in zip(a, b)]
+    n = len(d)
+    rng = random.Random(seed)
+    means = sorted(sum(d[rng.randrange(n)] for _ in range(n)) / n for _ in range(n_boot))
+
+    def q(p: float) -> float:  # linear interpolation between order statistics
+        x = p * (len(means) - 1)
+        i = int(math.floor(x))
+        j = min(i + 1, len(means) - 1)
+        return means[i] + (means[j] - means[i]) * (x - i)
+
+    return statistics.fmean(d), q((1 - level) / 2), q((1 + level) / 2)
+
+
+def paired_difference_rows(rows: Iterable[MetricRow], pairs: Sequence[tuple[str, str]], task: str = "gsr",
+                           study_task: Optional[str] = None, pair_key: Callable[[MetricRow], Hashable] = lambda r: r.seed,
+                           level: float = 0.95, n_boot: int = 10000, seed: int = 0) -> list[MetricRow]:
+    """Study rows of paired differences ``a - b`` for every (split, setting, metric, mean) both models have.
+
+    Per-seed rows (``seed`` not None) of task ``task`` are paired by ``pair_key`` (default the seed; a study over
+    several worlds passes ``(world seed, student seed)``). For each pair of models and each key the rows are (task
+    ``<task>-study``, model ``"a - b"``, seed None, metric ``<metric>_diff``): ``value`` the mean difference with
+    ``lo`` / ``hi`` its :func:`paired_bootstrap` interval, and ``<metric>_diff_std`` its :func:`seed_stats` std.
+    Keys with fewer than one common pair are skipped.
+    """
+    by: dict[tuple, dict[Hashable, float]] = {}
+    for r in rows:
+        if r.seed is None or r.task != task:
+            continue
+        by.setdefault((r.model, r.split, r.setting, r.metric, r.mean), {})[pair_key(r)] = r.value
+    out = []
+    keys = sorted({k[1:] for k in by}, key=lambda k: tuple("" if x is None else str(x) for x in k))
+    for a, b in pairs:
+        for split, setting, metric, mean in keys:
+            va, vb = by.get((a, split, setting, metric, mean)), by.get((b, split, setting, metric, mean))
+            if not va or not vb:
+                continue
+            common = [k for k in va if k in vb]
+            if not common:
+                continue
+            xa, xb = [va[k] for k in common], [vb[k] for k in common]
+            if not all(math.isfinite(x) for x in xa + xb):
+                continue
+            m, lo, hi = paired_bootstrap(xa, xb, level, n_boot, seed)
+            st = seed_stats([x - y for x, y in zip(xa, xb)])
+            name = f"{a} - {b}"
+            out.append(MetricRow(study_task or f"{task}-study", name, None, split, setting, f"{metric}_diff", mean,
+                                 m, lo, hi))
+            out.append(MetricRow(study_task or f"{task}-study", name, None, split, setting, f"{metric}_diff_std",
+                                 mean, st.std))
     return out

@@ -43,7 +43,8 @@ COMMON = [
     ("world_dir", "str", '"../data/synthsitu/smoke-seed0"', "the SynthSitu world (or a real dataset folder)"),
     ("cache_dir", "str", '"../data/cache"', "checkpoints and feature caches"),
 ]
-_TYPES = {"Optional[int]": "int | None", "Optional[float]": "float | None", "Optional[str]": "str | None"}
+_TYPES = {"Optional[int]": "int | None", "Optional[float]": "float | None", "Optional[str]": "str | None",
+          "Optional[list]": "list | None"}
 
 
 def field_help(config: type) -> dict[str, str]:

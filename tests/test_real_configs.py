@@ -44,9 +44,11 @@ def test_real_config_validates_against_the_notebooks_and_stage_configs(root: Pat
         assert j.generator.backend == "openai" and j.judge.backend == "openai"
     if "distillation" in confs:
         d = confs["distillation"]
-        for v in d.variants:
+        for r in d.row_list():
+            if r.kind != "student":
+                continue
             from mipd_kit.stages.distillation import student_config
-            sc = student_config(d, v, d.seed_list[0], feature_shape=(577, 1024))
+            sc = student_config(d, r.variant, d.seed_list[0], feature_shape=(577, 1024))
             assert sc.backbone == "cached"
         TeacherConfig.from_dict(d.student_backbone)
     if "cl_hoi" in confs:

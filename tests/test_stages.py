@@ -184,6 +184,43 @@ def test_distillation_consumes_alignment_nmpa_weights_with_the_same_metrics(tiny
         D.run(_dist_cfg(d, nmpa_epochs=5), d / "with04", embed_texts=hashed_text_embedder())
 
 
+def test_distillation_runs_the_rows_of_its_config(tiny_run, tmp_path) -> None:
+    """The rows of the config, by model name: references (teacher, student-zs on the frozen student backbone),
+    students with their rationale sources (a control without its file is skipped with the reason), dev-unseen and
+    gsr-study rows."""
+    import shutil
+
+    from mipd_kit.rationales.store import Rationale
+    from mipd_kit.stages import distillation as D
+    from mipd_kit.student.testing import hashed_text_embedder
+
+    d, info = tiny_run
+    run = tmp_path / "run"
+    shutil.copytree(d / "alone", run, ignore=shutil.ignore_patterns("checkpoints", "predictions", "curves", "nmpa"))
+    verbs = json.loads((d / "w" / "train.json").read_text())
+    recs = [Rationale(im, "glimpse", None, "positive", f"a photo of someone {verbs[im]['verb']}", 0, 9.0, "template")
+            for im in info["collected"]]
+    (run / "rationales-template.jsonl").write_text("".join(json.dumps(r.to_json()) + "\n" for r in recs))
+    cfg = _dist_cfg(d, variants=[], rows=["teacher", "student-zs", "baseline", "mipd", "mipd-template",
+                                          "mipd-shuffled"], seeds=[0, 1], student_backbone={"backend": "tiny"},
+                    study_bootstrap=200)
+    out = D.run(cfg, run, embed_texts=hashed_text_embedder())
+    models = {r.model for r in out.rows if r.task == "gsr"}
+    assert models == {"teacher", "student-zs", "baseline", "mipd", "mipd-template"}
+    assert "rationales-shuffled.jsonl" in out.skipped["mipd-shuffled"]
+    assert out.nmpa_source["mipd-template-seed0"] == "trained here (template rationales)"
+    assert {r.seed for r in out.rows if r.model == "mipd"} == {0, 1}
+    assert out.world.train.x.shape[1:] and out.world.backbone is not None  # heads on cached backbone tokens
+    study = [r for r in out.study if r.metric == "verb_diff"]
+    assert {r.model for r in study} == {"mipd - baseline", "mipd - mipd-template"}
+    assert all(r.task == "gsr-study" and r.lo <= r.value <= r.hi for r in study)
+    from mipd_kit.metrics import read_rows
+    back = read_rows(run / "metrics.json")
+    assert any(r.task == "gsr-study" and r.lo is not None for r in back)
+    with pytest.raises(ValueError, match="unknown row"):
+        D.Config(rows=["mipd-everything"]).row_list()
+
+
 def test_verb_text_override_reaches_the_vocabulary(tiny_run) -> None:
     from mipd_kit.data.swig import load_frame_space
     from mipd_kit.stages import distillation as D

@@ -16,7 +16,7 @@ from mipd_kit.data.synthsitu.render import all_concepts_drawable
 
 
 def tiny(seed: int = 0) -> SynthConfig:
-    """A world small enough for unit tests (every verb still present in dev/test)."""
+    """A world small enough for unit tests (every verb of each split's protocol present in dev / test)."""
     return replace(SynthConfig.smoke(seed), size="smoke", n_train=80, rare_train=2, n_dev=35, n_test=35,
                    n_unlabeled=35, n_hoi_train=40, n_hoi_test=20, n_pretrain=120, workers=1)
 
@@ -130,7 +130,11 @@ def test_split_hygiene(world):
     assert all(per_verb[v] <= tiny().rare_train for v in split.rare) and len(split.rare) >= 6
     assert all(per_verb[v] > tiny().rare_train for v in split.seen)
     test = load_situations(world / "test.json")
-    assert {s.verb for s in test.values()} == {v.name for v in W.VERBS}
+    # ov protocol v2 (the default): test shows every verb but the dev-only unseen ones, dev every verb but test's
+    dev_only = set(split.extra["unseen_dev"])
+    assert {s.verb for s in test.values()} == {v.name for v in W.VERBS} - dev_only
+    assert {s.verb for s in load_situations(world / "dev.json").values()} == \
+        {v.name for v in W.VERBS} - set(split.extra["unseen_test"])
     # pretraining and unlabeled images are disjoint (by name and by content) from the GSR / HOI images
     gsr_hoi = set(train) | set(test) | set(load_situations(world / "dev.json"))
     for f in ("hoi_train.json", "hoi_test.json"):

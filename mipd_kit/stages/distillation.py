@@ -1,5 +1,15 @@
-"""Stage ``distillation`` (notebook ``05_distillation.ipynb``): the Ov-GSR students of the MIPD ablation
-(baseline, feat, feat-kd, glimpse, gaze, neg, full, unlabeled), per seed, distilled from the run's teacher.
+"""Stage ``distillation`` (notebook ``05_distillation.ipynb``): the rows of the MIPD study, per seed, distilled from
+the run's teacher.
+
+The rows are model names of the ingredients table (``mipd_kit.student.ingredients.ROWS``; default
+``STUDY_ROWS``: teacher, student-zs, baseline, mipd-feat, mipd-feat-kd, mipd, mipd-kd, mipd-template, mipd-shuffled,
+mipd-feat-kd-unlabeled, mipd-kd-unlabeled); each student row names its variant and its rationale source (the run's
+judged rationales, or the ``template`` / ``shuffled`` control files, :func:`rationale_path`). With a
+``student_backbone`` (the paper's student, the default of the run configs) every student is a head on the cached
+features of that frozen backbone and ``student-zs`` is the backbone's own zero-shot verb accuracy; without one the
+students are the from-scratch CNN on pixels (the ``edge`` student) and ``student-zs`` is skipped with its reason.
+The paired differences of :data:`mipd_kit.student.ingredients.KEY_DIFFERENCES` over the student seeds are written
+as rows of task ``gsr-study`` with ``lo`` / ``hi`` (``mipd_kit.metrics.paired_difference_rows``).
 
 The stage config turns into one ``mipd_kit.student.train.StudentConfig`` per variant and seed
 (:func:`student_config`); the world and the teacher's material are prepared once (:func:`prepare`, which passes the
@@ -23,6 +33,8 @@ from typing import Any, Optional, Sequence
 from . import stage_main
 
 INPUTS: tuple[str, ...] = ("data", "rationales", "alignment")
+#: the paper's student on the smoke world: the weaker embedded image-text backbone, frozen, features cached
+SMOKE_STUDENT_BACKBONE = {"backend": "embedded", "size": "student-smoke", "seed": 0}
 OUTPUTS: tuple[str, ...] = ("predictions", "curves", "checkpoints", "results_mipd.md")
 USES_TEACHER = True
 
@@ -36,7 +48,12 @@ class Config:
         seed: base seed (used when seeds is empty).
         teacher_config: the run's ``teacher:`` block (TeacherConfig fields); ``mipd run`` injects it.
         seeds: student seeds (default run: [0, 1, 2]).
-        variants: ablation rows (``mipd_kit.student.train.VARIANTS``).
+        rows: the rows to produce, model names of ``mipd_kit.student.ingredients.ROWS`` (null: ``STUDY_ROWS``,
+            unless ``variants`` is given; then those only).
+        variants: further students by variant name (``mipd_kit.student.train.VARIANTS``; the older form).
+        rationale_files: rationale source -> rationales.jsonl of the control rows (``template``, ``shuffled``);
+            a source not given is read from ``run_dir/rationales-<source>.jsonl``, and its rows are skipped with the
+            reason when that file is absent.
         student_smoke: smoke-sized student and schedule (``StudentConfig.smoke``).
         rationales: rationales.jsonl path; empty means run_dir/rationales.jsonl.
         epochs: student epochs; None keeps the StudentConfig's.
@@ -45,9 +62,12 @@ class Config:
         unlabeled_ratio: unlabeled images per labelled image; None keeps the StudentConfig's.
         threads: torch threads (0 = torch's default).
         overrides: further StudentConfig fields, e.g. {"w_kd": 5.0, "verb_text": "definition"}.
-        student_backbone: real mode: the student's frozen backbone (TeacherConfig fields, built by the same teacher
-            factory, e.g. {backend: open_clip, model: ViT-L-14-336, pretrained: openai}); the student is then a head
-            on its cached patch tokens (StudentConfig backbone "cached"). Empty: the embedded CNN on pixels.
+        student_backbone: the student's frozen backbone (TeacherConfig fields, built by the same teacher factory:
+            embedded ``{backend: embedded, size: student}`` -- the weaker image-text model of this world, the run
+            configs' default -- or real mode ``{backend: open_clip, model: ViT-L-14-336, pretrained: openai}``); the
+            student is then a head on its cached patch tokens (StudentConfig backbone "cached") and row
+            ``student-zs`` its zero-shot accuracy. Empty: the from-scratch CNN on pixels (the ``edge`` student).
+        study_bootstrap: bootstrap resamples of the ``gsr-study`` intervals.
     """
 
     world_dir: str = "data/synthsitu/default-seed0"
@@ -55,8 +75,9 @@ class Config:
     seed: int = 0
     teacher_config: dict = field(default_factory=dict)
     seeds: list = field(default_factory=lambda: [0, 1, 2])
-    variants: list = field(default_factory=lambda: ["baseline", "feat", "feat-kd", "glimpse", "gaze", "neg", "full",
-                                                    "unlabeled"])
+    rows: Optional[list] = None
+    variants: list = field(default_factory=list)
+    rationale_files: dict = field(default_factory=dict)
     student_smoke: bool = False
     rationales: str = ""
     epochs: Optional[int] = None
@@ -66,13 +87,14 @@ class Config:
     threads: int = 0
     overrides: dict = field(default_factory=dict)
     student_backbone: dict = field(default_factory=dict)
+    study_bootstrap: int = 2000
 
     @classmethod
     def smoke(cls) -> "Config":
         """Seconds to minutes: smoke student, one seed, the smoke world and teacher."""
         from .teacher import SMOKE_TEACHER
         return cls(world_dir="data/synthsitu/smoke-seed0", teacher_config=dict(SMOKE_TEACHER), seeds=[0],
-                   student_smoke=True)
+                   student_smoke=True, student_backbone=dict(SMOKE_STUDENT_BACKBONE))
 
     def __post_init__(self) -> None:
         for k in ("epochs", "nmpa_epochs"):
@@ -87,6 +109,25 @@ class Config:
     @property
     def seed_list(self) -> list[int]:
         return [int(s) for s in self.seeds] or [int(self.seed)]
+
+    def row_list(self) -> list[Any]:
+        """The ingredients-table rows to produce, in order, without repeats (``rows``, then ``variants``)."""
+        from ..student.ingredients import STUDY_ROWS, row_of
+        names = list(self.rows) if self.rows is not None else ([] if self.variants else list(STUDY_ROWS))
+        out: list[Any] = []
+        for n in [*names, *self.variants]:
+            r = row_of(str(n))
+            if r not in out:
+                out.append(r)
+        return out
+
+
+def rationale_path(cfg: Config, run_dir: str | os.PathLike, source: str) -> Path:
+    """The rationales file of a source: ``run`` -> ``rationales`` (or run_dir/rationales.jsonl); a control source
+    -> ``rationale_files[source]`` (or run_dir/rationales-<source>.jsonl)."""
+    if source == "run":
+        return Path(cfg.rationales or Path(run_dir) / "rationales.jsonl")
+    return Path(cfg.rationale_files.get(source) or Path(run_dir) / f"rationales-{source}.jsonl")
 
 
 def student_config(cfg: Config, variant: str, seed: int, nmpa_base: Any = None,
@@ -128,9 +169,10 @@ def prepare(cfg: Config, run_dir: str | os.PathLike, teacher: Any = None, **kw: 
     base = student_config(cfg, "full", cfg.seed_list[0])
     teacher = teacher if teacher is not None else build(cfg.teacher_config, cfg.world_dir, cfg.cache_dir)
     backbone = build(cfg.student_backbone, cfg.world_dir, cfg.cache_dir) if cfg.student_backbone else None
-    rationales_path = cfg.rationales or str(Path(run_dir) / "rationales.jsonl")
+    rationales_path = str(rationale_path(cfg, run_dir, "run"))
     world = prepare_world(cfg.world_dir, cfg.cache_dir, teacher, image_size=base.image_size,
                           rationales_path=rationales_path, verb_text=base.verb_text, backbone=backbone, **kw)
+    world.backbone = backbone
     return teacher, world
 
 
@@ -170,42 +212,88 @@ class Outputs:
     skipped: dict
     nmpa_source: dict
     world: Any
+    study: list = field(default_factory=list)
+
+
+def plan_rows(cfg: Config, run_dir: str | os.PathLike, world: Any) -> tuple[list[tuple[Any, Any]], dict[str, str]]:
+    """The student rows to train, each with the world whose rationales it uses, and the skipped rows with the reason
+    (never silent): a control whose rationales file is absent, a row the world cannot support
+    (``runnable_variants``)."""
+    from ..rationales.store import collect, read_rationales
+    from ..student.train import runnable_variants, with_rationales
+
+    worlds: dict[str, Any] = {"run": world, "": world}
+    plan, skipped = [], {}
+    for r in cfg.row_list():
+        if r.kind != "student":
+            continue
+        if r.rationales not in worlds:
+            path = rationale_path(cfg, run_dir, r.rationales)
+            worlds[r.rationales] = (with_rationales(world, collect(read_rationales(path)), r.rationales)
+                                    if path.is_file() else None)
+        w = worlds[r.rationales]
+        if w is None:
+            skipped[r.model] = (f"no {r.rationales} rationales ({rationale_path(cfg, run_dir, r.rationales)}; stage "
+                                f"rationales writes it with the {r.rationales!r} control backend)")
+            continue
+        ok, why = runnable_variants(w, [r.variant])
+        if ok:
+            plan.append((r, w))
+        else:
+            skipped[r.model] = why[r.variant]
+    return plan, skipped
 
 
 def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, teacher: Any = None,
         **prepare_kw: Any) -> Outputs:
-    """Train every runnable variant for every seed, write predictions / curves / checkpoints and merge the rows
-    into ``run_dir/metrics.json``."""
-    from ..metrics import aggregate_seeds, merge_rows
-    from ..student.train import run_variant, runnable_variants, teacher_rows
+    """Produce every row of the config for every seed: reference rows (teacher, student-zs), students (predictions /
+    curves / checkpoints), seed aggregates and the ``gsr-study`` paired differences, merged into
+    ``run_dir/metrics.json``."""
+    from ..metrics import aggregate_seeds, merge_rows, paired_difference_rows
+    from ..student.ingredients import KEY_DIFFERENCES
+    from ..student.train import run_variant, teacher_rows
 
     run = Path(run_dir)
     teacher, world = prepare(cfg, run, teacher=teacher, **prepare_kw)
     base, loaded = load_alignment(world, run)
-    todo, skipped = runnable_variants(world, cfg.variants)
-    rows = teacher_rows(teacher, cfg.world_dir, cfg.seed_list)
+    plan, skipped = plan_rows(cfg, run, world)
+    wanted = {r.model for r in cfg.row_list()}
+    rows: list = []
+    if "teacher" in wanted:
+        rows += teacher_rows(teacher, cfg.world_dir, cfg.seed_list)
+    if "student-zs" in wanted:
+        if world.backbone is not None:
+            rows += teacher_rows(world.backbone, cfg.world_dir, cfg.seed_list, model="student-zs")
+        else:
+            skipped["student-zs"] = "no student_backbone: the students are the from-scratch CNN (edge student)"
     timings: dict[str, float] = {}
     source: dict[str, str] = {}
     shape = tuple(world.train.x.shape[1:]) if cfg.student_backbone else None  # (T, Din) cached tokens
     for s in cfg.seed_list:
-        for v in todo:
-            sc = student_config(cfg, v, s, base, feature_shape=shape)
+        for r, w in plan:
+            sc = student_config(cfg, r.variant, s, base, feature_shape=shape)
             if sc.uses["glimpse"]:
                 key = sc.nmpa_config().fingerprint()
-                source[f"{sc.model_name}-seed{s}"] = ("stage alignment" if key in loaded
+                source[f"{sc.model_name}-seed{s}"] = ("stage alignment" if key in loaded and w is world
+                                                      else f"trained here ({w.rationale_source} rationales)"
+                                                      if w is not world
                                                       else "trained here (not in stage alignment's output)")
-            r, res = run_variant(world, sc, run, resume=cfg.resume, progress=progress)
-            rows += r
+            got, res = run_variant(w, sc, run, resume=cfg.resume, progress=progress)
+            rows += got
             timings[f"{sc.model_name}-seed{s}"] = round(res.info["train_s"], 1)
     merge_rows(run / "metrics.json", rows)
-    merge_rows(run / "metrics.json", aggregate_seeds([r for r in rows if r.task == "gsr"]))
-    return Outputs(rows, timings, skipped, source, world)
+    gsr = [r for r in rows if r.task == "gsr"]
+    merge_rows(run / "metrics.json", aggregate_seeds(gsr))
+    study = paired_difference_rows(gsr, [p for p in KEY_DIFFERENCES if {*p} <= {r.model for r in gsr}],
+                                   n_boot=cfg.study_bootstrap)
+    merge_rows(run / "metrics.json", study)
+    return Outputs(rows, timings, skipped, source, world, study)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the stage from the command line (the notebook adds the tables and figures)."""
     return stage_main(sys.modules[__name__], argv, run_dir_help="run folder (rationales.jsonl, nmpa/, predictions/, ...)",
-                      set_example="variants=[baseline,full]",
+                      set_example="rows=[baseline,mipd]",
                       summary=lambda r: {"timings": r.timings, "skipped": r.skipped, "nmpa": r.nmpa_source})
 
 

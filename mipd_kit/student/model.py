@@ -12,7 +12,8 @@
   predicts per role a noun (cosine against frozen noun-name embeddings; a learnable vector stands for the empty
   noun), a box ``(cx, cy, w, h)`` through a sigmoid, and a box-exists logit.
 - Distillation heads map the scene feature and each role feature into the teacher's spaces (scene: joint space E,
-  roles: token space D); they are only used by the training losses.
+  roles: token space D); they are only used by the training losses. The negative-guided term has a projection of its
+  own (``neg_proj``), so it never acts on ``scene_distill``, the verb head's input.
 """
 
 from __future__ import annotations
@@ -168,6 +169,9 @@ class OvGSRStudent(nn.Module):
         self.exists_head = nn.Linear(d, 1)
         self.scene_distill = nn.Linear(d, vocab.scene_dim)
         self.role_distill = nn.Linear(d, vocab.role_dim)
+        # the negative-guided term's own projection (teacher joint space): its gradient never reaches
+        # ``scene_distill``, the verb head's input projection (created last: the other layers' init is unchanged)
+        self.neg_proj = nn.Linear(d, vocab.scene_dim)
 
     # -- encoder ---------------------------------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -218,6 +222,7 @@ class OvGSRStudent(nn.Module):
         out = self.decode(tok, verbs)
         out["verb_logits"] = self.verb_logits(scene)
         out["scene_feat"] = self.scene_distill(scene)
+        out["scene"] = scene  # (B, d) the shared scene feature (the negative term projects it with neg_proj)
         return out
 
     @torch.no_grad()

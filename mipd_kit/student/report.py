@@ -12,10 +12,14 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 from ..metrics import MetricRow, seed_stats
+from .ingredients import ROWS
 
-#: teacher, then the student of every variant in ``mipd_kit.student.train.VARIANTS`` order (a test keeps them in step)
-MODEL_ORDER = ("teacher", "baseline", "mipd-feat", "mipd-feat-kd", "mipd-glimpse", "mipd-gaze", "mipd-neg", "mipd",
-               "mipd-unlabeled")
+#: every row of the ingredients table (``mipd_kit.student.ingredients.ROWS``): the teacher and the models of the
+#: ablation chain first, in the order of the tables committed before the fair-test protocol, then the newer rows
+MODEL_ORDER = ("teacher", "student-zs", "baseline", "mipd-feat", "mipd-feat-kd", "mipd-glimpse", "mipd-gaze",
+               "mipd-neg", "mipd", "mipd-unlabeled", "mipd-kd", "mipd-template", "mipd-shuffled",
+               "mipd-feat-kd-unlabeled", "mipd-kd-unlabeled")
+assert set(MODEL_ORDER) == set(ROWS) and len(MODEL_ORDER) == len(ROWS), "MODEL_ORDER must list every row once"
 SPLITS = ("seen", "rare", "unseen_compositional", "unseen_novel", "unseen", "all")
 
 
@@ -88,3 +92,24 @@ def plot_loss_curves(curves: dict[str, dict], path: str | Path, smooth: int = 10
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def study_table(rows: Sequence[MetricRow], setting: str = "top1", metric: str = "verb", mean: str = "image",
+                splits: Sequence[str] = ("seen", "rare", "unseen_compositional", "unseen_novel", "unseen",
+                                         "unseen_dev")) -> str:
+    """Markdown table of study rows (task ``*-study``, ``mipd_kit.metrics.paired_difference_rows``): one line per
+    pair of models, one column per split, ``difference [lo, hi]``."""
+    cells: dict[str, dict[str, str]] = {}
+    for r in rows:
+        if not r.task.endswith("-study") or r.setting != setting or r.metric != f"{metric}_diff" or r.mean != mean:
+            continue
+        lo = "?" if r.lo is None else f"{r.lo:+.1f}"
+        hi = "?" if r.hi is None else f"{r.hi:+.1f}"
+        cells.setdefault(r.model, {})[r.split] = f"{r.value:+.1f} [{lo}, {hi}]"
+    if not cells:
+        return "(no paired differences: fewer than two models of a pair, or no seeds)"
+    head = f"| difference ({setting}, {metric}, per-{mean}) | " + " | ".join(splits) + " |"
+    lines = [head, "|" + "---|" * (len(splits) + 1)]
+    for model, c in cells.items():
+        lines.append(f"| {model} | " + " | ".join(c.get(s, "–") for s in splits) + " |")
+    return "\n".join(lines)

@@ -5,19 +5,13 @@ labelled seen + rare verbs of the open-vocabulary split (``mipd_kit.data.splits.
 unseen-verb example; a second check refuses any unseen label that would reach the loss) and, depending on the
 variant, distils the teacher:
 
-=============  ==========================================================================================
-variant        what is added to the supervised GSR losses
-=============  ==========================================================================================
-baseline       nothing (model name ``baseline``)
-feat           scene + role feature distillation towards the *raw* teacher features (``mipd-feat``)
-feat-kd        feat + the logit distillation of ``full``, no rationales and no NMPA (``mipd-feat-kd``): what
-               ``full`` would be without its rationale ingredients
-glimpse        scene target = NMPA-aligned with the positive glimpse rationales (``mipd-glimpse``)
-gaze           + role targets = NMPA instance features aligned with the gaze rationales (``mipd-gaze``)
-neg            + negative guidance (NMPA trained with it; student term on its scene feature) (``mipd-neg``)
-full           + logit distillation of the teacher's zero-shot verb distribution (``mipd``)
-unlabeled      full + scene distillation on the world's unlabeled pool (``mipd-unlabeled``)
-=============  ==========================================================================================
+The variants and the ingredients each switches on are one table, :data:`mipd_kit.student.ingredients.ROWS`
+(rendered in docs/methods.md): ``baseline`` (``baseline``), ``feat`` (``mipd-feat``), ``feat-kd``
+(``mipd-feat-kd``), ``paper`` (``mipd``: the paper's ingredients, no logit KD), ``full`` (``mipd-kd``: + logit KD),
+``template`` / ``shuffled`` (``mipd-template`` / ``mipd-shuffled``: ``paper`` on control rationales),
+``feat-kd-unlabeled`` / ``kd-unlabeled`` (the unlabeled pair), and the ablation steps ``glimpse``, ``gaze``, ``neg``
+and the older ``unlabeled`` (``mipd-unlabeled`` = ``mipd-kd-unlabeled``). Every variant shares the supervised losses
+and their weights (the authors', :data:`mipd_kit.student.ingredients.AUTHORS_LOSSES`).
 
 DDP: each optimisation step draws one *global* batch from a seeded permutation; rank ``r`` takes every
 ``world_size``-th element; every loss is a sum of per-sample terms over the *global* batch size
@@ -49,23 +43,12 @@ from ..data.records import DataError, FrameSpace, Situation
 from ..machine import autocast, resolve_device, to_device
 from . import losses as L
 from .checkpoint import describe_frozen, text_encoder_name, vocab_payload
+# one table of variants, model names and ingredients (re-exported here, where they used to live)
+from .ingredients import AUTHORS_LOSSES, INGREDIENTS, MODEL_NAMES, USES, VARIANTS, drop_gold_negatives  # noqa: F401
 from .model import OvGSRStudent, StudentVocab, build_student
 
-Variant = Literal["baseline", "feat", "feat-kd", "glimpse", "gaze", "neg", "full", "unlabeled"]
-VARIANTS: tuple[str, ...] = ("baseline", "feat", "feat-kd", "glimpse", "gaze", "neg", "full", "unlabeled")
-MODEL_NAMES: dict[str, str] = {"baseline": "baseline", "feat": "mipd-feat", "feat-kd": "mipd-feat-kd",
-                               "glimpse": "mipd-glimpse", "gaze": "mipd-gaze", "neg": "mipd-neg", "full": "mipd",
-                               "unlabeled": "mipd-unlabeled"}
-#: the ingredients each variant switches on (cumulative along the ablation, except ``feat-kd``)
-USES: dict[str, frozenset[str]] = {
-    "baseline": frozenset(),
-    "feat": frozenset({"distill"}),
-    "feat-kd": frozenset({"distill", "kd"}),
-    "glimpse": frozenset({"distill", "glimpse"}),
-    "gaze": frozenset({"distill", "glimpse", "gaze"}),
-    "neg": frozenset({"distill", "glimpse", "gaze", "neg"}),
-    "full": frozenset({"distill", "glimpse", "gaze", "neg", "kd"}),
-    "unlabeled": frozenset({"distill", "glimpse", "gaze", "neg", "kd", "unlabeled"})}
+Variant = Literal["baseline", "feat", "feat-kd", "glimpse", "gaze", "neg", "paper", "full", "unlabeled", "template",
+                  "shuffled", "feat-kd-unlabeled", "kd-unlabeled"]
 
 
 class CheckpointMismatch(RuntimeError):
@@ -91,12 +74,13 @@ class StudentConfig:
             label is used) or ``"train"`` (seen + rare only, the stricter reading).
         epochs, batch_size, lr, weight_decay, clip: optimisation (AdamW; clip = max gradient norm).
         verb_smoothing, noun_smoothing: label smoothing (0.3 / 0.2 as the authors).
-        w_verb, w_noun, w_l1, w_giou, w_exists: supervised loss weights.
-        w_scene, w_role: feature-distillation weights (scene 5, chosen on dev; the authors use 2 with L1);
-            distill_kind ``"l1"`` or ``"cosine"``.
-        w_kd, kd_t: logit distillation weight (10, chosen on dev) and temperature (used by ``feat-kd``, ``full``,
-            ``unlabeled``).
-        w_neg, neg_kind: student negative-guided term weight and form (``neg``/``full``/``unlabeled``).
+        w_verb, w_noun, w_l1, w_giou, w_exists: supervised loss weights (1 / 1 / 5 / 5 / 5, the authors').
+        w_scene, w_role: feature-distillation weights (2 / 2 with ``distill_kind="l1"``, the authors'; the versions
+            before the fair-test protocol used cosine x5 / x1); distill_kind ``"l1"`` or ``"cosine"``.
+        w_kd, kd_t: logit distillation weight (10) and temperature, for the rows with the ``kd`` ingredient only.
+        w_neg, neg_kind: student negative-guided term weight (5, the authors') and form, for the rows with ``neg``;
+            it acts on the student's own negative projection (``OvGSRStudent.neg_proj``), never on the verb head's
+            input, and negatives naming the image's gold verb are dropped before training.
         unlabeled_ratio: unlabeled images per labelled image in a step (``unlabeled`` variant).
         select_on_dev: keep the epoch with the best dev verb top-1 on *trainable* verbs (never test).
         strict_rationales: fail if any training image lacks rationales (default: train with what exists).
@@ -131,14 +115,14 @@ class StudentConfig:
     w_verb: float = 1.0
     w_noun: float = 1.0
     w_l1: float = 5.0
-    w_giou: float = 2.0
-    w_exists: float = 1.0
-    w_scene: float = 5.0
-    w_role: float = 1.0
-    distill_kind: Literal["l1", "cosine"] = "cosine"
+    w_giou: float = 5.0
+    w_exists: float = 5.0
+    w_scene: float = 2.0
+    w_role: float = 2.0
+    distill_kind: Literal["l1", "cosine"] = "l1"
     w_kd: float = 10.0
     kd_t: float = 2.0
-    w_neg: float = 1.0
+    w_neg: float = 5.0
     neg_kind: Literal["authors", "margin", "infonce"] = "authors"
     unlabeled_ratio: float = 1.0
     select_on_dev: bool = True
@@ -167,7 +151,7 @@ class StudentConfig:
     @property
     def uses(self) -> dict[str, bool]:
         """Which ingredients the variant switches on (:data:`USES`)."""
-        return {k: k in USES[self.variant] for k in ("distill", "glimpse", "gaze", "neg", "kd", "unlabeled")}
+        return {k: k in USES[self.variant] for k in INGREDIENTS}
 
     def nmpa_config(self) -> NMPAConfig:
         """The NMPA config actually trained for this variant."""
@@ -337,6 +321,42 @@ class World:
     kd_unlabeled: Optional[torch.Tensor]
     report: dict[str, Any] = field(default_factory=dict)
     nmpa_cache: dict[str, Any] = field(default_factory=dict)  # NMPA config fingerprint -> (model, history, targets)
+    encode_texts: Optional[Callable[[list[str]], Any]] = None  # rationale texts -> teacher Encoded (cached)
+    verb_words: dict[str, tuple[str, ...]] = field(default_factory=dict)  # verb -> phrases naming it
+    rationale_source: str = "run"
+    backbone: Any = None  # the frozen student backbone whose cached tokens are ``x`` (None: pixels, the edge CNN)
+
+
+def verb_words_of(world_dir: str | os.PathLike, verbs: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """The phrases that name each verb, for dropping negatives that name the gold verb: a SynthSitu world's caption
+    words (``mipd_kit.data.synthsitu.captions.VERB_WORDS``), else (real mode) the verb name itself."""
+    meta = Path(world_dir) / "meta.json"
+    words: dict[str, tuple[str, ...]] = {}
+    if meta.is_file():
+        try:
+            synth = json.loads(meta.read_text()).get("generator") == "mipd_kit.data.synthsitu"
+        except (json.JSONDecodeError, AttributeError):
+            synth = False
+        if synth:
+            from ..data.synthsitu.captions import VERB_WORDS
+            words = {v: tuple(VERB_WORDS.get(v, ())) for v in verbs}
+    return {v: (v.replace("_", " "), *words.get(v, ())) for v in verbs}
+
+
+def with_rationales(world: World, collected: dict[str, Any], source: str) -> World:
+    """A copy of ``world`` whose NMPA material comes from other rationales (the ``template`` / ``shuffled``
+    controls): the same teacher features, the rationale bank and indices rebuilt from ``collected`` (gold-verb
+    negatives dropped), an NMPA cache of its own (NMPA trained on other rationales is another model)."""
+    if world.align is None or world.encode_texts is None:
+        raise DataError("with_rationales: the world was prepared without teacher material")
+    a = world.align
+    gold = {n: world.vocab.verbs[int(v)] for n, v in zip(world.train.images, world.train.verb.tolist())}
+    collected, dropped = drop_gold_negatives(collected, gold, world.verb_words)
+    align = build_align_data(a.images, a.role_names, a.boxes, a.box_exists, a.tokens, a.pooled, a.grid, collected,
+                             world.encode_texts)
+    report = {**world.report, "rationales": align.coverage(), "gold_negatives_dropped": dropped,
+              "rationale_source": source}
+    return dataclasses.replace(world, align=align, report=report, nmpa_cache={}, rationale_source=source)
 
 
 def make_split_data(sits: dict[str, Situation], vocab: StudentVocab, space: FrameSpace, x: torch.Tensor,
@@ -371,7 +391,7 @@ def prepare_world(world_dir: str | os.PathLike, cache_dir: str | os.PathLike, te
     world = Path(world_dir)
     space = load_frame_space(world / "imsitu_space.json")
     split = OvSplit.load(world / "ov_split.json")
-    gt = {s: load_situations(world / f"{s}.json") for s in ("train", "dev", "test")}
+    gt = {s: load_situations(world / f"{s}.json") for s in ("train", "dev", "test")}  # (dev: the unseen_dev rows)
     train_sits = guard_training(gt["train"], split)
     if embed_texts is None:
         from ..teachers.embedded import minilm_encode
@@ -427,6 +447,8 @@ def prepare_world(world_dir: str | os.PathLike, cache_dir: str | os.PathLike, te
         return lazy, lazy.pooled()
 
     tr = data["train"]
+    verb_words = verb_words_of(world, vocab.verbs)
+    collected, dropped = drop_gold_negatives(collected, {n: train_sits[n].verb for n in tr.images}, verb_words)
     te_tokens, te_pooled = teacher_features(tr.images, "train")
     roles = [list(space.roles(train_sits[n].verb)) for n in tr.images]
     align = build_align_data(tr.images, roles, cxcywh_to_unit_xyxy(tr.boxes), tr.exists, te_tokens,
@@ -446,8 +468,10 @@ def prepare_world(world_dir: str | os.PathLike, cache_dir: str | os.PathLike, te
                                    teacher.grid, {}, enc_texts)
         kd_u = scale * F.normalize(tu_pooled, dim=-1) @ cls.t()
     report = {"prepare_s": time.time() - t0, "rationales": align.coverage(), "n_train": len(tr),
-              "n_dev": len(data["dev"]), "n_test": len(data["test"]), "n_unlabeled": len(unl_names)}
-    return World(vocab, space, split, tr, data["dev"], data["test"], unl, gt, align, align_u, kd_train, kd_u, report)
+              "n_dev": len(data["dev"]), "n_test": len(data["test"]), "n_unlabeled": len(unl_names),
+              "gold_negatives_dropped": dropped}
+    return World(vocab, space, split, tr, data["dev"], data["test"], unl, gt, align, align_u, kd_train, kd_u, report,
+                 encode_texts=enc_texts, verb_words=verb_words)
 
 
 def attach_targets(world: World, cfg: StudentConfig, progress: bool = False) -> tuple[StudentData, Optional[StudentData], dict]:
@@ -499,9 +523,9 @@ def attach_targets(world: World, cfg: StudentConfig, progress: bool = False) -> 
     if u["unlabeled"] and world.unlabeled is not None:
         un = dataclasses.replace(world.unlabeled)
         un.scene_t = aligned_targets(model, world.align_unlabeled)["scene"] if model is not None else world.align_unlabeled.pooled
-        un.kd = world.kd_unlabeled
+        un.kd = world.kd_unlabeled if u["kd"] else None
     elif u["unlabeled"]:
-        raise DataError("variant 'unlabeled' needs the world's unlabeled pool (unlabeled.json); none was loaded")
+        raise DataError(f"variant {cfg.variant!r} needs the world's unlabeled pool (unlabeled.json); none was loaded")
     return tr, un, info
 
 
@@ -584,7 +608,8 @@ def compute_losses(model: OvGSRStudent, b: StudentData, B: int, cfg: StudentConf
         if cfg.w_role > 0:
             parts["distill_role"] = cfg.w_role * L.feature_distill(out["role_feat"], b.role_t, rm, B, cfg.distill_kind)
     if u["neg"] and cfg.w_neg > 0 and b.neg is not None:
-        parts["neg"] = cfg.w_neg * L.negative_guided(out["scene_feat"], b.pos, b.neg, b.neg_mask, B,
+        # on the student's own negative projection of the scene feature: never on the verb head's input
+        parts["neg"] = cfg.w_neg * L.negative_guided(model.neg_proj(out["scene"]), b.pos, b.neg, b.neg_mask, B,
                                                      cfg.neg_kind, pos_mask=b.pos_mask)
     if u["kd"] and cfg.w_kd > 0 and b.kd is not None:
         kv = train_ids if cfg.kd_vocab == "train" else torch.arange(out["verb_logits"].shape[1], device=verb.device)
@@ -893,7 +918,17 @@ def run_variant(world: World, cfg: StudentConfig, run_dir: str | os.PathLike, re
                           {"history": res.history, "dev_curve": res.dev_curve, "best_epoch": res.best_epoch,
                            "info": info, "nmpa_history": res.info.get("nmpa_history", [])})
         rows = evaluate_predictions(world, preds, cfg.model_name, cfg.seed)
+        rows += dev_unseen_rows(world, predict_swig(res.model, world.dev, world.vocab), cfg.model_name, cfg.seed)
     return rows, res
+
+
+def dev_unseen_rows(world: World, dev_preds: dict, model_name: str, seed: Optional[int]) -> list:
+    """The dev images' rows of the dev-only unseen splits (``unseen_dev*``, ov protocol v2): the only unseen verbs a
+    selection may look at. Empty for a world without them."""
+    if not any(k.startswith("unseen_dev") for k in world.split.lists()):
+        return []
+    rows = evaluate_predictions(world, dev_preds, model_name, seed, split="dev")
+    return [r for r in rows if r.split.startswith("unseen_dev")]
 
 
 def runnable_variants(world: World, variants: Sequence[str]) -> tuple[list[str], dict[str, str]]:
@@ -905,19 +940,24 @@ def runnable_variants(world: World, variants: Sequence[str]) -> tuple[list[str],
             raise ValueError(f"unknown variant {v!r}; choose from {VARIANTS}")
         if "glimpse" in USES[v] and not has_rat:
             skipped[v] = "no positive rationales for the train images (run notebooks 02/03 first)"
-        elif v == "unlabeled" and world.unlabeled is None:
+        elif "unlabeled" in USES[v] and world.unlabeled is None:
             skipped[v] = "the world has no unlabeled pool"
         else:
             ok.append(v)
     return ok, skipped
 
 
-def teacher_rows(teacher: Any, world_dir: str | os.PathLike, seeds: Sequence[int], split: str = "test") -> list:
-    """Teacher zero-shot verb rows (``mipd_kit.teachers.embedded.zero_shot_verbs``), one copy per seed so the
-    seed-aggregated table has the reference row (the teacher is fixed: std 0)."""
+def teacher_rows(teacher: Any, world_dir: str | os.PathLike, seeds: Sequence[int], split: str = "test",
+                 model: str = "teacher") -> list:
+    """Zero-shot verb rows of an image-text model (``mipd_kit.teachers.embedded.zero_shot_verbs``; the teacher, or
+    the frozen student backbone as ``student-zs``) on ``split`` plus the dev images' ``unseen_dev*`` rows, one copy
+    per seed so the seed-aggregated table has the reference row (the model is fixed: std 0)."""
     from ..teachers.embedded import zero_shot_verbs
     _, rows = zero_shot_verbs(teacher, world_dir, split=split)
-    return [dataclasses.replace(r, seed=s) for s in seeds for r in rows]
+    if split != "dev" and (Path(world_dir) / "dev.json").is_file():
+        _, dev = zero_shot_verbs(teacher, world_dir, split="dev")
+        rows += [r for r in dev if r.split.startswith("unseen_dev")]
+    return [dataclasses.replace(r, seed=s, model=model) for s in seeds for r in rows]
 
 
 # ----------------------------------------------------------------------------------------------- CLI

@@ -45,7 +45,9 @@ from .embedded import WEIGHTS_CHOICES
 
 Backend = Literal["embedded", "checkpoint", "open_clip", "transformers", "tiny"]
 BACKENDS = ("embedded", "checkpoint", "open_clip", "transformers", "tiny")
-EmbeddedSize = Literal["smoke", "default"]
+EmbeddedSize = Literal["smoke", "default", "student", "student-smoke"]
+#: the sizes of the embedded image-text model (``student*``: the weaker frozen student backbone)
+EMBEDDED_SIZES: tuple[str, ...] = ("smoke", "default", "student", "student-smoke")
 #: the ``weights`` choices of the embedded backend (released weights or training on the run's world)
 WEIGHTS = WEIGHTS_CHOICES
 HFArch = Literal["auto", "clip", "clip_vision", "blip2_vision"]
@@ -85,8 +87,9 @@ class TeacherConfig:
         precision: ``fp32`` | ``fp16`` | ``bf16`` for the model weights.
         seed: seeds random initialisation (``embedded``: initialisation and data order; ``tiny``: the weights).
             Independent of the run seed: a run config sets ``teacher.seed`` explicitly to vary it.
-        size: ``embedded`` only: ``EmbeddedTeacherConfig.smoke()`` or the default ``EmbeddedTeacherConfig()``,
-            before the ``embedded`` overrides.
+        size: ``embedded`` only: ``EmbeddedTeacherConfig.smoke()``, the default ``EmbeddedTeacherConfig()``, or
+            the weaker student backbone ``EmbeddedTeacherConfig.student()`` / ``student_smoke()`` (sizes
+            ``student`` / ``student-smoke``), before the ``embedded`` overrides.
         embedded: ``embedded`` only: ``EmbeddedTeacherConfig`` field overrides (e.g. ``{"epochs": 3}``).
         checkpoint: ``checkpoint`` only: the saved teacher's folder.
         weights: ``embedded`` only: ``auto`` (default) = the released weights (``mipd_kit.weights``, made by
@@ -140,8 +143,8 @@ class TeacherConfig:
         cfg = cls(**d)
         if cfg.backend not in BACKENDS:
             raise ValueError(f"{where}.backend: {cfg.backend!r} is not one of {BACKENDS}")
-        if cfg.size not in ("smoke", "default"):
-            raise ValueError(f"{where}.size: {cfg.size!r} is not one of ('smoke', 'default')")
+        if cfg.size not in EMBEDDED_SIZES:
+            raise ValueError(f"{where}.size: {cfg.size!r} is not one of {EMBEDDED_SIZES}")
         if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
             raise ValueError(f"{where}.seed must be an integer, got {cfg.seed!r}")
         if not isinstance(cfg.embedded, dict):
@@ -166,7 +169,7 @@ class TeacherConfig:
         from dataclasses import asdict
 
         from .embedded import EmbeddedTeacherConfig
-        base = EmbeddedTeacherConfig.smoke() if self.size == "smoke" else EmbeddedTeacherConfig()
+        base = EmbeddedTeacherConfig.of_size(self.size)
         return EmbeddedTeacherConfig.from_dict({**asdict(base), "seed": self.seed, "threads": self.threads,
                                                 "device": self.device, **self.embedded})
 

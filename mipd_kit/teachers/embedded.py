@@ -67,7 +67,8 @@ MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 MINILM_DIM = 384
 #: fixed image normalisation (pixels in [0, 1])
 PIXEL_MEAN, PIXEL_STD = 0.5, 0.25
-SPLIT_NAMES = ("all", "seen", "rare", "unseen", "unseen_compositional", "unseen_novel")
+SPLIT_NAMES = ("all", "seen", "rare", "unseen", "unseen_compositional", "unseen_novel", "unseen_dev", "unseen_test",
+               "unseen_dev_compositional", "unseen_dev_novel")
 
 
 # ----------------------------------------------------------------------------------------------- MiniLM
@@ -194,6 +195,31 @@ class EmbeddedTeacherConfig:
         """Seconds on a laptop CPU: tiny tower, few pairs, two epochs."""
         return cls(image_size=32, width=32, grid=4, depth=1, embed_dim=64, epochs=2, batch_size=64,
                    max_pairs=512, lr=3e-3)
+
+    @classmethod
+    def student(cls) -> "EmbeddedTeacherConfig":
+        """The weaker frozen student backbone (the CLIP ViT-L of this world beside the teacher's BLIP-2): half the
+        width and joint-space size, and a quarter of the default world's caption pairs (3,000 of 12,000)."""
+        return cls(width=64, embed_dim=128, max_pairs=3000)
+
+    @classmethod
+    def student_smoke(cls) -> "EmbeddedTeacherConfig":
+        """The smoke student backbone: smaller than :meth:`smoke` and on fewer pairs (seconds)."""
+        return cls(image_size=32, width=16, grid=4, depth=1, embed_dim=32, epochs=2, batch_size=64,
+                   max_pairs=256, lr=3e-3)
+
+    @classmethod
+    def of_size(cls, size: str) -> "EmbeddedTeacherConfig":
+        """The config of a size name: ``smoke``, ``default``, ``student`` or ``student-smoke``."""
+        if size == "smoke":
+            return cls.smoke()
+        elif size == "default":
+            return cls()
+        elif size == "student":
+            return cls.student()
+        elif size == "student-smoke":
+            return cls.student_smoke()
+        raise ValueError(f"embedded size must be one of 'smoke', 'default', 'student', 'student-smoke', got {size!r}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "EmbeddedTeacherConfig":
@@ -444,15 +470,21 @@ def load_ov_split(world_dir: str | os.PathLike) -> dict[str, list[str]]:
 
 
 def data_fingerprint(world_dir: str | os.PathLike, max_pairs: Optional[int] = None) -> str:
-    """sha256 of the pretraining captions file and the world's meta.json (the corpus identity)."""
+    """sha256 of the pretraining captions file and the world's meta.json (the corpus identity).
+
+    The meta.json bytes are those of the world's ``v1`` form (``mipd_kit.data.synthsitu.generate.corpus_meta_bytes``):
+    a v2 world (dev-only unseen verbs, novel-primitive distractors) has the same pretraining corpus as the v1 world of
+    its seed and so the same fingerprint, and a v1 world's fingerprint is what it always was.
+    """
+    from ..data.synthsitu.generate import corpus_meta_bytes
     w = Path(world_dir)
     cap = w / "pretrain" / "captions.jsonl"
     if not cap.exists():
         raise DataError(f"{cap}: pretraining captions not found (generate the world with `mipd synth --out DIR`)")
     h = hashlib.sha256(cap.read_bytes())
-    meta = w / "meta.json"
-    if meta.exists():
-        h.update(meta.read_bytes())
+    meta = corpus_meta_bytes(w)
+    if meta is not None:
+        h.update(meta)
     h.update(str(max_pairs).encode())
     return h.hexdigest()[:16]
 

@@ -23,6 +23,7 @@ only, never a training input.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -42,6 +43,11 @@ from mipd_kit.data.synthsitu.render import Nuisance, render_gsr, render_hoi
 from mipd_kit.fileio import file_lock
 
 GENERATOR_VERSION = "1.3"  # 1.3: rendered.jsonl (what each image shows)
+#: the open-vocabulary protocols of ``SynthConfig.ov_protocol``
+OV_PROTOCOLS = ("v1", "v2")
+#: config fields that only a v2 world records (kept out of a v1 world's key and meta.json)
+OV_META_KEY = "ov_protocol"
+V2_FIELDS = ("ov_protocol", "dev_unseen_compositional", "dev_unseen_novel", "novel_distractor_p")
 #: run-dependent facts of one generation (timings, workers): the only file outside the byte-identity promise
 GENERATION_FILE = "generation.json"
 SizeName = Literal["smoke", "default", "large"]
@@ -85,6 +91,14 @@ class SynthConfig:
         nuisance_distractor_p, nuisance_occlusion_p, nuisance_cue_drop_p, nuisance_false_cue_p: see ``Nuisance``.
         workers: worker processes (1 = in-process); the files do not depend on it.
         png_compress: PNG compression level (0-9).
+        ov_protocol: ``"v2"`` (default for new worlds): ``dev_unseen_compositional`` + ``dev_unseen_novel`` of the
+            unseen verbs (drawn from the seed) are **dev-only** -- dev shows seen, rare and these verbs, test seen,
+            rare and the other (test-unseen) verbs, so settings are chosen without looking at a test-unseen verb --
+            and unlabelled distractors in train / unlabeled images sometimes show a novel primitive
+            (``novel_distractor_p``). ``"v1"``: the world before the protocol, byte for byte (every unseen verb in
+            dev and test, no such distractors). The pretraining corpus (``pretrain/``) is the same for both.
+        dev_unseen_compositional, dev_unseen_novel: dev-only unseen verbs of each kind (``v2``).
+        novel_distractor_p: probability of a novel-primitive distractor per train / unlabeled image (``v2``).
     """
 
     size: str = "smoke"
@@ -112,6 +126,14 @@ class SynthConfig:
     nuisance_false_cue_p: float = 0.08
     workers: int = 1
     png_compress: int = 1
+    ov_protocol: Literal["v1", "v2"] = "v2"
+    dev_unseen_compositional: int = 2
+    dev_unseen_novel: int = 2
+    novel_distractor_p: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.ov_protocol not in OV_PROTOCOLS:
+            raise SynthError(f"ov_protocol must be one of {', '.join(OV_PROTOCOLS)}, got {self.ov_protocol!r}")
 
     @classmethod
     def smoke(cls, seed: int = 0) -> "SynthConfig":
@@ -145,13 +167,34 @@ class SynthConfig:
         """Everything that determines the files (not ``workers``): compare it to decide whether to regenerate."""
         d = asdict(self)
         d.pop("workers")
+        for k in V2_FIELDS:  # a v1 world's key (and so its meta.json) is that of the versions before the protocol
+            if self.ov_protocol == "v1":
+                d.pop(k)
         d["hoi_people"] = list(self.hoi_people)
         d["version"] = GENERATOR_VERSION
         return d
 
-    def nuisance(self) -> Nuisance:
+    def nuisance(self, split: str = "train") -> Nuisance:
+        """Nuisance factors of ``split``'s images (the novel-primitive distractors: v2 train / unlabeled only)."""
+        novel = self.novel_distractor_p if self.ov_protocol == "v2" and split in ("train", "unlabeled") else 0.0
         return Nuisance(distractor_p=self.nuisance_distractor_p, occlusion_p=self.nuisance_occlusion_p,
-                        cue_drop_p=self.nuisance_cue_drop_p, false_cue_p=self.nuisance_false_cue_p)
+                        cue_drop_p=self.nuisance_cue_drop_p, false_cue_p=self.nuisance_false_cue_p,
+                        novel_distractor_p=novel)
+
+    def unseen_dev(self) -> dict[str, list[str]]:
+        """The dev-only unseen verbs of each kind (``v2``; empty lists for ``v1``), drawn from the seed by a
+        generator of their own, so the rest of the world's random stream is that of ``v1``."""
+        out: dict[str, list[str]] = {}
+        rng = np.random.default_rng([int(self.seed), 0, 16])
+        for kind, n in (("unseen_compositional", self.dev_unseen_compositional), ("unseen_novel", self.dev_unseen_novel)):
+            verbs = [v.name for v in W.VERBS if v.kind == kind]
+            if self.ov_protocol == "v1":
+                out[kind] = []
+                continue
+            if not 1 <= n < len(verbs):
+                raise SynthError(f"{kind}: dev-only verbs must be between 1 and {len(verbs) - 1}, got {n}")
+            out[kind] = sorted(verbs[int(i)] for i in rng.choice(len(verbs), size=n, replace=False))
+        return out
 
 
 # --------------------------------------------------------------------------------------------------- sampling
@@ -204,7 +247,7 @@ def _gsr_task(args: tuple) -> dict:
     verb = W.VERB_BY_NAME[verb_name]
     nouns, place = _sample_nouns(verb, rng, cfg.optional_absent_p)
     drawn: dict = {}
-    img, boxes = render_gsr(verb, nouns, place, cfg.image_size, rng, cfg.nuisance(), record=drawn)
+    img, boxes = render_gsr(verb, nouns, place, cfg.image_size, rng, cfg.nuisance(split), record=drawn)
     img.save(os.path.join(out_dir, name), compress_level=cfg.png_compress)
     bb = {}
     for r in verb.roles:
@@ -233,7 +276,7 @@ def _hoi_task(args: tuple) -> dict:
     places = sorted({p for v, _ in items for p in v.fillers["place"]})
     place = places[int(rng.integers(len(places)))]
     drawn: dict = {}
-    img, pairs = render_hoi(items, place, cfg.image_size, rng, cfg.nuisance(), record=drawn)
+    img, pairs = render_hoi(items, place, cfg.image_size, rng, cfg.nuisance(split), record=drawn)
     img.save(os.path.join(out_dir, name), compress_level=cfg.png_compress)
     if split == "pretrain":
         cap, noisy = hoi_caption(items, place, rng, cfg.caption_noise)
@@ -251,7 +294,8 @@ def _run(tasks: list[tuple], fn, workers: int) -> list[dict]:
 
 
 def _gsr_verbs(cfg: SynthConfig, rng: np.random.Generator) -> dict[str, list[str]]:
-    """Verb of every GSR image per split (train: seen many, rare few, unseen none; others: all verbs evenly)."""
+    """Verb of every GSR image per split (train: seen many, rare few, unseen none; others: all verbs evenly; v2:
+    dev without the test-unseen verbs, test without the dev-only ones)."""
     seen = [v.name for v in W.VERBS if v.kind == "seen"]
     rare = [v.name for v in W.VERBS if v.kind == "rare"]
     allv = [v.name for v in W.VERBS]
@@ -265,8 +309,12 @@ def _gsr_verbs(cfg: SynthConfig, rng: np.random.Generator) -> dict[str, list[str
     counts[: n_seen - counts.sum()] += 1
     train = [v for v, c in zip(seen, counts) for _ in range(int(c))] + [v for v, c in rare_counts.items() for _ in range(c)]
     out = {"train": train}
+    dev_only = {v for vs in cfg.unseen_dev().values() for v in vs}
+    unseen = {v.name for v in W.VERBS if v.kind.startswith("unseen")}
+    pools = {"dev": [v for v in allv if v not in unseen - dev_only] if dev_only else allv,
+             "test": [v for v in allv if v not in dev_only], "unlabeled": allv}
     for split, n in (("dev", cfg.n_dev), ("test", cfg.n_test), ("unlabeled", cfg.n_unlabeled)):
-        out[split] = [allv[i % len(allv)] for i in range(n)]
+        out[split] = [pools[split][i % len(pools[split])] for i in range(n)]
     for split in out:
         rng.shuffle(out[split])
     return out
@@ -490,8 +538,14 @@ def _build(cfg: SynthConfig, out: Path) -> dict:
         train_counts[r["verb"]] += 1
     comp = [v.name for v in W.VERBS if v.kind == "unseen_compositional"]
     novel = [v.name for v in W.VERBS if v.kind == "unseen_novel"]
-    split_obj = OvSplit.from_counts(train_counts, comp + novel, rare_max=cfg.rare_train,
-                                    extra={"unseen_compositional": comp, "unseen_novel": novel})
+    dev_kinds = cfg.unseen_dev()
+    extra = {"unseen_compositional": comp, "unseen_novel": novel}
+    if cfg.ov_protocol == "v2":
+        dev_only = [v for k in ("unseen_compositional", "unseen_novel") for v in dev_kinds[k]]
+        extra.update(unseen_dev=sorted(dev_only), unseen_test=sorted(v for v in comp + novel if v not in dev_only),
+                     unseen_dev_compositional=dev_kinds["unseen_compositional"],
+                     unseen_dev_novel=dev_kinds["unseen_novel"])
+    split_obj = OvSplit.from_counts(train_counts, comp + novel, rare_max=cfg.rare_train, extra=extra)
     split_obj.save(out / "ov_split.json")
 
     rare, non_rare = rare_split(hoi_images["hoi_train"], len(classes.correspondence))
@@ -537,6 +591,10 @@ def _build(cfg: SynthConfig, out: Path) -> dict:
         "hoi": {"num_hoi": len(classes.correspondence), "zero_shot": [list(p) for p in W.HOI_ZERO_SHOT],
                 "rare": len(rare), "non_rare": len(non_rare)},
     }
+    if cfg.ov_protocol == "v2":  # a key of its own, last: without it (and the config's V2_FIELDS) it is v1's meta
+        meta[OV_META_KEY] = {"version": "v2", "unseen_dev": split_obj.extra["unseen_dev"],
+                             "unseen_test": split_obj.extra["unseen_test"],
+                             "novel_distractor_p": cfg.novel_distractor_p}
     # run-dependent facts (wall times, worker count) stay out of meta.json, so that every file of the world but
     # generation.json is a function of the seed and config alone
     _write_json(out / GENERATION_FILE, {"timings": {k: round(v, 3) for k, v in timings.items()},
@@ -590,6 +648,31 @@ def read_meta(world_dir: str | os.PathLike) -> Optional[dict]:
         raise DataError(f"{p}: malformed meta.json ({e})") from e
 
 
+def corpus_meta_bytes(world_dir: str | os.PathLike) -> Optional[bytes]:
+    """The bytes of ``meta.json`` as a ``v1`` world of the same seed and config writes them (``None`` without one).
+
+    A v2 world's meta.json is v1's plus its protocol facts (the ``ov_protocol`` key and the config's
+    :data:`V2_FIELDS`); both share the pretraining corpus, so whatever is keyed on the corpus (the embedded teacher's
+    ``data_fingerprint``, released weights) hashes these bytes and finds one value for both worlds -- and for a v1
+    world exactly its file's bytes, so existing keys stay valid.
+    """
+    p = Path(world_dir) / "meta.json"
+    if not p.exists():
+        return None
+    raw = p.read_bytes()
+    try:
+        meta = json.loads(raw.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{p}: malformed meta.json ({e})") from e
+    if not isinstance(meta, dict) or OV_META_KEY not in meta:
+        return raw  # a v1 world (or a foreign file): its bytes as they are
+    meta = dict(meta)
+    meta.pop(OV_META_KEY)
+    if isinstance(meta.get("config"), dict):
+        meta["config"] = {k: v for k, v in meta["config"].items() if k not in V2_FIELDS}
+    return (json.dumps(meta, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+
+
 def ensure_world(cfg: SynthConfig, world_dir: str | os.PathLike, verbose: bool = True) -> tuple[dict, bool]:
     """Generate the world unless ``world_dir`` already holds one made with the same config.
 
@@ -616,16 +699,18 @@ def ensure_world(cfg: SynthConfig, world_dir: str | os.PathLike, verbose: bool =
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``mipd synth --out DIR --seed S --size smoke|default|large [--overwrite] [--workers N]``."""
+    """``mipd synth --out DIR --seed S --size smoke|default|large [--overwrite] [--workers N] [--ov-protocol v1|v2]``."""
     ap = argparse.ArgumentParser(prog="mipd synth", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="output folder (must be empty or absent unless --overwrite)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the whole world")
     ap.add_argument("--size", default="smoke", help="smoke | default | large")
     ap.add_argument("--overwrite", action="store_true", help="replace a world already in --out")
     ap.add_argument("--workers", type=int, default=None, help="worker processes (default: 1 for smoke, 2 otherwise)")
+    ap.add_argument("--ov-protocol", default="v2", choices=OV_PROTOCOLS,
+                    help="v2: dev-only unseen verbs and novel-primitive distractors; v1: the world before them")
     a = ap.parse_args(list(argv) if argv is not None else None)
     try:
-        cfg = SynthConfig.from_size(a.size, a.seed)
+        cfg = dataclasses.replace(SynthConfig.from_size(a.size, a.seed), ov_protocol=a.ov_protocol)
         if a.workers is not None:
             cfg.workers = max(1, a.workers)
         meta = generate(cfg, a.out, overwrite=a.overwrite, verbose=True)

@@ -20,7 +20,7 @@ from typing import Optional
 import numpy as np
 from PIL import Image, ImageDraw
 
-from mipd_kit.data.synthsitu.world import CONCEPT_BY_NAME, CONCEPTS, PLACE_BY_NAME, Concept, Verb
+from mipd_kit.data.synthsitu.world import CONCEPT_BY_NAME, CONCEPTS, PEOPLE, PLACE_BY_NAME, VERBS, Concept, Verb
 
 # --------------------------------------------------------------------------------------------------- poses
 # Joints in units of the figure's height, x forward (facing right), y up from the ground.
@@ -984,6 +984,10 @@ class Nuisance:
         clutter: range of the number of small background shapes.
         cue_drop_p: probability that the verb's motion cue is not drawn.
         false_cue_p: probability of an extra, unrelated motion cue.
+        novel_distractor_p: probability of an unlabelled distractor showing a *novel* primitive (a pose or relation
+            that only unseen-novel verbs show: a person lying or kneeling, or a small person under / inside an
+            object), as in real photos where background people do things no label names. 0 (the ``v1`` world)
+            draws nothing more from the generator, so images stay byte-identical.
     """
 
     scale: tuple[float, float] = (0.38, 0.6)
@@ -993,6 +997,7 @@ class Nuisance:
     clutter: tuple[int, int] = (3, 14)
     cue_drop_p: float = 0.1
     false_cue_p: float = 0.08
+    novel_distractor_p: float = 0.0
 
 
 MOTION_CUES = ("speed_lines", "arrow_up", "arrow_down", "arc", "dust", "sparks", "steam")
@@ -1041,7 +1046,44 @@ def _distractors(size: int, rng: np.random.Generator, nz: Nuisance, exclude: set
         ow = min(oh * c.aspect, size * 0.4)
         cx, bot = rng.uniform(ow / 2, size - ow / 2), rng.uniform(horizon + 4, size - 1)
         out.append(make_object(c, [cx - ow / 2, bot - oh, cx + ow / 2, bot], int(rng.choice([-1, 1])), rng))
+    if nz.novel_distractor_p > 0 and rng.random() < nz.novel_distractor_p:
+        out += _novel_distractor(size, rng, height, horizon)
     return out
+
+
+def _novel_distractor(size: int, rng: np.random.Generator, height: float, horizon: float) -> list[Entity]:
+    """Entities of one unlabelled distractor showing a novel primitive (``Nuisance.novel_distractor_p``).
+
+    Half the time a lone person in a novel pose (``lie`` / ``kneel``), otherwise a small instance of a novel
+    *relation* (``under`` / ``inside``) laid out like the unseen-novel verb that has it, without its motion cue.
+    """
+    novel = [v for v in VERBS if v.kind == "unseen_novel"]
+    trained = [v for v in VERBS if v.kind in ("seen", "rare")]
+    poses = sorted({v.pose for v in novel} - {v.pose for v in trained})
+    rel_verbs = [v for v in novel if all(v.relation != t.relation for t in trained)]
+    h = height * rng.uniform(0.45, 0.7)
+    facing = int(rng.choice([-1, 1]))
+    if not rel_verbs or rng.random() < 0.5:
+        c = CONCEPT_BY_NAME[PEOPLE[rng.integers(len(PEOPLE))]]
+        pose = poses[rng.integers(len(poses))]
+        return [make_person(c, pose, rng.uniform(0.1, 0.9) * size, rng.uniform(horizon + h * 0.4, size - 2), h,
+                            facing, rng)]
+    verb = rel_verbs[rng.integers(len(rel_verbs))]
+    nouns = {"agent": PEOPLE[rng.integers(len(PEOPLE))]}
+    opts = verb.fillers[verb.main_role]
+    nouns[verb.main_role] = str(opts[rng.integers(len(opts))])
+    grp = layout_group(verb, nouns, h, facing, rng)
+    grp.cues = []
+    b = grp.bbox()
+    s = min(1.0, size * 0.45 / max(b[2] - b[0], 1e-6), size * 0.45 / max(b[3] - b[1], 1e-6))
+    grp.scale(s, 0.0, 0.0)
+    b = grp.bbox()
+    x = rng.uniform(0, max(1.0, size - (b[2] - b[0])))
+    y = rng.uniform(min(horizon, size - (b[3] - b[1])), max(horizon, size - (b[3] - b[1])))
+    grp.shift(x - b[0], y - b[1])
+    for e in grp.entities:
+        e.role = ""
+    return grp.all()
 
 
 def _clip(box: list[float], size: int) -> list[float]:
