@@ -296,6 +296,30 @@ def test_template_and_shuffled_controls(env, captioner_run) -> None:
     assert shuffle_positives(srcb, sits, seed=0) == shuffle_positives(srcb, sits, seed=0)
 
 
+def test_controls_are_written_beside_the_store_for_the_control_rows(env) -> None:
+    """``controls: [template, shuffled]`` leaves rationales-template.jsonl (the template generator on the same images)
+    and rationales-shuffled.jsonl (the main store's positives moved to another image of the same verb), the files the
+    distillation stage's mipd-template / mipd-shuffled rows read."""
+    from mipd_kit.stages import distillation as D
+
+    d = _run_dir(env, "controls")
+    out = R.run(_cfg(env, controls=["template", "shuffled"], unlabeled=False), d)
+    main = [r for r in read_rationales(d / "rationales.jsonl") if r.polarity in ("positive", "negative")]
+    tmpl = read_rationales(d / "rationales-template.jsonl")
+    shuf = read_rationales(d / "rationales-shuffled.jsonl")
+    assert tmpl and all(not r.backend.startswith("captioner") for r in tmpl)
+    assert {r.image for r in tmpl} == {r.image for r in main}
+    _, sits = load_world(out.world, "train")
+    moved = [r for r in shuf if r.polarity == "positive"]
+    assert all(r.backend.startswith("shuffled:") for r in shuf)
+    assert all(r.verdict["shuffled_from"] != r.image and sits[r.verdict["shuffled_from"]].verb == sits[r.image].verb
+               for r in moved)
+    dcfg = D.Config()
+    assert D.rationale_path(dcfg, d, "template") == d / "rationales-template.jsonl"
+    with pytest.raises(ValueError, match="controls"):
+        R.Config(controls=["bogus"])
+
+
 def test_shuffle_positives_pairs_images_of_one_verb() -> None:
     from mipd_kit.data.records import Situation
     from mipd_kit.rationales.store import Rationale

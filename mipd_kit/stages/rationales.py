@@ -16,6 +16,7 @@ the notebook; ``mipd rationales`` remains the library's CLI.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ OUTPUTS: tuple[str, ...] = ("rationales.jsonl", "jrg_stats.json")
 USES_TEACHER = True
 #: generator backends that need the captioner (and so the run's teacher)
 CAPTIONER_BACKENDS = ("captioner", "shuffled")
+#: control rationale sets the stage can write beside its store (``rationales-<control>.jsonl``)
+CONTROLS: tuple[str, ...] = ("template", "shuffled")
 
 
 @dataclass
@@ -60,6 +63,11 @@ class Config:
             captioner backends, so that a batch can fill).
         captioner_batch: captioner backends: requests of parallel chains decoded together, up to this many
             (``CaptionerSampler.batch_size``; 1 = one at a time).
+        controls: control rationale sets written beside the main store for the distillation stage's control rows
+            (``mipd-template``, ``mipd-shuffled``): ``template`` runs the template generator on the same images into
+            ``run_dir/jrg_template/`` and copies its store to ``run_dir/rationales-template.jsonl``; ``shuffled``
+            writes the main store's positives shuffled among images of the same verb
+            (``rationales.controls.shuffle_positives``) to ``run_dir/rationales-shuffled.jsonl``.
         concurrency: HTTP requests in flight per sampler; None keeps the JRGConfig's.
         send_images: attach the image to every prompt (vision chat models).
         imsitu_templates: imSitu generation_templates.tab for frame sentences (real mode); empty: frame abstracts.
@@ -86,6 +94,7 @@ class Config:
     max_images: Optional[int] = None
     workers: Optional[int] = None
     captioner_batch: int = 32
+    controls: list = field(default_factory=list)
     concurrency: Optional[int] = None
     send_images: bool = False
     imsitu_templates: str = ""
@@ -104,6 +113,9 @@ class Config:
             if v is not None and (not isinstance(v, int) or v < 1):
                 raise ValueError(f"rationales: {k} must be a positive integer or null (the config's value), got "
                                  f"{v!r}; 0 no longer means 'keep the config value'")
+        bad = [c for c in self.controls if c not in CONTROLS]
+        if bad:
+            raise ValueError(f"rationales: controls {bad} not among {CONTROLS}")
         if self.backend not in BACKENDS:
             raise ValueError(f"rationales: backend {self.backend!r} is not one of {BACKENDS}")
         if self.max_unlabeled is not None and self.max_unlabeled < 0:
@@ -147,7 +159,47 @@ def captioner_for_run(world_dir: str | os.PathLike, cache_dir: str | os.PathLike
 
 
 def run(cfg: Config, run_dir: str | os.PathLike) -> Outputs:
-    """Run (or resume) the JRG loop into ``run_dir/rationales.jsonl`` (the shuffled control: see the module doc)."""
+    """Run (or resume) the JRG loop into ``run_dir/rationales.jsonl`` (the shuffled control: see the module doc),
+    then write the ``controls`` sets beside it."""
+    out = _run_main(cfg, run_dir)
+    for control in cfg.controls:
+        write_control(cfg, Path(run_dir), out, control)
+    return out
+
+
+def write_control(cfg: Config, run_dir: Path, main: Outputs, control: str) -> Path:
+    """``run_dir/rationales-<control>.jsonl`` for the distillation stage's control rows (see ``Config.controls``);
+    rewritten atomically from the finished stores, so a re-run resumes the template run and rewrites the same file."""
+    import shutil
+
+    from ..fileio import atomic_write_text
+    from ..rationales import jrg
+    from ..rationales.controls import shuffle_positives
+    from ..rationales.store import read_rationales
+
+    dest = run_dir / f"rationales-{control}.jsonl"
+    if control == "template":
+        sub = run_dir / "jrg_template"
+        sub.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(run_dir / "teacher_evidence.json", sub / "teacher_evidence.json")
+        tcfg = dataclasses.replace(cfg, backend="template", controls=[], unlabeled=False, toy_if_missing=False)
+        jrg.run_jrg(tcfg.jrg_config(), main.world, sub)
+        atomic_write_text(dest, (sub / "rationales.jsonl").read_text())
+    elif control == "shuffled":
+        _, sits = jrg.load_world(main.world, main.jrg.split)
+        backend = main.stats.get("run", {}).get("backend")
+        if not backend:
+            raise ValueError("rationales: the shuffled control needs a finished main run (no run backend in its stats)")
+        recs = [r for r in read_rationales(run_dir / "rationales.jsonl") if r.backend == backend]
+        lines = [json.dumps(r.to_json()) for r in shuffle_positives(recs, sits, seed=cfg.seed)]
+        atomic_write_text(dest, "\n".join(lines) + "\n" if lines else "")
+    else:
+        raise ValueError(f"unknown control {control!r}; choose one of {CONTROLS}")
+    print(f"control rationales ({control}): {dest}")
+    return dest
+
+
+def _run_main(cfg: Config, run_dir: str | os.PathLike) -> Outputs:
     from ..rationales import jrg
 
     run_dir, world = Path(run_dir), Path(cfg.world_dir)
