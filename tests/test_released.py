@@ -122,7 +122,11 @@ def test_smoke_pretrain_writes_verified_fp16_releases(release):
     from safetensors.torch import load_file
     out, world = release["out"], release["world"]
     names = [r["name"] for r in W.list_releases(out)]
-    assert names == ["embedded-captioner-smoke", "embedded-teacher-smoke"]
+    assert names == ["embedded-captioner-smoke", "embedded-teacher-smoke", "embedded-teacher-student-smoke"]
+    student = W.get_release("embedded-teacher-student-smoke", out)
+    assert student["role"] == "student backbone" and student["kind"] == "teacher"
+    assert student["training_key"] == json.loads(json.dumps(E.EmbeddedTeacherConfig.student_smoke().training_key()))
+    assert student["data_fingerprint"] == E.data_fingerprint(world, E.EmbeddedTeacherConfig.student_smoke().max_pairs)
     for r in W.list_releases(out):
         assert W.verify(r["name"], out) == []
         assert set(r["files"]) == RELEASE_FILES[r["kind"]]

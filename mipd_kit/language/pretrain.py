@@ -14,7 +14,7 @@ The released files are a function of the world, the config and the thread count 
 stack): nothing time- or path-dependent goes into them (the manifest holds those facts).
 
 ``main(argv)``: ``mipd pretrain [--size smoke|default] [--world DIR] [--cache DIR] [--out DIR] [--threads N]
-[--what teacher,captioner]``.
+[--what teacher,captioner,student]``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any, Optional, Sequence
 
 #: keys of a training record that depend on the run (time, place), kept out of the released files
 VOLATILE_KEYS: tuple[str, ...] = ("wall_time_s", "image_load_s", "history", "teacher_checkpoint")
-WHAT: tuple[str, ...] = ("teacher", "captioner")
+WHAT: tuple[str, ...] = ("teacher", "captioner", "student")
 SIZES: tuple[str, ...] = ("smoke", "default")
 
 
@@ -49,8 +49,9 @@ class PretrainConfig:
             loads them).
         out: the weights folder to release into (default: the package's ``mipd_kit/weights``).
         threads: torch threads while training (0 = torch's default); recorded, as results depend on it.
-        what: which models to release (``teacher``, ``captioner``); the captioner always reads the (rounded)
-            teacher.
+        what: which models to release (``teacher``, ``captioner``, ``student`` = the weaker frozen student backbone
+            ``EmbeddedTeacherConfig.student()`` / ``student_smoke()``, released as ``embedded-teacher-student``); the
+            captioner always reads the (rounded) teacher.
         eval_split: the GSR split of the teacher's zero-shot numbers in the manifest.
     """
 
@@ -141,22 +142,28 @@ def pretrain(cfg: PretrainConfig, command: str = "", progress: bool = False) -> 
                   "data_fingerprint": E.data_fingerprint(world, tcfg.max_pairs),
                   "corpus_fingerprint": corpus_fingerprint(world), "machine": machine}
         with tempfile.TemporaryDirectory(prefix="mipd-pretrain-") as tmp:
-            if "teacher" in cfg.what:
+            def release_teacher(model, mcfg, trained_record: dict, size_name: str, sub: str, role: str) -> None:
                 t0 = time.time()
-                zs = _zero_shot(teacher, world, cfg.eval_split)
-                seconds["teacher_eval"] = time.time() - t0
-                name = release_name("teacher", cfg.size)
-                E.save_teacher(teacher, Path(tmp) / "teacher", _strip(dict(teacher.info)), dtype="fp16")
-                entry = {"kind": "teacher", **common, "config": _strip(trained.get("config", {})),
-                         "training_key": tcfg.training_key(), "minilm": E.minilm_version(),
-                         "fingerprint": teacher.fingerprint,
-                         "training": {"wall_time_s": trained.get("wall_time_s"), "steps": trained.get("steps"),
-                                      "threads": trained.get("config", {}).get("threads"),
-                                      "trained_by_this_command": not teacher.loaded_from_cache,
-                                      "epoch_loss": trained.get("epoch_loss")},
+                zs = _zero_shot(model, world, cfg.eval_split)
+                seconds[f"{sub}_eval"] = time.time() - t0
+                name = release_name("teacher", size_name)
+                E.save_teacher(model, Path(tmp) / sub, _strip(dict(model.info)), dtype="fp16")
+                entry = {"kind": "teacher", "role": role, **common, "size": size_name,
+                         "data_fingerprint": E.data_fingerprint(world, mcfg.max_pairs),
+                         "config": _strip(trained_record.get("config", {})),
+                         "training_key": mcfg.training_key(), "minilm": E.minilm_version(),
+                         "fingerprint": model.fingerprint,
+                         "training": {"wall_time_s": trained_record.get("wall_time_s"),
+                                      "steps": trained_record.get("steps"),
+                                      "threads": trained_record.get("config", {}).get("threads"),
+                                      "trained_by_this_command": not model.loaded_from_cache,
+                                      "epoch_loss": trained_record.get("epoch_loss")},
                          "zero_shot": {"split": cfg.eval_split, "rows": zs}}
-                write_release(name, Path(tmp) / "teacher", entry, out)
+                write_release(name, Path(tmp) / sub, entry, out)
                 releases[name] = get_release(name, out)
+
+            if "teacher" in cfg.what:
+                release_teacher(teacher, tcfg, trained, cfg.size, "teacher", "teacher")
             if "captioner" in cfg.what:
                 t0 = time.time()
                 cap = load_or_train_captioner(world, cfg.cache_dir, teacher, ccfg, progress=progress)
@@ -176,6 +183,17 @@ def pretrain(cfg: PretrainConfig, command: str = "", progress: bool = False) -> 
                                       "epoch_loss": info.get("epoch_loss"), "heldout_loss": info.get("heldout_loss")}}
                 write_release(name, Path(tmp) / "captioner", entry, out)
                 releases[name] = get_release(name, out)
+            if "student" in cfg.what:
+                # the weaker frozen image-text backbone of the paper's student (EmbeddedTeacherConfig.student())
+                scfg = E.EmbeddedTeacherConfig.student_smoke() if cfg.size == "smoke" else E.EmbeddedTeacherConfig.student()
+                scfg.threads = cfg.threads
+                t0 = time.time()
+                student = E.load_or_train(world, cfg.cache_dir, scfg, progress=progress)
+                seconds["student"] = time.time() - t0
+                s_trained = read_json(Path(student.checkpoint_dir) / "config.json")
+                E.fp16_round(student)
+                release_teacher(student, scfg, s_trained, "student-smoke" if cfg.size == "smoke" else "student",
+                                "student", "student backbone")
     finally:
         torch.set_num_threads(old_threads)
     seconds["total"] = time.time() - t_all
@@ -184,7 +202,7 @@ def pretrain(cfg: PretrainConfig, command: str = "", progress: bool = False) -> 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``mipd pretrain [--size smoke|default] [--world DIR] [--cache DIR] [--out DIR] [--threads N]
-    [--what teacher,captioner]``."""
+    [--what teacher,captioner,student]``."""
     from mipd_kit.fileio import DataError
     args = list(sys.argv[1:] if argv is None else argv)
     ap = argparse.ArgumentParser(prog="mipd pretrain", description="train and release the embedded teacher and "
@@ -195,7 +213,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--cache", default="data/cache", help="checkpoint cache (a same-key teacher/captioner is loaded)")
     ap.add_argument("--out", default=None, help="weights folder (default: the package's mipd_kit/weights)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default); recorded")
-    ap.add_argument("--what", default=",".join(WHAT), help="comma-separated subset of teacher,captioner")
+    ap.add_argument("--what", default=",".join(WHAT), help="comma-separated subset of teacher,captioner,student")
     ap.add_argument("--progress", action="store_true", help="training progress bars")
     a = ap.parse_args(args)
     try:
