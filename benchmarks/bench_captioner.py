@@ -38,7 +38,7 @@ import torch  # noqa: E402
 
 from mipd_kit.data.synthsitu.generate import SynthConfig, ensure_world, read_rendered  # noqa: E402
 from mipd_kit.language.captioner import (  # noqa: E402
-    CaptionerConfig, CaptionerSampler, caption_images, load_or_train_captioner)
+    CaptionerConfig, CaptionerSampler, caption_images, captioner_for)
 from mipd_kit.language.captioner_eval import (  # noqa: E402
     CATEGORIES, MentionResult, aggregate, evaluate_captioner, results_table)
 from mipd_kit.metrics import merge_rows, row  # noqa: E402
@@ -146,10 +146,10 @@ def markdown(size: str, rows, shuf_rows, thr, train: dict, samp: list[dict], ski
 
     out = [f"# Embedded captioner ({size} world)", "",
            f"Command: `{cmd}`. Teacher: embedded, {train['teacher_cfg']} "
-           f"({'loaded from cache' if train['teacher_cached'] else 'trained in %.0f s' % train['teacher_s']}); "
+           f"({train['teacher_src'] if train['teacher_src'] else ('loaded from cache' if train['teacher_cached'] else 'trained in %.0f s' % train['teacher_s'])}); "
            f"captioner: {train['captioner_cfg']} config, vocabulary {train['vocab']} words, trained on "
            f"{train['n_train']} captions in {train['captioner_s']:.0f} s "
-           f"({'loaded from cache' if train['captioner_cached'] else 'this run'}), {train['n_heldout']} pretraining "
+           f"({train['captioner_src'] or ('loaded from cache' if train['captioner_cached'] else 'this run')}), {train['n_heldout']} pretraining "
            f"images held out; next-word loss {train['loss0']:.2f} -> {train['loss1']:.2f} (train), held-out "
            f"{train['held1']:.2f}. Sampling: temperature 0.7, top-p 0.9.",
            "",
@@ -187,6 +187,8 @@ def main(argv=None) -> int:
     ap.add_argument("--teacher-epochs", type=int, default=None, help="override the teacher config's epochs")
     ap.add_argument("--teacher-max-pairs", type=int, default=None,
                     help="override the teacher config's max_pairs (0 = all pretraining pairs)")
+    ap.add_argument("--weights", default="auto", choices=["auto", "released", "retrain"],
+                    help="the released teacher / captioner when they match (auto), only them, or train on the world")
     ap.add_argument("--max-per-group", type=int, default=200, help="images per group evaluated")
     ap.add_argument("--throughput-images", type=int, default=128)
     ap.add_argument("--out", default=str(ROOT / "reports" / "bench"))
@@ -204,14 +206,15 @@ def main(argv=None) -> int:
     teacher_desc = (f"{teacher_name} config ({tcfg.image_size} px, {tcfg.grid}x{tcfg.grid} tokens of width "
                     f"{tcfg.width}, {tcfg.epochs} epochs on {tcfg.max_pairs or 'all'} pairs)")
     t = time.perf_counter()
-    teacher = E.load_or_train(world, a.cache, tcfg, progress=False)
+    teacher = E.teacher_for(world, a.cache, tcfg, weights=a.weights, progress=False)
     teacher_s = time.perf_counter() - t
     ccfg = CaptionerConfig.smoke() if a.size == "smoke" else CaptionerConfig()
     ccfg = replace(ccfg, threads=a.threads, seed=a.seed)
     t = time.perf_counter()
-    cap = load_or_train_captioner(world, a.cache, teacher, ccfg)
+    cap = captioner_for(world, a.cache, teacher, ccfg, weights=a.weights)
     cap_s = time.perf_counter() - t
-    print(f"teacher {teacher_s:.0f}s, captioner {cap_s:.0f}s ({cap.checkpoint_dir})", flush=True)
+    print(f"teacher {teacher_s:.0f}s ({getattr(teacher, 'weights', {})}), captioner {cap_s:.0f}s "
+          f"({getattr(cap, 'weights', None) or getattr(cap, 'checkpoint_dir', '')})", flush=True)
     model = f"captioner-{a.size}" + (f"-teacher-{teacher_name}" if teacher_name != a.size else "")
     t = time.perf_counter()
     results, rows, skipped = evaluate_captioner(cap, teacher, world, max_per_group=a.max_per_group, seed=a.seed,
@@ -221,7 +224,11 @@ def main(argv=None) -> int:
     shuf_rows = aggregate(shuf, model=f"{model}-shuffled", task="bench")
     thr = throughput(cap, teacher, world, a.throughput_images, a.threads)
     info = cap.info
-    train = {"teacher_cfg": teacher_desc, "teacher_cached": bool(getattr(teacher, "loaded_from_cache", False)),
+    def released(m) -> str:
+        w = getattr(m, "weights", None)
+        return f"the release {w['name']}" if isinstance(w, dict) and w.get("source") == "release" else ""
+
+    train = {"teacher_src": released(teacher), "captioner_src": released(cap), "teacher_cfg": teacher_desc, "teacher_cached": bool(getattr(teacher, "loaded_from_cache", False)),
              "teacher_s": float(getattr(teacher, "info", {}).get("wall_time_s", teacher_s)),
              "captioner_cfg": a.size, "captioner_cached": bool(getattr(cap, "loaded_from_cache", False)),
              "captioner_s": float(info.get("wall_time_s", cap_s)), "vocab": len(cap.vocab),
