@@ -23,6 +23,8 @@ SCRIPTS: dict[str, list[str]] = {
     "bench_teacher": [],
     "bench_rationales": [],
     "bench_pretrain": ["--size", "smoke", "--threads", "1"],
+    "bench_captioner": ["--size", "default", "--max-per-group", "100", "--threads", "2"],
+    "bench_jrg_content": ["--world", str(WORLD), "--images", "200"],
     "bench_student": ["--world", str(WORLD), "--cache-dir", str(ROOT / "data" / "cache"),
                       "--run-dir", str(ROOT / "reports" / "latest")],
 }
