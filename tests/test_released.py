@@ -243,6 +243,19 @@ def test_teacher_config_switch_release_or_retrain(release, monkeypatch, tmp_path
     assert plan["source"] == "trained" and "building refuses" in plan["reason"]
 
 
+def test_a_student_checkpoint_names_a_released_backbone_by_name(release, monkeypatch):
+    """describe_frozen records a released teacher by its release name (not a machine's path), and the checkpoint
+    backend loads a release name after the sha256 check: a student checkpoint stays portable."""
+    from mipd_kit.student.checkpoint import describe_frozen
+    monkeypatch.setenv(W.ENV_VAR, str(release["out"]))
+    t = build_teacher(TeacherConfig.from_dict({"backend": "embedded", "size": "smoke", "seed": 0})
+                      .with_paths(release["world"], release["cache"]))
+    desc = describe_frozen(t)
+    assert desc["config"] == {"backend": "checkpoint", "checkpoint": "embedded-teacher-smoke"}
+    again = build_teacher(TeacherConfig.from_dict(desc["config"]))
+    assert again.fingerprint == t.fingerprint == desc["fingerprint"]
+
+
 @pytest.mark.slow
 def test_two_pretrains_with_the_same_threads_give_identical_files(release):
     base = release["base"]

@@ -52,7 +52,8 @@ def describe_frozen(model: Any) -> Optional[dict[str, Any]]:
     """How to rebuild a frozen teacher / backbone at inference: ``{"config": TeacherConfig fields | None,
     "fingerprint": str | None}`` (``None`` for no model).
 
-    The embedded teacher is named by its saved folder (backend ``checkpoint``: loading it never trains), the tiny
+    The embedded teacher is named by its release (``checkpoint: embedded-teacher-default``) or its saved folder
+    (backend ``checkpoint``: loading it never trains), the tiny
     random teacher by its seed, open_clip / transformers teachers by their ``TeacherConfig``.
     """
     if model is None:
@@ -60,7 +61,10 @@ def describe_frozen(model: Any) -> Optional[dict[str, Any]]:
     from ..teachers.backends import TeacherConfig
     from ..teachers.tiny import TinyRandomTeacher
     cfg: Optional[dict[str, Any]] = None
-    if getattr(model, "checkpoint_dir", None):
+    w = getattr(model, "weights", None)
+    if isinstance(w, dict) and w.get("source") == "release" and w.get("name"):
+        cfg = {"backend": "checkpoint", "checkpoint": str(w["name"])}  # a release by name (mipd_kit.weights)
+    elif getattr(model, "checkpoint_dir", None):
         cfg = {"backend": "checkpoint", "checkpoint": str(Path(model.checkpoint_dir).resolve())}
     elif isinstance(model, TinyRandomTeacher):
         cfg = {"backend": "tiny", "seed": int(model.seed)}

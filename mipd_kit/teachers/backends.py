@@ -91,7 +91,8 @@ class TeacherConfig:
             the weaker student backbone ``EmbeddedTeacherConfig.student()`` / ``student_smoke()`` (sizes
             ``student`` / ``student-smoke``), before the ``embedded`` overrides.
         embedded: ``embedded`` only: ``EmbeddedTeacherConfig`` field overrides (e.g. ``{"epochs": 3}``).
-        checkpoint: ``checkpoint`` only: the saved teacher's folder.
+        checkpoint: ``checkpoint`` only: the saved teacher's folder, or the name of a release
+            (``embedded-teacher-default``; loaded after its sha256 check).
         weights: ``embedded`` only: ``auto`` (default) = the released weights (``mipd_kit.weights``, made by
             ``mipd pretrain``) when a release was trained with this block's config (size, seed, overrides) on the
             world's pretraining corpus, else train on the world (the log says why); ``released`` = the release or
@@ -518,9 +519,15 @@ def build_teacher(cfg: TeacherConfig, progress: bool = False):
         return teacher_for(cfg.world_dir, cfg.cache_dir, cfg.embedded_config(), weights=cfg.weights,
                            progress=progress)
     elif cfg.backend == "checkpoint":
-        from .embedded import load_teacher
+        from .embedded import load_released_teacher, load_teacher
         if not cfg.checkpoint:
-            raise ValueError("teacher backend 'checkpoint' needs checkpoint (the saved teacher's folder)")
+            raise ValueError("teacher backend 'checkpoint' needs checkpoint (the saved teacher's folder or the name "
+                             "of a release)")
+        from pathlib import Path
+        if not Path(cfg.checkpoint).exists():
+            from mipd_kit.weights import get_release
+            if get_release(cfg.checkpoint) is not None:  # a release name: sha256-checked, portable across machines
+                return load_released_teacher(cfg.checkpoint).to(cfg.device)
         return load_teacher(cfg.checkpoint).to(cfg.device)
     elif cfg.backend == "open_clip":
         return OpenClipTeacher(cfg)
