@@ -195,7 +195,8 @@ def test_batched_sampler_serves_parallel_requests_with_the_same_texts(env) -> No
     with ThreadPoolExecutor(8) as ex:
         texts = [r.text for r in ex.map(batched, requests)]
     assert sum(a == b for a, b in zip(alone, texts)) >= 15
-    assert batched._batcher.rows == 16 and batched._batcher.batches < 16  # requests did share batches
+    # 16 requests (and a re-sample for any that came out empty) went through the batcher, sharing batches
+    assert batched._batcher.rows >= 16 and batched._batcher.batches < batched._batcher.rows
     with pytest.raises(ValueError, match="batch_size"):
         CaptionerSampler(cap, teacher, batch_size=0)
 
