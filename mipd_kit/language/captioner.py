@@ -714,30 +714,20 @@ def captioner_for(world_dir: str | os.PathLike, cache_dir: str | os.PathLike, te
     import logging
 
     from mipd_kit.teachers.embedded import check_weights_choice
-    from mipd_kit.weights import ReleaseError
+    from mipd_kit.weights import release_mismatch
     log = logging.getLogger(__name__)
     cfg = cfg or CaptionerConfig()
     check_weights_choice(weights)
     reason = "weights: retrain"
     if weights != "retrain":
         e = find_captioner_release(cfg, teacher, root)
-        if e is None:
-            reason = ("no released captioner for this training config and teacher "
-                      f"{getattr(teacher, 'fingerprint', '?')} (a release reads the released teacher)")
-            if weights == "released":
-                raise ReleaseError(f"captioner weights 'released': {reason}; run `mipd pretrain` or set "
-                                   "weights: retrain")
-        else:
-            have = data_fingerprint(world_dir)
-            if e.get("corpus_fingerprint") != have:
-                reason = (f"release {e['name']} was trained on pretraining corpus {e.get('corpus_fingerprint')}, "
-                          f"the world {world_dir} has corpus {have}")
-                if weights == "released":
-                    raise ReleaseError(f"captioner weights 'released': {reason}; set weights: retrain to train on "
-                                       "this world")
-            else:
-                log.info("embedded captioner: released weights %s", e["name"])
-                return load_released_captioner(e["name"], root)
+        reason = release_mismatch(
+            e, "captioner", "corpus_fingerprint", data_fingerprint(world_dir) if e else "", world_dir, weights,
+            missing=("no released captioner for this training config and teacher "
+                     f"{getattr(teacher, 'fingerprint', '?')} (a release reads the released teacher)")) or ""
+        if e is not None and not reason:
+            log.info("embedded captioner: released weights %s", e["name"])
+            return load_released_captioner(e["name"], root)
     log.info("embedded captioner: training on the world (%s)", reason)
     c = load_or_train_captioner(world_dir, cache_dir, teacher, cfg, progress=progress)
     c.weights = {"source": "trained", "checkpoint": str(getattr(c, "checkpoint_dir", "")),  # type: ignore[attr-defined]

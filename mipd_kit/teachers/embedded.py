@@ -782,30 +782,21 @@ def teacher_for(world_dir: str | os.PathLike, cache_dir: str | os.PathLike,
     ``teacher.weights`` records what was used: ``{"source": "release", "name", "sha256": {file: hash}}`` or
     ``{"source": "trained", "checkpoint", "reason"}``.
     """
-    from mipd_kit.weights import ReleaseError
+    from mipd_kit.weights import release_mismatch
     cfg = cfg or EmbeddedTeacherConfig()
     check_weights_choice(weights)
     reason = "weights: retrain"
     if weights != "retrain":
         e = find_teacher_release(cfg, root)
-        if e is None:
-            reason = "no released embedded teacher for this training config (size, seed, overrides)"
-            if weights == "released":
-                raise ReleaseError(f"teacher weights 'released': {reason}; run `mipd pretrain` or set weights: retrain")
-        else:
-            have = data_fingerprint(world_dir, cfg.max_pairs)
-            if e.get("data_fingerprint") != have:
-                reason = (f"release {e['name']} was trained on pretraining corpus {e.get('data_fingerprint')}, "
-                          f"the world {world_dir} has corpus {have}")
-                if weights == "released":
-                    raise ReleaseError(f"teacher weights 'released': {reason}; set weights: retrain to train on "
-                                       "this world")
-            else:
-                t = load_released_teacher(e["name"], root)
-                t.cfg.threads, t.cfg.device = cfg.threads, cfg.device
-                t = to_device(t, resolve_device(cfg.device))
-                _log.info("embedded teacher: released weights %s", e["name"])
-                return t
+        reason = release_mismatch(
+            e, "teacher", "data_fingerprint", data_fingerprint(world_dir, cfg.max_pairs) if e else "", world_dir,
+            weights, missing="no released embedded teacher for this training config (size, seed, overrides)") or ""
+        if e is not None and not reason:
+            t = load_released_teacher(e["name"], root)
+            t.cfg.threads, t.cfg.device = cfg.threads, cfg.device
+            t = to_device(t, resolve_device(cfg.device))
+            _log.info("embedded teacher: released weights %s", e["name"])
+            return t
     _log.info("embedded teacher: training on the world (%s)", reason)
     t = load_or_train(world_dir, cache_dir, cfg, progress=progress)
     t.weights = {"source": "trained", "checkpoint": str(t.checkpoint_dir),  # type: ignore[attr-defined]

@@ -41,6 +41,24 @@ class ReleaseError(DataError):
     """A release that is unknown, incomplete, or whose files do not match the manifest (names file and hashes)."""
 
 
+def release_mismatch(entry: Optional[dict[str, Any]], what: str, fingerprint_field: str, have: str,
+                     world_dir: str | os.PathLike, weights: str, missing: str) -> Optional[str]:
+    """Why a release cannot serve this world (``None``: it can): no matching ``entry`` (``missing`` says why) or a
+    pretraining corpus whose fingerprint ``have`` differs from the entry's ``fingerprint_field``. With
+    ``weights == "released"`` the reason is raised as ``ReleaseError`` (``what``: e.g. "teacher", "captioner")."""
+    if entry is None:
+        reason, fix = missing, "run `mipd pretrain` or set weights: retrain"
+    elif entry.get(fingerprint_field) != have:
+        reason = (f"release {entry['name']} was trained on pretraining corpus {entry.get(fingerprint_field)}, "
+                  f"the world {world_dir} has corpus {have}")
+        fix = "set weights: retrain to train on this world"
+    else:
+        return None
+    if weights == "released":
+        raise ReleaseError(f"{what} weights 'released': {reason}; {fix}")
+    return reason
+
+
 def weights_dir(root: Optional[str | os.PathLike] = None) -> Path:
     """The weights folder: ``root`` if given, else ``$MIPD_WEIGHTS_DIR`` if set, else the package's own."""
     if root is not None:
