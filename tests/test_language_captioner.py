@@ -109,6 +109,53 @@ def test_generation_is_seeded_and_varies(world, teacher, captioner):
     assert [x.ids for x in gz] != [x.ids for x in g1] and gz[0].box == pytest.approx((0.0, 0.0, 0.3, 0.3))
 
 
+def test_cached_decoding_is_the_full_forward(world, teacher, captioner):
+    """KV-cached decoding (the default) computes what re-running the whole prefix computes: logits within 1e-4 at
+    every position (float rounding only), and the same greedy and sampled texts, glimpse and gaze."""
+    ims = [open_image_file(p) for p in sorted((world / "images").glob("test_*.png"))[:6]]
+    toks = encode_tokens(teacher, ims)
+    boxes = torch.full((6, 4), float("nan"))
+    boxes[::2] = torch.tensor([0.1, 0.2, 0.6, 0.9])
+    captioner.eval()
+    mem, hidden = captioner.decoder.memory(toks, boxes, captioner.grid)
+    ids = torch.randint(EOS + 1, len(captioner.vocab), (6, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        full = captioner.decoder(ids, mem, hidden)  # (6, 9, V)
+        state = captioner.decoder.start(mem, hidden)
+        inc = torch.stack([captioner.decoder.step(ids[:, i], state) for i in range(ids.shape[1])], 1)
+    assert inc.shape == full.shape and torch.allclose(inc, full, atol=1e-4, rtol=0)
+    for kw in ({"temperature": 0.0}, {"temperature": 1.0, "top_p": 0.95, "seeds": range(6)}):
+        a = captioner.generate(toks, boxes, kv_cache=True, **kw)
+        b = captioner.generate(toks, boxes, kv_cache=False, **kw)
+        assert [x.ids for x in a] == [x.ids for x in b]
+
+
+def test_sampler_token_cache_encodes_each_image_once(world, teacher, captioner, tmp_path, monkeypatch):
+    import mipd_kit.language.captioner as cap_mod
+    calls = []
+    real = cap_mod.encode_tokens
+    monkeypatch.setattr(cap_mod, "encode_tokens", lambda t, ims, **kw: calls.append(len(ims)) or real(t, ims, **kw))
+    img = sorted((world / "images").glob("test_*.png"))[0]
+    url = "data:image/png;base64," + base64.b64encode(img.read_bytes()).decode()
+    cached = CaptionerSampler(captioner, teacher, seed=1, token_cache=8)
+    plain = CaptionerSampler(captioner, teacher, seed=1, token_cache=0)
+    msgs = [_user({"type": "text", "text": f"round {k}"}, part) for k in range(3)
+            for part in ({"type": "image_path", "path": str(img)}, {"type": "image_url", "image_url": {"url": url}})]
+    got = [cached(m).text for m in msgs]
+    assert len(calls) == 2 and cached.token_cache_hits == 4  # one encoding per distinct image source
+    assert got == [plain(m).text for m in msgs] and len(calls) == 8
+    # a file rewritten in place is encoded again (its size / mtime are part of the key)
+    copy_ = tmp_path / "im.png"
+    copy_.write_bytes(img.read_bytes())
+    cached(_user({"type": "image_path", "path": str(copy_)}))
+    other = sorted((world / "images").glob("test_*.png"))[1]
+    copy_.write_bytes(other.read_bytes())
+    import os
+    os.utime(copy_, ns=(1, 1))
+    cached(_user({"type": "image_path", "path": str(copy_)}))
+    assert len(calls) == 10
+
+
 def test_sampler_answers_glimpse_and_gaze_from_openai_style_messages(world, teacher, captioner):
     s = CaptionerSampler(captioner, teacher, temperature=0.8, seed=3)
     assert isinstance(s, Sampler)

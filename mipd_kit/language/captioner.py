@@ -273,6 +273,55 @@ class CaptionDecoder(nn.Module):
         y = self.layers(x, mem, tgt_mask=causal, tgt_is_causal=True, memory_key_padding_mask=mem_mask)
         return self.head(self.norm(y))
 
+    def start(self, mem: torch.Tensor, hidden: torch.Tensor) -> dict:
+        """Incremental decoding state for :meth:`step`: each layer's cross-attention keys / values of ``mem``
+        (computed once instead of at every word) and empty self-attention caches. mem (B, M, d), hidden (B, M)."""
+        B = mem.shape[0]
+        bias = torch.zeros(B, 1, 1, hidden.shape[1], dtype=mem.dtype).masked_fill(hidden[:, None, None], float("-inf"))
+        cross = []
+        for layer in self.layers.layers:
+            a = layer.multihead_attn
+            cross.append((self._heads(a, _in_proj(a, mem, 1)), self._heads(a, _in_proj(a, mem, 2))))
+        return {"cross": cross, "bias": bias, "self": [None] * len(self.layers.layers), "t": 0}
+
+    @staticmethod
+    def _heads(a: nn.MultiheadAttention, x: torch.Tensor) -> torch.Tensor:
+        """(B, L, d) -> (B, heads, L, d / heads)."""
+        B, L, d = x.shape
+        return x.view(B, L, a.num_heads, d // a.num_heads).transpose(1, 2)
+
+    def step(self, ids: torch.Tensor, state: dict) -> torch.Tensor:
+        """The next-token logits (B, V) after the newest tokens ``ids`` (B,), updating ``state`` (from
+        :meth:`start`): the same function as :meth:`forward`'s last position (pre-norm layers, eval mode), with the
+        past positions' keys and values cached, so a word costs one position instead of the whole prefix."""
+        t = state["t"]
+        x = self.embed(ids)[:, None] + self.pos[:, t:t + 1]  # (B, 1, d)
+        B = x.shape[0]
+        for i, layer in enumerate(self.layers.layers):
+            a = layer.self_attn
+            y = layer.norm1(x)
+            q, k, v = (self._heads(a, _in_proj(a, y, j)) for j in range(3))
+            if state["self"][i] is not None:
+                k = torch.cat([state["self"][i][0], k], 2)
+                v = torch.cat([state["self"][i][1], v], 2)
+            state["self"][i] = (k, v)
+            o = F.scaled_dot_product_attention(q, k, v)  # (B, h, 1, dh): every cached position is in the past
+            x = x + a.out_proj(o.transpose(1, 2).reshape(B, 1, -1))
+            c = layer.multihead_attn
+            q = self._heads(c, _in_proj(c, layer.norm2(x), 0))
+            ck, cv = state["cross"][i]
+            o = F.scaled_dot_product_attention(q, ck, cv, attn_mask=state["bias"])
+            x = x + c.out_proj(o.transpose(1, 2).reshape(B, 1, -1))
+            x = x + layer.linear2(layer.activation(layer.linear1(layer.norm3(x))))
+        state["t"] = t + 1
+        return self.head(self.norm(x))[:, 0]
+
+
+def _in_proj(a: nn.MultiheadAttention, x: torch.Tensor, which: int) -> torch.Tensor:
+    """The query (0), key (1) or value (2) projection of ``nn.MultiheadAttention``'s packed input weights."""
+    d = a.embed_dim
+    return F.linear(x, a.in_proj_weight[which * d:(which + 1) * d], a.in_proj_bias[which * d:(which + 1) * d])
+
 
 def _hash_state(state: dict[str, torch.Tensor]) -> str:
     h = hashlib.sha256()
@@ -353,7 +402,7 @@ class Captioner(nn.Module):
     def generate(self, tokens: torch.Tensor, boxes: Optional[torch.Tensor] = None, *, temperature: float = 0.7,
                  top_p: float = 0.9, seeds: Optional[Sequence[int]] = None,
                  max_len: Optional[int] = None, banned: Optional[Sequence[Sequence[int]]] = None,
-                 prefix: Optional[Sequence[Sequence[int]]] = None) -> list[Caption]:
+                 prefix: Optional[Sequence[Sequence[int]]] = None, kv_cache: bool = True) -> list[Caption]:
         """Sample one description per image, token by token.
 
         Args:
@@ -368,6 +417,10 @@ class Captioner(nn.Module):
                 words the judge objected to); EOS, PAD and BOS cannot be banned.
             prefix: per row, word ids forced as the first words (then free decoding continues from them; banned
                 words are not forced away from the prefix).
+
+            kv_cache: decode with cached keys / values (:meth:`CaptionDecoder.step`, several times faster); False
+                re-runs the whole prefix at every word (the training-time forward). Both compute the same function;
+                float rounding may differ in the last bits.
         """
         self.eval()
         B = tokens.shape[0]
@@ -385,8 +438,12 @@ class Captioner(nn.Module):
         mem, hidden = self.decoder.memory(tokens, boxes, self.grid)
         ids = torch.full((B, 1), BOS, dtype=torch.long)
         done = torch.zeros(B, dtype=torch.bool)
+        state = self.decoder.start(mem, hidden) if kv_cache else None
         for step in range(L - 1):
-            logits = self.decoder(ids, mem, hidden)[:, -1].float()  # (B, V)
+            if state is not None:
+                logits = self.decoder.step(ids[:, -1], state).float()  # (B, V)
+            else:
+                logits = self.decoder(ids, mem, hidden)[:, -1].float()  # (B, V)
             logits[:, BOS] = float("-inf")
             logits[:, UNK] = float("-inf")
             logits = logits.masked_fill(ban, float("-inf"))
@@ -829,34 +886,47 @@ def _text_and_images(messages: Sequence[Message]) -> tuple[str, list[dict], list
     return "\n".join(texts), images, regions
 
 
-def _decode_image_part(part: dict) -> tuple[Image.Image, str]:
-    """(RGB image, identity string) of an ``image_path`` or OpenAI ``image_url`` part; ``SamplerError`` if bad."""
+def _image_source(part: dict) -> tuple[str, str]:
+    """(source, identity) of an ``image_path`` or OpenAI ``image_url`` part, without decoding it: a data URL's
+    identity is a hash of its bytes, a file's is its path."""
     if part.get("type") == "image_path":
         src = str(part.get("path", ""))
     else:
         u = part.get("image_url")
         src = str(u.get("url", "") if isinstance(u, dict) else u or "")
     if src.startswith("data:"):
-        head, _, b64 = src.partition(",")
-        ident = "data-url:" + hashlib.sha256(b64.encode()).hexdigest()[:16]
-        try:
-            raw = base64.b64decode(b64, validate=True)
-            with Image.open(io.BytesIO(raw)) as im:
-                return im.convert("RGB"), ident
-        except (binascii.Error, ValueError) as e:
-            raise SamplerRequestError(f"image {ident} ({head}): not valid base64 ({e})") from e
-        except Exception as e:
-            raise SamplerRequestError(f"image {ident} ({head}): failed to decode ({type(e).__name__}: {e})") from e
+        return src, "data-url:" + hashlib.sha256(src.partition(",")[2].encode()).hexdigest()[:16]
     if src.startswith("file://"):
         src = src[len("file://"):]
     if not src:
         raise SamplerError("image part without a path or URL")
     if re.match(r"^[a-z]+://", src):
         raise SamplerError(f"image {src}: the embedded captioner reads files and data: URLs only")
+    return src, src
+
+
+def _open_source(src: str, ident: str) -> Image.Image:
+    """Decode what :func:`_image_source` located; ``SamplerRequestError`` naming the image if it fails."""
+    if src.startswith("data:"):
+        head, _, b64 = src.partition(",")
+        try:
+            raw = base64.b64decode(b64, validate=True)
+            with Image.open(io.BytesIO(raw)) as im:
+                return im.convert("RGB")
+        except (binascii.Error, ValueError) as e:
+            raise SamplerRequestError(f"image {ident} ({head}): not valid base64 ({e})") from e
+        except Exception as e:
+            raise SamplerRequestError(f"image {ident} ({head}): failed to decode ({type(e).__name__}: {e})") from e
     try:
-        return open_image_file(src), src
+        return open_image_file(src)
     except CaptionerError as e:
         raise SamplerRequestError(str(e)) from e
+
+
+def _decode_image_part(part: dict) -> tuple[Image.Image, str]:
+    """(RGB image, identity string) of an ``image_path`` or OpenAI ``image_url`` part; ``SamplerError`` if bad."""
+    src, ident = _image_source(part)
+    return _open_source(src, ident), ident
 
 
 @dataclass
@@ -882,6 +952,9 @@ class CaptionerSampler:
             depend on its own seed only (:func:`row_uniforms`), so batching changes no text except through float
             rounding of batched matrix products (which can, rarely, flip a near-tie); 1 = every request alone.
         batch_wait_s: longest wait for more requests once one is queued.
+        token_cache: keep the teacher tokens of this many recent images (a JRG asks about each image ~10 times:
+            glimpse, gazes, rounds, hard negatives), so an image is decoded and encoded once; 0 = no cache. Keyed by
+            the hash of a data URL's bytes, or a file's path, size and modification time.
     """
 
     captioner: Captioner
@@ -892,6 +965,7 @@ class CaptionerSampler:
     max_attempts: int = 3
     batch_size: int = 1
     batch_wait_s: float = 0.005
+    token_cache: int = 1024
 
     def __post_init__(self):
         tf = str(getattr(self.teacher, "fingerprint", ""))
@@ -901,6 +975,37 @@ class CaptionerSampler:
         if self.batch_size < 1:
             raise ValueError(f"captioner sampler: batch_size must be >= 1, got {self.batch_size}")
         self._batcher = _Batcher(self.captioner, self.batch_size, self.batch_wait_s) if self.batch_size > 1 else None
+        import threading
+        from collections import OrderedDict
+        self._tokens: "OrderedDict[tuple, tuple[torch.Tensor, tuple[int, int]]]" = OrderedDict()
+        self._tokens_lock = threading.Lock()
+        self.token_cache_hits = 0
+
+    def _image_tokens(self, part: dict) -> tuple[torch.Tensor, tuple[int, int], str]:
+        """(teacher tokens (1, N, D), image size (w, h), identity) of an image part, through the LRU cache."""
+        src, ident = _image_source(part)
+        key: tuple = (ident,)
+        if not src.startswith("data:"):
+            try:
+                st = os.stat(src)
+                key = (ident, st.st_size, st.st_mtime_ns)
+            except OSError:
+                key = ()  # missing: let the decoder name it
+        if key and self.token_cache > 0:
+            with self._tokens_lock:
+                hit = self._tokens.get(key)
+                if hit is not None:
+                    self._tokens.move_to_end(key)
+                    self.token_cache_hits += 1
+                    return hit[0], hit[1], ident
+        image = _open_source(src, ident)
+        toks = encode_tokens(self.teacher, [image])
+        if key and self.token_cache > 0:
+            with self._tokens_lock:
+                self._tokens[key] = (toks, image.size)
+                while len(self._tokens) > self.token_cache:
+                    self._tokens.popitem(last=False)
+        return toks, image.size, ident
 
     def _generate(self, toks: torch.Tensor, boxes: torch.Tensor, seed: int, banned: list[int],
                   prefix: list[int]) -> "Caption":
@@ -922,21 +1027,20 @@ class CaptionerSampler:
             raise SamplerError("captioner: the messages hold no image part (image_path or image_url)")
         if len(parts) > 1:
             raise SamplerError(f"captioner: one image per request, got {len(parts)}")
-        image, ident = _decode_image_part(parts[0])
+        toks, size, ident = self._image_tokens(parts[0])
         box = None
         if regions:
             raw = regions[-1]
-            where, (w, h) = f"{ident} (region part)", image.size
+            where, (w, h) = f"{ident} (region part)", size
         else:
             m = _REGION_LINE.search(text) if "gaze" in text.lower() else None
             raw = [float(m.group(k)) for k in range(1, 5)] if m else None
-            where, (w, h) = f"{ident} (Role region line)", (int(m.group(5)), int(m.group(6))) if m else image.size
+            where, (w, h) = f"{ident} (Role region line)", (int(m.group(5)), int(m.group(6))) if m else size
         if raw is not None:
             try:
                 box = normalise_box(raw, w, h, where)
             except CaptionerError as e:
                 raise SamplerRequestError(str(e)) from e
-        toks = encode_tokens(self.teacher, [image])
         boxes = torch.tensor([box if box is not None else (float("nan"),) * 4], dtype=torch.float32)
         base = int.from_bytes(hashlib.sha256(f"{self.seed}\x00{ident}\x00{text}".encode()).digest()[:6], "big")
         v = self.captioner.vocab
