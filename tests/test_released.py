@@ -241,6 +241,15 @@ def test_teacher_config_switch_release_or_retrain(release, monkeypatch, tmp_path
     assert plan["source"] == "release" and plan["sha256"] == t_sha
     plan = TeacherConfig.from_dict({**base, "weights": "released"}).with_paths(other, cache).weights_plan()
     assert plan["source"] == "trained" and "building refuses" in plan["reason"]
+    # released-any: the release on a world with another corpus (the study's other world seeds); the same weights
+    t_any = build_teacher(TeacherConfig.from_dict({**base, "weights": "released-any"}).with_paths(other, cache))
+    assert t_any.weights["source"] == "release" and t_any.weights["sha256"] == t_sha
+    plan = TeacherConfig.from_dict({**base, "weights": "released-any"}).with_paths(other, cache).weights_plan()
+    assert plan["source"] == "release" and plan["sha256"] == t_sha
+    cap_any = C.captioner_for(other, cache, t_any, C.CaptionerConfig.smoke(), weights="released-any", root=out)
+    assert cap_any.weights["name"] == "embedded-captioner-smoke"
+    with pytest.raises(W.ReleaseError, match="no released embedded teacher"):  # still needs a matching config
+        build_teacher(TeacherConfig.from_dict({**base, "seed": 1, "weights": "released-any"}).with_paths(world, cache))
 
 
 def test_a_student_checkpoint_names_a_released_backbone_by_name(release, monkeypatch):

@@ -96,7 +96,9 @@ class TeacherConfig:
         weights: ``embedded`` only: ``auto`` (default) = the released weights (``mipd_kit.weights``, made by
             ``mipd pretrain``) when a release was trained with this block's config (size, seed, overrides) on the
             world's pretraining corpus, else train on the world (the log says why); ``released`` = the release or
-            an error (also when the world's corpus differs from the release's); ``retrain`` = always train from
+            an error (also when the world's corpus differs from the release's); ``released-any`` = the release
+            even on a world with another pretraining corpus (a foundation model pretrained elsewhere, as the
+            study's world seeds 1 and 2 use the seed-0 releases); ``retrain`` = always train from
             scratch on the run's world (cached). Part of the identity when a release matches.
         threads: torch threads while training the embedded teacher (0 = torch's default); not part of the identity.
         world_dir / cache_dir: where the ``embedded`` teacher is trained from and cached (filled in by the stages
@@ -210,7 +212,7 @@ class TeacherConfig:
         world = Path(self.world_dir) if self.world_dir else None
         if world is not None and (world / "pretrain" / "captions.jsonl").exists():
             have = data_fingerprint(world, self.embedded_config().max_pairs)
-            if have != e.get("data_fingerprint"):
+            if have != e.get("data_fingerprint") and self.weights != "released-any":
                 return {"source": "trained", "reason": f"release {e['name']} was trained on corpus "
                         f"{e.get('data_fingerprint')}, the world has {have}"
                         + (" -- building refuses (weights: released)" if self.weights == "released" else "")}

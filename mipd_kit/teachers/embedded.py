@@ -724,7 +724,7 @@ def load_or_train(world_dir: str | os.PathLike, cache_dir: str | os.PathLike,
 #: ``weights`` choices of the embedded teacher and the captioner: ``auto`` = the release whose training config
 #: matches when one exists and its corpus is the world's (else train on the world, saying why); ``released`` = that
 #: release or an error; ``retrain`` = train from scratch on the world (cached).
-WEIGHTS_CHOICES: tuple[str, ...] = ("auto", "released", "retrain")
+WEIGHTS_CHOICES: tuple[str, ...] = ("auto", "released", "released-any", "retrain")
 _log = logging.getLogger(__name__)
 
 
@@ -776,7 +776,9 @@ def teacher_for(world_dir: str | os.PathLike, cache_dir: str | os.PathLike,
     Args:
         weights: ``auto`` | ``released`` | ``retrain`` (``WEIGHTS_CHOICES``). A release is used when its training
             key equals ``cfg``'s and its pretraining-corpus fingerprint equals the world's; ``released`` refuses
-            otherwise (naming both fingerprints), ``auto`` trains on the world instead and logs why.
+            otherwise (naming both fingerprints), ``auto`` trains on the world instead and logs why;
+            ``released-any`` uses the release even when the world's corpus differs (a foundation model pretrained
+            elsewhere: the study's other world seeds).
         root: the weights folder (default: the package's, or ``$MIPD_WEIGHTS_DIR``).
 
     ``teacher.weights`` records what was used: ``{"source": "release", "name", "sha256": {file: hash}}`` or

@@ -19,6 +19,7 @@ Public API: :data:`WEIGHTS_DIR`, :data:`MAX_TOTAL_BYTES`, :class:`ReleaseError`,
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -41,20 +42,29 @@ class ReleaseError(DataError):
     """A release that is unknown, incomplete, or whose files do not match the manifest (names file and hashes)."""
 
 
+_log = logging.getLogger(__name__)
+
+
 def release_mismatch(entry: Optional[dict[str, Any]], what: str, fingerprint_field: str, have: str,
                      world_dir: str | os.PathLike, weights: str, missing: str) -> Optional[str]:
     """Why a release cannot serve this world (``None``: it can): no matching ``entry`` (``missing`` says why) or a
     pretraining corpus whose fingerprint ``have`` differs from the entry's ``fingerprint_field``. With
-    ``weights == "released"`` the reason is raised as ``ReleaseError`` (``what``: e.g. "teacher", "captioner")."""
+    ``weights == "released"`` the reason is raised as ``ReleaseError`` (``what``: e.g. "teacher", "captioner").
+    ``weights == "released-any"`` accepts a release pretrained on another corpus (as a downloaded foundation model
+    is: the study's other world seeds use the seed-0 releases) and raises only when no release matches the config."""
     if entry is None:
         reason, fix = missing, "run `mipd pretrain` or set weights: retrain"
     elif entry.get(fingerprint_field) != have:
+        if weights == "released-any":  # a foundation model pretrained on another corpus, used as downloaded
+            _log.info("%s: release %s (pretrained on corpus %s) used on the world %s (corpus %s): weights "
+                      "released-any", what, entry["name"], entry.get(fingerprint_field), world_dir, have)
+            return None
         reason = (f"release {entry['name']} was trained on pretraining corpus {entry.get(fingerprint_field)}, "
                   f"the world {world_dir} has corpus {have}")
         fix = "set weights: retrain to train on this world"
     else:
         return None
-    if weights == "released":
+    if weights in ("released", "released-any"):
         raise ReleaseError(f"{what} weights 'released': {reason}; {fix}")
     return reason
 
