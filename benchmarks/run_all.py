@@ -27,6 +27,7 @@ SCRIPTS: dict[str, list[str]] = {
     "bench_jrg_content": ["--world", str(WORLD), "--images", "200"],
     "bench_student": ["--world", str(WORLD), "--cache-dir", str(ROOT / "data" / "cache"),
                       "--run-dir", str(ROOT / "reports" / "latest")],
+    "bench_reproduce": ["--run", str(ROOT / "reports" / "latest")],
 }
 
 
@@ -37,6 +38,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if name not in SCRIPTS:
             print(f"unknown benchmark {name!r}; choose from {sorted(SCRIPTS)}", file=sys.stderr)
             return 2
+        if name == "bench_reproduce" and not (ROOT / "reports" / "latest" / "status.json").exists():
+            print(f"[bench] skip {name}: needs reports/latest (run `make reproduce` first)")
+            continue
         if name == "bench_student" and not ((ROOT / "reports" / "latest").exists() and WORLD.exists()):
             print(f"[bench] skip {name}: needs {WORLD} and reports/latest (run `make reproduce` first)")
             continue
