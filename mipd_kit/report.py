@@ -395,8 +395,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     print(f"published {Path(args.run_dir)} (state {rep.state}) -> {rep.dest}: {len(rep.files)} files, "
           f"{rep.bytes / 1e6:.2f} MB (limit {MAX_BYTES / 1e6:.0f} MB)")
-    print(f"  rationales_sample.jsonl: {rep.sample_lines} of {rep.rationale_lines} lines; samples/: {rep.samples} "
-          f"rationales, {len(rep.missing_images)} image(s) missing")
+    if (rep.dest / "rationales_sample.jsonl").is_file():
+        print(f"  rationales_sample.jsonl: {rep.sample_lines} of {rep.rationale_lines} lines; samples/: "
+              f"{rep.samples} rationales, {len(rep.missing_images)} image(s) missing")
+    else:
+        print("  the run has no rationales.jsonl: no rationale sample, no samples/")
     for m in rep.missing_images:
         print(f"  image not found: {m}")
     if rep.dropped_outputs:

@@ -194,6 +194,18 @@ def test_no_world_and_bad_lines_are_named(tmp_path, world) -> None:
         report.publish(world, tmp_path / "out")
 
 
+def test_a_run_without_rationales_is_published_without_samples(tmp_path, world, capsys) -> None:
+    run = _run(tmp_path, world)
+    (run / "rationales.jsonl").unlink()
+    dest = tmp_path / "out"
+    assert report.main([str(run), "--to", str(dest), "--world", str(tmp_path / "nowhere")]) == 0
+    assert "no rationales.jsonl" in capsys.readouterr().out
+    summary = json.loads((dest / "rationales_summary.json").read_text())
+    assert summary["rationales"] is None and summary["controls"]["rationales-template.jsonl"]["lines"] == 5
+    assert not (dest / "samples").exists() and not (dest / "rationales_sample.jsonl").exists()
+    assert "samples/" not in (dest / "README.md").read_text()
+
+
 def test_rationale_browser(tmp_path, world) -> None:
     run = _run(tmp_path, world)
     br = open_rationale_browser(run, world, kind="gaze", polarity="positive")
