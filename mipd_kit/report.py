@@ -40,6 +40,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from PIL import Image
+
 from mipd_kit.data.records import DataError
 from mipd_kit.fileio import atomic_write_text, dumps, loads_strict
 from mipd_kit.rationales.store import rationale_from_json
@@ -50,6 +52,8 @@ MAX_BYTES = 20_000_000
 #: files of the run folder copied when present
 RUN_FILES = ("results.md", "metrics.json", "status.json", "environment.json", "config.yaml", "jrg_stats.json",
              "ov_split.json")
+#: longest side in pixels of a drawn sample image (a gaze rationale's image with its box)
+MAX_SAMPLE_SIDE = 768
 #: the control stores whose sizes ``rationales_summary.json`` records
 CONTROL_STORES = ("rationales-template.jsonl", "rationales-shuffled.jsonl")
 #: output MIME types that hold an image in an executed notebook
@@ -71,7 +75,7 @@ class PublishReport:
         state: the run's state in ``status.json``.
         rationale_lines / sample_lines: lines of the run's store and of the sample (0 when the run has no store).
         samples: the sample rationales shown in ``samples/README.md``.
-        missing_images: sample images not found (the sample is shown without its image).
+        missing_images: sample images not found or unreadable (the sample is shown without its image).
         dropped_outputs: notebook output images dropped for size, ``"notebook: cell N (K KB)"``.
     """
 
@@ -228,20 +232,25 @@ def write_samples(records: Sequence[Any], world_dir: Optional[Path], image_root:
              "unlabeled pool (no annotation, no judge). Score and reasons are the judge's verdict.", ""]
     for k, it in enumerate(items, 1):
         r = it.rationale
-        name = f"{k:02d}_{r.kind}_{r.polarity}.png"
         src = root / r.image if root is not None else None
+        drawn_kind = r.kind == "gaze" and bool(r.role)
+        name = f"{k:02d}_{r.kind}_{r.polarity}{'.png' if drawn_kind or src is None else src.suffix.lower()}"
+        pic = ""
         if src is not None and src.is_file():
-            if r.kind == "gaze" and r.role:
-                from PIL import Image
-
-                with Image.open(src) as im:
-                    drawn = render_item(it, im.convert("RGB"))
-                tmp = out / f".{name}.tmp"
-                drawn.save(tmp, format="PNG")
-                os.replace(tmp, out / name)
-            else:
-                shutil.copyfile(src, out / name)
-            pic = f"![{r.kind} {r.polarity}: {r.image}]({name})"
+            try:
+                if drawn_kind:
+                    with Image.open(src) as im:
+                        drawn = render_item(it, im.convert("RGB"))
+                    drawn.thumbnail((MAX_SAMPLE_SIDE, MAX_SAMPLE_SIDE))  # real-mode photos: keep the report small
+                    tmp = out / f".{name}.tmp"
+                    drawn.save(tmp, format="PNG")
+                    os.replace(tmp, out / name)
+                else:
+                    shutil.copyfile(src, out / name)
+                pic = f"![{r.kind} {r.polarity}: {r.image}]({name})"
+            except OSError as e:  # PIL's UnidentifiedImageError is an OSError
+                missing.append(f"{src} (cannot be read: {e})")
+                pic = f"*image cannot be read: `{src}`*"
         else:
             missing.append(str(src) if src is not None else r.image)
             pic = f"*image not found: `{src if src is not None else r.image}`*"
@@ -255,7 +264,7 @@ def write_samples(records: Sequence[Any], world_dir: Optional[Path], image_root:
                   f"{r.round} | {score} | {_md(verdict_text(r))} | {r.source} |", "",
                   f"Reasons: {_md(reasons)}", ""]
     if missing:
-        lines += [f"{len(missing)} image(s) not found: " + ", ".join(f"`{m}`" for m in missing), ""]
+        lines += [f"{len(missing)} image(s) not found or unreadable: " + ", ".join(f"`{m}`" for m in missing), ""]
     atomic_write_text(out / "README.md", "\n".join(lines))
     return len(items), missing
 

@@ -179,6 +179,15 @@ def test_a_missing_image_is_a_counted_skip(tmp_path, world) -> None:
     assert len(rep.missing_images) == 1 and rep.missing_images[0].endswith("train_999999.png")
     md = (tmp_path / "out" / "samples" / "README.md").read_text()
     assert "image not found" in md and "train_999999.png" in md
+    # an image that does not decode (a gaze rationale's image is drawn) is a counted skip too
+    gaze = next(r for r in recs if r["kind"] == "gaze")
+    world_copy = tmp_path / "world"
+    (world_copy / "images").mkdir(parents=True)
+    (world_copy / "train.json").write_text((world / "train.json").read_text())
+    (world_copy / "images" / gaze["image"]).write_bytes(b"not a png")
+    run2 = _run(tmp_path / "second", world, records=[gaze])
+    rep = report.publish(run2, tmp_path / "out2", samples=1, world_dir=world_copy)
+    assert len(rep.missing_images) == 1 and "cannot be read" in rep.missing_images[0]
 
 
 def test_no_world_and_bad_lines_are_named(tmp_path, world) -> None:
