@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "export-onnx": ("mipd_kit.student.export", "main", "export a trained student to ONNX, checked against torch"),
     "clhoi": ("mipd_kit.hoi.train", "main", "train and evaluate CL-HOI"),
     "run": ("mipd_kit.pipeline", "main", "run the notebook pipeline with papermill"),
+    "publish": ("mipd_kit.report", "main", "publish a finished run as the committed report (sampled rationales)"),
 }
 
 

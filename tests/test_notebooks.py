@@ -89,3 +89,4 @@ def test_inspector_notebook_on_the_smoke_run(root: Path, smoke_run: dict, tmp_pa
                       for o in c.get("outputs", []))
     assert "DEMO data" not in outputs and "cases; primary error per split" in outputs
     assert "HOI cases; top-1 outcome per tag" in outputs  # the smoke run's 07_cl_hoi wrote hoi-clhoi-seed0.json
+    assert "pass the initial filter" in outputs  # the rationale browser over the run's rationales.jsonl
