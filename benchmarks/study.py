@@ -462,6 +462,40 @@ def pipeline_command(config: str, world: int, run_dir: Path, weights: str = "rel
     return cmd + (["--dry-run"] if dry_run else [])
 
 
+def preflight(config: str | Path, worlds: Sequence[int], weights: str = "released-any",
+              sets: Sequence[str] = ()) -> None:
+    """Check, before hours of runs, that every world's config loads with the study's ``--set`` values and that its
+    teacher block and the distillation's ``student_backbone`` are valid teacher configs (``mipd run --dry-run``
+    does not check the keys and values inside ``student_backbone``; a typo there would fail only at the
+    distillation stage).
+
+    Raises:
+        StudyError: naming the config and the bad key or value.
+    """
+    from mipd_kit.config import RunConfig
+    from mipd_kit.overrides import ConfigError
+    from mipd_kit.teachers.backends import TeacherConfig
+
+    for w in worlds:
+        cmd = pipeline_command(str(config), w, Path("unused"), weights, sets)
+        overrides = [cmd[i + 1] for i, x in enumerate(cmd) if x == "--set"]
+        try:
+            cfg = RunConfig.load(config, overrides)
+            TeacherConfig.from_dict(cfg.teacher, where=f"{config}: teacher")
+            params = (cfg.stages.get("distillation").params if "distillation" in cfg.stages else {}) or {}
+            if params.get("student_backbone"):
+                TeacherConfig.from_dict(params["student_backbone"],
+                                        where=f"{config}: stages.distillation.params.student_backbone")
+        except (ConfigError, ValueError, TypeError) as e:
+            raise StudyError(f"world {w}: {e}") from e
+
+
+def _resolve(path: str | Path) -> Path:
+    """A path as given if it exists, else relative to the project root (where ``make study`` runs)."""
+    p = Path(path)
+    return p if p.exists() or p.is_absolute() else ROOT / p
+
+
 def parse_runs(specs: Sequence[str]) -> dict[int, Path]:
     """``["0=PATH", ...]`` -> ``{0: Path}``; a malformed or repeated world seed raises :class:`StudyError`."""
     out: dict[int, Path] = {}
@@ -502,14 +536,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except StudyError as e:
         print(f"study: error: {e}", file=sys.stderr)
         return 2
-    folders = {w: given.get(w, Path(a.runs_dir) / f"world{w}") for w in a.world_seeds}
+    folders = {w: given.get(w, Path(a.runs_dir).resolve() / f"world{w}") for w in a.world_seeds}
     failed = []
+    to_run = [] if a.aggregate_only else [w for w in a.world_seeds if w not in given]
+    config = _resolve(a.config)
+    if to_run:
+        try:
+            preflight(config, to_run, a.weights, a.sets)
+        except StudyError as e:
+            print(f"study: error: {e}", file=sys.stderr)
+            return 2
     if not a.aggregate_only:
         for w in a.world_seeds:
             if w in given:
                 print(f"[study] world {w}: reading {given[w]} (--run)", flush=True)
                 continue
-            cmd = pipeline_command(a.config, w, folders[w], a.weights, a.sets, a.dry_run)
+            cmd = pipeline_command(str(config), w, folders[w], a.weights, a.sets, a.dry_run)
             print(f"[study] world {w}: {' '.join(cmd)}", flush=True)
             code = subprocess.call(cmd, cwd=ROOT)
             if code:
