@@ -205,8 +205,8 @@ def load_run(world: int, path: str | Path, allow_partial: bool = False) -> RunIn
     """Read one run folder: its status, environment, config and the study's rows of its ``metrics.json``.
 
     Raises:
-        StudyError: the folder or its metrics.json is missing, its status is not ``done`` (unless
-            ``allow_partial``), or its world seed (``environment.json``) is not ``world``.
+        StudyError: the folder or its metrics.json is missing or not valid, a row key repeats, its status is not
+            ``done`` (unless ``allow_partial``), or its world seed (``environment.json``) is not ``world``.
     """
     run = Path(path)
     if not run.is_dir():
@@ -238,7 +238,13 @@ def load_run(world: int, path: str | Path, allow_partial: bool = False) -> RunIn
         rows = read_rows(run / "metrics.json")
     except ValueError as e:
         raise StudyError(f"world {world}: {e}") from e
-    tagged = [WorldRow(**asdict(r), world=world) for r in rows if study_key(r)]
+    tagged, keys = [], set()
+    for r in rows:
+        if study_key(r):
+            if r.key() in keys:  # merge_rows keeps one row per key; two would pair an arbitrary one
+                raise StudyError(f"{run / 'metrics.json'}: two rows with the key {r.key()}")
+            keys.add(r.key())
+            tagged.append(WorldRow(**asdict(r), world=world))
     return RunInfo(world, run, state, commit, weights, {"distillation": dist, "cl_hoi": hoi}, _protocol(run), tagged)
 
 

@@ -215,6 +215,10 @@ def test_bad_runs_are_refused_with_their_name(study, tmp_path, capsys):
     assert "--run expects WORLD_SEED=PATH" in capsys.readouterr().err
     assert study.main(["--world-seeds", "0", "--runs-dir", str(tmp_path / "none"), *out]) == 1
     assert "does not exist" in capsys.readouterr().err
+    rows = read_rows(run / "metrics.json")
+    write_rows(run / "metrics.json", [*rows, rows[0]])
+    assert study.main(["--world-seeds", "0", "--run", f"0={run}", *out]) == 1
+    assert f"{run / 'metrics.json'}: two rows with the key" in capsys.readouterr().err
     (run / "metrics.json").write_text("[{")
     assert study.main(["--world-seeds", "0", "--run", f"0={run}", *out]) == 1
     assert f"{run / 'metrics.json'}: not valid JSON" in capsys.readouterr().err
