@@ -129,7 +129,8 @@ class Goal:
 
 
 #: the setting, metric and mean the goals are checked on, per task
-GOAL_KEY: dict[str, tuple[str, str, Optional[str]]] = {"gsr": ("top1", "verb", "image"), "hoi": ("default", "map", None)}
+GOAL_KEY: dict[str, tuple[str, str, Optional[str]]] = {"gsr": ("top1", "verb", "image"),
+                                                       "hoi": ("default", "map", None)}
 
 
 def _goals() -> tuple[Goal, ...]:
@@ -197,7 +198,8 @@ def _protocol(run: Path) -> str:
         return "no ov_split.json in the run folder"
     dev = split.get("unseen_dev")
     if dev:
-        return f"v2: dev-only unseen verbs {', '.join(dev)} (never in test); test-unseen {', '.join(split.get('unseen_test', []))}"
+        test = ", ".join(split.get("unseen_test", []))
+        return f"v2: dev-only unseen verbs {', '.join(dev)} (never in test); test-unseen {test}"
     return "v1: no dev-only unseen verbs (settings may have been chosen on the test-unseen verbs)"
 
 
@@ -310,8 +312,7 @@ def check_goals(stats: Sequence[MetricRow], study: Sequence[MetricRow], rows: Se
             n = len(pairs_of(rows, g.task, g.a) & pairs_of(rows, g.task, g.b))
             ok = r.value >= g.threshold and (not g.need_lo or (r.lo is not None and r.lo > 0))
             need = f"needs >= {g.threshold:+.1f}" + (" and lo > 0" if g.need_lo else "")
-            out.append(GoalResult(g, "met" if ok else "missed",
-                                  f"{r.value:+.1f} [{r.lo:+.1f}, {r.hi:+.1f}] over {n} pairs ({need})"))
+            out.append(GoalResult(g, "met" if ok else "missed", f"{_ci(r)} over {n} pairs ({need})"))
         elif g.kind == "ratio":
             a = _find(stats, g.task, g.a, g.split, setting, f"{metric}_mean", mean)
             b = _find(stats, g.task, g.b, g.split, setting, f"{metric}_mean", mean)
@@ -370,9 +371,13 @@ def difference_table(study: Sequence[MetricRow], rows: Sequence[MetricRow], task
             continue
         n = len(pairs_of(rows, task, a) & pairs_of(rows, task, b))
         vals = [cell.get((name, s)) for s in have]
-        lines.append(f"| {name} | {n} | " + " | ".join("–" if r is None else f"{r.value:+.1f} [{r.lo:+.1f}, {r.hi:+.1f}]"
-                                                      for r in vals) + " |")
+        lines.append(f"| {name} | {n} | " + " | ".join("–" if r is None else _ci(r) for r in vals) + " |")
     return "\n".join(lines)
+
+
+def _ci(r: MetricRow) -> str:
+    """``difference [lo, hi]`` of a study row."""
+    return f"{r.value:+.1f} [{r.lo:+.1f}, {r.hi:+.1f}]"
 
 
 def _settings_lines(runs: Sequence[RunInfo]) -> list[str]:
