@@ -248,6 +248,13 @@ def test_teacher_config_switch_release_or_retrain(release, monkeypatch, tmp_path
     assert plan["source"] == "release" and plan["sha256"] == t_sha
     cap_any = C.captioner_for(other, cache, t_any, C.CaptionerConfig.smoke(), weights="released-any", root=out)
     assert cap_any.weights["name"] == "embedded-captioner-smoke"
+    # CL-HOI's describer follows the run's teacher.weights (the stage passes it as captioner_weights)
+    from mipd_kit.hoi.descriptions import get_captioner
+    from mipd_kit.stages.cl_hoi import clhoi_teacher_fields
+    fields = clhoi_teacher_fields({**base, "weights": "released-any"})
+    assert fields["captioner_weights"] == "released-any"
+    cap_hoi = get_captioner(other, cache, t_any, "smoke", weights=fields["captioner_weights"])
+    assert cap_hoi.weights["name"] == "embedded-captioner-smoke"
     with pytest.raises(W.ReleaseError, match="no released embedded teacher"):  # still needs a matching config
         build_teacher(TeacherConfig.from_dict({**base, "seed": 1, "weights": "released-any"}).with_paths(world, cache))
 

@@ -147,7 +147,7 @@ def get_captioner(world_dir: str | os.PathLike, cache_dir: str | os.PathLike, te
                   size: str = "default", checkpoint: str = "", weights: str = "auto") -> Any:
     """The embedded captioner for ``teacher``: a saved captioner folder when ``checkpoint`` is given, else the released
     captioner when it matches (``mipd_kit.language.captioner.captioner_for``: same config, the run's teacher, the
-    world's corpus; ``weights``: ``auto`` | ``released`` | ``retrain``), else the one trained (or found in
+    world's corpus; ``weights``: ``auto`` | ``released`` | ``released-any`` | ``retrain``), else the one trained (or found in
     ``cache_dir``) on the world's pretraining captions, with ``CaptionerConfig.smoke()`` for ``size="smoke"`` (the
     single place CL-HOI obtains a captioner)."""
     from mipd_kit.language.captioner import CaptionerConfig, captioner_for, load_captioner
@@ -161,8 +161,8 @@ def get_captioner(world_dir: str | os.PathLike, cache_dir: str | os.PathLike, te
 
 
 def build_describer(kind: str, teacher: Any, world_dir: str | os.PathLike, cache_dir: str | os.PathLike, *,
-                    captioner_size: str = "default", captioner_checkpoint: str = "", temperature: float = 0.7,
-                    seed: int = 0, sampler: Optional[Mapping[str, Any]] = None) -> Any:
+                    captioner_size: str = "default", captioner_checkpoint: str = "", captioner_weights: str = "auto",
+                    temperature: float = 0.7, seed: int = 0, sampler: Optional[Mapping[str, Any]] = None) -> Any:
     """The describer ``Sampler``.
 
     Args:
@@ -171,14 +171,14 @@ def build_describer(kind: str, teacher: Any, world_dir: str | os.PathLike, cache
             fields, e.g. ``{"backend": "openai", "openai": {"base_url": ..., "model": ...}}``).
         teacher: the frozen teacher (the captioner reads its tokens).
         world_dir, cache_dir: the world (pretraining captions) and the cache of captioner checkpoints.
-        captioner_size, captioner_checkpoint: see :func:`get_captioner`.
+        captioner_size, captioner_checkpoint, captioner_weights: see :func:`get_captioner` (``weights``).
         temperature: the captioner's sampling temperature (<= 0: greedy).
         seed: the captioner's sampling seed.
         sampler: settings for ``kind="sampler"``.
     """
     if kind == "captioner":
         from mipd_kit.language.captioner import CaptionerSampler
-        cap = get_captioner(world_dir, cache_dir, teacher, captioner_size, captioner_checkpoint)
+        cap = get_captioner(world_dir, cache_dir, teacher, captioner_size, captioner_checkpoint, captioner_weights)
         return CaptionerSampler(cap, teacher, temperature=temperature, seed=seed)
     if kind == "sampler":
         from mipd_kit.language.factory import CaptionerSamplerConfig, SamplerConfig, build_sampler

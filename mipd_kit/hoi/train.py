@@ -111,6 +111,8 @@ class CLHOIConfig:
         captioner_size: ``CaptionerConfig`` of the embedded captioner: ``"smoke"`` or ``"default"``.
         captioner_checkpoint: a saved captioner folder to use instead of training one ("" = train or reuse the
             cached one for this world and teacher).
+        captioner_weights: ``auto`` | ``released`` | ``released-any`` | ``retrain``: which captioner weights (the
+            run's ``teacher.weights``, filled in by the stage; see ``mipd_kit.language.captioner.captioner_for``).
         describe_temperature: the captioner's sampling temperature (<= 0: greedy).
         describer_sampler: ``SamplerConfig`` fields for ``describer="sampler"`` (``backend``, ``openai``, ``hf``).
         hidden, dropout: student widths.
@@ -159,6 +161,7 @@ class CLHOIConfig:
     describer: Literal["captioner", "sampler"] = "captioner"
     captioner_size: Literal["smoke", "default"] = "default"
     captioner_checkpoint: str = ""
+    captioner_weights: str = "auto"
     describe_temperature: float = 0.7
     describer_sampler: dict = field(default_factory=dict)
     hidden: int = 128
@@ -428,7 +431,8 @@ def image_descriptions(cfg: CLHOIConfig, teacher: Any, world: HOIWorld, filename
         return emb, valid, {"source": str(cfg.descriptions_file), "described": int(valid.sum())}
     sampler = build_describer(cfg.describer, teacher, cfg.world_dir, cfg.cache_dir,
                               captioner_size=cfg.captioner_size, captioner_checkpoint=cfg.captioner_checkpoint,
-                              temperature=cfg.describe_temperature, sampler=cfg.describer_sampler)
+                              captioner_weights=cfg.captioner_weights, temperature=cfg.describe_temperature,
+                              sampler=cfg.describer_sampler)
     store = DescriptionStore(store_path or Path(cfg.run_dir) / "clhoi" / "descriptions.jsonl")
     try:
         texts, stats = describe_into_store(sampler, [world.images_dir / f for f in filenames], store)

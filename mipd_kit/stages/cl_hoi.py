@@ -118,7 +118,7 @@ def clhoi_teacher_fields(teacher_config: Optional[Mapping[str, Any]]) -> dict[st
     from ..teachers import TeacherConfig
 
     t = TeacherConfig.from_dict(dict(teacher_config or {}), where="teacher_config")
-    run = {"device": t.device, "amp": bool(t.amp)}  # the run's device, for the CL-HOI students too
+    run = {"device": t.device, "amp": bool(t.amp), "captioner_weights": t.weights}  # the run's device and weights
     if t.backend not in ("embedded", "checkpoint", "tiny"):
         return run
     return {"teacher": t.backend, "teacher_size": t.size, "teacher_checkpoint": t.checkpoint, **run}
