@@ -629,12 +629,13 @@ README_GSR_MODELS = (STUDENT_MODEL_ORDER[0], "pixel_linear", "small_cnn", *STUDE
 
 
 def readme_tables(rows: Iterable[MetricRow], hoi_models: Sequence[str] = ("teacher", "spatial_prior", "teacher_crop",
-                                                                           "icn", "clhoi")) -> str:
+                                                                           "icn", "clhoi-logitctx", "clhoi")) -> str:
     """The "Latest results" tables of docs/results.md (the README copies rows of the first) from a run's metric rows
     (per-image means, mean ± sample std over seeds).
 
-    Four tables: GSR verb top-1 and grounded value (top-1 setting) per split; the ground-truth-verb setting on all
-    images; HOI mAP (Default setting). Models absent from ``rows`` are left out; a missing cell is ``–``.
+    Up to five tables: GSR verb top-1 and grounded value (top-1 setting) per split; the ground-truth-verb setting on all
+    images; HOI mAP (Default setting); V-COCO role AP when the run scored it. Models absent from ``rows`` are left
+    out; a missing cell is ``–``.
     """
     cells = aggregate(r for r in rows if r.task in ("gsr", "hoi") and r.mean in ("image", None))
 
@@ -665,4 +666,10 @@ def readme_tables(rows: Iterable[MetricRow], hoi_models: Sequence[str] = ("teach
         out += ["**HOI mAP (%), official protocol, Default setting, SynthSitu HOI test split**", ""]
         out += _md_table(["model", *hoi_splits], [[m] + [fmt(("hoi", m, s, "default", "map", None)) for s in hoi_splits]
                                                   for m in hm])
+    vm = [m for m in hoi_models if ("hoi", m, "full", "scenario_1", "role_ap", None) in cells]
+    if vm:
+        vsplits = [s for s in hoi_splits if any(("hoi", m, s, "scenario_1", "role_ap", None) in cells for m in vm)]
+        out += ["", "**HOI role AP (%), V-COCO scenario 1, the same predictions in the V-COCO format**", ""]
+        out += _md_table(["model", *vsplits], [[m] + [fmt(("hoi", m, s, "scenario_1", "role_ap", None))
+                                                     for s in vsplits] for m in vm])
     return "\n".join(out)

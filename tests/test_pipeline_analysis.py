@@ -144,6 +144,10 @@ def test_readme_tables_aggregate_seeds_and_skip_absent_models():
     assert "mipd-unlabeled" not in md
     assert "| clhoi | 70.0 | – |" in md
     assert "| baseline | 50.0 | – | – | – |" in md
+    assert "role AP" not in md  # no V-COCO rows: no table
+    rows += [row("hoi", m, "full", "scenario_1", "role_ap", v, seed=0) for m, v in (("clhoi", 40.0), ("icn", 42.0))]
+    md = readme_tables(rows)
+    assert "V-COCO scenario 1" in md and "| clhoi | 40.0 |" in md and "| icn | 42.0 |" in md
 
 
 def test_every_committed_benchmark_json_is_tidy_rows(root):
