@@ -15,6 +15,7 @@ these measures mean most on SynthSitu worlds; on other worlds a verb is still fo
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import defaultdict
 from typing import Any, Mapping, Optional, Sequence
@@ -29,23 +30,31 @@ NOUN_MASK = "<noun>"
 
 def _table():
     from mipd_kit.language.captioner_eval import phrase_table
-    global _TABLE
+    global _TABLE, _LONGEST
     if _TABLE is None:
         _TABLE = phrase_table()
+        _LONGEST = max(len(k) for k in _TABLE)
     return _TABLE
 
 
 _TABLE: Optional[dict] = None
+_LONGEST = 0
 #: "on the left / right" is where something is, not the relation *on*
 _SIDES = {("the", "left"), ("the", "right")}
 
 
 def spans(text: str) -> list[tuple[int, int, str, tuple[str, ...]]]:
     """``(start, end, category, labels)`` token spans of the phrases ``text`` mentions (greedy longest match, as
-    ``captioner_eval.mentions``); tokens are ``captioner.tokenize(text)``."""
+    ``captioner_eval.mentions``); tokens are ``captioner.tokenize(text)``. Memoised per text (a default run's
+    statistics look at ~100,000 rationales, many of them the same text)."""
+    return list(_spans(text))
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _spans(text: str) -> tuple[tuple[int, int, str, tuple[str, ...]], ...]:
     from mipd_kit.language.captioner import tokenize
     table = _table()
-    longest = max(len(k) for k in table)
+    longest = _LONGEST
     toks = tokenize(text)
     out = []
     i = 0
@@ -63,7 +72,7 @@ def spans(text: str) -> list[tuple[int, int, str, tuple[str, ...]]]:
                 break
         else:
             i += 1
-    return out
+    return tuple(out)
 
 
 def mentioned(text: str, category: str) -> set[str]:
