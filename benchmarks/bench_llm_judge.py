@@ -124,16 +124,21 @@ def few_shots(records, truth: dict, messages_of) -> list:
                          "reasons": list(r.verdict.get("reasons", []))[:2]})) for r in (good, bad)]
 
 
-def judge_sample(sample, truth: dict, messages_of, judge, progress: bool = True) -> tuple[list, float]:
-    """Ask ``judge`` about every sampled record; returns the :class:`JudgedRationale` list and the seconds taken."""
+def judge_sample(sample, truth: dict, messages_of, judge, progress: bool = True,
+                 max_seconds: float = 0.0) -> tuple[list, float]:
+    """Ask ``judge`` about the sampled records in order; returns the :class:`JudgedRationale` list and the seconds
+    taken. With ``max_seconds`` > 0 no new verdict is asked once that much time has passed, after the first (the
+    sample's order makes the judged prefix a balanced sample itself)."""
     out = []
     t0 = time.perf_counter()
     for k, r in enumerate(sample, 1):
+        if max_seconds > 0 and out and time.perf_counter() - t0 >= max_seconds:
+            break
         reply = judge(messages_of(r)).text
         v = P.parse_verdict(reply)
         out.append(JA.JudgedRationale(r.image, r.kind, r.role, r.source, r.text, truth[r.key()], JA.stored_accept(r),
                                       None if v is None else v.accept, None if v is None else v.score, reply[:300]))
-        if progress and (k % 10 == 0 or k == len(sample)):
+        if progress and (k % 5 == 0 or k == len(sample)):
             print(f"{k}/{len(sample)} verdicts, {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     return out, time.perf_counter() - t0
 
@@ -179,11 +184,12 @@ def captioner_main(a: argparse.Namespace) -> int:
             llm = FewShot(OpenAIHTTPSampler(srv.openai_config(max_tokens=64, temperature=0.0, timeout_s=120.0,
                                                               response_format=P.VERDICT_RESPONSE_FORMAT)),
                           tuple((u, rep) for _, u, rep in shots))
-            items, seconds = judge_sample(sample, truth, messages_of, llm)
+            items, seconds = judge_sample(sample, truth, messages_of, llm, max_seconds=a.max_seconds)
         judge_name = "SmolLM2-135M-Instruct on llama.cpp (loopback HTTP, verdict JSON schema, 2 in-context examples)"
     else:  # the embedded judge stands in (no in-context examples: it reads every text of the conversation)
         model = "embedded-judge-standin"
-        items, seconds = judge_sample(sample, truth, messages_of, EmbeddedJudge(seed=0), progress=False)
+        items, seconds = judge_sample(sample, truth, messages_of, EmbeddedJudge(seed=0), progress=False,
+                                      max_seconds=a.max_seconds)
         judge_name = "the embedded judge standing in for the LLM (--judge embedded)"
 
     groups = JA.grouped_metrics(items)
@@ -221,6 +227,7 @@ def captioner_markdown(a, store, world, records, sample, items, groups, seconds,
     taken = {s: sum(i.stratum == s for i in items) for s in strata}
     cmd = (f"python benchmarks/bench_llm_judge.py --rationales {_rel(store)} --world {_rel(world)} "
            f"--max-rationales {a.max_rationales} --seed {a.seed} --threads {a.threads}"
+           + (f" --max-seconds {a.max_seconds:g}" if a.max_seconds else "")
            + ("" if a.judge == "llamacpp" else f" --judge {a.judge}"))
     vps = len(items) / seconds if seconds > 0 else float("nan")
     fp_note = ("the prompts are those of this checkout" if prompt_keys == [P.prompts_fingerprint()] else
@@ -232,6 +239,8 @@ def captioner_markdown(a, store, world, records, sample, items, groups, seconds,
              f"Rationales: {len(records)} judged records of the embedded captioner in `{_rel(store)}` "
              f"(embedded judge, threshold {threshold:g} from {thr_src}; {fp_note}). A seeded sample (seed {a.seed}) "
              "balanced over kind and the stored verdict: " + ", ".join(f"{s} {taken[s]} of {strata[s]}" for s in strata)
+             + (f" (the sample drawn had {len(sample)}; the time budget of {a.max_seconds:g} s stopped the judge "
+                f"after {len(items)}, a prefix that is balanced too)" if len(items) < len(sample) else "")
              + f". The images of the two in-context examples are left out. Each is judged again with the judge "
              "messages the JRG sent (`jrg.judge_messages`: annotated verb, roles and annotators' nouns, the teacher's "
              "evidence), text only.", ""]
@@ -283,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="captioner mode: the judge's threshold (default: the run's jrg_stats.json, else 7)")
     ap.add_argument("--split", default="train", help="captioner mode: the world's annotation file of the images")
     ap.add_argument("--seed", type=int, default=0, help="captioner mode: sampling seed")
+    ap.add_argument("--max-seconds", type=float, default=0.0,
+                    help="captioner mode: stop asking for verdicts after this long (0 = judge the whole sample)")
     ap.add_argument("--judge", choices=["llamacpp", "embedded"], default="llamacpp",
                     help="captioner mode: the judge under test (embedded = the embedded judge stands in, for tests)")
     a = ap.parse_args(argv)

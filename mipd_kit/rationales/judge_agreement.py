@@ -58,7 +58,8 @@ def stratified_sample(records: Sequence[Rationale], n: int, seed: int = 0,
     others. The result does not depend on the order of ``records``.
 
     Returns:
-        The sample, grouped by stratum in :data:`STRATA` order (fewer than ``n`` when the records run out).
+        The sample in the order it was taken (strata interleaved), so that any prefix of it is the sample of that
+        size: a judge stopped early has still seen every stratum alike. Fewer than ``n`` when the records run out.
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
@@ -70,14 +71,12 @@ def stratified_sample(records: Sequence[Rationale], n: int, seed: int = 0,
                       key=_order)
         rng.shuffle(pool)
         pools.append(pool)
-    taken: list[list[Rationale]] = [[] for _ in STRATA]
-    total = 0
-    while total < n and any(len(t) < len(p) for t, p in zip(taken, pools)):
-        for t, p in zip(taken, pools):
-            if total < n and len(t) < len(p):
-                t.append(p[len(t)])
-                total += 1
-    return [r for t in taken for r in t]
+    out: list[Rationale] = []
+    k = 0
+    while len(out) < n and any(k < len(p) for p in pools):
+        out += [p[k] for p in pools if k < len(p)][:n - len(out)]
+        k += 1
+    return out
 
 
 def world_truth(records: Iterable[Rationale], world_dir: str | os.PathLike) -> dict[tuple, bool]:
