@@ -241,7 +241,7 @@ def captioner_markdown(a, store, world, records, sample, items, groups, seconds,
              "balanced over kind and the stored verdict: " + ", ".join(f"{s} {taken[s]} of {strata[s]}" for s in strata)
              + (f" (the sample drawn had {len(sample)}; the time budget of {a.max_seconds:g} s stopped the judge "
                 f"after {len(items)}, a prefix that is balanced too)" if len(items) < len(sample) else "")
-             + f". The images of the two in-context examples are left out. Each is judged again with the judge "
+             + ". The images of the two in-context examples are left out. Each is judged again with the judge "
              "messages the JRG sent (`jrg.judge_messages`: annotated verb, roles and annotators' nouns, the teacher's "
              "evidence), text only.", ""]
     if rebuild is not None:
