@@ -201,6 +201,24 @@ def backend_fingerprint(generator: Sampler, judge: Sampler, cfg: JRGConfig) -> s
     return f"gen={generator.fingerprint}|judge={judge.fingerprint}|prompts={P.prompts_fingerprint()}|{extra}"
 
 
+def user_message(text: str, image_path: Optional[str] = None) -> Message:
+    """A user turn: the text alone, or the text and the image (an ``image_path`` part, for vision chat models)."""
+    if image_path is not None:
+        return {"role": "user", "content": [{"type": "text", "text": text}, {"type": "image_path", "path": image_path}]}
+    return {"role": "user", "content": text}
+
+
+def judge_messages(space: FrameSpace, sit: Situation, evidence: Optional[Mapping[str, Any]], kind: str,
+                   role: Optional[str], text: str, *, threshold: float, templates: Optional[Mapping[str, str]] = None,
+                   image_path: Optional[str] = None) -> list[Message]:
+    """The judge's conversation about one rationale, exactly as the JRG sends it: :data:`prompts.SYSTEM_JUDGE`,
+    then the :func:`prompts.build_judge_prompt` text (annotated frame, evidence, rationale), with the image when
+    ``image_path`` is given (``send_images``). ``benchmarks/bench_llm_judge.py`` rebuilds stored verdicts' prompts
+    with it."""
+    prompt = P.build_judge_prompt(space, sit, evidence, kind, role, text, threshold=threshold, templates=templates)
+    return [{"role": "system", "content": P.SYSTEM_JUDGE}, user_message(prompt, image_path)]
+
+
 # --------------------------------------------------------------------------------------------------- the loop
 class _Counters:
     def __init__(self) -> None:
@@ -226,11 +244,11 @@ class _Runner:
         self.secrets = [*getattr(generator, "secrets", []), *getattr(judge, "secrets", []),
                         *config_secrets(cfg.generator.openai), *config_secrets(cfg.judge.openai)]
 
+    def _image(self, image: str) -> Optional[str]:
+        return str(self.world / "images" / image) if self.cfg.send_images else None
+
     def _user(self, text: str, image: str) -> Message:
-        if self.cfg.send_images:
-            return {"role": "user", "content": [{"type": "text", "text": text},
-                                                {"type": "image_path", "path": str(self.world / "images" / image)}]}
-        return {"role": "user", "content": text}
+        return user_message(text, self._image(image))
 
     def _gen_prompt(self, ch: Chain, previous: Optional[str], reasons: Sequence[str],
                     avoid: Sequence[str] = ()) -> str:
@@ -257,9 +275,8 @@ class _Runner:
         return None
 
     def _judge(self, ch: Chain, text: str) -> tuple[Optional[P.Verdict], str]:
-        prompt = P.build_judge_prompt(self.space, self.sits[ch.image], self.ev.get(ch.image), ch.kind, ch.role, text,
-                                      threshold=self.cfg.threshold, templates=self.templates)
-        msgs: list[Message] = [{"role": "system", "content": P.SYSTEM_JUDGE}, self._user(prompt, ch.image)]
+        msgs = judge_messages(self.space, self.sits[ch.image], self.ev.get(ch.image), ch.kind, ch.role, text,
+                              threshold=self.cfg.threshold, templates=self.templates, image_path=self._image(ch.image))
         reply = ""
         for attempt in range(self.cfg.judge_retries + 1):
             self.n.add("judge_calls")
