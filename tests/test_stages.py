@@ -173,6 +173,17 @@ def test_distillation_consumes_alignment_nmpa_weights_with_the_same_metrics(tiny
     assert len(a.index["models"]) == 2 and a.after is not None  # glimpse (no negatives, no instances) and full
     for key in a.index["models"]:
         assert (d / "with04" / "nmpa" / f"{key}.safetensors").is_file()
+    # a second pass (a killed stage re-run) loads the finished NMPAs instead of training them again
+    import mipd_kit.align.nmpa as N
+    real_train = N.train_nmpa
+    N.train_nmpa = lambda *a_, **k_: (_ for _ in ()).throw(AssertionError("retrained a finished NMPA"))
+    try:
+        again = A.run(acfg, d / "with04", embed_texts=hashed_text_embedder())
+    finally:
+        N.train_nmpa = real_train
+    assert again.index["models"].keys() == a.index["models"].keys() and again.after.keys() == a.after.keys()
+    assert all(again.after[k] == a.after[k] or (again.after[k] != again.after[k] and a.after[k] != a.after[k])
+               for k in a.after)  # equal, NaN where there were NaNs
     with_04 = D.run(_dist_cfg(d), d / "with04", embed_texts=hashed_text_embedder())
     assert set(with_04.nmpa_source.values()) == {"stage alignment"}
     alone = D.run(_dist_cfg(d), d / "alone", embed_texts=hashed_text_embedder())

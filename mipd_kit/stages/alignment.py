@@ -151,12 +151,27 @@ def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, **prepa
     trained: dict[str, tuple[Any, list]] = {}
     device, amp = run_device(cfg.teacher_config)
     if world.align.coverage()["images_with_glimpse"] > 0:
+        from ..align.nmpa import load_nmpa
+        from ..fileio import atomic_write_text
+        from ..weights import file_sha256
+
+        source = file_sha256(rationales_path) if Path(rationales_path).is_file() else ""
         for key, ncfg in cfg.nmpa_configs().items():
+            entry = {"file": f"{key}.safetensors", "config": dataclasses.asdict(ncfg), "rationales_sha256": source}
+            done = _finished(out_dir, key, entry)
+            if done is not None:  # a killed stage resumes: same config, same rationales, weights on disk
+                model = load_nmpa(out_dir / entry["file"], ncfg, world.align)
+                hist = done["history"]
+                index["models"][key] = done
+                trained[key] = (model, hist)
+                print(f"NMPA {key}: finished by an earlier pass of this stage ({done['seconds']:.0f}s), loaded")
+                continue
             t0 = time.time()
             model, hist = train_nmpa(world.align, ncfg, progress=progress, device=resolve_device(device), amp=amp)
-            save_nmpa(model, out_dir / f"{key}.safetensors")
-            index["models"][key] = {"file": f"{key}.safetensors", "config": dataclasses.asdict(ncfg),
-                                    "seconds": round(time.time() - t0, 3), "history": hist}
+            save_nmpa(model, out_dir / entry["file"])
+            entry.update(seconds=round(time.time() - t0, 3), history=hist)
+            atomic_write_text(out_dir / f"{key}.json", json.dumps(entry) + "\n")  # after the weights: a done mark
+            index["models"][key] = entry
             trained[key] = (model, hist)
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / (INDEX + ".tmp")
@@ -175,6 +190,20 @@ def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, **prepa
                  for k, v in after.items() if k != "n" and v == v]
     merge_rows(run / "metrics.json", rows)
     return Outputs(model, history, before, after, rows, world, index)
+
+
+def _finished(out_dir: Path, key: str, entry: dict) -> Optional[dict]:
+    """The record of an NMPA an earlier pass of the stage finished (``nmpa/<key>.json``, written after its weights)
+    when it was trained with the same config on the same rationales file, else None."""
+    mark = out_dir / f"{key}.json"
+    if not (mark.is_file() and (out_dir / entry["file"]).is_file()):
+        return None
+    try:
+        done = json.loads(mark.read_text())
+    except ValueError:
+        return None
+    same = all(done.get(k) == entry[k] for k in ("file", "config", "rationales_sha256"))
+    return done if same and "history" in done and "seconds" in done else None
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
