@@ -237,7 +237,9 @@ def test_gold_verb_negatives_are_dropped_and_counted(env) -> None:
             == stats["run"]["negatives_dropped_gold_verb"])
     assert "n_negative" in stats["glimpse"] and stats["glimpse"]["n_negative"] == 0
     again = run_jrg(jcfg, env["world"], rd, generator=Everything())  # resume: dropped ones are not redone
-    assert again["run"]["generator_calls"] == 0
+    assert again["run"]["resumed_passes"] == 1  # nothing new: the working pass's record is kept
+    assert again["run"]["generator_calls"] == stats["run"]["generator_calls"]
+    assert read_rationales(rd / "rationales.jsonl") == recs
 
 
 def test_unlabeled_descriptions_are_stored_and_ignored_by_training(env, captioner_run) -> None:

@@ -466,6 +466,7 @@ def run_jrg(cfg: JRGConfig, world_dir: str | os.PathLike, run_dir: str | os.Path
         "config": _cfg_json(cfg), "repaired_bytes": store.repaired_bytes, "world_dir": str(world.resolve()),
         "images_without_evidence": sum(i not in evidence for i in images),
     }
+    _keep_working_pass(run / "jrg_stats.json", stats)
     write_json(run / "jrg_stats.json", stats)
     merge_rows(run / "metrics.json", stats_rows(stats, model=_model_name(cfg, generator), seed=cfg.seed))
     store.close()
@@ -596,6 +597,22 @@ def jrg_statistics(records: Sequence[Rationale], rounds: int, images: Optional[S
     out["images"] = len(imgs)
     out["images_with_positive_glimpse"] = len(with_pos & imgs)
     return out
+
+
+def _keep_working_pass(path: Path, stats: dict) -> None:
+    """A pass that found every chain finished (a resumed, already complete store) generated nothing: keep the run
+    record of the pass that did the work (same backend) instead of replacing its counts and speed by zeros, and
+    count the resumed passes (``resumed_passes``, ``last_pass_seconds``)."""
+    new = stats["run"]
+    if new["new_rationales"] or new["chains_run"] or not path.exists():
+        return
+    try:
+        old = json.loads(path.read_text()).get("run") or {}
+    except ValueError:
+        return
+    if old.get("backend") == new["backend"] and old.get("new_rationales"):
+        stats["run"] = {**old, "resumed_passes": int(old.get("resumed_passes", 0)) + 1,
+                        "last_pass_seconds": new["seconds"], "chains_skipped": new["chains_skipped"]}
 
 
 def stats_rows(stats: Mapping[str, Any], model: str, seed: Optional[int]) -> list[MetricRow]:
