@@ -5,7 +5,8 @@ full rationale store; the committed report (``reports/latest-default/``) keeps w
 numbers and see the rationales without running anything:
 
 * the run's ``results.md``, ``results_*.md``, ``metrics.json``, ``status.json``, ``environment.json``,
-  ``config.yaml``, ``jrg_stats.json``, ``ov_split.json``, ``figures/`` and the executed ``notebooks/`` (any embedded
+  ``config.yaml``, ``jrg_stats.json``, ``ov_split.json``, ``run.log`` (every pass of every stage, with the notebooks'
+  printed output), ``figures/`` and the executed ``notebooks/`` (any embedded
   output image larger than ``max_image_kb`` replaced by a one-line note, so the copy stays small);
 * ``rationales_sample.jsonl``: a seeded random sample of ``sample_lines`` lines of the run's ``rationales.jsonl``,
   verbatim and in file order (all lines if fewer);
@@ -51,7 +52,7 @@ from mipd_kit.viz.rationales import build_items, load_world_situations, render_i
 MAX_BYTES = 20_000_000
 #: files of the run folder copied when present
 RUN_FILES = ("results.md", "metrics.json", "status.json", "environment.json", "config.yaml", "jrg_stats.json",
-             "ov_split.json")
+             "ov_split.json", "run.log")
 #: longest side in pixels of a drawn sample image (a gaze rationale's image with its box)
 MAX_SAMPLE_SIDE = 768
 #: the control stores whose sizes ``rationales_summary.json`` records

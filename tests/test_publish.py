@@ -65,6 +65,7 @@ def _run(tmp: Path, world: Path, state: str = "done", records: list[dict] | None
     (run / "results.md").write_text("# results\n")
     (run / "results_mipd.md").write_text("# mipd\n")
     (run / "config.yaml").write_text("seed: 0\n")
+    (run / "run.log").write_text("INFO mipd_kit.pipeline: stage data done in 1.0s\n")
     (run / "figures" / "a.png").write_bytes((world / "images" / "test_000000.png").read_bytes())
     (run / "predictions").mkdir()
     (run / "predictions" / "big.json").write_text("{}")  # not published
@@ -89,7 +90,8 @@ def test_publish_writes_the_report(tmp_path, world, capsys) -> None:
     assert code == 0
     out = capsys.readouterr().out
     assert "MB" in out and str(dest) in out
-    for name in ("results.md", "results_mipd.md", "metrics.json", "status.json", "config.yaml", "figures/a.png",
+    for name in ("results.md", "results_mipd.md", "metrics.json", "status.json", "config.yaml", "run.log",
+                 "figures/a.png",
                  "notebooks/00_data.ipynb", "rationales_sample.jsonl", "rationales_summary.json", "README.md",
                  "samples/README.md"):
         assert (dest / name).is_file(), name
