@@ -68,6 +68,19 @@ def test_descriptions_are_stored_resumed_and_reused(world, tmp_path):
     store3.close()
 
 
+def test_parallel_requests_store_the_same_descriptions_in_the_same_order(world, tmp_path):
+    images = sorted((world / "images").glob("hoi_train_*.png"))[:6]
+    one, many = DescriptionStore(tmp_path / "one.jsonl"), DescriptionStore(tmp_path / "many.jsonl")
+    t1, _ = describe_into_store(Counting(), images, one)
+    s = Counting()
+    t8, st = describe_into_store(s, images, many, workers=8)
+    assert t8 == t1 and s.calls == 6 and st["called"] == 6
+    one.close(), many.close()
+    strip = lambda p: [{k: v for k, v in json.loads(x).items() if k != "meta"}  # noqa: E731
+                       for x in p.read_text().splitlines()]
+    assert strip(tmp_path / "many.jsonl") == strip(tmp_path / "one.jsonl")  # file order = image order
+
+
 def test_describer_errors_are_skipped_and_bad_records_named(world, tmp_path):
     images = sorted((world / "images").glob("hoi_train_*.png"))[:3] + [world / "images" / "missing.png"]
     store = DescriptionStore(tmp_path / "d.jsonl")

@@ -42,6 +42,8 @@ from mipd_kit.rationales.store import JsonlLog
 SCHEMA = 1
 
 #: prompt for a VLLM's image-level description (through the Sampler interface)
+#: requests decoded together by the embedded captioner when descriptions are asked for in parallel
+DESCRIBE_BATCH = 32
 DESCRIBE_PROMPT = ("Describe in one sentence what the people in this image are doing and with which objects. "
                    "Use the form 'a person <verb>ing a/an <object>' for each interaction.")
 
@@ -101,8 +103,11 @@ class DescriptionStore(JsonlLog):
 
 
 def describe_into_store(sampler: Any, image_paths: Sequence[str | os.PathLike], store: DescriptionStore,
-                        prompt: str = DESCRIBE_PROMPT) -> tuple[dict[str, str], dict[str, Any]]:
+                        prompt: str = DESCRIBE_PROMPT, workers: int = 1) -> tuple[dict[str, str], dict[str, Any]]:
     """Describe every image not yet in ``store`` (same describer and prompt) and append the answers.
+
+    ``workers`` > 1 sends that many requests at once (a remote endpoint's concurrency, or the embedded captioner's
+    batched decoding, ``CaptionerSampler(batch_size=...)``); the result does not depend on it.
 
     A ``SamplerError`` for one image (undecodable file, empty generation, a failed request after the backend's own
     retries) skips that image and is counted; its text is absent from the result.
@@ -117,29 +122,46 @@ def describe_into_store(sampler: Any, image_paths: Sequence[str | os.PathLike], 
     out: dict[str, str] = {}
     stats: dict[str, Any] = {"called": 0, "reused": 0, "skipped": 0, "errors": []}
     store.refresh()
+    todo = []
     for p in image_paths:
         name = Path(p).name
         have = store.get(name, backend, pk)
         if have is not None:
             out[name] = have
             stats["reused"] += 1
-            continue
+        else:
+            todo.append(p)
+
+    def ask(p: Any) -> Any:
         try:
-            r = sampler(describe_messages(p, prompt, inline=True))
+            return sampler(describe_messages(p, prompt, inline=True))
         except SamplerError as e:
-            stats["skipped"] += 1
-            if len(stats["errors"]) < 5:
-                stats["errors"].append(f"{name}: {e}")
-            continue
-        stats["called"] += 1
-        text = " ".join(str(r.text).split())
-        if not text:
-            stats["skipped"] += 1
-            continue
-        meta = {k: v for k, v in dict(getattr(r, "metadata", {}) or {}).items()
-                if isinstance(v, (str, int, float, bool)) or v is None}
-        store.add(name, backend, pk, text, meta)
-        out[name] = store.get(name, backend, pk) or text
+            return e
+
+    def consume(answers: Any) -> None:
+        for p, r in zip(todo, answers):
+            name = Path(p).name
+            if isinstance(r, SamplerError):
+                stats["skipped"] += 1
+                if len(stats["errors"]) < 5:
+                    stats["errors"].append(f"{name}: {r}")
+                continue
+            stats["called"] += 1
+            text = " ".join(str(r.text).split())
+            if not text:
+                stats["skipped"] += 1
+                continue
+            meta = {k: v for k, v in dict(getattr(r, "metadata", {}) or {}).items()
+                    if isinstance(v, (str, int, float, bool)) or v is None}
+            store.add(name, backend, pk, text, meta)
+            out[name] = store.get(name, backend, pk) or text
+
+    if workers > 1 and len(todo) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(max_workers=workers) as ex:
+            consume(ex.map(ask, todo))  # in order, each stored as soon as it and those before it are answered
+    else:
+        consume(map(ask, todo))
     return out, stats
 
 
@@ -147,8 +169,8 @@ def get_captioner(world_dir: str | os.PathLike, cache_dir: str | os.PathLike, te
                   size: str = "default", checkpoint: str = "", weights: str = "auto") -> Any:
     """The embedded captioner for ``teacher``: a saved captioner folder when ``checkpoint`` is given, else the released
     captioner when it matches (``mipd_kit.language.captioner.captioner_for``: same config, the run's teacher, the
-    world's corpus; ``weights``: ``auto`` | ``released`` | ``released-any`` | ``retrain``), else the one trained (or found in
-    ``cache_dir``) on the world's pretraining captions, with ``CaptionerConfig.smoke()`` for ``size="smoke"`` (the
+    world's corpus; ``weights``: ``auto`` | ``released`` | ``released-any`` | ``retrain``), else the one trained (or
+    found in ``cache_dir``) on the world's pretraining captions, with ``CaptionerConfig.smoke()`` for ``size="smoke"`` (the
     single place CL-HOI obtains a captioner)."""
     from mipd_kit.language.captioner import CaptionerConfig, captioner_for, load_captioner
 
@@ -179,7 +201,7 @@ def build_describer(kind: str, teacher: Any, world_dir: str | os.PathLike, cache
     if kind == "captioner":
         from mipd_kit.language.captioner import CaptionerSampler
         cap = get_captioner(world_dir, cache_dir, teacher, captioner_size, captioner_checkpoint, captioner_weights)
-        return CaptionerSampler(cap, teacher, temperature=temperature, seed=seed)
+        return CaptionerSampler(cap, teacher, temperature=temperature, seed=seed, batch_size=DESCRIBE_BATCH)
     if kind == "sampler":
         from mipd_kit.language.factory import CaptionerSamplerConfig, SamplerConfig, build_sampler
         from mipd_kit.language.hf_local import HFLocalConfig

@@ -60,7 +60,7 @@ from mipd_kit.metrics import MetricRow, aggregate_seeds, merge_rows
 
 from . import losses as L
 from .descriptions import DESCRIBE_PROMPT  # noqa: F401  (re-exported: its earlier home)
-from .descriptions import (DescriptionStore, build_describer, describe_into_store, describe_messages,
+from .descriptions import (DESCRIBE_BATCH, DescriptionStore, build_describer, describe_into_store, describe_messages,
                            encode_descriptions)
 from .features import (PairData, build_pair_data, crop_embeddings, encode_images, encode_texts, normalise_spatial,
                        spatial_prior)
@@ -435,7 +435,8 @@ def image_descriptions(cfg: CLHOIConfig, teacher: Any, world: HOIWorld, filename
                               sampler=cfg.describer_sampler)
     store = DescriptionStore(store_path or Path(cfg.run_dir) / "clhoi" / "descriptions.jsonl")
     try:
-        texts, stats = describe_into_store(sampler, [world.images_dir / f for f in filenames], store)
+        texts, stats = describe_into_store(sampler, [world.images_dir / f for f in filenames], store,
+                                           workers=DESCRIBE_BATCH if cfg.describer == "captioner" else 1)
     finally:
         store.close()
     if not texts:
