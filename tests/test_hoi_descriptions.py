@@ -69,12 +69,24 @@ def test_descriptions_are_stored_resumed_and_reused(world, tmp_path):
 
 
 def test_parallel_requests_store_the_same_descriptions_in_the_same_order(world, tmp_path):
+    import hashlib
+    import threading
+
+    class ByImage(Counting):  # answers from the image alone, so the answer does not depend on the call order
+        lock = threading.Lock()
+
+        def __call__(self, messages):
+            with self.lock:
+                self.calls += 1
+            url = messages[0]["content"][0]["image_url"]["url"]
+            return Response(f"a person #{hashlib.sha256(url.encode()).hexdigest()[:8]}", tuple(messages), {})
+
     images = sorted((world / "images").glob("hoi_train_*.png"))[:6]
     one, many = DescriptionStore(tmp_path / "one.jsonl"), DescriptionStore(tmp_path / "many.jsonl")
-    t1, _ = describe_into_store(Counting(), images, one)
-    s = Counting()
+    t1, _ = describe_into_store(ByImage(), images, one)
+    s = ByImage()
     t8, st = describe_into_store(s, images, many, workers=8)
-    assert t8 == t1 and s.calls == 6 and st["called"] == 6
+    assert t8 == t1 and s.calls == 6 and st["called"] == 6 and len(set(t1.values())) == 6
     one.close(), many.close()
     strip = lambda p: [{k: v for k, v in json.loads(x).items() if k != "meta"}  # noqa: E731
                        for x in p.read_text().splitlines()]
