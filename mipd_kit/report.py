@@ -45,7 +45,7 @@ from PIL import Image
 
 from mipd_kit.data.records import DataError
 from mipd_kit.fileio import atomic_write_text, dumps, loads_strict
-from mipd_kit.rationales.store import rationale_from_json
+from mipd_kit.rationales.store import complete_lines, parse_rationale_lines
 from mipd_kit.viz.rationales import build_items, load_world_situations, render_item, sample_items, verdict_text
 
 #: the largest copy ``publish`` writes (bytes); a larger one is refused.
@@ -124,42 +124,32 @@ def sample_lines(lines: Sequence[bytes], k: int, seed: int) -> list[bytes]:
 
 
 def store_lines(path: Path) -> list[bytes]:
-    """The non-empty complete lines of a JSONL file (a torn last line without newline is left out)."""
-    raw = path.read_bytes()
-    lines = raw.split(b"\n")
-    if not raw.endswith(b"\n"):
-        lines = lines[:-1]
-    return [ln for ln in lines if ln.strip()]
+    """The non-empty complete lines of a JSONL file (``rationales.store.complete_lines``, without their numbers)."""
+    return [ln for _, ln in complete_lines(path)]
 
 
-def summarize_store(path: Path, lines: Sequence[bytes]) -> tuple[list[Any], dict[str, Any]]:
+def summarize_store(path: Path) -> tuple[list[bytes], list[Any], dict[str, Any]]:
     """Validate every line of a rationale store and count its records.
 
     Returns:
-        (records, summary): the unique records in file order (``rationales.store`` keys), and counts per kind,
-        polarity, kind/polarity, round, backend and source.
+        (lines, records, summary): the complete lines, the unique records in file order (``rationales.store``
+        keys), and counts per kind, polarity, kind/polarity, round, backend and source.
 
     Raises:
         DataError: a line that is not a valid record, naming the file and line.
     """
-    seen: dict[tuple, Any] = {}
-    for i, ln in enumerate(lines, 1):
-        try:
-            d = json.loads(ln)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: line {i} is not valid JSON ({e})") from e
-        r = rationale_from_json(d, f"{path}: line {i}")
-        seen.setdefault(r.key(), r)
-    recs = list(seen.values())
+    numbered = complete_lines(path)
+    recs = parse_rationale_lines(numbered, path)
+    lines = [ln for _, ln in numbered]
 
     def count(key) -> dict[str, int]:
         return dict(sorted(Counter(str(key(r)) for r in recs).items()))
 
-    return recs, {"lines": len(lines), "records": len(recs), "by_kind": count(lambda r: r.kind),
-                  "by_polarity": count(lambda r: r.polarity),
-                  "by_kind_polarity": count(lambda r: f"{r.kind}/{r.polarity}"),
-                  "by_round": count(lambda r: r.round), "by_backend": count(lambda r: r.backend),
-                  "by_source": count(lambda r: r.source)}
+    return lines, recs, {"lines": len(lines), "records": len(recs), "by_kind": count(lambda r: r.kind),
+                         "by_polarity": count(lambda r: r.polarity),
+                         "by_kind_polarity": count(lambda r: f"{r.kind}/{r.polarity}"),
+                         "by_round": count(lambda r: r.round), "by_backend": count(lambda r: r.backend),
+                         "by_source": count(lambda r: r.source)}
 
 
 def control_sizes(run_dir: Path) -> dict[str, Optional[dict[str, int]]]:
@@ -330,8 +320,7 @@ def publish(run_dir: str | os.PathLike, dest: str | os.PathLike, sample_lines_n:
                 rep.dropped_outputs += slim_notebook(nb, tmp / "notebooks" / nb.name, max_image_kb)
         summary: dict[str, Any] = {"source": str(run), "seed": seed}
         if store.is_file():
-            lines = store_lines(store)
-            records, counts = summarize_store(store, lines)
+            lines, records, counts = summarize_store(store)
             picked = sample_lines(lines, sample_lines_n, seed)
             atomic_write_text(tmp / "rationales_sample.jsonl", "".join(ln.decode() + "\n" for ln in picked))
             rep.rationale_lines, rep.sample_lines = len(lines), len(picked)

@@ -282,26 +282,36 @@ class RationaleStore(JsonlLog):
             return self.append_line(r.to_json(), accept=lambda: r.key() not in self._records)
 
 
+def complete_lines(path: str | os.PathLike) -> list[tuple[int, bytes]]:
+    """``(line number, bytes)`` of the non-empty complete lines of a JSONL file (a torn last line without its
+    newline, a killed writer's, is left out)."""
+    raw = Path(path).read_bytes()
+    lines = raw.split(b"\n")
+    if not raw.endswith(b"\n"):
+        lines = lines[:-1]  # torn tail
+    return [(i, ln) for i, ln in enumerate(lines, 1) if ln.strip()]
+
+
+def parse_rationale_lines(numbered: Sequence[tuple[int, bytes]], path: str | os.PathLike) -> list[Rationale]:
+    """The unique records (first of each key, file order) of numbered store lines; ``DataError`` naming the file and
+    line of a bad one."""
+    out: dict[tuple, Rationale] = {}
+    for i, line in numbered:
+        try:
+            d = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: line {i} is not valid JSON ({e})") from e
+        r = rationale_from_json(d, f"{path}: line {i}")
+        out.setdefault(r.key(), r)
+    return list(out.values())
+
+
 def read_rationales(path: str | os.PathLike) -> list[Rationale]:
     """Read ``rationales.jsonl`` (a torn last line is ignored; a bad line raises ``DataError`` naming it)."""
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: no rationale store (run `mipd rationales run` or notebook 02 first)")
-    out: dict[tuple, Rationale] = {}
-    raw = p.read_bytes()
-    lines = raw.split(b"\n")
-    if not raw.endswith(b"\n"):
-        lines = lines[:-1]  # torn tail
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            d = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{p}: line {i} is not valid JSON ({e})") from e
-        r = rationale_from_json(d, f"{p}: line {i}")
-        out.setdefault(r.key(), r)
-    return list(out.values())
+    return parse_rationale_lines(complete_lines(p), p)
 
 
 def collect(rationales: Iterable[Rationale], include_unjudged: bool = False) -> dict[str, dict[str, Any]]:
