@@ -43,8 +43,9 @@ COMMON = [
     ("world_dir", "str", '"../data/synthsitu/smoke-seed0"', "the SynthSitu world (or a real dataset folder)"),
     ("cache_dir", "str", '"../data/cache"', "checkpoints and feature caches"),
 ]
-_TYPES = {"Optional[int]": "int | None", "Optional[float]": "float | None", "Optional[str]": "str | None",
-          "Optional[list]": "list | None"}
+#: optional types as quoted annotations: papermill's parameter parser reads neither ``int | None`` nor an unquoted
+#: ``Optional[int]`` (which the kernel would also evaluate without the import)
+_TYPES = {f"Optional[{t}]": f'"Optional[{t}]"' for t in ("int", "float", "str", "list")}
 
 
 def field_help(config: type) -> dict[str, str]:
@@ -74,7 +75,9 @@ def parameters_source(module: str) -> str:
             continue
         t = getattr(hints[f.name], "__name__", None) or str(hints[f.name])
         t = _TYPES.get(str(f.type), t)
-        lines.append(f"{f.name}: {t} = {getattr(cfg, f.name)!r}  # {helps.get(f.name, '')}".rstrip())
+        # papermill skips (and then calls unknown) a parameter whose line holds a second "=": none in the help
+        h = re.sub(r"\s*=\s*", ": ", helps.get(f.name, ""))
+        lines.append(f"{f.name}: {t} = {getattr(cfg, f.name)!r}  # {h}".rstrip())
     return "\n".join(lines)
 
 
