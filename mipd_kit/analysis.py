@@ -68,8 +68,12 @@ def _md_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]
     return lines + [""]
 
 
+#: per-model statistics of the predictions, not accuracies: their own section (:func:`_concentration_section`)
+CONCENTRATION_METRICS: tuple[str, ...] = ("mode_share", "verbs_used")
+
+
 def _gsr_tables(cells: dict[tuple, Cell]) -> list[str]:
-    keys = [k for k in cells if k[0] == "gsr"]
+    keys = [k for k in cells if k[0] == "gsr" and k[4] not in CONCENTRATION_METRICS]
     if not keys:
         return []
     out = ["## Grounded situation recognition (Ov-GSR)", "",
@@ -136,6 +140,26 @@ def _first(cells: dict[tuple, Cell], key: tuple, digits: int = 2) -> str:
     return "–"
 
 
+def _concentration_section(cells: dict[tuple, Cell], verbs: Optional[Mapping[str, Mapping[str, Any]]]) -> list[str]:
+    """Top-1 verb concentration per GSR model: share of test images given its most predicted verb and the distinct
+    top-1 verbs (mean ± std over seeds), and that verb per seed when ``verbs`` (``analysis.json``) has it."""
+    models = sorted({k[1] for k in cells if k[0] == "gsr" and k[4] == "mode_share"}, key=model_sort_key)
+    if not models:
+        return []
+    verbs = verbs or {}
+    body = []
+    for m in models:
+        named = [f"{v['verb']} ({k.rpartition('-seed')[2]})" for k, v in sorted(verbs.items())
+                 if k.rpartition("-seed")[0] == m]
+        body.append([m] + [cells[k].fmt() if (k := ("gsr", m, "all", "top1", x, None)) in cells else "–"
+                           for x in CONCENTRATION_METRICS] + [", ".join(named) or "–"])
+    return ["## Top-1 verb concentration (test)", "",
+            "How many test images get each model's most predicted top-1 verb (percent), and how many distinct verbs "
+            "it predicts at top-1. SynthSitu spreads its test images evenly over its test verbs, so a large share "
+            "means the open-vocabulary head has collapsed onto one hub verb; an accuracy gain on that verb's split is "
+            "then the collapse, not transfer.", ""] + _md_table(["model", *CONCENTRATION_METRICS, "verb (seed)"], body) + [""]
+
+
 def _ingredients_section(rows: Sequence[MetricRow]) -> list[str]:
     """The ingredients table of the GSR rows present (``mipd_kit.student.ingredients.ROWS``)."""
     from .student.ingredients import ROWS, markdown_table
@@ -164,7 +188,8 @@ def _other_tables(cells: dict[tuple, Cell]) -> list[str]:
 
 
 def render_results_md(rows: Iterable[MetricRow], figures: Sequence[str] = (), status: Optional[Mapping] = None,
-                      notes: Sequence[str] = (), title: Optional[str] = None) -> str:
+                      notes: Sequence[str] = (), title: Optional[str] = None,
+                      concentration: Optional[Mapping[str, Mapping[str, Any]]] = None) -> str:
     """The markdown of ``results.md`` (pure).
 
     Args:
@@ -174,6 +199,7 @@ def render_results_md(rows: Iterable[MetricRow], figures: Sequence[str] = (), st
             stage and error, per-stage states).
         notes: remarks, e.g. which inputs were absent.
         title: heading (default: ``Run <run_id>``).
+        concentration: ``{"<model>-seed<k>": {"verb": ...}}`` (``analysis.json``): the most predicted verbs.
     """
     status = status or {}
     run_id = status.get("run_id", "")
@@ -196,8 +222,8 @@ def render_results_md(rows: Iterable[MetricRow], figures: Sequence[str] = (), st
     rows = list(rows)
     study = [r for r in rows if r.task.endswith("-study")]
     cells = aggregate(r for r in rows if not r.task.endswith("-study"))
-    tables = _ingredients_section(rows) + _gsr_tables(cells) + _study_section(study) + _hoi_tables(cells) \
-        + _other_tables(cells)
+    tables = _ingredients_section(rows) + _gsr_tables(cells) + _concentration_section(cells, concentration) \
+        + _study_section(study) + _hoi_tables(cells) + _other_tables(cells)
     lines += tables if tables else ["_No metrics yet (metrics.json is empty or absent)._", ""]
     if figures:
         lines += ["## Figures", ""]
@@ -237,7 +263,8 @@ def write_results(run_dir: str | os.PathLike, status: Optional[Mapping] = None) 
     env = json.loads((run / "environment.json").read_text()) if (run / "environment.json").is_file() else {}
     note = weights_note(env) if isinstance(env, dict) else None
     notes += [note] if note else []
-    text = render_results_md(read_rows(run / "metrics.json"), figs, status, notes)
+    text = render_results_md(read_rows(run / "metrics.json"), figs, status, notes,
+                             concentration=info.get("concentration"))
     out = run / "results.md"
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(text)
@@ -376,10 +403,48 @@ class AnalysisResult:
     results_md: Optional[Path] = None
 
 
+def prediction_concentration(preds: Mapping[str, Mapping[str, Any]]) -> tuple[str, float, int]:
+    """How concentrated a GSR model's top-1 verbs are over the images of a SWiG prediction file (pure).
+
+    Returns the most often predicted top-1 verb (ties: the first in name order), the percent of images given it, and
+    the number of distinct top-1 verbs. A student whose open-vocabulary head has collapsed onto one hub verb (one
+    verb's text embedding nearest to most image features) shows a large share and few verbs; its accuracy on that
+    verb's split then says little about transfer.
+    """
+    counts: dict[str, int] = {}
+    for rec in preds.values():
+        verbs = rec.get("verbs") or []
+        if verbs:
+            v = str(verbs[0]["verb"])
+            counts[v] = counts.get(v, 0) + 1
+    if not counts:
+        raise ValueError("prediction_concentration: no image has a predicted verb")
+    verb = min(counts, key=lambda v: (-counts[v], v))
+    return verb, 100.0 * counts[verb] / sum(counts.values()), len(counts)
+
+
+def concentration_rows(run: Path) -> tuple[list[MetricRow], dict[str, dict[str, Any]]]:
+    """Rows ``task gsr, split all, setting top1, metric mode_share | verbs_used, mean null`` for every GSR
+    prediction file of the run (:func:`prediction_concentration`), and ``{"<model>-seed<k>": {verb, share,
+    verbs_used}}``."""
+    rows: list[MetricRow] = []
+    table: dict[str, dict[str, Any]] = {}
+    for (model, seed), p in sorted(_pred_files(run).items()):
+        try:
+            verb, share, used = prediction_concentration(json.loads(p.read_text()))
+        except (ValueError, KeyError, TypeError, AttributeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{p}: not a readable GSR prediction file ({e})") from e
+        rows += [MetricRow("gsr", model, seed, "all", "top1", "mode_share", None, share),
+                 MetricRow("gsr", model, seed, "all", "top1", "verbs_used", None, float(used))]
+        table[f"{model}-seed{seed}"] = {"verb": verb, "share": round(share, 2), "verbs_used": used}
+    return rows, table
+
+
 def _pred_files(run: Path) -> dict[tuple[str, int], Path]:
+    """GSR prediction files ``predictions/<model>-seed<k>.json`` (the HOI ``hoi-*`` / ``vcoco-*`` files left out)."""
     out = {}
     for p in sorted((run / "predictions").glob("*-seed*.json")) if (run / "predictions").is_dir() else []:
-        if p.name.startswith("hoi-"):
+        if p.name.startswith(("hoi-", "vcoco-")):
             continue
         model, _, seed = p.stem.rpartition("-seed")
         if seed.isdigit():
@@ -424,7 +489,11 @@ def run_analysis(run_dir: str | os.PathLike, world_dir: str | os.PathLike,
     res = AnalysisResult()
     note = res.notes.append
 
-    # metrics: seed aggregates
+    # metrics: how concentrated each GSR model's top-1 verbs are (rows of its own), then seed aggregates
+    conc_rows, conc_table = concentration_rows(run)
+    if conc_rows:
+        merge_rows(run / "metrics.json", conc_rows)
+        res.tables["concentration"] = conc_table
     rows = read_rows(run / "metrics.json")
     if rows:
         agg = aggregate_seeds([r for r in rows if r.seed is not None])
@@ -587,7 +656,7 @@ def run_analysis(run_dir: str | os.PathLike, world_dir: str | os.PathLike,
         note(f"no benchmark results in {bench_dir} (run `make bench`): resource comparison skipped"
              if bench_dir is not None else "no bench_dir given: resource comparison skipped")
 
-    info = {"figures": res.figures, "notes": res.notes}
+    info = {"figures": res.figures, "notes": res.notes, "concentration": res.tables.get("concentration", {})}
     from mipd_kit.fileio import write_json
     write_json(run / ANALYSIS_FILE, info)
     res.results_md = write_results(run)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mipd_kit.analysis import (grounding_by_role, per_verb_accuracy, primitive_neighbours, run_analysis,
-                               unseen_confusion)
+from mipd_kit.analysis import (grounding_by_role, per_verb_accuracy, prediction_concentration, primitive_neighbours,
+                               run_analysis, unseen_confusion)
 from mipd_kit.data.records import Situation
 from mipd_kit.metrics import read_rows, row, write_rows
 from mipd_kit.viz.cases import build_cases
@@ -159,3 +159,38 @@ def test_every_committed_benchmark_json_is_tidy_rows(root):
     assert files and read_bench(root / "reports" / "bench")
     for p in files:
         assert read_rows(p), p
+
+
+def test_prediction_concentration_counts_top1_verbs() -> None:
+    preds = {"a.jpg": {"verbs": [{"verb": "planting"}, {"verb": "riding"}]},
+             "b.jpg": {"verbs": [{"verb": "planting"}]},
+             "c.jpg": {"verbs": [{"verb": "riding"}, {"verb": "planting"}]},
+             "d.jpg": {"verbs": []}}  # no verb: not counted
+    assert prediction_concentration(preds) == ("planting", pytest.approx(200 / 3), 2)
+    tie = {"a": {"verbs": [{"verb": "z"}]}, "b": {"verbs": [{"verb": "b"}]}}
+    assert prediction_concentration(tie) == ("b", 50.0, 2)  # ties: the first in name order
+    with pytest.raises(ValueError, match="no image"):
+        prediction_concentration({"a": {"verbs": []}})
+
+
+def test_run_analysis_reports_top1_concentration(tmp_path: Path) -> None:
+    """A model collapsed onto one verb gets its own rows (mode_share, verbs_used), per seed and aggregated, and a
+    results.md section naming the verb; HOI / V-COCO prediction files of the same folder are not GSR models."""
+    world, run = _demo_run(tmp_path)
+    gt = json.loads((world / "test.json").read_text())
+    one = {k: {"verbs": [{"verb": "lifting", "score": 1.0, "frame": []}]} for k in gt}
+    (run / "predictions" / "collapsed-seed0.json").write_text(json.dumps(one))
+    (run / "predictions" / "vcoco-icn-seed0.json").write_text(json.dumps([{"image_id": 1}]))
+    (run / "predictions" / "hoi-icn-seed0.json").write_text(json.dumps({"x.jpg": []}))
+    res = run_analysis(run, world)
+    assert res.tables["concentration"]["collapsed-seed0"] == {"verb": "lifting", "share": 100.0, "verbs_used": 1}
+    assert not any(k.startswith(("vcoco-", "hoi-")) for k in res.tables["concentration"])
+    rows = {(r.model, r.seed, r.metric): r.value for r in read_rows(run / "metrics.json") if r.split == "all"}
+    assert rows[("collapsed", 0, "mode_share")] == 100.0 and rows[("collapsed", 0, "verbs_used")] == 1.0
+    demo = prediction_concentration(json.loads((run / "predictions" / "mipd-seed0.json").read_text()))
+    assert rows[("mipd", 0, "mode_share")] == pytest.approx(demo[1])
+    md = (run / "results.md").read_text()
+    section = md.split("## Top-1 verb concentration (test)")[1].split("\n## ")[0]
+    assert "| collapsed | 100.0 | 1.0 | lifting (0) |" in section
+    # the concentration rows stay out of the accuracy tables
+    assert "mode_share" not in md.split("## Top-1 verb concentration")[0]
