@@ -423,21 +423,23 @@ def prediction_concentration(preds: Mapping[str, Mapping[str, Any]]) -> tuple[st
     return verb, 100.0 * counts[verb] / sum(counts.values()), len(counts)
 
 
-def concentration_rows(run: Path) -> tuple[list[MetricRow], dict[str, dict[str, Any]]]:
+def concentration_rows(run: Path) -> tuple[list[MetricRow], dict[str, dict[str, Any]], list[str]]:
     """Rows ``task gsr, split all, setting top1, metric mode_share | verbs_used, mean null`` for every GSR
-    prediction file of the run (:func:`prediction_concentration`), and ``{"<model>-seed<k>": {verb, share,
-    verbs_used}}``."""
+    prediction file of the run (:func:`prediction_concentration`), ``{"<model>-seed<k>": {verb, share,
+    verbs_used}}``, and a note naming each file left out (unreadable, or no image with a predicted verb)."""
     rows: list[MetricRow] = []
     table: dict[str, dict[str, Any]] = {}
+    notes: list[str] = []
     for (model, seed), p in sorted(_pred_files(run).items()):
         try:
             verb, share, used = prediction_concentration(json.loads(p.read_text()))
-        except (ValueError, KeyError, TypeError, AttributeError, json.JSONDecodeError) as e:
-            raise ValueError(f"{p}: not a readable GSR prediction file ({e})") from e
+        except (ValueError, KeyError, TypeError, AttributeError) as e:  # JSONDecodeError is a ValueError
+            notes.append(f"{p}: not a readable GSR prediction file ({e}); left out of the top-1 concentration table")
+            continue
         rows += [MetricRow("gsr", model, seed, "all", "top1", "mode_share", None, share),
                  MetricRow("gsr", model, seed, "all", "top1", "verbs_used", None, float(used))]
         table[f"{model}-seed{seed}"] = {"verb": verb, "share": round(share, 2), "verbs_used": used}
-    return rows, table
+    return rows, table, notes
 
 
 def _pred_files(run: Path) -> dict[tuple[str, int], Path]:
@@ -490,7 +492,9 @@ def run_analysis(run_dir: str | os.PathLike, world_dir: str | os.PathLike,
     note = res.notes.append
 
     # metrics: how concentrated each GSR model's top-1 verbs are (rows of its own), then seed aggregates
-    conc_rows, conc_table = concentration_rows(run)
+    conc_rows, conc_table, conc_notes = concentration_rows(run)
+    for n in conc_notes:
+        note(n)
     if conc_rows:
         merge_rows(run / "metrics.json", conc_rows)
         res.tables["concentration"] = conc_table

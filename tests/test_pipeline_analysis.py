@@ -182,7 +182,13 @@ def test_run_analysis_reports_top1_concentration(tmp_path: Path) -> None:
     (run / "predictions" / "collapsed-seed0.json").write_text(json.dumps(one))
     (run / "predictions" / "vcoco-icn-seed0.json").write_text(json.dumps([{"image_id": 1}]))
     (run / "predictions" / "hoi-icn-seed0.json").write_text(json.dumps({"x.jpg": []}))
+    (run / "predictions" / "empty-seed0.json").write_text("{}")
+    (run / "predictions" / "torn-seed0.json").write_text('{"a.jpg": {"verbs": [')
     res = run_analysis(run, world)
+    # files without a readable prediction are named in a note, and the rest of the analysis goes on
+    assert any("empty-seed0.json" in n and "no image has a predicted verb" in n for n in res.notes)
+    assert any("torn-seed0.json" in n and "not a readable GSR prediction file" in n for n in res.notes)
+    assert "empty-seed0" not in res.tables["concentration"] and "torn-seed0" not in res.tables["concentration"]
     assert res.tables["concentration"]["collapsed-seed0"] == {"verb": "lifting", "share": 100.0, "verbs_used": 1}
     assert not any(k.startswith(("vcoco-", "hoi-")) for k in res.tables["concentration"])
     rows = {(r.model, r.seed, r.metric): r.value for r in read_rows(run / "metrics.json") if r.split == "all"}
