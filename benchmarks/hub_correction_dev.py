@@ -20,7 +20,6 @@ import argparse
 import json
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import torch
@@ -47,6 +46,7 @@ def mean_verb_logits(model, data, batch_size: int = 256) -> torch.Tensor:
 def main(argv: list[str] | None = None) -> int:
     from safetensors.torch import load_file
 
+    from mipd_kit.analysis import prediction_concentration
     from mipd_kit.metrics import MetricRow, write_rows
     from mipd_kit.stages import distillation as st
     from mipd_kit.student.model import build_student
@@ -91,11 +91,9 @@ def main(argv: list[str] | None = None) -> int:
                 for m in evaluate_predictions(world, preds, name, seed, split="dev"):
                     if m.metric == "verb" and m.setting == "top1" and m.mean == "image" and m.split in SPLITS:
                         rows.append(MetricRow("gsr-dev-hub", name, seed, m.split, "top1", "verb", "image", m.value))
-                top = Counter(p["verbs"][0]["verb"] for p in preds.values() if p["verbs"])
-                verb, k = top.most_common(1)[0]
-                rows.append(MetricRow("gsr-dev-hub", name, seed, "all", "top1", "mode_share", None,
-                                      100.0 * k / sum(top.values())))
-                print(f"[hub] {name} seed {seed}: mode {verb} {100.0 * k / sum(top.values()):.0f}%", file=sys.stderr)
+                verb, share, _ = prediction_concentration(preds)
+                rows.append(MetricRow("gsr-dev-hub", name, seed, "all", "top1", "mode_share", None, share))
+                print(f"[hub] {name} seed {seed}: mode {verb} {share:.0f}%", file=sys.stderr)
             model.verb_logits = plain
             done.append(f"{r.model}-seed{seed}")
     out = Path(a.out)

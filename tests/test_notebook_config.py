@@ -54,8 +54,8 @@ def test_papermill_reads_every_declared_parameter(notebook):
     nb = nbformat.read(ROOT / "notebooks" / notebook, as_version=4)
     cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(cells) == 1, f"{notebook}: {len(cells)} cells tagged parameters"
-    declared = {t.target.id for t in ast.parse(cells[0].source).body if isinstance(t, ast.AnnAssign)}
-    declared |= {n.id for t in ast.parse(cells[0].source).body if isinstance(t, ast.Assign) for n in t.targets
-                 if isinstance(n, ast.Name)}
+    body = ast.parse(cells[0].source).body
+    declared = {t.target.id for t in body if isinstance(t, ast.AnnAssign)}
+    declared |= {n.id for t in body if isinstance(t, ast.Assign) for n in t.targets if isinstance(n, ast.Name)}
     parsed = {p.name for p in PythonTranslator.inspect(cells[0])}
     assert declared and parsed == declared, f"{notebook}: papermill misses {sorted(declared - parsed)}"
