@@ -92,6 +92,51 @@ class VisualLinguisticTranslator(nn.Module):
         return u, F.normalize(c, dim=-1)
 
 
+def pair_cross_attention(attn: nn.MultiheadAttention, q: torch.Tensor, tokens: torch.Tensor,
+                         pair_image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``attn(q_p, u_{i(p)}, u_{i(p)})`` for every pair ``p`` with one query each, the keys and values projected once
+    per *image* and never copied per pair.
+
+    The same math as calling ``attn`` on ``tokens[pair_image]`` (same parameters, so checkpoints are unchanged; equal
+    up to float summation order) without copying each image's T context tokens once for each of its pairs: the K/V
+    projection, the step's largest matmul, shrinks from (P, T, E) x (E, h) to (N, T, E) x (E, h), and the queries
+    are padded to (N, M) (M: the most pairs of one image) so that every image attends with one batched matmul.
+
+    Args:
+        attn: a batch-first ``nn.MultiheadAttention`` with separate key/value widths (``kdim``/``vdim``), no extra
+            bias_k/bias_v, no zero attention.
+        q: (P, h) queries; tokens: (N, T, E) context tokens; pair_image: (P,) image index of each pair.
+
+    Returns:
+        (P, h) attended context and (P, T) attention weights averaged over heads (as ``need_weights=True``).
+    """
+    h, H = attn.embed_dim, attn.num_heads
+    dh = h // H
+    b = attn.in_proj_bias if attn.in_proj_bias is not None else q.new_zeros(3 * h)
+    if attn._qkv_same_embed_dim:
+        wq, wk, wv = attn.in_proj_weight.split(h)
+    else:
+        wq, wk, wv = attn.q_proj_weight, attn.k_proj_weight, attn.v_proj_weight
+    P, N, T = q.shape[0], tokens.shape[0], tokens.shape[1]
+    # each pair's slot among its image's pairs: queries padded to (N, M), keys/values stay (N, T) -- no per-pair copy
+    order = torch.argsort(pair_image, stable=True)
+    counts = torch.bincount(pair_image, minlength=N)
+    slot = torch.empty_like(pair_image)
+    slot[order] = torch.arange(P, device=q.device) - (torch.cumsum(counts, 0) - counts)[pair_image[order]]
+    M = int(counts.max()) if P else 0
+    qh = F.linear(q, wq, b[:h]).view(P, H, dh)
+    qpad = qh.new_zeros(N, M, H, dh).index_put((pair_image, slot), qh)  # (N, M, H, dh)
+    k = F.linear(tokens, wk, b[h:2 * h]).view(N, T, H, dh)  # projected once per image
+    v = F.linear(tokens, wv, b[2 * h:]).view(N, T, H, dh)
+    w = torch.softmax(qpad.transpose(1, 2) @ k.permute(0, 2, 3, 1) / dh ** 0.5, dim=-1)  # (N, H, M, T)
+    if attn.training and attn.dropout > 0:
+        w = F.dropout(w, attn.dropout)
+    o = (w @ v.transpose(1, 2)).transpose(1, 2)  # (N, M, H, dh)
+    out = attn.out_proj(o[pair_image, slot].reshape(P, h))
+    w = w.transpose(1, 2)[pair_image, slot]  # (P, H, T)
+    return out, w.mean(1)
+
+
 class InteractionCognitionNetwork(nn.Module):
     """Scores human-object pairs from spatial, visual (human, object, union) and context features.
 
@@ -137,11 +182,10 @@ class InteractionCognitionNetwork(nn.Module):
             return self.ctx(context)
         if tokens is None or pair_image is None:
             raise ValueError("cross-attention context needs the VLT's context tokens and pair_image")
-        q = self.query(torch.cat([v, direct], -1)).unsqueeze(1)  # (P, 1, h)
-        kv = tokens[pair_image]  # (P, T, E)
-        out, w = self.attn(q, kv, kv, need_weights=True)  # (P, 1, h), (P, 1, T)
-        self.last_attention = w[:, 0].detach()
-        return out[:, 0]
+        q = self.query(torch.cat([v, direct], -1))  # (P, h)
+        out, w = pair_cross_attention(self.attn, q, tokens, pair_image)
+        self.last_attention = w.detach()
+        return out
 
     def forward(self, feat_h: torch.Tensor, feat_o: torch.Tensor, feat_u: torch.Tensor, spatial: torch.Tensor,
                 context: Optional[torch.Tensor], crops: Optional[torch.Tensor] = None,
