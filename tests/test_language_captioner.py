@@ -156,6 +156,47 @@ def test_sampler_token_cache_encodes_each_image_once(world, teacher, captioner, 
     assert len(calls) == 10
 
 
+def test_sampler_concurrent_requests_for_one_image_encode_it_once(world, teacher, captioner, monkeypatch):
+    """The chains of one image run side by side: 8 threads asking about the same image at once wait for one
+    encoding (answers as without the cache); a failed encoding reaches every waiter and is not cached."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import mipd_kit.language.captioner as cap_mod
+    calls = []
+    real = cap_mod.encode_tokens
+    gate = threading.Event()
+
+    def slow(t, ims, **kw):
+        calls.append(len(ims))
+        gate.wait(5)  # every thread has asked before the first encoding ends
+        return real(t, ims, **kw)
+    monkeypatch.setattr(cap_mod, "encode_tokens", slow)
+    img = sorted((world / "images").glob("test_*.png"))[0]
+    cached = CaptionerSampler(captioner, teacher, seed=1, token_cache=8)
+    msgs = [_user({"type": "text", "text": f"round {k}"}, {"type": "image_path", "path": str(img)}) for k in range(8)]
+    with ThreadPoolExecutor(8) as ex:
+        futs = [ex.submit(cached, m) for m in msgs]
+        time.sleep(0.3)
+        gate.set()
+        got = [f.result().text for f in futs]
+    assert calls == [1] and cached.token_cache_hits == 7
+    gate.set()
+    assert got == [CaptionerSampler(captioner, teacher, seed=1, token_cache=0)(m).text for m in msgs]
+
+    def broken(t, ims, **kw):
+        calls.append(-1)
+        raise OSError("disk gone")
+    monkeypatch.setattr(cap_mod, "encode_tokens", broken)
+    other = sorted((world / "images").glob("test_*.png"))[1]
+    with pytest.raises(OSError, match="disk gone"):
+        cached(_user({"type": "image_path", "path": str(other)}))
+    with pytest.raises(OSError, match="disk gone"):  # not cached: asked again, encoded again
+        cached(_user({"type": "image_path", "path": str(other)}))
+    assert calls.count(-1) == 2
+
+
 def test_sampler_answers_glimpse_and_gaze_from_openai_style_messages(world, teacher, captioner):
     s = CaptionerSampler(captioner, teacher, temperature=0.8, seed=3)
     assert isinstance(s, Sampler)

@@ -979,6 +979,7 @@ class CaptionerSampler:
         from collections import OrderedDict
         self._tokens: "OrderedDict[tuple, tuple[torch.Tensor, tuple[int, int]]]" = OrderedDict()
         self._tokens_lock = threading.Lock()
+        self._inflight: dict[tuple, Any] = {}  # key -> Future of the encoding under way
         self.token_cache_hits = 0
 
     def _image_tokens(self, part: dict) -> tuple[torch.Tensor, tuple[int, int], str]:
@@ -991,20 +992,40 @@ class CaptionerSampler:
                 key = (ident, st.st_size, st.st_mtime_ns)
             except OSError:
                 key = ()  # missing: let the decoder name it
-        if key and self.token_cache > 0:
+        if not key or self.token_cache <= 0:
+            image = _open_source(src, ident)
+            return encode_tokens(self.teacher, [image]), image.size, ident
+        from concurrent.futures import Future
+        with self._tokens_lock:
+            hit = self._tokens.get(key)
+            if hit is not None:
+                self._tokens.move_to_end(key)
+                self.token_cache_hits += 1
+                return hit[0], hit[1], ident
+            # the chains of one image run side by side: the first request encodes it, the others wait for that
+            # result instead of each encoding the same image (the stage's largest cost before)
+            fut = self._inflight.get(key)
+            owner = fut is None
+            if owner:
+                fut = self._inflight[key] = Future()
+        if not owner:
+            toks, size = fut.result()
+            self.token_cache_hits += 1
+            return toks, size, ident
+        try:
+            image = _open_source(src, ident)
+            toks = encode_tokens(self.teacher, [image])
+        except BaseException as e:
             with self._tokens_lock:
-                hit = self._tokens.get(key)
-                if hit is not None:
-                    self._tokens.move_to_end(key)
-                    self.token_cache_hits += 1
-                    return hit[0], hit[1], ident
-        image = _open_source(src, ident)
-        toks = encode_tokens(self.teacher, [image])
-        if key and self.token_cache > 0:
-            with self._tokens_lock:
-                self._tokens[key] = (toks, image.size)
-                while len(self._tokens) > self.token_cache:
-                    self._tokens.popitem(last=False)
+                self._inflight.pop(key, None)
+            fut.set_exception(e)
+            raise
+        with self._tokens_lock:
+            self._tokens[key] = (toks, image.size)
+            while len(self._tokens) > self.token_cache:
+                self._tokens.popitem(last=False)
+            self._inflight.pop(key, None)
+        fut.set_result((toks, image.size))
         return toks, image.size, ident
 
     def _generate(self, toks: torch.Tensor, boxes: torch.Tensor, seed: int, banned: list[int],
