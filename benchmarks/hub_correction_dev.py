@@ -3,7 +3,9 @@
 The default run's students give one verb to most images (``mode_share`` rows of the analysis stage; ``mipd``: the
 test-unseen verb *planting* for about 65% of test images). A standard remedy for hub classes in zero-shot
 classification is to centre each class's score over a pool of images: subtract ``alpha`` times the verb's mean
-logit over the **training images** (their features only: no label is read). This script measures it on the **dev**
+logit over the **training images** (their features only: no label is read;
+``mipd_kit.student.model.centre_verb_logits``, which the distillation stage applies with ``verb_centring``). This
+script measures it on the **dev**
 split only (seen, rare and the dev-only unseen verbs ``unseen_dev*``), for every finished student of a run folder,
 with its dev-selected weights (``checkpoints/<model>-seed<k>.safetensors.best``). Test is never read.
 
@@ -28,28 +30,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ("seen", "rare", "unseen_dev", "unseen_dev_compositional", "unseen_dev_novel")
 
 
-@torch.no_grad()
-def mean_verb_logits(model, data, batch_size: int = 256) -> torch.Tensor:
-    """(V,) the mean over ``data``'s images of the student's verb logits (features only, labels unused)."""
-    from mipd_kit.student.train import to_input
-    model.eval()
-    total, n = None, 0
-    for s in range(0, len(data), batch_size):
-        idx = torch.arange(s, min(s + batch_size, len(data)))
-        _, scene = model.encode(to_input(data.take(idx, torch.device("cpu")).x))
-        lg = model.verb_logits(scene)
-        total = lg.sum(0) if total is None else total + lg.sum(0)
-        n += len(idx)
-    return total / max(n, 1)
-
-
 def main(argv: list[str] | None = None) -> int:
     from safetensors.torch import load_file
 
     from mipd_kit.analysis import prediction_concentration
     from mipd_kit.metrics import MetricRow, write_rows
     from mipd_kit.stages import distillation as st
-    from mipd_kit.student.model import build_student
+    from mipd_kit.student.model import build_student, centre_verb_logits
     from mipd_kit.student.train import evaluate_predictions, predict_swig
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -82,10 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             model = build_student(sc, world.vocab)
             model.load_state_dict({k: v for k, v in load_file(str(best)).items() if not k.startswith("vocab.")})
             model.eval()
-            centre = mean_verb_logits(model, world.train)
-            plain = model.verb_logits
             for alpha in a.alphas:
-                model.verb_logits = (lambda scene, f=plain, b=alpha * centre: f(scene) - b)  # instance override
+                centre_verb_logits(model, world.train.x, alpha)  # the library's centring, as the run applies it
                 preds = predict_swig(model, world.dev, world.vocab)
                 name = f"{r.model}@alpha={alpha:g}"
                 for m in evaluate_predictions(world, preds, name, seed, split="dev"):
@@ -94,7 +79,6 @@ def main(argv: list[str] | None = None) -> int:
                 verb, share, _ = prediction_concentration(preds)
                 rows.append(MetricRow("gsr-dev-hub", name, seed, "all", "top1", "mode_share", None, share))
                 print(f"[hub] {name} seed {seed}: mode {verb} {share:.0f}%", file=sys.stderr)
-            model.verb_logits = plain
             done.append(f"{r.model}-seed{seed}")
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)

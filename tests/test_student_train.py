@@ -215,3 +215,81 @@ def test_report_and_readme_rows_cover_every_variant():
     assert MODEL_ORDER[:2] == ("teacher", "student-zs")
     assert set(MODEL_ORDER[2:]) == {MODEL_NAMES[v] for v in VARIANTS} and len(set(MODEL_ORDER)) == len(MODEL_ORDER)
     assert set(MODEL_ORDER) <= set(README_GSR_MODELS)
+
+
+@pytest.mark.parametrize("head", ["teacher", "minilm", "dual"])
+def test_verb_centring_removes_each_verbs_mean_logit_and_old_files_load_without_it(tiny, head):
+    """alpha x the mean normalised verb-head feature over the given images is subtracted: alpha = 1 leaves every
+    verb with mean logit 0 over those images (up to float error), alpha = 0.5 halves each mean, alpha = 0 is the
+    plain head; a state dict from before the centre buffers loads with zeros."""
+    from mipd_kit.student.model import centre_verb_logits
+    _, w, _ = tiny
+    torch.manual_seed(0)
+    m = build_student(cfg_for("baseline", verb_head=head), w.vocab).eval()
+    x = to_input(w.train.x)
+
+    def mean_logits():
+        with torch.no_grad():
+            return m.verb_logits(m.encode(x)[1]).mean(0)
+    plain = mean_logits()
+    assert plain.abs().max() > 0.1  # something to remove
+    old_state = {k: v for k, v in m.state_dict().items() if not k.startswith("verb_centre")}
+    centre_verb_logits(m, w.train.x, 0.5)
+    torch.testing.assert_close(mean_logits(), plain / 2, atol=1e-4, rtol=1e-4)
+    norms = centre_verb_logits(m, w.train.x, 1.0)
+    assert set(norms) == {"teacher": {"verb_centre_t"}, "minilm": {"verb_centre_m"},
+                          "dual": {"verb_centre_t", "verb_centre_m"}}[head]
+    torch.testing.assert_close(mean_logits(), torch.zeros_like(plain), atol=1e-4, rtol=0)
+    centre_verb_logits(m, w.train.x, 0.0)
+    torch.testing.assert_close(mean_logits(), plain, atol=1e-5, rtol=1e-5)
+    centre_verb_logits(m, w.train.x, 1.0)
+    m.load_state_dict(old_state)  # a file from before centring: strict load, zero centre
+    torch.testing.assert_close(mean_logits(), plain, atol=1e-5, rtol=1e-5)
+
+
+def test_run_variant_centres_the_predictions_and_the_student_file(tiny):
+    """verb_centring leaves the trained weights (and the fingerprint) alone, centres the predictions written, and
+    the .best student file carries the centre, so the deployed Predictor answers as the run evaluated."""
+    from mipd_kit.student.predict import Predictor
+    d, w, _ = tiny
+    run = d / "run-centring"
+    plain_cfg = cfg_for("baseline", epochs=1)
+    cen_cfg = dataclasses.replace(plain_cfg, verb_centring=1.0)
+    assert cen_cfg.fingerprint() == plain_cfg.fingerprint()
+    run_variant(w, plain_cfg, run)
+    plain = json.loads((run / "predictions" / "baseline-seed0.json").read_text())
+    _, res = run_variant(w, cen_cfg, run)  # resumes the finished checkpoint: no training, new predictions
+    cen = json.loads((run / "predictions" / "baseline-seed0.json").read_text())
+    assert res.info["verb_centring"] == 1.0 and res.info["verb_centre_norm"]["verb_centre_t"] > 0
+    assert [cen[i]["verbs"][0]["verb"] for i in w.test.images] != [plain[i]["verbs"][0]["verb"] for i in w.test.images]
+    assert all(cen[i]["gt_verb_frame"] == plain[i]["gt_verb_frame"] for i in w.test.images)  # frames of the gold verb
+    best = run / "checkpoints" / "baseline-seed0.safetensors.best"
+    p = Predictor.from_checkpoint(best, text_encoder=hashed_text_embedder())
+    assert float(p.model.verb_centre_t.norm()) == pytest.approx(res.info["verb_centre_norm"]["verb_centre_t"], rel=1e-5)
+    x = to_input(w.test.x[:4])
+    with torch.no_grad():
+        torch.testing.assert_close(p.model.verb_logits(p.model.encode(x)[1]), res.model.verb_logits(res.model.encode(x)[1]))
+    run_variant(w, plain_cfg, run)  # back to 0: the file's centre is reset
+    assert float(Predictor.from_checkpoint(best, text_encoder=hashed_text_embedder()).model.verb_centre_t.norm()) == 0.0
+
+
+def test_resuming_a_finished_student_trains_no_nmpa_and_keeps_its_record(tiny, monkeypatch):
+    """A re-evaluation (every epoch already in the checkpoint) needs no teacher targets: attach_targets (which trains
+    the control rows' NMPA) is not called, the predictions are the same and the curve keeps the NMPA history."""
+    import mipd_kit.student.train as tr
+    d, w, _ = tiny
+    run = d / "run-refinish"
+    cfg = cfg_for("paper", epochs=1)
+    run_variant(w, cfg, run)
+    first = json.loads((run / "predictions" / "mipd-seed0.json").read_text())
+    hist = json.loads((run / "curves" / "mipd-seed0.json").read_text())["nmpa_history"]
+    assert hist
+
+    def boom(*a, **k):
+        raise AssertionError("attach_targets called for a finished student")
+    monkeypatch.setattr(tr, "attach_targets", boom)
+    run_variant(w, cfg, run)
+    assert json.loads((run / "predictions" / "mipd-seed0.json").read_text()) == first
+    assert json.loads((run / "curves" / "mipd-seed0.json").read_text())["nmpa_history"] == hist
+    with pytest.raises(AssertionError, match="attach_targets called"):  # more epochs: training needs the targets
+        run_variant(w, dataclasses.replace(cfg, epochs=2), run)

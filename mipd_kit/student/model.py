@@ -172,6 +172,14 @@ class OvGSRStudent(nn.Module):
         # the negative-guided term's own projection (teacher joint space): its gradient never reaches
         # ``scene_distill``, the verb head's input projection (created last: the other layers' init is unchanged)
         self.neg_proj = nn.Linear(d, vocab.scene_dim)
+        # verb-logit centring (set after training by ``centre_verb_logits``; zero = off): the mean normalised verb-head
+        # feature over the training images, subtracted before the cosine with the verb table. Verb-independent, so it
+        # also centres verbs added at inference. Checkpoints written before it load with zeros.
+        if self.verb_head in ("dual", "teacher"):
+            self.register_buffer("verb_centre_t", torch.zeros(vocab.scene_dim))
+        if self.verb_head in ("minilm", "dual"):
+            self.register_buffer("verb_centre_m", torch.zeros(tdim))
+        self.register_load_state_dict_pre_hook(_zero_missing_centres)
 
     # -- encoder ---------------------------------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -191,13 +199,24 @@ class OvGSRStudent(nn.Module):
         student's own scene feature.
         """
         if self.verb_head == "teacher":
-            t = F.normalize(self.scene_distill(scene), dim=-1)
+            t = F.normalize(self.scene_distill(scene), dim=-1) - self.verb_centre_t
             return self.verb_scale_t.exp().clamp(max=100) * t @ self.verb_emb_t.t()
-        v = F.normalize(self.verb_proj(scene), dim=-1)
+        v = F.normalize(self.verb_proj(scene), dim=-1) - self.verb_centre_m
         out = self.verb_scale.exp().clamp(max=100) * v @ self.verb_emb.t()
         if self.verb_head == "dual":
-            t = F.normalize(self.scene_distill(scene), dim=-1)
+            t = F.normalize(self.scene_distill(scene), dim=-1) - self.verb_centre_t
             out = out + self.verb_scale_t.exp().clamp(max=100) * t @ self.verb_emb_t.t()
+        return out
+
+    @torch.no_grad()
+    def verb_features(self, scene: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The normalised features the verb head compares with its verb tables, before centring:
+        ``{"verb_centre_t": (B, E), "verb_centre_m": (B, Dt)}`` (the keys of the head's centre buffers)."""
+        out = {}
+        if self.verb_head in ("dual", "teacher"):
+            out["verb_centre_t"] = F.normalize(self.scene_distill(scene), dim=-1)
+        if self.verb_head in ("minilm", "dual"):
+            out["verb_centre_m"] = F.normalize(self.verb_proj(scene), dim=-1)
         return out
 
     def decode(self, tokens: torch.Tensor, verbs: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -253,6 +272,48 @@ class OvGSRStudent(nn.Module):
             g = self.decode(tok, gt_verbs)
             out.update(gt_nouns=g["noun_logits"].argmax(-1), gt_boxes=g["boxes"], gt_exists=torch.sigmoid(g["exists"]))
         return out
+
+
+def _zero_missing_centres(module: nn.Module, state_dict: dict, prefix: str, *args: Any) -> None:
+    """``load_state_dict`` pre-hook: a checkpoint from before verb-logit centring loads with a zero (no) centre."""
+    for name in ("verb_centre_t", "verb_centre_m"):
+        buf = getattr(module, name, None)
+        if buf is not None and prefix + name not in state_dict:
+            state_dict[prefix + name] = torch.zeros_like(buf)
+
+
+@torch.no_grad()
+def centre_verb_logits(model: OvGSRStudent, inputs: Any, alpha: float, batch_size: int = 256) -> dict[str, float]:
+    """Set the verb-logit centre of ``model`` to ``alpha`` x the mean of its normalised verb-head features over
+    ``inputs`` (the training images' inputs; labels are not used).
+
+    With the teacher head, verb ``v``'s logit ``s * cos(t, e_v)`` becomes ``s * (t - alpha * mean_i t_i) . e_v``:
+    each verb's logit minus ``alpha`` times its mean logit over the training images. A verb every image leans towards
+    (a hub of the frozen text table) loses its head start; ``alpha = 0`` is the plain head. ``inputs`` is indexable
+    by a slice (``StudentData.x``: uint8 pixels or cached tokens).
+
+    Returns:
+        the norm of each centre set (for the record).
+    """
+    was = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    sums: dict[str, torch.Tensor] = {}
+    n = 0
+    for s in range(0, len(inputs), batch_size):
+        x = inputs[s:s + batch_size]
+        x = (x.float() / 255.0 if x.dtype == torch.uint8 else x.float()).to(dev)  # as train.to_input
+        _, scene = model.encode(x)
+        for k, f in model.verb_features(scene).items():
+            sums[k] = sums[k] + f.float().sum(0) if k in sums else f.float().sum(0)
+        n += x.shape[0]
+    norms = {}
+    for k, tot in sums.items():
+        c = alpha * tot / max(n, 1)
+        getattr(model, k).copy_(c)
+        norms[k] = float(c.norm())
+    model.train(was)
+    return norms
 
 
 def build_student(cfg: Any, vocab: StudentVocab) -> OvGSRStudent:

@@ -45,7 +45,7 @@ from . import losses as L
 from .checkpoint import describe_frozen, text_encoder_name, vocab_payload
 # one table of variants, model names and ingredients (re-exported here, where they used to live)
 from .ingredients import AUTHORS_LOSSES, INGREDIENTS, MODEL_NAMES, USES, VARIANTS, drop_gold_negatives  # noqa: F401
-from .model import OvGSRStudent, StudentVocab, build_student
+from .model import OvGSRStudent, StudentVocab, build_student, centre_verb_logits
 
 Variant = Literal["baseline", "feat", "feat-kd", "glimpse", "gaze", "neg", "paper", "full", "unlabeled", "template",
                   "shuffled", "feat-kd-unlabeled", "kd-unlabeled"]
@@ -91,6 +91,10 @@ class StudentConfig:
             NMPA; not part of the fingerprint (a checkpoint resumes on another device). Data order and
             initialisation are drawn on the CPU, so they are the same on every device.
         amp: bf16 autocast of the forward passes on CUDA (no effect on the CPU); part of the fingerprint when on.
+        verb_centring: after training, subtract this multiple of each verb's mean logit over the training images
+            (``model.centre_verb_logits``; features only, no label) from the verb logits of every prediction. 0 =
+            off (the plain head, the default here); the default run sets 1.0, chosen on dev
+            (docs/methods.md, "Verb-logit centring"). Not part of the fingerprint: the trained weights are the same.
     """
 
     variant: Variant = "full"
@@ -132,6 +136,7 @@ class StudentConfig:
     threads: int = 0
     device: str = "cpu"
     amp: bool = False
+    verb_centring: float = 0.0
 
     @classmethod
     def smoke(cls, variant: Variant = "full") -> "StudentConfig":
@@ -161,7 +166,7 @@ class StudentConfig:
     def fingerprint(self) -> str:
         """Hash of every field that changes the trained weights."""
         d = dataclasses.asdict(self)
-        for k in ("threads", "strict_rationales", "device"):
+        for k in ("threads", "strict_rationales", "device", "verb_centring"):
             d.pop(k)
         if not d["amp"]:
             d.pop("amp")  # fingerprints of fp32 runs stay those of the versions before the option
@@ -698,6 +703,20 @@ def load_checkpoint(path: Path, model: torch.nn.Module, opt: Optional[torch.opti
     return int(meta["epoch"]), json.loads(meta.get("extra", "{}"))
 
 
+def finished_checkpoint(path: Optional[Path], cfg: StudentConfig) -> bool:
+    """True when ``path`` holds all ``cfg.epochs`` epochs of this config (same fingerprint): resuming it trains
+    nothing. A mismatching file is left for :func:`load_checkpoint` to refuse."""
+    if path is None or not Path(path).is_file():
+        return False
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+    except Exception:  # noqa: BLE001 -- a torn file: load_checkpoint names it
+        return False
+    return meta.get("fingerprint") == cfg.fingerprint() and int(meta.get("epoch", -1)) >= cfg.epochs
+
+
 @torch.no_grad()
 def verb_top1(model: OvGSRStudent, d: StudentData, mask: Optional[torch.Tensor] = None, batch_size: int = 256) -> float:
     """Verb top-1 (percent) over the images selected by ``mask`` (all verbs predictable)."""
@@ -733,6 +752,9 @@ def fit(world: World, cfg: StudentConfig, ckpt_path: Optional[Path] = None, resu
     """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if train_data is None and resume and finished_checkpoint(ckpt_path, cfg):
+        # nothing left to train: no teacher targets (nor the NMPA a control row would train for them) are needed
+        train_data, unlabeled, info = world.train, None, {"resumed_finished": True}
     if train_data is None:
         train_data, unlabeled, info = attach_targets(world, cfg, progress=progress)
     info = dict(info or {})
@@ -820,12 +842,7 @@ def fit(world: World, cfg: StudentConfig, ckpt_path: Optional[Path] = None, resu
                 best, best_epoch = acc, epoch
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 if ckpt_path is not None and rank == 0:
-                    from safetensors.torch import save_file
-                    Path(ckpt_path).parent.mkdir(parents=True, exist_ok=True)
-                    vt, vm = vocab_payload(vocab)  # the dev-selected weights are a self-contained student file too
-                    save_file({**{k: v.cpu().contiguous() for k, v in best_state.items()}, **vt}, str(ckpt_path) + ".best",
-                              metadata={"fingerprint": cfg.fingerprint(), "config": json.dumps(dataclasses.asdict(cfg)),
-                                        "epoch": str(epoch + 1), **vm})
+                    save_student_file(Path(str(ckpt_path) + ".best"), best_state, cfg, vocab, epoch + 1)
         train_s = prev_s + time.time() - t0
         if ckpt_path is not None and rank == 0:
             save_checkpoint(Path(ckpt_path), model, opt, cfg, epoch + 1,
@@ -844,6 +861,20 @@ def fit(world: World, cfg: StudentConfig, ckpt_path: Optional[Path] = None, resu
         best_epoch = cfg.epochs - 1
     model.eval()
     return FitResult(model, history, best_epoch, dev_curve, info)
+
+
+def save_student_file(path: Path, state: dict[str, torch.Tensor], cfg: StudentConfig, vocab: StudentVocab,
+                      epoch: int, extra: Optional[dict[str, str]] = None) -> None:
+    """The dev-selected weights as a self-contained student file (``<checkpoint>.best``: weights, vocabulary,
+    config; what ``mipd predict`` and the ONNX export load), written atomically."""
+    from safetensors.torch import save_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    vt, vm = vocab_payload(vocab)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({**{k: v.cpu().contiguous() for k, v in state.items()}, **vt}, str(tmp),
+              metadata={"fingerprint": cfg.fingerprint(), "config": json.dumps(dataclasses.asdict(cfg)),
+                        "epoch": str(epoch), **vm, **(extra or {})})
+    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------------------------- inference
@@ -907,16 +938,33 @@ def run_variant(world: World, cfg: StudentConfig, run_dir: str | os.PathLike, re
     ``run_dir/curves/<model>-seed<k>.json``; return the test metric rows and the fit result."""
     run = Path(run_dir)
     tag = f"{cfg.model_name}-seed{cfg.seed}"
-    res = fit(world, cfg, run / "checkpoints" / f"{tag}.safetensors", resume=resume, progress=progress)
+    ckpt = run / "checkpoints" / f"{tag}.safetensors"
+    res = fit(world, cfg, ckpt, resume=resume, progress=progress)
     rank, _ = _dist()
     rows: list = []
     if rank == 0:
+        # verb-logit centring (0 sets a zero centre, so a student file centred before is reset too); the student file
+        # gets the centre, so that mipd predict and the ONNX export predict as evaluated here
+        res.info["verb_centring"] = cfg.verb_centring
+        res.info["verb_centre_norm"] = centre_verb_logits(res.model, world.train.x, cfg.verb_centring)
+        best = Path(str(ckpt) + ".best")
+        if best.exists():
+            save_student_file(best, res.model.state_dict(), cfg, world.vocab, res.best_epoch + 1,
+                              {"verb_centring": str(cfg.verb_centring)})
         preds = predict_swig(res.model, world.test, world.vocab)
         write_json_atomic(run / "predictions" / f"{tag}.json", preds)
         info = {k: v for k, v in res.info.items() if k != "nmpa_history"}
-        write_json_atomic(run / "curves" / f"{tag}.json",
-                          {"history": res.history, "dev_curve": res.dev_curve, "best_epoch": res.best_epoch,
-                           "info": info, "nmpa_history": res.info.get("nmpa_history", [])})
+        nmpa_history = res.info.get("nmpa_history", [])
+        curve = run / "curves" / f"{tag}.json"
+        if info.get("resumed_finished") and curve.is_file():  # a re-evaluation keeps what the training pass recorded
+            try:
+                old = json.loads(curve.read_text())
+                info = {**old.get("info", {}), **info}
+                nmpa_history = old.get("nmpa_history", [])
+            except (OSError, ValueError):
+                pass
+        write_json_atomic(curve, {"history": res.history, "dev_curve": res.dev_curve, "best_epoch": res.best_epoch,
+                                  "info": info, "nmpa_history": nmpa_history})
         rows = evaluate_predictions(world, preds, cfg.model_name, cfg.seed)
         rows += dev_unseen_rows(world, predict_swig(res.model, world.dev, world.vocab), cfg.model_name, cfg.seed)
     return rows, res
