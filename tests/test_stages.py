@@ -232,6 +232,39 @@ def test_distillation_runs_the_rows_of_its_config(tiny_run, tmp_path) -> None:
         D.Config(rows=["mipd-everything"]).row_list()
 
 
+def test_distillation_workers_train_side_by_side_with_the_same_results(tiny_run, tmp_path) -> None:
+    """workers=2 trains the students in 2 forked 1-thread processes: the same rows, files and numbers as one
+    1-thread process (the same thread count: exact), in job order; a student failing in a worker is named."""
+    import shutil
+
+    from mipd_kit.stages import distillation as D
+    from mipd_kit.student.testing import hashed_text_embedder
+
+    d, _ = tiny_run
+    key = lambda r: (r.model, r.split, r.setting, r.metric, r.mean, r.seed)  # noqa: E731
+    outs = {}
+    for n in (1, 2):
+        run = tmp_path / f"w{n}"
+        shutil.copytree(d / "alone", run, ignore=shutil.ignore_patterns("checkpoints", "predictions", "curves", "nmpa"))
+        cfg = _dist_cfg(d, variants=[], rows=["baseline", "mipd-feat", "mipd"], seeds=[0, 1], workers=n,
+                        threads=n, study_bootstrap=100)
+        outs[n] = D.run(cfg, run, embed_texts=hashed_text_embedder())
+        assert sorted(p.name for p in (run / "predictions").iterdir()) == sorted(
+            f"{m}-seed{s}.json" for m in ("baseline", "mipd-feat", "mipd") for s in (0, 1))
+    assert [key(r) for r in outs[2].rows] == [key(r) for r in outs[1].rows]
+    assert {key(r): r.value for r in outs[2].rows} == {key(r): r.value for r in outs[1].rows}
+    assert list(outs[2].timings) == list(outs[1].timings)
+    # a student that fails in a worker is named
+    run = tmp_path / "w-fail"
+    shutil.copytree(d / "alone", run, ignore=shutil.ignore_patterns("checkpoints", "predictions", "curves", "nmpa"))
+    cfg = _dist_cfg(d, variants=[], rows=["baseline", "mipd"], seeds=[0], workers=2, threads=2,
+                    overrides={"lr": float("nan")})
+    with pytest.raises(RuntimeError, match=r"student (baseline|mipd)-seed0 failed in a worker process"):
+        D.run(cfg, run, embed_texts=hashed_text_embedder())
+    with pytest.raises(ValueError, match="workers must be a positive integer"):
+        D.Config(workers=0)
+
+
 def test_verb_text_override_reaches_the_vocabulary(tiny_run) -> None:
     from mipd_kit.data.swig import load_frame_space
     from mipd_kit.stages import distillation as D

@@ -68,6 +68,13 @@ class Config:
             student is then a head on its cached patch tokens (StudentConfig backbone "cached") and row
             ``student-zs`` its zero-shot accuracy. Empty: the from-scratch CNN on pixels (the ``edge`` student).
         study_bootstrap: bootstrap resamples of the ``gsr-study`` intervals.
+        workers: students trained side by side, each in a process forked after the world is prepared (so the
+            prepared world and the loaded NMPA are shared, not rebuilt), with ``threads // workers`` torch threads
+            each (at least 1). The students are small, so on 2 cores two 1-thread processes beat one 2-thread process:
+            1.47x for a 6-student stage call, preparation included (reports/bench/distill_workers.md). A student's
+            numbers are those of its own thread count: repeatable for a given count; another count changes the
+            float summation order, which training carries on as another seed would. 1: one at a time, in this
+            process; CUDA runs use 1.
     """
 
     world_dir: str = "data/synthsitu/default-seed0"
@@ -88,6 +95,7 @@ class Config:
     overrides: dict = field(default_factory=dict)
     student_backbone: dict = field(default_factory=dict)
     study_bootstrap: int = 2000
+    workers: int = 1
 
     @classmethod
     def smoke(cls) -> "Config":
@@ -102,6 +110,8 @@ class Config:
             if v is not None and (not isinstance(v, int) or v < 1):
                 raise ValueError(f"distillation: {k} must be a positive integer or null (the config's value), "
                                  f"got {v!r}; 0 no longer means 'keep the config value'")
+        if not isinstance(self.workers, int) or self.workers < 1:
+            raise ValueError(f"distillation: workers must be a positive integer, got {self.workers!r}")
         if self.unlabeled_ratio is not None and self.unlabeled_ratio <= 0:
             raise ValueError(f"distillation: unlabeled_ratio must be > 0 or null (the config's value), got "
                              f"{self.unlabeled_ratio!r}; 0 no longer means 'keep the config value'")
@@ -269,6 +279,7 @@ def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, teacher
     timings: dict[str, float] = {}
     source: dict[str, str] = {}
     shape = tuple(world.train.x.shape[1:]) if cfg.student_backbone else None  # (T, Din) cached tokens
+    jobs = []
     for s in cfg.seed_list:
         for r, w in plan:
             sc = student_config(cfg, r.variant, s, base, feature_shape=shape)
@@ -278,9 +289,18 @@ def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, teacher
                                                       else f"trained here ({w.rationale_source} rationales)"
                                                       if w is not world
                                                       else "trained here (not in stage alignment's output)")
-            got, res = run_variant(w, sc, run, resume=cfg.resume, progress=progress)
-            rows += got
-            timings[f"{sc.model_name}-seed{s}"] = round(res.info["train_s"], 1)
+            jobs.append((w, sc))
+    workers = min(cfg.workers, len(jobs))
+    if workers > 1 and any(sc.device != "cpu" for _, sc in jobs):
+        workers = 1  # one GPU process (or DDP under torchrun); forked workers are a CPU measure
+    if workers > 1:
+        done = train_side_by_side(jobs, run, cfg.resume, workers, max(1, (cfg.threads or os.cpu_count() or 1) // workers))
+    else:
+        done = [(got, res.info["train_s"]) for got, res in
+                (run_variant(w, sc, run, resume=cfg.resume, progress=progress) for w, sc in jobs)]
+    for (w, sc), (got, train_s) in zip(jobs, done):
+        rows += got
+        timings[f"{sc.model_name}-seed{sc.seed}"] = round(train_s, 1)
     merge_rows(run / "metrics.json", rows)
     gsr = [r for r in rows if r.task == "gsr"]
     merge_rows(run / "metrics.json", aggregate_seeds(gsr))
@@ -288,6 +308,42 @@ def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, teacher
                                    n_boot=cfg.study_bootstrap)
     merge_rows(run / "metrics.json", study)
     return Outputs(rows, timings, skipped, source, world, study)
+
+
+_JOBS: list = []  # (world, StudentConfig) of train_side_by_side, inherited by the forked workers
+
+
+def _train_job(i: int, run: str, resume: bool, threads: int) -> tuple[list, float]:
+    import torch
+
+    from ..student.train import run_variant
+    torch.set_num_threads(threads)
+    w, sc = _JOBS[i]
+    got, res = run_variant(w, dataclasses.replace(sc, threads=threads), run, resume=resume)
+    return got, float(res.info["train_s"])
+
+
+def train_side_by_side(jobs: list, run: Path, resume: bool, workers: int, threads: int) -> list[tuple[list, float]]:
+    """``run_variant`` of every (world, config) job in ``workers`` forked processes of ``threads`` torch threads;
+    results in job order. Every job writes only its own files (checkpoint, predictions, curve), so a failed job
+    leaves the others' work on disk; its error is raised naming the student."""
+    import multiprocessing as mp
+
+    global _JOBS
+    _JOBS = list(jobs)
+    try:
+        with mp.get_context("fork").Pool(workers) as pool:
+            pending = [pool.apply_async(_train_job, (i, str(run), resume, threads)) for i in range(len(jobs))]
+            out = []
+            for (_, sc), p in zip(jobs, pending):
+                try:
+                    out.append(p.get())
+                except Exception as e:
+                    raise RuntimeError(f"distillation: student {sc.model_name}-seed{sc.seed} failed in a worker "
+                                       f"process: {type(e).__name__}: {e}") from e
+            return out
+    finally:
+        _JOBS = []
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
