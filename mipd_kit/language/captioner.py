@@ -1010,7 +1010,8 @@ class CaptionerSampler:
                 fut = self._inflight[key] = Future()
         if not owner:
             toks, size = fut.result()
-            self.token_cache_hits += 1
+            with self._tokens_lock:
+                self.token_cache_hits += 1
             return toks, size, ident
         try:
             image = _open_source(src, ident)

@@ -274,6 +274,11 @@ class OvGSRStudent(nn.Module):
         return out
 
 
+def to_input(x: torch.Tensor) -> torch.Tensor:
+    """Stored inputs -> model inputs (uint8 pixels to [0, 1] floats; features unchanged)."""
+    return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+
+
 def _zero_missing_centres(module: nn.Module, state_dict: dict, prefix: str, *args: Any) -> None:
     """``load_state_dict`` pre-hook: a checkpoint from before verb-logit centring loads with a zero (no) centre."""
     for name in ("verb_centre_t", "verb_centre_m"):
@@ -301,8 +306,7 @@ def centre_verb_logits(model: OvGSRStudent, inputs: Any, alpha: float, batch_siz
     sums: dict[str, torch.Tensor] = {}
     n = 0
     for s in range(0, len(inputs), batch_size):
-        x = inputs[s:s + batch_size]
-        x = (x.float() / 255.0 if x.dtype == torch.uint8 else x.float()).to(dev)  # as train.to_input
+        x = to_input(inputs[s:s + batch_size]).to(dev)
         _, scene = model.encode(x)
         for k, f in model.verb_features(scene).items():
             sums[k] = sums[k] + f.float().sum(0) if k in sums else f.float().sum(0)

@@ -45,7 +45,7 @@ from . import losses as L
 from .checkpoint import describe_frozen, text_encoder_name, vocab_payload
 # one table of variants, model names and ingredients (re-exported here, where they used to live)
 from .ingredients import AUTHORS_LOSSES, INGREDIENTS, MODEL_NAMES, USES, VARIANTS, drop_gold_negatives  # noqa: F401
-from .model import OvGSRStudent, StudentVocab, build_student, centre_verb_logits
+from .model import OvGSRStudent, StudentVocab, build_student, centre_verb_logits, to_input
 
 Variant = Literal["baseline", "feat", "feat-kd", "glimpse", "gaze", "neg", "paper", "full", "unlabeled", "template",
                   "shuffled", "feat-kd-unlabeled", "kd-unlabeled"]
@@ -234,11 +234,6 @@ def load_pixels(paths: Sequence[Path], size: int) -> torch.Tensor:
         except OSError as e:
             raise DataError(f"{p}: unreadable image ({e})") from e
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
-
-
-def to_input(x: torch.Tensor) -> torch.Tensor:
-    """Stored inputs -> model inputs (uint8 pixels to [0, 1] floats; features unchanged)."""
-    return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
 
 
 def build_vocab(space: FrameSpace, trainable: set[str], embed: Callable[[list[str]], torch.Tensor],
@@ -864,7 +859,7 @@ def fit(world: World, cfg: StudentConfig, ckpt_path: Optional[Path] = None, resu
 
 
 def save_student_file(path: Path, state: dict[str, torch.Tensor], cfg: StudentConfig, vocab: StudentVocab,
-                      epoch: int, extra: Optional[dict[str, str]] = None) -> None:
+                      epoch: int) -> None:
     """The dev-selected weights as a self-contained student file (``<checkpoint>.best``: weights, vocabulary,
     config; what ``mipd predict`` and the ONNX export load), written atomically."""
     from safetensors.torch import save_file
@@ -873,7 +868,7 @@ def save_student_file(path: Path, state: dict[str, torch.Tensor], cfg: StudentCo
     tmp = path.with_name(path.name + ".tmp")
     save_file({**{k: v.cpu().contiguous() for k, v in state.items()}, **vt}, str(tmp),
               metadata={"fingerprint": cfg.fingerprint(), "config": json.dumps(dataclasses.asdict(cfg)),
-                        "epoch": str(epoch), **vm, **(extra or {})})
+                        "epoch": str(epoch), **vm})
     os.replace(tmp, path)
 
 
@@ -949,8 +944,7 @@ def run_variant(world: World, cfg: StudentConfig, run_dir: str | os.PathLike, re
         res.info["verb_centre_norm"] = centre_verb_logits(res.model, world.train.x, cfg.verb_centring)
         best = Path(str(ckpt) + ".best")
         if best.exists():
-            save_student_file(best, res.model.state_dict(), cfg, world.vocab, res.best_epoch + 1,
-                              {"verb_centring": str(cfg.verb_centring)})
+            save_student_file(best, res.model.state_dict(), cfg, world.vocab, res.best_epoch + 1)
         preds = predict_swig(res.model, world.test, world.vocab)
         write_json_atomic(run / "predictions" / f"{tag}.json", preds)
         info = {k: v for k, v in res.info.items() if k != "nmpa_history"}
