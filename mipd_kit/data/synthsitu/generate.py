@@ -1,7 +1,7 @@
 """Generate a SynthSitu world: GSR splits (SWiG schema), HOI splits (HICO-DET instance format), an unlabeled pool
 and a separate image-caption pretraining corpus, deterministically from a seed.
 
-``mipd synth --out DIR --seed S --size smoke|default|large [--overwrite] [--workers N]`` and
+``mipd synth --out DIR --seed S --size smoke|quick|default|large [--overwrite] [--workers N]`` and
 :func:`generate` (Python) write the folder described in docs/data-formats.md "The SynthSitu world folder".
 
 Determinism: every image is rendered from its own generator seeded by ``(seed, split, index)``, so the files do not
@@ -50,8 +50,8 @@ OV_META_KEY = "ov_protocol"
 V2_FIELDS = ("ov_protocol", "dev_unseen_compositional", "dev_unseen_novel", "novel_distractor_p")
 #: run-dependent facts of one generation (timings, workers): the only file outside the byte-identity promise
 GENERATION_FILE = "generation.json"
-SizeName = Literal["smoke", "default", "large"]
-SIZES = ("smoke", "default", "large")
+SizeName = Literal["smoke", "quick", "default", "large"]
+SIZES = ("smoke", "quick", "default", "large")
 SPLIT_CODES = {"train": 1, "dev": 2, "test": 3, "unlabeled": 4, "hoi_train": 5, "hoi_test": 6, "pretrain": 7}
 NO_BOX = [-1, -1, -1, -1]
 #: files and folders a (possibly partial) world may contain; --overwrite refuses to delete anything else
@@ -141,6 +141,13 @@ class SynthConfig:
         return cls(size="smoke", seed=seed)
 
     @classmethod
+    def quick(cls, seed: int = 0) -> "SynthConfig":
+        """~1k/500/1k GSR, 600/300 HOI, 500 unlabeled, 1,500 pretraining pairs (2 workers): the world of the
+        15-minute ``make reproduce``, which runs the released weights (pretrained on the default world's corpus)."""
+        return cls(size="quick", seed=seed, n_train=1000, n_dev=500, n_test=1000, rare_train=10,
+                   n_unlabeled=500, n_hoi_train=600, n_hoi_test=300, n_pretrain=1500, workers=2)
+
+    @classmethod
     def default(cls, seed: int = 0) -> "SynthConfig":
         """~6k/1.5k/1.5k GSR, 3k/1k HOI, 12k pretraining pairs, 3k unlabeled (2 workers)."""
         return cls(size="default", seed=seed, n_train=6000, n_dev=1500, n_test=1500, rare_train=10,
@@ -157,6 +164,8 @@ class SynthConfig:
         """The config of a size name; ``ValueError`` naming the choices for an unknown one."""
         if size == "smoke":
             return cls.smoke(seed)
+        elif size == "quick":
+            return cls.quick(seed)
         elif size == "default":
             return cls.default(seed)
         elif size == "large":
@@ -699,11 +708,11 @@ def ensure_world(cfg: SynthConfig, world_dir: str | os.PathLike, verbose: bool =
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``mipd synth --out DIR --seed S --size smoke|default|large [--overwrite] [--workers N] [--ov-protocol v1|v2]``."""
+    """``mipd synth --out DIR --seed S --size smoke|quick|default|large [--overwrite] [--workers N] [--ov-protocol v1|v2]``."""
     ap = argparse.ArgumentParser(prog="mipd synth", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="output folder (must be empty or absent unless --overwrite)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the whole world")
-    ap.add_argument("--size", default="smoke", help="smoke | default | large")
+    ap.add_argument("--size", default="smoke", help="smoke | quick | default | large")
     ap.add_argument("--overwrite", action="store_true", help="replace a world already in --out")
     ap.add_argument("--workers", type=int, default=None, help="worker processes (default: 1 for smoke, 2 otherwise)")
     ap.add_argument("--ov-protocol", default="v2", choices=OV_PROTOCOLS,
