@@ -407,7 +407,7 @@ def render_markdown(runs: Sequence[RunInfo], rows: Sequence[MetricRow], stats: S
          "", "## Runs", "", "| world seed | run folder | state | git commit | weights | open-vocabulary protocol |",
          "|---|---|---|---|---|---|"]
     for r in runs:
-        L.append(f"| {r.world} | `{r.path}` | {r.state} | `{r.commit}` | {r.weights} | {r.protocol} |")
+        L.append(f"| {r.world} | `{_shown(r.path)}` | {r.state} | `{r.commit}` | {r.weights} | {r.protocol} |")
     missing = []
     for r in runs:
         for task, expected in (("gsr", STUDY_ROWS), ("hoi", HOI_MODELS)):
@@ -519,6 +519,16 @@ def parse_runs(specs: Sequence[str]) -> dict[int, Path]:
         out[int(w)] = Path(p)
     return out
 
+
+
+def _shown(path: Path | str) -> str:
+    """A run folder as the report shows it: relative to the project root when inside it (a committed report names no
+    machine's absolute paths), else as given."""
+    p = Path(path)
+    try:
+        return p.resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        return str(path)
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])

@@ -259,3 +259,9 @@ def test_dry_run_command_is_accepted_by_mipd_run(study, tmp_path):
     res = subprocess.run(cmd, cwd=SCRIPT.parents[1], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "distillation" in res.stdout and not (tmp_path / "world1").exists()
+
+
+def test_runs_table_names_folders_relative_to_the_project(study, tmp_path):
+    """A committed report shows run folders inside the project relative to it, others as given."""
+    assert study._shown(SCRIPT.parents[1] / "data" / "study" / "world1") == "data/study/world1"
+    assert study._shown(tmp_path / "world1") == str(tmp_path / "world1")
