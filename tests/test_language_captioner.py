@@ -223,6 +223,31 @@ def test_sampler_answers_glimpse_and_gaze_from_openai_style_messages(world, teac
     assert len(texts) > 1 and other.fingerprint != s.fingerprint
 
 
+def test_sampler_reply_depends_on_the_image_not_on_where_its_file_lies(world, teacher, captioner, tmp_path):
+    """The sampling seed comes from the image's bytes and the prompt: the same image under another folder (a second
+    clone of the project) or sent as a data URL gets the same replies; another image gets other replies."""
+    import shutil
+
+    imgs = sorted((world / "images").glob("test_*.png"))
+    img = imgs[0]
+    moved = tmp_path / "elsewhere" / "renamed.png"
+    moved.parent.mkdir()
+    shutil.copyfile(img, moved)
+    url = "data:image/png;base64," + base64.b64encode(img.read_bytes()).decode()
+    prompts = [f"Task: glimpse rationale\nround {k}" for k in range(6)]
+
+    def replies(part, token_cache=8):
+        s = CaptionerSampler(captioner, teacher, temperature=0.9, seed=2, token_cache=token_cache)
+        return [s(_user({"type": "text", "text": t}, part)).text for t in prompts]
+
+    here = replies({"type": "image_path", "path": str(img)})
+    assert here == replies({"type": "image_path", "path": str(moved)})
+    assert here == replies({"type": "image_path", "path": str(moved)}, token_cache=0)  # the uncached path too
+    assert here == replies({"type": "image_url", "image_url": {"url": url}})
+    other = sorted({t for im in imgs[1:4] for t in replies({"type": "image_path", "path": str(im)})})
+    assert set(here) != set(other) and len(set(here)) > 1
+
+
 def test_sampler_bad_input_gives_clear_errors(world, teacher, captioner, tmp_path):
     s = CaptionerSampler(captioner, teacher)
     bad = tmp_path / "broken.png"

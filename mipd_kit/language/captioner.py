@@ -905,20 +905,28 @@ def _image_source(part: dict) -> tuple[str, str]:
     return src, src
 
 
-def _open_source(src: str, ident: str) -> Image.Image:
-    """Decode what :func:`_image_source` located; ``SamplerRequestError`` naming the image if it fails."""
+def _content_id(raw: bytes) -> str:
+    """The identity of an image's encoded bytes: that of the same bytes sent as a base64 ``data:`` URL (see
+    :func:`_image_source`), so a file anywhere and its data URL are one image."""
+    return "data-url:" + hashlib.sha256(base64.b64encode(raw)).hexdigest()[:16]
+
+
+def _open_source(src: str, ident: str) -> tuple[Image.Image, str]:
+    """Decode what :func:`_image_source` located: (image, content identity: a data URL's own identity, a file's
+    :func:`_content_id`); ``SamplerRequestError`` naming the image if it fails."""
     if src.startswith("data:"):
         head, _, b64 = src.partition(",")
         try:
             raw = base64.b64decode(b64, validate=True)
             with Image.open(io.BytesIO(raw)) as im:
-                return im.convert("RGB")
+                return im.convert("RGB"), ident
         except (binascii.Error, ValueError) as e:
             raise SamplerRequestError(f"image {ident} ({head}): not valid base64 ({e})") from e
         except Exception as e:
             raise SamplerRequestError(f"image {ident} ({head}): failed to decode ({type(e).__name__}: {e})") from e
     try:
-        return open_image_file(src)
+        image = open_image_file(src)
+        return image, _content_id(Path(src).read_bytes())
     except CaptionerError as e:
         raise SamplerRequestError(str(e)) from e
 
@@ -926,7 +934,7 @@ def _open_source(src: str, ident: str) -> Image.Image:
 def _decode_image_part(part: dict) -> tuple[Image.Image, str]:
     """(RGB image, identity string) of an ``image_path`` or OpenAI ``image_url`` part; ``SamplerError`` if bad."""
     src, ident = _image_source(part)
-    return _open_source(src, ident), ident
+    return _open_source(src, ident)[0], ident
 
 
 @dataclass
@@ -945,7 +953,8 @@ class CaptionerSampler:
         captioner: the trained decoder.
         teacher: the frozen teacher whose tokens it reads (must be the one it was trained on).
         temperature, top_p: sampling controls (temperature <= 0: greedy).
-        seed: combined with a hash of the messages: same messages, same reply.
+        seed: combined with the image's content hash and the prompt text: the same image and prompt get the same reply,
+            wherever the image file lies (a path is not part of it).
         max_attempts: re-samples (new seed) when a generation comes out empty; then ``SamplerError``.
         batch_size: > 1: requests arriving from several threads at once (the JRG's parallel chains) are decoded
             together, up to this many per batch (a batch waits at most ``batch_wait_s`` for company). A row's draws
@@ -982,8 +991,10 @@ class CaptionerSampler:
         self._inflight: dict[tuple, Any] = {}  # key -> Future of the encoding under way
         self.token_cache_hits = 0
 
-    def _image_tokens(self, part: dict) -> tuple[torch.Tensor, tuple[int, int], str]:
-        """(teacher tokens (1, N, D), image size (w, h), identity) of an image part, through the LRU cache."""
+    def _image_tokens(self, part: dict) -> tuple[torch.Tensor, tuple[int, int], str, str]:
+        """(teacher tokens (1, N, D), image size (w, h), identity, content identity) of an image part, through the LRU
+        cache. The identity (a path or a data URL's hash) names the image in messages; the content identity (a hash
+        of the image's bytes) seeds the sampling, so the same image gets the same reply wherever its file lies."""
         src, ident = _image_source(part)
         key: tuple = (ident,)
         if not src.startswith("data:"):
@@ -993,15 +1004,15 @@ class CaptionerSampler:
             except OSError:
                 key = ()  # missing: let the decoder name it
         if not key or self.token_cache <= 0:
-            image = _open_source(src, ident)
-            return encode_tokens(self.teacher, [image]), image.size, ident
+            image, cid = _open_source(src, ident)
+            return encode_tokens(self.teacher, [image]), image.size, ident, cid
         from concurrent.futures import Future
         with self._tokens_lock:
             hit = self._tokens.get(key)
             if hit is not None:
                 self._tokens.move_to_end(key)
                 self.token_cache_hits += 1
-                return hit[0], hit[1], ident
+                return hit[0], hit[1], ident, hit[2]
             # the chains of one image run side by side: the first request encodes it, the others wait for that
             # result instead of each encoding the same image (the stage's largest cost before)
             fut = self._inflight.get(key)
@@ -1009,12 +1020,12 @@ class CaptionerSampler:
             if owner:
                 fut = self._inflight[key] = Future()
         if not owner:
-            toks, size = fut.result()
+            toks, size, cid = fut.result()
             with self._tokens_lock:
                 self.token_cache_hits += 1
-            return toks, size, ident
+            return toks, size, ident, cid
         try:
-            image = _open_source(src, ident)
+            image, cid = _open_source(src, ident)
             toks = encode_tokens(self.teacher, [image])
         except BaseException as e:
             with self._tokens_lock:
@@ -1022,12 +1033,12 @@ class CaptionerSampler:
             fut.set_exception(e)
             raise
         with self._tokens_lock:
-            self._tokens[key] = (toks, image.size)
+            self._tokens[key] = (toks, image.size, cid)
             while len(self._tokens) > self.token_cache:
                 self._tokens.popitem(last=False)
             self._inflight.pop(key, None)
-        fut.set_result((toks, image.size))
-        return toks, image.size, ident
+        fut.set_result((toks, image.size, cid))
+        return toks, image.size, ident, cid
 
     def _generate(self, toks: torch.Tensor, boxes: torch.Tensor, seed: int, banned: list[int],
                   prefix: list[int]) -> "Caption":
@@ -1049,7 +1060,7 @@ class CaptionerSampler:
             raise SamplerError("captioner: the messages hold no image part (image_path or image_url)")
         if len(parts) > 1:
             raise SamplerError(f"captioner: one image per request, got {len(parts)}")
-        toks, size, ident = self._image_tokens(parts[0])
+        toks, size, ident, cid = self._image_tokens(parts[0])
         box = None
         if regions:
             raw = regions[-1]
@@ -1064,7 +1075,7 @@ class CaptionerSampler:
             except CaptionerError as e:
                 raise SamplerRequestError(str(e)) from e
         boxes = torch.tensor([box if box is not None else (float("nan"),) * 4], dtype=torch.float32)
-        base = int.from_bytes(hashlib.sha256(f"{self.seed}\x00{ident}\x00{text}".encode()).digest()[:6], "big")
+        base = int.from_bytes(hashlib.sha256(f"{self.seed}\x00{cid}\x00{text}".encode()).digest()[:6], "big")
         v = self.captioner.vocab
         avoid = sorted({i for m in _AVOID_LINE.finditer(text) for w in m.group(1).split(",") for i in v.ids_of(w)})
         bm = _BEGIN_LINE.search(text)
