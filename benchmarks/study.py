@@ -520,7 +520,6 @@ def parse_runs(specs: Sequence[str]) -> dict[int, Path]:
     return out
 
 
-
 def _shown(path: Path | str) -> str:
     """A run folder as the report shows it: relative to the project root when inside it (a committed report names no
     machine's absolute paths), else as given."""
@@ -529,6 +528,7 @@ def _shown(path: Path | str) -> str:
         return p.resolve().relative_to(ROOT).as_posix()
     except ValueError:
         return str(path)
+
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])

@@ -491,10 +491,17 @@ def is_heldout(image: str, frac: float) -> bool:
 
 def open_image_file(path: str | os.PathLike) -> Image.Image:
     """Decode an image file to RGB; ``CaptionerError`` naming the file when it is missing or undecodable."""
+    return read_image_file(path)[0]
+
+
+def read_image_file(path: str | os.PathLike) -> tuple[Image.Image, bytes]:
+    """(RGB image, the file's bytes), reading the file once; ``CaptionerError`` naming the file when it is missing or
+    undecodable."""
     p = Path(path)
     try:
-        with Image.open(p) as im:
-            return im.convert("RGB")
+        raw = p.read_bytes()
+        with Image.open(io.BytesIO(raw)) as im:
+            return im.convert("RGB"), raw
     except FileNotFoundError as e:
         raise CaptionerError(f"{p}: image not found") from e
     except Exception as e:  # PIL raises several types for corrupt files
@@ -925,16 +932,10 @@ def _open_source(src: str, ident: str) -> tuple[Image.Image, str]:
         except Exception as e:
             raise SamplerRequestError(f"image {ident} ({head}): failed to decode ({type(e).__name__}: {e})") from e
     try:
-        image = open_image_file(src)
-        return image, _content_id(Path(src).read_bytes())
+        image, raw = read_image_file(src)
+        return image, _content_id(raw)
     except CaptionerError as e:
         raise SamplerRequestError(str(e)) from e
-
-
-def _decode_image_part(part: dict) -> tuple[Image.Image, str]:
-    """(RGB image, identity string) of an ``image_path`` or OpenAI ``image_url`` part; ``SamplerError`` if bad."""
-    src, ident = _image_source(part)
-    return _open_source(src, ident)[0], ident
 
 
 @dataclass

@@ -142,8 +142,8 @@ class SynthConfig:
 
     @classmethod
     def quick(cls, seed: int = 0) -> "SynthConfig":
-        """~1k/500/1k GSR, 600/300 HOI, 500 unlabeled, 1,500 pretraining pairs (2 workers): the world of the
-        15-minute ``make reproduce``, which runs the released weights (pretrained on the default world's corpus)."""
+        """~1k/500/1k GSR, 600/300 HOI, 500 unlabeled, 1,500 pretraining pairs (2 workers): the world of
+        ``make reproduce``, which runs the released weights (pretrained on the default world's corpus)."""
         return cls(size="quick", seed=seed, n_train=1000, n_dev=500, n_test=1000, rare_train=10,
                    n_unlabeled=500, n_hoi_train=600, n_hoi_test=300, n_pretrain=1500, workers=2)
 
