@@ -186,6 +186,24 @@ def test_seeded_runs_are_reproducible(world, tmp_path):
     assert v1 == v2
 
 
+def test_rows_side_by_side_equal_rows_one_at_a_time(world, tmp_path):
+    # workers=2 forks after the shared preparation; each row then runs with threads // workers = 1 thread, so it must
+    # give exactly the numbers, histories and prediction files of the same row run in this process with 1 thread
+    one = run_clhoi(_cfg(world, tmp_path / "one", seeds=(0, 1), models=("teacher", "icn", "clhoi"), threads=1))
+    two = run_clhoi(_cfg(world, tmp_path / "two", seeds=(0, 1), models=("teacher", "icn", "clhoi"), threads=2,
+                         workers=2))
+    key = lambda r: (r.task, r.model, r.seed, r.split, r.setting, r.metric)  # noqa: E731
+    assert [key(r) for r in one.rows] == [key(r) for r in two.rows]
+    assert [r.value for r in one.rows] == [r.value for r in two.rows]
+    assert one.histories == two.histories and set(one.histories) == {"icn-seed0", "icn-seed1", "clhoi-seed0",
+                                                                     "clhoi-seed1"}
+    for name, path in one.prediction_files.items():
+        assert Path(path).read_bytes() == Path(two.prediction_files[name]).read_bytes()
+    assert torch.get_num_threads() == 2  # the parent keeps its own thread count
+    with pytest.raises(ValueError, match="workers"):
+        _cfg(world, tmp_path / "bad", workers=0).validate()
+
+
 def test_student_score_modes(world, tmp_path):
     """``joint`` scores sum over an image's pairs to the LSE-pooled image distribution; every mode is >= 0 and 0
     outside the candidates."""

@@ -49,6 +49,31 @@ def test_build_student_factory_and_shapes(tiny):
         StudentConfig(variant="everything")
 
 
+@pytest.mark.parametrize("dec_layers", [1, 2])
+def test_decoding_k_hypotheses_shares_the_memory_and_equals_decoding_each(tiny, dec_layers):
+    # predict decodes k verbs per image against one memory (keys / values projected once); the frames must be those
+    # of decoding each hypothesis against its own copy of the memory (the plain nn.TransformerDecoder), up to float
+    # summation order
+    _, w, _ = tiny
+    torch.manual_seed(0)
+    m = build_student(cfg_for("baseline", dec_layers=dec_layers), w.vocab).eval()
+    x = to_input(w.train.x[:4])
+    k = 3
+    verbs = torch.stack([torch.randperm(len(w.vocab.verbs))[:k] for _ in range(4)])  # (4, k), frames of every size
+    with torch.no_grad():
+        tok, _ = m.encode(x)
+        B, T, d = tok.shape
+        shared = m.decode(tok, verbs)
+        each = m.decode(tok.unsqueeze(1).expand(B, k, T, d).reshape(B * k, T, d), verbs.reshape(-1))
+    assert set(shared) == set(each)
+    for key in shared:
+        assert shared[key].shape[0] == B * k
+        if key == "role_mask":
+            assert torch.equal(shared[key], each[key])
+        else:  # padded role slots are computed too (and ignored downstream): compare every slot
+            torch.testing.assert_close(shared[key], each[key], rtol=1e-5, atol=1e-5)
+
+
 def test_cached_backbone_real_mode(tiny):
     _, w, _ = tiny
     feats = torch.randn(4, 16, 20)

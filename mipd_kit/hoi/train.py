@@ -136,6 +136,10 @@ class CLHOIConfig:
         device: ``auto`` | ``cpu`` | ``cuda[:N]`` for the ICN / CL-HOI students (``mipd_kit.machine.resolve_device``);
             initialisation and batch order are drawn on the CPU, the same on every device.
         amp: bf16 autocast of the students' forward passes on CUDA (no effect on the CPU).
+        workers: rows (model x seed) run side by side in processes forked after the shared preparation (proposals,
+            teacher features, descriptions), each with ``threads // workers`` torch threads (at least 1); CPU only
+            (``device`` other than ``cpu``: one at a time). A row's numbers are those of its own thread count:
+            repeatable for a given count; another count changes the float summation order as another seed would.
     """
 
     world_dir: str = "data/synthsitu/smoke-seed0"
@@ -191,6 +195,7 @@ class CLHOIConfig:
     threads: int = 0
     device: str = "cpu"
     amp: bool = False
+    workers: int = 1
 
     @classmethod
     def smoke(cls, **kw: Any) -> "CLHOIConfig":
@@ -221,6 +226,8 @@ class CLHOIConfig:
             raise ValueError(f"unknown CL-HOI models {bad}; choose from {MODELS}")
         if "teacher_crop" in self.models and not self.crop_features:
             raise ValueError("model 'teacher_crop' needs crop_features=True")
+        if not isinstance(self.workers, int) or self.workers < 1:
+            raise ValueError(f"CLHOIConfig.workers = {self.workers!r}; must be a positive integer")
         if self.eval_split == "dev" and not 0.0 < self.dev_frac < 1.0:
             raise ValueError(f"CLHOIConfig.dev_frac = {self.dev_frac!r}; must be in (0, 1) for eval_split='dev'")
 
@@ -718,6 +725,56 @@ def vcoco_eval(gt: tuple[list, list[str]], world: HOIWorld, preds: dict, model: 
     return evaluate_vcoco(gts, classes, vpreds, model=model, seed=seed, src=str(out_path)).rows
 
 
+_STATE: dict[str, Any] = {}  # run_clhoi's prepared material, inherited by forked workers (CLHOIConfig.workers)
+
+
+def _job(seed: int, model: str, threads: int) -> dict[str, Any]:
+    """One row of one seed of ``run_clhoi`` on its prepared material (``_STATE``): train the student (if the row is
+    one), score the test pairs, write and evaluate the predictions. Returns rows, history, prediction file and the
+    progress lines (printed by the parent, in job order)."""
+    st = _STATE
+    cfg, world, run_dir = st["cfg"], st["world"], st["run_dir"]
+    if threads:
+        torch.set_num_threads(threads)
+    key_seed = seed if (cfg.proposals == "detector" and not cfg.detections_train) else 0
+    train_d, test_d = st["cache"][("train", key_seed)], st["cache"][("test", key_seed)]
+    messages: list[str] = []
+    history = None
+    if model == "teacher":
+        scores = teacher_pair_scores(test_d, cfg)
+    elif model == "spatial_prior":
+        scores = spatial_prior_scores(test_d, cfg)
+    elif model == "teacher_crop":
+        scores = teacher_crop_scores(test_d, cfg)
+    else:
+        kind, target = STUDENTS[model]
+        if target == "description":
+            emb, ok = st["described"][tuple(train_d.filenames)]
+            net, norm, h = train_student(kind, train_d, cfg, seed, emb, "description", ok)
+        else:
+            file_desc = None
+            if cfg.descriptions_file and "clhoi-logitctx" in cfg.models:
+                file_desc = read_descriptions(cfg.descriptions_file, train_d.filenames, st["teacher"])
+            net, norm, h = train_student(kind, train_d, cfg, seed, file_desc, "logits")
+        history = h.epochs
+        scores = student_scores(net, test_d, norm, cfg)
+        last = h.epochs[-1] if h.epochs else {}
+        messages.append(f"[clhoi] {model} seed {seed}: {len(h.epochs)} epochs, {h.wall_time_s:.1f}s, "
+                        f"last losses {({k: round(v, 4) for k, v in last.items() if k != 'epoch'})}")
+    preds = predictions_from_scores(test_d, scores, cfg.topk_per_pair)
+    path = run_dir / "predictions" / f"hoi-{model}-seed{seed}.json"
+    _write_json(path, preds)
+    r = evaluate_predictions(world, preds, model, seed, cfg)
+    rows = list(r)
+    if st["vcoco_gt"] is not None:
+        rows.extend(vcoco_eval(st["vcoco_gt"], world, preds, model, seed,
+                               run_dir / "predictions" / f"vcoco-{model}-seed{seed}.json"))
+    m = {(x.split, x.setting): x.value for x in r if x.metric == "map"}
+    messages.append(f"[clhoi] {model} seed {seed}: full {m.get(('full', 'default'), float('nan')):.2f} "
+                    f"unseen {m.get(('unseen', 'default'), float('nan')):.2f} mAP (default)")
+    return {"rows": rows, "history": history, "file": str(path), "messages": messages}
+
+
 def run_clhoi(cfg: CLHOIConfig, teacher: Any = None, world: Optional[HOIWorld] = None,
               progress: bool = False) -> CLHOIResult:
     """The whole stage: proposals, teacher features, baselines, students per seed, predictions, evaluation.
@@ -748,6 +805,7 @@ def run_clhoi(cfg: CLHOIConfig, teacher: Any = None, world: Optional[HOIWorld] =
     desc_info: dict[str, Any] = {}
     vcoco_gt = _vcoco_ground_truth(world, run_dir / "clhoi") if cfg.vcoco else None
     t0 = time.time()
+    jobs: list[tuple[int, str]] = []
     for seed in seeds:
         # proposals depend on the seed only through the embedded detector's jitter
         key_seed = seed if (cfg.proposals == "detector" and not cfg.detections_train) else 0
@@ -759,47 +817,43 @@ def run_clhoi(cfg: CLHOIConfig, teacher: Any = None, world: Optional[HOIWorld] =
             if split == "test":  # measured error of the proposals (ground-truth boxes, evaluation only)
                 pqual[f"test-seed{key_seed}"] = proposal_quality(props, world.test)
             cache[(split, key_seed)] = pair_data_for(teacher, world, props, text, scale, cfg, f"hoi_{split}")
-        train_d, test_d = cache[("train", key_seed)], cache[("test", key_seed)]
-        file_desc = None
-        if cfg.descriptions_file and "clhoi-logitctx" in cfg.models:
-            file_desc = read_descriptions(cfg.descriptions_file, train_d.filenames, teacher)
-        names = tuple(train_d.filenames)
+        names = tuple(cache[("train", key_seed)].filenames)
         if "clhoi" in cfg.models and names not in described:  # once per image set: reused by every seed
             emb, ok, desc_info = image_descriptions(cfg, teacher, world, names)
             described[names] = (emb, ok)
-        for model in cfg.models:
-            if model == "teacher":
-                scores = teacher_pair_scores(test_d, cfg)
-            elif model == "spatial_prior":
-                scores = spatial_prior_scores(test_d, cfg)
-            elif model == "teacher_crop":
-                scores = teacher_crop_scores(test_d, cfg)
-            else:
-                kind, target = STUDENTS[model]
-                if target == "description":
-                    emb, ok = described[names]
-                    net, norm, h = train_student(kind, train_d, cfg, seed, emb, "description", ok)
-                else:
-                    net, norm, h = train_student(kind, train_d, cfg, seed, file_desc, "logits")
-                hists[f"{model}-seed{seed}"] = h.epochs
-                scores = student_scores(net, test_d, norm, cfg)
+        jobs += [(seed, model) for model in cfg.models]
+    global _STATE
+    _STATE = {"cfg": cfg, "world": world, "teacher": teacher, "cache": cache, "described": described,
+              "vcoco_gt": vcoco_gt, "run_dir": run_dir, "file_desc": {}}
+    try:
+        workers = min(cfg.workers, len(jobs)) if cfg.device == "cpu" else 1
+        if workers > 1:
+            import multiprocessing as mp
+            threads = max(1, (cfg.threads or torch.get_num_threads()) // workers)
+            with mp.get_context("fork").Pool(workers) as pool:
+                pending = [pool.apply_async(_job, (seed, model, threads)) for seed, model in jobs]
+                done = []
+                for (seed, model), p in zip(jobs, pending):
+                    try:
+                        done.append(p.get())
+                    except Exception as e:  # the rows done so far keep their prediction files
+                        raise RuntimeError(f"cl_hoi: {model} seed {seed} failed in a worker process: "
+                                           f"{type(e).__name__}: {e}") from e
+                    if progress:
+                        print(*done[-1]["messages"], sep="\n", flush=True)
+        else:
+            done = []
+            for seed, model in jobs:
+                done.append(_job(seed, model, 0))
                 if progress:
-                    last = h.epochs[-1] if h.epochs else {}
-                    print(f"[clhoi] {model} seed {seed}: {len(h.epochs)} epochs, {h.wall_time_s:.1f}s, "
-                          f"last losses {({k: round(v, 4) for k, v in last.items() if k != 'epoch'})}", flush=True)
-            preds = predictions_from_scores(test_d, scores, cfg.topk_per_pair)
-            path = run_dir / "predictions" / f"hoi-{model}-seed{seed}.json"
-            _write_json(path, preds)
-            files[f"{model}-seed{seed}"] = str(path)
-            r = evaluate_predictions(world, preds, model, seed, cfg)
-            rows.extend(r)
-            if vcoco_gt is not None:
-                rows.extend(vcoco_eval(vcoco_gt, world, preds, model, seed,
-                                       run_dir / "predictions" / f"vcoco-{model}-seed{seed}.json"))
-            if progress:
-                m = {(x.split, x.setting): x.value for x in r if x.metric == "map"}
-                print(f"[clhoi] {model} seed {seed}: full {m.get(('full', 'default'), float('nan')):.2f} "
-                      f"unseen {m.get(('unseen', 'default'), float('nan')):.2f} mAP (default)", flush=True)
+                    print(*done[-1]["messages"], sep="\n", flush=True)
+    finally:
+        _STATE = {}
+    for (seed, model), d in zip(jobs, done):
+        if d["history"] is not None:
+            hists[f"{model}-seed{seed}"] = d["history"]
+        files[f"{model}-seed{seed}"] = d["file"]
+        rows.extend(d["rows"])
     map_rows = [r for r in rows if r.metric.startswith("map")
                 or (r.setting == "scenario_1" and r.metric in ("role_ap", "agent_ap"))]
     all_rows = rows + aggregate_seeds(map_rows)

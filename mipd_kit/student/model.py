@@ -220,20 +220,43 @@ class OvGSRStudent(nn.Module):
         return out
 
     def decode(self, tokens: torch.Tensor, verbs: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Decode the frames of ``verbs`` (B,) against memory ``tokens`` (B, T, d).
+        """Decode the frames of ``verbs`` (B,) against memory ``tokens`` (B, T, d); or of ``verbs`` (B, k), k verb
+        hypotheses per image against the same memory (rows ``b * k + j``: as if ``tokens`` were repeated k times, but
+        the memory's keys and values are projected once per image, :meth:`_decode_shared`).
 
-        Returns ``noun_logits`` (B, R, Nn), ``boxes`` (B, R, 4) sigmoid cx,cy,w,h, ``exists`` (B, R) logits,
-        ``role_feat`` (B, R, D) distillation features, ``role_mask`` (B, R).
+        Returns ``noun_logits`` (N, R, Nn), ``boxes`` (N, R, 4) sigmoid cx,cy,w,h, ``exists`` (N, R) logits,
+        ``role_feat`` (N, R, D) distillation features, ``role_mask`` (N, R); N = B, or B * k.
         """
-        roles = self.verb_roles[verbs]  # (B, R)
+        shape = verbs.shape
+        verbs = verbs.reshape(-1)
+        roles = self.verb_roles[verbs]  # (N, R)
         mask = roles >= 0
         q = self.q_role(self.role_emb[roles.clamp(min=0)]) + self.q_verb(self.verb_emb[verbs]).unsqueeze(1)
-        h = self.decoder(q, tokens, tgt_key_padding_mask=~mask)  # (B, R, d)
+        if len(shape) == 2:
+            h = self._decode_shared(q, tokens, ~mask, shape[1])
+        else:
+            h = self.decoder(q, tokens, tgt_key_padding_mask=~mask)  # (B, R, d)
         n = F.normalize(self.noun_proj(h), dim=-1)
         bank = torch.cat([F.normalize(self.empty_noun, dim=0).unsqueeze(0), self.noun_emb[1:]], 0)
         return {"noun_logits": self.noun_scale.exp().clamp(max=100) * n @ bank.t(),
                 "boxes": torch.sigmoid(self.box_head(h)), "exists": self.exists_head(h).squeeze(-1),
                 "role_feat": self.role_distill(h), "role_mask": mask}
+
+    def _decode_shared(self, q: torch.Tensor, memory: torch.Tensor, pad: torch.Tensor, k: int) -> torch.Tensor:
+        """The decoder (``nn.TransformerDecoder`` of pre-norm layers, no masks on the memory) on queries (B*k, R, d) of
+        k hypotheses per image: self-attention within each hypothesis' roles, cross-attention of all k*R queries of
+        an image at once against its memory (B, T, d) -- the same per-query arithmetic as decoding each hypothesis
+        against a copy of the memory, without projecting the memory k times."""
+        B, T, d = memory.shape
+        R = q.shape[1]
+        x = q
+        for layer in self.decoder.layers:
+            if not layer.norm_first:
+                raise ValueError("_decode_shared supports pre-norm decoder layers only")
+            x = x + layer._sa_block(layer.norm1(x), None, pad, False)
+            x = x + layer._mha_block(layer.norm2(x).reshape(B, k * R, d), memory, None, None, False).reshape(B * k, R, d)
+            x = x + layer._ff_block(layer.norm3(x))
+        return self.decoder.norm(x) if self.decoder.norm is not None else x
 
     def forward(self, x: torch.Tensor, verbs: torch.Tensor) -> dict[str, torch.Tensor]:
         """Training forward with the given (ground-truth) verbs (B,)."""
@@ -263,8 +286,8 @@ class OvGSRStudent(nn.Module):
         k = min(k, logits.shape[1])
         prob = logits.softmax(-1)
         scores, verbs = prob.topk(k, -1)  # (B, k)
-        B, T, d = tok.shape
-        dec = self.decode(tok.unsqueeze(1).expand(B, k, T, d).reshape(B * k, T, d), verbs.reshape(-1))
+        B = tok.shape[0]
+        dec = self.decode(tok, verbs)  # (B * k, R, ...): the k hypotheses share the memory's projections
         R = dec["boxes"].shape[1]
         out = {"verbs": verbs, "scores": scores, "nouns": dec["noun_logits"].argmax(-1).view(B, k, R),
                "boxes": dec["boxes"].view(B, k, R, 4), "exists": torch.sigmoid(dec["exists"]).view(B, k, R)}
