@@ -195,6 +195,36 @@ def test_distillation_consumes_alignment_nmpa_weights_with_the_same_metrics(tiny
         D.run(_dist_cfg(d, nmpa_epochs=5), d / "with04", embed_texts=hashed_text_embedder())
 
 
+def test_alignment_workers_train_the_nmpas_side_by_side_with_the_same_weights(tiny_run, tmp_path) -> None:
+    """workers=2: the NMPAs of 2 seeds in 2 forked 1-thread processes give the index entries (histories) and weight
+    files of one 1-thread process, and the same alignment report."""
+    import shutil
+
+    from mipd_kit.stages import alignment as A
+    from mipd_kit.student.testing import hashed_text_embedder
+
+    d, _ = tiny_run
+    outs = {}
+    for n in (1, 2):
+        run = tmp_path / f"a{n}"
+        run.mkdir()
+        shutil.copy(d / "alone" / "rationales.jsonl", run / "rationales.jsonl")
+        torch.set_num_threads(n)
+        acfg = dataclasses.replace(A.Config.smoke(), world_dir=str(d / "w"), cache_dir=str(d / "c"),
+                                   teacher_config={"backend": "tiny"}, variants=["full"], seeds=[0, 1], workers=n)
+        outs[n] = A.run(acfg, run, embed_texts=hashed_text_embedder())
+    torch.set_num_threads(1)
+    one, two = outs[1], outs[2]
+    assert len(one.index["models"]) == 2 and list(one.index["models"]) == list(two.index["models"])
+    for key, e in one.index["models"].items():
+        assert e["history"] == two.index["models"][key]["history"]
+        assert (tmp_path / "a1" / "nmpa" / e["file"]).read_bytes() == (tmp_path / "a2" / "nmpa" / e["file"]).read_bytes()
+    assert one.after == two.after or all(one.after[k] == two.after[k] or one.after[k] != one.after[k]
+                                         for k in one.after)
+    with pytest.raises(ValueError, match="workers must be a positive integer"):
+        A.Config(workers=0)
+
+
 def test_distillation_runs_the_rows_of_its_config(tiny_run, tmp_path) -> None:
     """The rows of the config, by model name: references (teacher, student-zs on the frozen student backbone),
     students with their rationale sources (a control without its file is skipped with the reason), dev-unseen and
@@ -263,6 +293,22 @@ def test_distillation_workers_train_side_by_side_with_the_same_results(tiny_run,
         D.run(cfg, run, embed_texts=hashed_text_embedder())
     with pytest.raises(ValueError, match="workers must be a positive integer"):
         D.Config(workers=0)
+
+
+def test_side_by_side_jobs_start_longest_first() -> None:
+    """The scheduling cost: a student with an unlabeled pool or with an NMPA of its own (control rationales) costs
+    more than a plain one, so it is submitted first (the results stay in job order, test above)."""
+    from types import SimpleNamespace
+
+    from mipd_kit.stages import distillation as D
+    from mipd_kit.student.train import StudentConfig
+
+    run_w, control_w = SimpleNamespace(rationale_source="run"), SimpleNamespace(rationale_source="template")
+    cost = {name: D.job_cost(w, StudentConfig(variant=v, unlabeled_ratio=1.0)) for name, w, v in
+            [("baseline", run_w, "baseline"), ("mipd", run_w, "paper"), ("mipd-template", control_w, "paper"),
+             ("mipd-kd-unlabeled", run_w, "kd-unlabeled"), ("mipd-feat-template", control_w, "feat")]}
+    assert cost["baseline"] == cost["mipd"] == cost["mipd-feat-template"] == 1.0  # feat trains no NMPA
+    assert cost["mipd-template"] == cost["mipd-kd-unlabeled"] == 2.0
 
 
 def test_verb_text_override_reaches_the_vocabulary(tiny_run) -> None:

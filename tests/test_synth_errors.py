@@ -31,8 +31,8 @@ def test_sizes_have_the_documented_scale():
     assert (d.n_train, d.n_dev, d.n_test, d.n_hoi_train, d.n_hoi_test) == (6000, 1500, 1500, 3000, 1000)
     assert d.n_pretrain >= 10000 and d.n_unlabeled == 3000
     assert SynthConfig.from_size("large").n_train > d.n_train
-    q = SynthConfig.from_size("quick")  # make reproduce's world: an eighth of the default's training images
-    assert (q.n_train, q.n_dev, q.n_test, q.n_unlabeled, q.n_hoi_train, q.n_hoi_test) == (700, 300, 1000, 300, 400, 300)
+    q = SynthConfig.from_size("quick")  # make reproduce's world: a tenth of the default's training images
+    assert (q.n_train, q.n_dev, q.n_test, q.n_unlabeled, q.n_hoi_train, q.n_hoi_test) == (600, 300, 1000, 300, 400, 300)
     assert q.rare_train == d.rare_train and q.ov_protocol == d.ov_protocol == "v2"
 
 

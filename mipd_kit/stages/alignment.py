@@ -55,6 +55,9 @@ class Config:
         seeds: student seeds NMPA is trained for (stage distillation's seeds).
         variants: student variants NMPA is trained for (stage distillation's variants).
         n_attention: images shown in the attention-map figure.
+        workers: NMPAs trained side by side in processes forked after the world is prepared, with the torch threads
+            split among them (at least 1 each); CPU only. An NMPA's weights are those of its own thread count:
+            repeatable for a given count; another count changes the float summation order as another seed would.
     """
 
     world_dir: str = "data/synthsitu/default-seed0"
@@ -70,6 +73,7 @@ class Config:
     seeds: list = field(default_factory=lambda: [0])
     variants: list = field(default_factory=lambda: ["glimpse", "gaze", "neg", "full", "unlabeled"])
     n_attention: int = 4
+    workers: int = 1
 
     @classmethod
     def smoke(cls) -> "Config":
@@ -79,6 +83,8 @@ class Config:
                    nmpa_batch_size=16)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.workers, int) or self.workers < 1:
+            raise ValueError(f"alignment: workers must be a positive integer, got {self.workers!r}")
         if self.nmpa_epochs < 1 or self.nmpa_batch_size < 1:
             raise ValueError(f"nmpa_epochs and nmpa_batch_size must be >= 1, got {self.nmpa_epochs}, "
                              f"{self.nmpa_batch_size}")
@@ -127,13 +133,38 @@ def read_index(run_dir: str | os.PathLike) -> Optional[dict]:
         raise ValueError(f"{p}: not valid JSON ({e}); run stage alignment again") from e
 
 
+_NMPA_JOBS: dict[str, Any] = {}  # run's prepared alignment data and NMPA jobs, inherited by forked workers
+
+
+def _train_one(i: int, threads: int, progress: bool) -> dict[str, Any]:
+    """Train NMPA job ``i`` of ``_NMPA_JOBS``, write its weights, then its done mark; returns its index entry."""
+    import torch
+
+    from ..align.nmpa import save_nmpa, train_nmpa
+    from ..fileio import atomic_write_text
+    from ..machine import resolve_device
+
+    st = _NMPA_JOBS
+    if threads:
+        torch.set_num_threads(threads)
+    key, ncfg, entry = st["jobs"][i]
+    entry = dict(entry)
+    t0 = time.time()
+    model, hist = train_nmpa(st["align"], ncfg, progress=progress, device=resolve_device(st["device"]), amp=st["amp"])
+    save_nmpa(model, st["out_dir"] / entry["file"])
+    entry.update(seconds=round(time.time() - t0, 3), history=hist)
+    atomic_write_text(st["out_dir"] / f"{key}.json", json.dumps(entry) + "\n")  # after the weights: a done mark
+    st["last_model"] = model
+    return entry
+
+
 def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, **prepare_kw: Any) -> Outputs:
     """Train every NMPA config of :meth:`Config.nmpa_configs` once, write the weights and the index, report
     alignment before / after on the NMPA of the run seed's ``full`` student. ``prepare_kw`` goes to
     ``prepare_world`` (tests: ``embed_texts``)."""
     import torch
 
-    from ..align.nmpa import alignment_report, save_nmpa, train_nmpa
+    from ..align.nmpa import alignment_report
     from ..metrics import merge_rows, row
     from ..machine import resolve_device
     from ..student.train import StudentConfig, prepare_world
@@ -152,27 +183,47 @@ def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, **prepa
     device, amp = run_device(cfg.teacher_config)
     if world.align.coverage()["images_with_glimpse"] > 0:
         from ..align.nmpa import load_nmpa
-        from ..fileio import atomic_write_text
         from ..weights import file_sha256
 
         source = file_sha256(rationales_path) if Path(rationales_path).is_file() else ""
+        todo = []
         for key, ncfg in cfg.nmpa_configs().items():
             entry = {"file": f"{key}.safetensors", "config": dataclasses.asdict(ncfg), "rationales_sha256": source}
             done = _finished(out_dir, key, entry)
             if done is not None:  # a killed stage resumes: same config, same rationales, weights on disk
                 model = load_nmpa(out_dir / entry["file"], ncfg, world.align)
-                hist = done["history"]
                 index["models"][key] = done
-                trained[key] = (model, hist)
+                trained[key] = (model, done["history"])
                 print(f"NMPA {key}: finished by an earlier pass of this stage ({done['seconds']:.0f}s), loaded")
-                continue
-            t0 = time.time()
-            model, hist = train_nmpa(world.align, ncfg, progress=progress, device=resolve_device(device), amp=amp)
-            save_nmpa(model, out_dir / entry["file"])
-            entry.update(seconds=round(time.time() - t0, 3), history=hist)
-            atomic_write_text(out_dir / f"{key}.json", json.dumps(entry) + "\n")  # after the weights: a done mark
+            else:
+                todo.append((key, ncfg, entry))
+        workers = min(cfg.workers, len(todo)) if resolve_device(device).type == "cpu" else 1
+        global _NMPA_JOBS
+        _NMPA_JOBS = {"align": world.align, "out_dir": out_dir, "device": device, "amp": amp, "jobs": todo}
+        try:
+            if workers > 1:
+                import multiprocessing as mp
+                threads = max(1, torch.get_num_threads() // workers)
+                with mp.get_context("fork").Pool(workers) as pool:
+                    pending = [pool.apply_async(_train_one, (i, threads, False)) for i in range(len(todo))]
+                    entries = []
+                    for (key, _, _), p in zip(todo, pending):
+                        try:
+                            entries.append(p.get())
+                        except Exception as e:  # the NMPAs done so far keep their weights and done marks
+                            raise RuntimeError(f"alignment: NMPA {key} failed in a worker process: "
+                                               f"{type(e).__name__}: {e}") from e
+                models = [load_nmpa(out_dir / e["file"], ncfg, world.align) for (_, ncfg, _), e in zip(todo, entries)]
+            else:
+                entries, models = [], []
+                for i in range(len(todo)):
+                    entries.append(_train_one(i, 0, progress))
+                    models.append(_NMPA_JOBS["last_model"])
+        finally:
+            _NMPA_JOBS = {}
+        for (key, _, _), entry, model in zip(todo, entries, models):
             index["models"][key] = entry
-            trained[key] = (model, hist)
+            trained[key] = (model, entry["history"])
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / (INDEX + ".tmp")
     tmp.write_text(json.dumps(index, indent=1) + "\n")

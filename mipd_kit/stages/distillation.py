@@ -323,6 +323,16 @@ def _train_job(i: int, run: str, resume: bool, threads: int) -> tuple[list, floa
     return got, float(res.info["train_s"])
 
 
+def job_cost(world: Any, sc: Any) -> float:
+    """A student's relative cost for scheduling: 1 per labelled batch, plus the unlabeled batches it adds, plus about
+    one student's worth for an NMPA it trains itself (rationales other than the run's, which stage alignment
+    trained)."""
+    cost = 1.0 + (float(sc.unlabeled_ratio) if sc.uses.get("unlabeled") else 0.0)
+    if sc.uses.get("glimpse") and getattr(world, "rationale_source", "run") not in ("run", ""):
+        cost += 1.0
+    return cost
+
+
 def train_side_by_side(jobs: list, run: Path, resume: bool, workers: int, threads: int) -> list[tuple[list, float]]:
     """``run_variant`` of every (world, config) job in ``workers`` forked processes of ``threads`` torch threads;
     results in job order. Every job writes only its own files (checkpoint, predictions, curve), so a failed job
@@ -333,7 +343,10 @@ def train_side_by_side(jobs: list, run: Path, resume: bool, workers: int, thread
     _JOBS = list(jobs)
     try:
         with mp.get_context("fork").Pool(workers) as pool:
-            pending = [pool.apply_async(_train_job, (i, str(run), resume, threads)) for i in range(len(jobs))]
+            # longest first, so that no long job runs alone at the end (a job's result does not depend on the order)
+            order = sorted(range(len(jobs)), key=lambda i: -job_cost(*jobs[i]))
+            submitted = {i: pool.apply_async(_train_job, (i, str(run), resume, threads)) for i in order}
+            pending = [submitted[i] for i in range(len(jobs))]
             out = []
             for (_, sc), p in zip(jobs, pending):
                 try:

@@ -142,10 +142,10 @@ class SynthConfig:
 
     @classmethod
     def quick(cls, seed: int = 0) -> "SynthConfig":
-        """700/300/1k GSR, 400/300 HOI, 300 unlabeled, 1,500 pretraining pairs (2 workers): the world of
+        """600/300/1k GSR, 400/300 HOI, 300 unlabeled, 1,500 pretraining pairs (2 workers): the world of
         ``make reproduce``, which runs the released weights (pretrained on the default world's corpus). Sized for
         its time budget (15 minutes on 2 cores); the test splits keep 1,000 / 300 images."""
-        return cls(size="quick", seed=seed, n_train=700, n_dev=300, n_test=1000, rare_train=10,
+        return cls(size="quick", seed=seed, n_train=600, n_dev=300, n_test=1000, rare_train=10,
                    n_unlabeled=300, n_hoi_train=400, n_hoi_test=300, n_pretrain=1500, workers=2)
 
     @classmethod
