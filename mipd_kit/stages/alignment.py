@@ -136,8 +136,9 @@ def read_index(run_dir: str | os.PathLike) -> Optional[dict]:
 _NMPA_JOBS: dict[str, Any] = {}  # run's prepared alignment data and NMPA jobs, inherited by forked workers
 
 
-def _train_one(i: int, threads: int, progress: bool) -> dict[str, Any]:
-    """Train NMPA job ``i`` of ``_NMPA_JOBS``, write its weights, then its done mark; returns its index entry."""
+def _train_one(i: int, threads: int, progress: bool, keep_model: bool) -> tuple[dict[str, Any], Any]:
+    """Train NMPA job ``i`` of ``_NMPA_JOBS``, write its weights, then its done mark; returns its index entry and,
+    with ``keep_model`` (in this process), the model (a worker returns None: the parent loads the weights)."""
     import torch
 
     from ..align.nmpa import save_nmpa, train_nmpa
@@ -154,8 +155,7 @@ def _train_one(i: int, threads: int, progress: bool) -> dict[str, Any]:
     save_nmpa(model, st["out_dir"] / entry["file"])
     entry.update(seconds=round(time.time() - t0, 3), history=hist)
     atomic_write_text(st["out_dir"] / f"{key}.json", json.dumps(entry) + "\n")  # after the weights: a done mark
-    st["last_model"] = model
-    return entry
+    return entry, (model if keep_model else None)
 
 
 def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, **prepare_kw: Any) -> Outputs:
@@ -205,20 +205,18 @@ def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, **prepa
                 import multiprocessing as mp
                 threads = max(1, torch.get_num_threads() // workers)
                 with mp.get_context("fork").Pool(workers) as pool:
-                    pending = [pool.apply_async(_train_one, (i, threads, False)) for i in range(len(todo))]
+                    pending = [pool.apply_async(_train_one, (i, threads, False, False)) for i in range(len(todo))]
                     entries = []
                     for (key, _, _), p in zip(todo, pending):
                         try:
-                            entries.append(p.get())
+                            entries.append(p.get()[0])
                         except Exception as e:  # the NMPAs done so far keep their weights and done marks
                             raise RuntimeError(f"alignment: NMPA {key} failed in a worker process: "
                                                f"{type(e).__name__}: {e}") from e
                 models = [load_nmpa(out_dir / e["file"], ncfg, world.align) for (_, ncfg, _), e in zip(todo, entries)]
             else:
-                entries, models = [], []
-                for i in range(len(todo)):
-                    entries.append(_train_one(i, 0, progress))
-                    models.append(_NMPA_JOBS["last_model"])
+                done_here = [_train_one(i, 0, progress, True) for i in range(len(todo))]
+                entries, models = [e for e, _ in done_here], [m for _, m in done_here]
         finally:
             _NMPA_JOBS = {}
         for (key, _, _), entry, model in zip(todo, entries, models):
