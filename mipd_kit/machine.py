@@ -15,7 +15,7 @@ import platform
 import re
 import sys
 from importlib import metadata
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 #: CPU flags that change which float kernels BLAS and torch pick.
 VECTOR_FLAGS: tuple[str, ...] = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16")
@@ -149,6 +149,37 @@ def to_device(x: Any, device: "torch.device") -> Any:
             return x
         return x.to(device, non_blocking=x.is_pinned() if device.type == "cuda" else False)
     return x.to(device)
+
+
+def fork_map(fn: Callable[..., Any], args: Sequence[tuple], workers: int, name: Callable[[int], str],
+             order: Optional[Sequence[int]] = None, on_result: Optional[Callable[[int, Any], None]] = None) -> list:
+    """``fn(*args[i])`` for every job ``i`` in ``workers`` processes forked from this one (so they inherit what it
+    prepared: set module state before calling), results in job order.
+
+    The side-by-side runners of the stages (students, NMPAs, CL-HOI rows) use it; each job must write only its own
+    files, so a failed job leaves the others' work on disk.
+
+    Args:
+        order: submission order (e.g. longest first); default job order. Results stay in job order.
+        on_result: called with (i, result) as each result arrives, in job order (the parent prints progress).
+        name: job index -> what a failure names, e.g. ``"student mipd-seed0"``.
+
+    Raises:
+        RuntimeError: naming the job and the worker's error.
+    """
+    import multiprocessing as mp
+
+    with mp.get_context("fork").Pool(workers) as pool:
+        submitted = {i: pool.apply_async(fn, args[i]) for i in (order if order is not None else range(len(args)))}
+        out = []
+        for i in range(len(args)):
+            try:
+                out.append(submitted[i].get())
+            except Exception as e:
+                raise RuntimeError(f"{name(i)} failed in a worker process: {type(e).__name__}: {e}") from e
+            if on_result is not None:
+                on_result(i, out[-1])
+        return out
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -178,3 +178,20 @@ def test_clhoi_train_student_moves_model_and_batches(tmp_path, monkeypatch):
     assert sum(1 for k, _ in seen if k == "Tensor") > 10 and len(hist.epochs) == 1
     assert {p.device for p in model.parameters()} == {CPU}
     assert student_scores(model, data, norm, cfg).device == CPU
+
+
+def _square_or_fail(x: int) -> int:
+    if x < 0:
+        raise ValueError(f"negative {x}")
+    return x * x
+
+
+def test_fork_map_keeps_job_order_whatever_the_submission_order_and_names_a_failed_job() -> None:
+    from mipd_kit.machine import fork_map
+
+    seen: list[tuple[int, int]] = []
+    out = fork_map(_square_or_fail, [(1,), (2,), (3,), (4,)], 2, name=lambda i: f"job {i}", order=[3, 2, 1, 0],
+                   on_result=lambda i, r: seen.append((i, r)))
+    assert out == [1, 4, 9, 16] and seen == [(0, 1), (1, 4), (2, 9), (3, 16)]
+    with pytest.raises(RuntimeError, match=r"job 1 failed in a worker process: ValueError: negative -2"):
+        fork_map(_square_or_fail, [(1,), (-2,), (3,)], 2, name=lambda i: f"job {i}")

@@ -725,6 +725,12 @@ def vcoco_eval(gt: tuple[list, list[str]], world: HOIWorld, preds: dict, model: 
     return evaluate_vcoco(gts, classes, vpreds, model=model, seed=seed, src=str(out_path)).rows
 
 
+def _proposal_seed(cfg: CLHOIConfig, seed: int) -> int:
+    """The seed a seed's proposals are keyed by: proposals depend on the seed only through the embedded detector's
+    jitter, so every seed shares seed 0's otherwise."""
+    return seed if (cfg.proposals == "detector" and not cfg.detections_train) else 0
+
+
 _STATE: dict[str, Any] = {}  # run_clhoi's prepared material, inherited by forked workers (CLHOIConfig.workers)
 
 
@@ -736,7 +742,7 @@ def _job(seed: int, model: str, threads: int) -> dict[str, Any]:
     cfg, world, run_dir = st["cfg"], st["world"], st["run_dir"]
     if threads:
         torch.set_num_threads(threads)
-    key_seed = seed if (cfg.proposals == "detector" and not cfg.detections_train) else 0
+    key_seed = _proposal_seed(cfg, seed)
     train_d, test_d = st["cache"][("train", key_seed)], st["cache"][("test", key_seed)]
     messages: list[str] = []
     history = None
@@ -807,8 +813,7 @@ def run_clhoi(cfg: CLHOIConfig, teacher: Any = None, world: Optional[HOIWorld] =
     t0 = time.time()
     jobs: list[tuple[int, str]] = []
     for seed in seeds:
-        # proposals depend on the seed only through the embedded detector's jitter
-        key_seed = seed if (cfg.proposals == "detector" and not cfg.detections_train) else 0
+        key_seed = _proposal_seed(cfg, seed)
         for split, ims in (("train", world.train), ("test", world.test)):
             if (split, key_seed) in cache:
                 continue
@@ -824,29 +829,24 @@ def run_clhoi(cfg: CLHOIConfig, teacher: Any = None, world: Optional[HOIWorld] =
         jobs += [(seed, model) for model in cfg.models]
     global _STATE
     _STATE = {"cfg": cfg, "world": world, "teacher": teacher, "cache": cache, "described": described,
-              "vcoco_gt": vcoco_gt, "run_dir": run_dir, "file_desc": {}}
+              "vcoco_gt": vcoco_gt, "run_dir": run_dir}
+
+    def show(i: int, d: dict[str, Any]) -> None:
+        if progress:
+            print(*d["messages"], sep="\n", flush=True)
+
     try:
         workers = min(cfg.workers, len(jobs)) if cfg.device == "cpu" else 1
         if workers > 1:
-            import multiprocessing as mp
+            from ..machine import fork_map
             threads = max(1, (cfg.threads or torch.get_num_threads()) // workers)
-            with mp.get_context("fork").Pool(workers) as pool:
-                pending = [pool.apply_async(_job, (seed, model, threads)) for seed, model in jobs]
-                done = []
-                for (seed, model), p in zip(jobs, pending):
-                    try:
-                        done.append(p.get())
-                    except Exception as e:  # the rows done so far keep their prediction files
-                        raise RuntimeError(f"cl_hoi: {model} seed {seed} failed in a worker process: "
-                                           f"{type(e).__name__}: {e}") from e
-                    if progress:
-                        print(*done[-1]["messages"], sep="\n", flush=True)
+            done = fork_map(_job, [(seed, model, threads) for seed, model in jobs], workers, on_result=show,
+                            name=lambda i: f"cl_hoi: {jobs[i][1]} seed {jobs[i][0]}")
         else:
             done = []
-            for seed, model in jobs:
+            for i, (seed, model) in enumerate(jobs):
                 done.append(_job(seed, model, 0))
-                if progress:
-                    print(*done[-1]["messages"], sep="\n", flush=True)
+                show(i, done[-1])
     finally:
         _STATE = {}
     for (seed, model), d in zip(jobs, done):

@@ -202,17 +202,10 @@ def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, **prepa
         _NMPA_JOBS = {"align": world.align, "out_dir": out_dir, "device": device, "amp": amp, "jobs": todo}
         try:
             if workers > 1:
-                import multiprocessing as mp
+                from ..machine import fork_map  # the NMPAs done before a failure keep their weights and done marks
                 threads = max(1, torch.get_num_threads() // workers)
-                with mp.get_context("fork").Pool(workers) as pool:
-                    pending = [pool.apply_async(_train_one, (i, threads, False, False)) for i in range(len(todo))]
-                    entries = []
-                    for (key, _, _), p in zip(todo, pending):
-                        try:
-                            entries.append(p.get()[0])
-                        except Exception as e:  # the NMPAs done so far keep their weights and done marks
-                            raise RuntimeError(f"alignment: NMPA {key} failed in a worker process: "
-                                               f"{type(e).__name__}: {e}") from e
+                entries = [e for e, _ in fork_map(_train_one, [(i, threads, False, False) for i in range(len(todo))],
+                                                  workers, name=lambda i: f"alignment: NMPA {todo[i][0]}")]
                 models = [load_nmpa(out_dir / e["file"], ncfg, world.align) for (_, ncfg, _), e in zip(todo, entries)]
             else:
                 done_here = [_train_one(i, 0, progress, True) for i in range(len(todo))]

@@ -337,24 +337,15 @@ def train_side_by_side(jobs: list, run: Path, resume: bool, workers: int, thread
     """``run_variant`` of every (world, config) job in ``workers`` forked processes of ``threads`` torch threads;
     results in job order. Every job writes only its own files (checkpoint, predictions, curve), so a failed job
     leaves the others' work on disk; its error is raised naming the student."""
-    import multiprocessing as mp
+    from ..machine import fork_map
 
     global _JOBS
     _JOBS = list(jobs)
     try:
-        with mp.get_context("fork").Pool(workers) as pool:
-            # longest first, so that no long job runs alone at the end (a job's result does not depend on the order)
-            order = sorted(range(len(jobs)), key=lambda i: -job_cost(*jobs[i]))
-            submitted = {i: pool.apply_async(_train_job, (i, str(run), resume, threads)) for i in order}
-            pending = [submitted[i] for i in range(len(jobs))]
-            out = []
-            for (_, sc), p in zip(jobs, pending):
-                try:
-                    out.append(p.get())
-                except Exception as e:
-                    raise RuntimeError(f"distillation: student {sc.model_name}-seed{sc.seed} failed in a worker "
-                                       f"process: {type(e).__name__}: {e}") from e
-            return out
+        # longest first, so that no long job runs alone at the end (a job's result does not depend on the order)
+        return fork_map(_train_job, [(i, str(run), resume, threads) for i in range(len(jobs))], workers,
+                        name=lambda i: f"distillation: student {jobs[i][1].model_name}-seed{jobs[i][1].seed}",
+                        order=sorted(range(len(jobs)), key=lambda i: -job_cost(*jobs[i])))
     finally:
         _JOBS = []
 
