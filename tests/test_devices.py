@@ -195,3 +195,39 @@ def test_fork_map_keeps_job_order_whatever_the_submission_order_and_names_a_fail
     assert out == [1, 4, 9, 16] and seen == [(0, 1), (1, 4), (2, 9), (3, 16)]
     with pytest.raises(RuntimeError, match=r"job 1 failed in a worker process: ValueError: negative -2"):
         fork_map(_square_or_fail, [(1,), (-2,), (3,)], 2, name=lambda i: f"job {i}")
+
+
+def _conv_in_worker(seed: int) -> tuple[int, torch.Tensor]:
+    torch.manual_seed(seed)
+    conv = torch.nn.Conv2d(3, 16, 3)
+    with torch.no_grad():
+        return torch.get_num_threads(), conv(torch.randn(2, 3, 64, 64)) @ torch.randn(62, 62)
+
+
+def _die(x: int) -> int:
+    import os
+    import signal
+    if x == 1:
+        os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's out-of-memory killer would
+    return x
+
+
+def test_fork_map_workers_run_one_thread_after_the_parent_ran_openmp_and_a_dead_worker_is_named() -> None:
+    """GNU OpenMP's thread team does not survive a fork: a forked worker that ran torch with 2 threads after this
+    process had would wait for ever; fork_map runs every worker at one thread, whatever the parent's count. A worker
+    killed mid-job is an error naming the job, not a wait without end."""
+    from mipd_kit.machine import fork_map
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        _conv_in_worker(0)  # the parent's OpenMP team is up
+        got = fork_map(_conv_in_worker, [(0,), (1,)], 2, name=lambda i: f"conv {i}")
+        assert [t for t, _ in got] == [1, 1] and torch.get_num_threads() == 2
+        torch.set_num_threads(1)
+        for seed, (_, y) in enumerate(got):
+            assert torch.allclose(y, _conv_in_worker(seed)[1], atol=1e-4)
+    finally:
+        torch.set_num_threads(threads)
+    with pytest.raises(RuntimeError, match=r"job 1: its worker process died"):
+        fork_map(_die, [(0,), (1,), (2,)], 2, name=lambda i: f"job {i}")

@@ -201,6 +201,56 @@ def test_batched_sampler_serves_parallel_requests_with_the_same_texts(env) -> No
         CaptionerSampler(cap, teacher, batch_size=0)
 
 
+_FORK_SAMPLER = None  # the batched sampler of the fork test, inherited by the forked workers
+
+
+def _caption_in_child(i: int) -> str:
+    return _FORK_SAMPLER(_glimpse_request(i)).text
+
+
+def test_batcher_thread_stops_before_a_fork_and_at_exit_and_serves_again(env) -> None:
+    """The batcher's worker is stopped before any fork (so no child copies a thread that is inside torch, with its
+    locks and OpenMP team half-held) and resumed after; forked workers get their own; requests still work after."""
+    import threading
+
+    from mipd_kit.language.captioner import CaptionerSampler, _stop_batchers
+    from mipd_kit.machine import fork_map
+    from mipd_kit.stages.teacher import build
+
+    global _FORK_SAMPLER
+    teacher = build(env["teacher_config"], env["world"], env["cache"])
+    cap = R.captioner_for_run(env["world"], env["cache"], teacher, smoke=True)
+    s = CaptionerSampler(cap, teacher, seed=5, batch_size=4, batch_wait_s=0.01)
+    alone = CaptionerSampler(cap, teacher, seed=5)
+    _glimpse_request.world = env["world"]
+    first = s(_glimpse_request(0)).text
+    worker = s._batcher.worker
+    assert worker is not None and worker.is_alive()  # idles a second for more requests
+    _stop_batchers()  # what runs before every fork and at exit
+    assert not worker.is_alive() and s._batcher.worker is None
+    assert s(_glimpse_request(0)).text == first  # a new worker on the next request
+    _FORK_SAMPLER = s
+    try:
+        in_children = fork_map(_caption_in_child, [(i,) for i in range(3)], 2, name=lambda i: f"caption {i}")
+    finally:
+        _FORK_SAMPLER = None
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the workers' count (fork_map runs one thread per worker)
+    try:
+        expected = [alone(_glimpse_request(i)).text for i in range(3)]
+    finally:
+        torch.set_num_threads(threads)
+    assert in_children == expected
+    assert "captioner-batcher" not in {t.name for t in threading.enumerate() if t is worker}
+    assert s(_glimpse_request(1)).text == in_children[1]
+
+
+def _glimpse_request(i: int) -> list:
+    return [{"role": "user", "content": [
+        {"type": "text", "text": "Task: glimpse rationale"},
+        {"type": "image_path", "path": str(_glimpse_request.world / "images" / f"train_{i:06d}.png")}]}]
+
+
 def test_negatives_never_name_the_gold_verb(env, captioner_run) -> None:
     _, sits = load_world(env["world"])
     recs = captioner_run["records"]

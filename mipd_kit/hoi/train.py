@@ -137,7 +137,8 @@ class CLHOIConfig:
             initialisation and batch order are drawn on the CPU, the same on every device.
         amp: bf16 autocast of the students' forward passes on CUDA (no effect on the CPU).
         workers: rows (model x seed) run side by side in processes forked after the shared preparation (proposals,
-            teacher features, descriptions), each with ``threads // workers`` torch threads (at least 1); CPU only
+            teacher features, descriptions), each of one torch thread (a forked process cannot run more:
+            ``mipd_kit.machine.fork_map``; on N cores use N workers); CPU only
             (``device`` other than ``cpu``: one at a time). A row's numbers are those of its own thread count:
             repeatable for a given count; another count changes the float summation order as another seed would.
     """
@@ -838,9 +839,8 @@ def run_clhoi(cfg: CLHOIConfig, teacher: Any = None, world: Optional[HOIWorld] =
     try:
         workers = min(cfg.workers, len(jobs)) if cfg.device == "cpu" else 1
         if workers > 1:
-            from ..machine import fork_map
-            threads = max(1, (cfg.threads or torch.get_num_threads()) // workers)
-            done = fork_map(_job, [(seed, model, threads) for seed, model in jobs], workers, on_result=show,
+            from ..machine import FORKED_THREADS, fork_map
+            done = fork_map(_job, [(seed, model, FORKED_THREADS) for seed, model in jobs], workers, on_result=show,
                             name=lambda i: f"cl_hoi: {jobs[i][1]} seed {jobs[i][0]}")
         else:
             done = []

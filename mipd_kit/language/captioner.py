@@ -36,6 +36,7 @@ weights of ``mipd_kit.weights`` or a trained captioner: ``weights`` auto | relea
 
 from __future__ import annotations
 
+import atexit
 import base64
 import binascii
 import hashlib
@@ -46,6 +47,7 @@ import os
 import re
 import shutil
 import time
+import weakref
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -1100,7 +1102,13 @@ class CaptionerSampler:
 class _Batcher:
     """Decodes requests from many threads in batches: a worker thread (started on demand, gone after a second
     without requests) takes the first queued request, waits up to ``wait_s`` for up to ``size - 1`` more with the
-    same sampling controls, runs one ``Captioner.generate`` over them and hands each caller its row."""
+    same sampling controls, runs one ``Captioner.generate`` over them and hands each caller its row.
+
+    The worker never outlives a fork or the interpreter: before this process forks (the side-by-side runners of
+    ``mipd_kit.machine.fork_map``, a DataLoader's workers) and at exit, every batcher's worker finishes its batch and
+    stops (:meth:`stop`), and the fork waits until its threads have ended (``mipd_kit.machine.settle_threads``), so no
+    child copies a thread that is inside torch or ending (whose MKL and OpenMP locks it would inherit held), and no
+    daemon thread is torn down inside native code at exit. Requests still queued get a new worker after the fork."""
 
     def __init__(self, captioner: Captioner, size: int, wait_s: float):
         import queue
@@ -1109,20 +1117,49 @@ class _Batcher:
         self.q: "queue.Queue" = queue.Queue()
         self.lock = threading.Lock()
         self.worker: Optional[Any] = None
+        self.started = False  # a worker ran here (it, or its OpenMP team, may still be ending)
         self.batches = 0
         self.rows = 0
+        _BATCHERS.add(self)
 
     def submit(self, toks: torch.Tensor, boxes: torch.Tensor, seed: int, banned: list[int], prefix: list[int],
                temperature: float, top_p: float) -> "Caption":
         from concurrent.futures import Future
-        import threading
         fut: Future = Future()
         self.q.put((fut, toks, boxes, seed, banned, prefix, (temperature, top_p)))
+        self._ensure_worker()
+        return fut.result()
+
+    def _ensure_worker(self) -> None:
+        import threading
         with self.lock:
             if self.worker is None or not self.worker.is_alive():
                 self.worker = threading.Thread(target=self._loop, name="captioner-batcher", daemon=True)
                 self.worker.start()
-        return fut.result()
+                self.started = True
+
+    def stop(self) -> bool:
+        """Let the worker finish the batch it is decoding and end; requests queued meanwhile wait for
+        :meth:`resume` (or the next :meth:`submit`). Returns whether a worker was stopped."""
+        import threading
+        with self.lock:  # under the lock: a worker ending for idleness checks the queue under it too
+            w = self.worker
+            if w is None or w is threading.current_thread() or not w.is_alive():
+                return False
+            self.q.put(_STOP)
+        w.join()
+        return True
+
+    def resume(self) -> None:
+        """Start a worker again if requests wait (after :meth:`stop`)."""
+        if not self.q.empty():
+            self._ensure_worker()
+
+    def _reset_in_child(self) -> None:
+        """In a forked child: the parent's worker and callers do not exist here; start empty."""
+        import queue
+        import threading
+        self.q, self.lock, self.worker, self.started = queue.Queue(), threading.Lock(), None, False
 
     def _loop(self) -> None:
         import queue
@@ -1135,12 +1172,19 @@ class _Batcher:
                         self.worker = None
                         return
                 continue
-            batch, held = [first], []
+            if first is _STOP:
+                with self.lock:
+                    self.worker = None
+                return
+            batch, held, stop = [first], [], False
             deadline = time.perf_counter() + self.wait_s
             while len(batch) < self.size:
                 try:
                     item = self.q.get(timeout=max(0.0, deadline - time.perf_counter()))
                 except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
                     break
                 (batch if item[6] == first[6] else held).append(item)
             for item in held:  # other sampling controls: next batch
@@ -1158,6 +1202,38 @@ class _Batcher:
                 for b in batch:
                     if not b[0].done():
                         b[0].set_exception(e)
+            if stop:
+                with self.lock:
+                    self.worker = None
+                return
+
+
+_STOP = object()  # queued by _Batcher.stop: the worker ends after its batch
+_BATCHERS: "weakref.WeakSet[_Batcher]" = weakref.WeakSet()
+
+
+def _stop_batchers() -> None:
+    started = False
+    for b in list(_BATCHERS):
+        b.stop()
+        started = started or b.started
+    if started:  # an ended worker's OpenMP team (and its own native exit) ends a moment after it: wait for them
+        from mipd_kit.machine import settle_threads
+        settle_threads()
+
+
+def _resume_batchers() -> None:
+    for b in list(_BATCHERS):
+        b.resume()
+
+
+def _reset_batchers_in_child() -> None:
+    for b in list(_BATCHERS):
+        b._reset_in_child()
+
+
+os.register_at_fork(before=_stop_batchers, after_in_parent=_resume_batchers, after_in_child=_reset_batchers_in_child)
+atexit.register(_stop_batchers)
 
 
 # ----------------------------------------------------------------------------------------------- factory

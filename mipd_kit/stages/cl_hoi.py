@@ -58,8 +58,8 @@ class Config:
         descriptions_file: a JSON {filename: text} of descriptions to use instead of calling a describer.
         vcoco: also report V-COCO scenario-1 role AP (the test split written in the V-COCO format).
         threads: torch threads (0 = torch's default).
-        workers: rows (model x seed) trained side by side in forked processes of ``threads // workers`` threads
-            each (``CLHOIConfig.workers``; the default run: 2 on 2 cores).
+        workers: rows (model x seed) trained side by side in forked processes of one torch thread each
+            (``CLHOIConfig.workers``; on N cores use N; the default run: 2 on 2 cores).
         zero_shot_splits: also evaluate every prediction file on these zero-shot splits (rare_first,
             non_rare_first, unseen_object, unseen_verb, uc0..uc4: the world's hoi_zero_shot.json, then the bundled
             standard HICO-DET splits) into clhoi/zero_shot/<split>.json, as ``mipd eval-hico --zero-shot`` does.

@@ -69,8 +69,9 @@ class Config:
             ``student-zs`` its zero-shot accuracy. Empty: the from-scratch CNN on pixels (the ``edge`` student).
         study_bootstrap: bootstrap resamples of the ``gsr-study`` intervals.
         workers: students trained side by side, each in a process forked after the world is prepared (so the
-            prepared world and the loaded NMPA are shared, not rebuilt), with ``threads // workers`` torch threads
-            each (at least 1). The students are small, so on 2 cores two 1-thread processes beat one 2-thread process:
+            prepared world and the loaded NMPA are shared, not rebuilt), of one torch thread each (a forked process
+            cannot run more: ``mipd_kit.machine.fork_map``), so on N cores use N workers. The students are small, so
+            on 2 cores two 1-thread processes beat one 2-thread process:
             1.47x for a 6-student stage call, preparation included (reports/bench/distill_workers.md). A student's
             numbers are those of its own thread count: repeatable for a given count; another count changes the
             float summation order, which training carries on as another seed would. 1: one at a time, in this
@@ -294,7 +295,8 @@ def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, teacher
     if workers > 1 and any(sc.device != "cpu" for _, sc in jobs):
         workers = 1  # one GPU process (or DDP under torchrun); forked workers are a CPU measure
     if workers > 1:
-        done = train_side_by_side(jobs, run, cfg.resume, workers, max(1, (cfg.threads or os.cpu_count() or 1) // workers))
+        from ..machine import FORKED_THREADS
+        done = train_side_by_side(jobs, run, cfg.resume, workers, FORKED_THREADS)
     else:
         done = [(got, res.info["train_s"]) for got, res in
                 (run_variant(w, sc, run, resume=cfg.resume, progress=progress) for w, sc in jobs)]
