@@ -94,27 +94,36 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     help="pytest arguments (last option)")
     ap.add_argument("--machine", default="", help="e.g. '2 cores, idle'")
     ap.add_argument("--repo", default=str(ROOT), help="checkout whose test runs (default: this one)")
+    ap.add_argument("--load", type=int, default=0,
+                    help="busy-loop processes kept running meanwhile (a loaded machine shifts the races' timing)")
     ap.add_argument("--out", default=str(ROOT / "reports" / "bench" / "side_by_side_stress"))
     a = ap.parse_args(argv)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     runs = []
-    for i in range(1, a.runs + 1):
-        r = one_run(a.test, a.timeout, out.parent, i, Path(a.repo))
-        print(f"run {i}: {r['outcome']} (rc {r['returncode']}, {r['seconds']}s)", flush=True)
-        runs.append(r)
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(a.load)]
+    try:
+        for i in range(1, a.runs + 1):
+            r = one_run(a.test, a.timeout, out.parent, i, Path(a.repo))
+            print(f"run {i}: {r['outcome']} (rc {r['returncode']}, {r['seconds']}s)", flush=True)
+            runs.append(r)
+    finally:
+        for b in burners:
+            b.kill()
     counts = {k: sum(r["outcome"] == k for r in runs) for k in ("passed", "failed", "aborted", "hung")}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=a.repo, capture_output=True, text=True).stdout
     dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=a.repo,
                                 capture_output=True, text=True).stdout.strip())
     facts = machine_facts()
-    rec = {"test": a.test, "runs": a.runs, "timeout_s": a.timeout, "counts": counts, "commit": commit.strip(),
+    command = "python benchmarks/stress_side_by_side.py " + " ".join(
+        x if x and " " not in x else repr(x) for x in (argv if argv is not None else sys.argv[1:]))
+    rec = {"command": command, "load": a.load, "test": a.test, "runs": a.runs, "timeout_s": a.timeout, "counts": counts, "commit": commit.strip(),
            "dirty": dirty, "machine": a.machine, "cpu": facts.get("cpu"), "torch": (facts.get("torch") or {}).get("version"),
            "per_run": runs}
     Path(str(out) + ".json").write_text(json.dumps(rec, indent=1) + "\n")
     lines = ["# Side-by-side workers under repetition", "",
-             f"`python benchmarks/stress_side_by_side.py --runs {a.runs} --test {' '.join(a.test)}` at commit "
-             f"{rec['commit']}{' (dirty)' if dirty else ''}; machine: {a.machine or 'not stated'} "
+             f"`{command}` at commit {rec['commit']}{' (dirty)' if dirty else ''}; "
+             f"{a.load} busy-loop processes beside it; machine: {a.machine or 'not stated'} "
              f"({(facts.get('cpu') or {}).get('logical_cpus')} logical CPUs, torch {rec['torch']}).", "",
              "| outcome | runs |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in counts.items()]
