@@ -7,7 +7,8 @@ green run proves little. This runs the test ``--runs`` times, each under ``--tim
 an active exception'), hung (still running at the timeout: its processes and their forked workers are dumped with
 py-spy when it is installed, then killed).
 
-Writes ``reports/bench/side_by_side_stress.md`` (and ``.json``). The machine's load is not known afterwards: say it
+Writes ``reports/bench/stress/side_by_side.md`` (and ``.json``, the per-run record: not tidy metric rows, so it
+lives below ``reports/bench``, whose top-level JSON files the analysis stage reads as rows). The machine's load is not known afterwards: say it
 with ``--machine``.
 
     python benchmarks/stress_side_by_side.py [--runs 20] [--repo PATH] [--test tests/test_hoi_train.py -k side_by_side]
@@ -96,7 +97,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--repo", default=str(ROOT), help="checkout whose test runs (default: this one)")
     ap.add_argument("--load", type=int, default=0,
                     help="busy-loop processes kept running meanwhile (a loaded machine shifts the races' timing)")
-    ap.add_argument("--out", default=str(ROOT / "reports" / "bench" / "side_by_side_stress"))
+    ap.add_argument("--out", default=str(ROOT / "reports" / "bench" / "stress" / "side_by_side"),
+                    help="path stem of the .md / .json written (not directly in reports/bench: see above)")
     a = ap.parse_args(argv)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
