@@ -198,9 +198,10 @@ def fork_map(fn: Callable[..., Any], args: Sequence[tuple], workers: int, name: 
 
     It forks from a quiet process (:func:`settle_threads`): threads of this process that ran torch must have ended
     or be idle (helpers joined, as ``with ThreadPoolExecutor`` does; the captioner's batcher stops itself before any
-    fork). Every worker runs **one torch thread** (:data:`FORKED_THREADS`): torch's CPU builds use GNU OpenMP, whose thread
-    team does not survive a fork, so a parallel region in a forked child waits for threads that do not exist, for
-    ever (the DataLoader's workers run one thread for the same reason). On a machine of N cores use N workers.
+    fork). Every worker runs **one torch thread** (:data:`FORKED_THREADS`): torch's CPU builds use GNU OpenMP,
+    whose thread team does not survive a fork, so a parallel region in a forked child waits for threads that do not
+    exist, for ever (the DataLoader's workers run one thread for the same reason). On a machine of N cores use N
+    workers.
 
     The side-by-side runners of the stages (students, NMPAs, CL-HOI rows) use it; each job must write only its own
     files, so a failed job leaves the others' work on disk.
@@ -225,7 +226,8 @@ def fork_map(fn: Callable[..., Any], args: Sequence[tuple], workers: int, name: 
     settle_threads()  # no thread ending while the workers fork (see there)
     ex = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork"))
     try:
-        submitted = {i: ex.submit(_one_thread, fn, args[i]) for i in (order if order is not None else range(len(args)))}
+        submitted = {i: ex.submit(_one_thread, fn, args[i])
+                     for i in (order if order is not None else range(len(args)))}
         out = []
         for i in range(len(args)):
             try:

@@ -1117,7 +1117,7 @@ class _Batcher:
         self.q: "queue.Queue" = queue.Queue()
         self.lock = threading.Lock()
         self.worker: Optional[Any] = None
-        self.started = False  # a worker ran here (it, or its OpenMP team, may still be ending)
+        self.ended = float("-inf")  # time.monotonic() when a worker last ended (its OpenMP team ends after it)
         self.batches = 0
         self.rows = 0
         _BATCHERS.add(self)
@@ -1136,7 +1136,6 @@ class _Batcher:
             if self.worker is None or not self.worker.is_alive():
                 self.worker = threading.Thread(target=self._loop, name="captioner-batcher", daemon=True)
                 self.worker.start()
-                self.started = True
 
     def stop(self) -> bool:
         """Let the worker finish the batch it is decoding and end; requests queued meanwhile wait for
@@ -1159,7 +1158,7 @@ class _Batcher:
         """In a forked child: the parent's worker and callers do not exist here; start empty."""
         import queue
         import threading
-        self.q, self.lock, self.worker, self.started = queue.Queue(), threading.Lock(), None, False
+        self.q, self.lock, self.worker, self.ended = queue.Queue(), threading.Lock(), None, float("-inf")
 
     def _loop(self) -> None:
         import queue
@@ -1169,12 +1168,12 @@ class _Batcher:
             except queue.Empty:
                 with self.lock:
                     if self.q.empty():
-                        self.worker = None
+                        self.worker, self.ended = None, time.monotonic()
                         return
                 continue
             if first is _STOP:
                 with self.lock:
-                    self.worker = None
+                    self.worker, self.ended = None, time.monotonic()
                 return
             batch, held, stop = [first], [], False
             deadline = time.perf_counter() + self.wait_s
@@ -1204,7 +1203,7 @@ class _Batcher:
                         b[0].set_exception(e)
             if stop:
                 with self.lock:
-                    self.worker = None
+                    self.worker, self.ended = None, time.monotonic()
                 return
 
 
@@ -1213,11 +1212,9 @@ _BATCHERS: "weakref.WeakSet[_Batcher]" = weakref.WeakSet()
 
 
 def _stop_batchers() -> None:
-    started = False
-    for b in list(_BATCHERS):
-        b.stop()
-        started = started or b.started
-    if started:  # an ended worker's OpenMP team (and its own native exit) ends a moment after it: wait for them
+    stopped = [b.stop() for b in list(_BATCHERS)]
+    recent = any(time.monotonic() - b.ended < 1.0 for b in list(_BATCHERS))
+    if any(stopped) or recent:  # an ended worker's OpenMP team (and its native exit) ends a moment after it: wait
         from mipd_kit.machine import settle_threads
         settle_threads()
 

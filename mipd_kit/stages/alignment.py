@@ -56,8 +56,9 @@ class Config:
         variants: student variants NMPA is trained for (stage distillation's variants).
         n_attention: images shown in the attention-map figure.
         workers: NMPAs trained side by side in processes forked after the world is prepared, of one torch thread
-            each (a forked process cannot run more: ``mipd_kit.machine.fork_map``; on N cores use N); CPU only. An NMPA's weights are those of its own thread count:
-            repeatable for a given count; another count changes the float summation order as another seed would.
+            each (a forked process cannot run more: ``mipd_kit.machine.fork_map``; on N cores use N); CPU only. An
+            NMPA's weights are those of its own thread count: repeatable for a given count; another count changes
+            the float summation order as another seed would.
     """
 
     world_dir: str = "data/synthsitu/default-seed0"
@@ -202,9 +203,11 @@ def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, **prepa
         _NMPA_JOBS = {"align": world.align, "out_dir": out_dir, "device": device, "amp": amp, "jobs": todo}
         try:
             if workers > 1:
-                from ..machine import FORKED_THREADS, fork_map  # the NMPAs done before a failure keep their weights and done marks
-                entries = [e for e, _ in fork_map(_train_one, [(i, FORKED_THREADS, False, False) for i in range(len(todo))],
-                                                  workers, name=lambda i: f"alignment: NMPA {todo[i][0]}")]
+                # the NMPAs done before a failure keep their weights and done marks
+                from ..machine import FORKED_THREADS, fork_map
+                jobs = [(i, FORKED_THREADS, False, False) for i in range(len(todo))]
+                entries = [e for e, _ in fork_map(_train_one, jobs, workers,
+                                                  name=lambda i: f"alignment: NMPA {todo[i][0]}")]
                 models = [load_nmpa(out_dir / e["file"], ncfg, world.align) for (_, ncfg, _), e in zip(todo, entries)]
             else:
                 done_here = [_train_one(i, 0, progress, True) for i in range(len(todo))]
