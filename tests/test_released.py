@@ -126,7 +126,7 @@ def test_smoke_pretrain_writes_verified_fp16_releases(release):
     student = W.get_release("embedded-teacher-student-smoke", out)
     assert student["role"] == "student backbone" and student["kind"] == "teacher"
     assert student["training_key"] == json.loads(json.dumps(E.EmbeddedTeacherConfig.student_smoke().training_key()))
-    assert student["data_fingerprint"] == E.data_fingerprint(world, E.EmbeddedTeacherConfig.student_smoke().max_pairs)
+    assert student["data_fingerprint"] == E.EmbeddedTeacherConfig.student_smoke().data_fingerprint(world)
     for r in W.list_releases(out):
         assert W.verify(r["name"], out) == []
         assert set(r["files"]) == RELEASE_FILES[r["kind"]]

@@ -133,13 +133,15 @@ def pretrain(cfg: PretrainConfig, command: str = "", progress: bool = False) -> 
         torch.set_num_threads(cfg.threads)
     releases: dict[str, dict] = {}
     try:
-        t0 = time.time()
-        teacher = E.load_or_train(world, cfg.cache_dir, tcfg, progress=progress)
-        seconds["teacher"] = time.time() - t0
-        trained = read_json(Path(teacher.checkpoint_dir) / "config.json")  # as saved when it was trained
-        E.fp16_round(teacher)  # the released teacher, exactly
+        teacher = trained = None
+        if {"teacher", "captioner"} & set(cfg.what):  # the student backbone alone needs no teacher
+            t0 = time.time()
+            teacher = E.load_or_train(world, cfg.cache_dir, tcfg, progress=progress)
+            seconds["teacher"] = time.time() - t0
+            trained = read_json(Path(teacher.checkpoint_dir) / "config.json")  # as saved when it was trained
+            E.fp16_round(teacher)  # the released teacher, exactly
         common = {"dtype": "fp16", "size": cfg.size, "command": command, "world": world.name,
-                  "data_fingerprint": E.data_fingerprint(world, tcfg.max_pairs),
+                  "data_fingerprint": tcfg.data_fingerprint(world),
                   "corpus_fingerprint": corpus_fingerprint(world), "machine": machine}
         with tempfile.TemporaryDirectory(prefix="mipd-pretrain-") as tmp:
             def release_teacher(model, mcfg, trained_record: dict, size_name: str, sub: str, role: str) -> None:
@@ -149,7 +151,7 @@ def pretrain(cfg: PretrainConfig, command: str = "", progress: bool = False) -> 
                 name = release_name("teacher", size_name)
                 E.save_teacher(model, Path(tmp) / sub, _strip(dict(model.info)), dtype="fp16")
                 entry = {"kind": "teacher", "role": role, **common, "size": size_name,
-                         "data_fingerprint": E.data_fingerprint(world, mcfg.max_pairs),
+                         "data_fingerprint": mcfg.data_fingerprint(world),
                          "config": _strip(trained_record.get("config", {})),
                          "training_key": mcfg.training_key(), "minilm": E.minilm_version(),
                          "fingerprint": model.fingerprint,

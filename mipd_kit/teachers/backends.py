@@ -198,7 +198,7 @@ class TeacherConfig:
         "reason"}``. A mismatch that building will refuse (``weights: released``) is reported, not raised."""
         from pathlib import Path
 
-        from .embedded import data_fingerprint, release_provenance
+        from .embedded import release_provenance
         if self.backend != "embedded":
             return {"source": self.backend, "model": self.model or None, "pretrained": self.pretrained,
                     "checkpoint": self.checkpoint or None}
@@ -211,7 +211,7 @@ class TeacherConfig:
                                                                    if self.weights == "released" else "")}
         world = Path(self.world_dir) if self.world_dir else None
         if world is not None and (world / "pretrain" / "captions.jsonl").exists():
-            have = data_fingerprint(world, self.embedded_config().max_pairs)
+            have = self.embedded_config().data_fingerprint(world)
             if have != e.get("data_fingerprint") and self.weights != "released-any":
                 return {"source": "trained", "reason": f"release {e['name']} was trained on corpus "
                         f"{e.get('data_fingerprint')}, the world has {have}"

@@ -166,6 +166,9 @@ class EmbeddedTeacherConfig:
             targets ``softmax(cos(caption_i, caption_j) / soft_target_temp)`` over the batch from the frozen MiniLM
             caption embeddings, so paraphrased captions of the same scene are not pushed apart as negatives.
         max_pairs: use at most this many pretraining pairs (None = all).
+        exclude_unseen: drop every pretraining pair whose image shows a verb of the world's unseen split
+            (``ov_split.json``): a backbone that never read about an unseen situation, while it sees the same kinds
+            of pictures (the student backbone: weaker in knowledge than the teacher, not in sight).
         threads: torch threads while training (0 = leave torch's default).
         seed: seeds initialisation and data order.
         device: ``auto`` | ``cpu`` | ``cuda[:N]`` (``mipd_kit.machine.resolve_device``) for training and encoding;
@@ -186,6 +189,7 @@ class EmbeddedTeacherConfig:
     augment: bool = True
     soft_target_temp: float = 0.0
     max_pairs: Optional[int] = None
+    exclude_unseen: bool = False
     threads: int = 0
     seed: int = 0
     device: str = "cpu"
@@ -198,15 +202,16 @@ class EmbeddedTeacherConfig:
 
     @classmethod
     def student(cls) -> "EmbeddedTeacherConfig":
-        """The weaker frozen student backbone (the CLIP ViT-L of this world beside the teacher's BLIP-2): half the
-        width and joint-space size, and a quarter of the default world's caption pairs (3,000 of 12,000)."""
-        return cls(width=64, embed_dim=128, max_pairs=3000)
+        """The frozen student backbone (the CLIP ViT-L of this world beside the teacher's BLIP-2): half the width and
+        joint-space size, pretrained with the teacher's recipe on every caption pair except those of unseen-verb
+        scenes. It sees the world's poses, relations, objects and places, but never read about an unseen verb."""
+        return cls(width=64, embed_dim=128, exclude_unseen=True)
 
     @classmethod
     def student_smoke(cls) -> "EmbeddedTeacherConfig":
-        """The smoke student backbone: smaller than :meth:`smoke` and on fewer pairs (seconds)."""
+        """The smoke student backbone: smaller than :meth:`smoke`, on fewer pairs, none of an unseen verb (seconds)."""
         return cls(image_size=32, width=16, grid=4, depth=1, embed_dim=32, epochs=2, batch_size=64,
-                   max_pairs=256, lr=3e-3)
+                   max_pairs=256, lr=3e-3, exclude_unseen=True)
 
     @classmethod
     def of_size(cls, size: str) -> "EmbeddedTeacherConfig":
@@ -227,11 +232,18 @@ class EmbeddedTeacherConfig:
         return cls(**known_fields(cls, d))
 
     def training_key(self) -> dict:
-        """The fields that determine the trained weights (all but ``threads`` and ``device``)."""
+        """The fields that determine the trained weights (all but ``threads`` and ``device``; ``exclude_unseen``
+        only when set, so the keys of configs without it are those of the releases made before the field)."""
         d = asdict(self)
         d.pop("threads")
         d.pop("device")
+        if not d["exclude_unseen"]:
+            d.pop("exclude_unseen")
         return d
+
+    def data_fingerprint(self, world_dir: str | os.PathLike) -> str:
+        """The fingerprint of the pretraining pairs this config trains on (:func:`data_fingerprint`)."""
+        return data_fingerprint(world_dir, self.max_pairs, self.exclude_unseen)
 
 
 # ----------------------------------------------------------------------------------------------- model
@@ -469,7 +481,26 @@ def load_ov_split(world_dir: str | os.PathLike) -> dict[str, list[str]]:
     return out
 
 
-def data_fingerprint(world_dir: str | os.PathLike, max_pairs: Optional[int] = None) -> str:
+def pretraining_records(world_dir: str | os.PathLike, cfg: "EmbeddedTeacherConfig") -> list[dict]:
+    """The caption records ``cfg`` trains on: those of ``pretrain/captions.jsonl`` minus, with ``exclude_unseen``,
+    every pair whose ``verbs`` include a verb of the world's unseen split; then the first ``max_pairs``."""
+    recs = read_captions(world_dir)
+    if cfg.exclude_unseen:
+        unseen = set(load_ov_split(world_dir)["unseen"])
+        for n, r in enumerate(recs, 1):
+            if not isinstance(r.get("verbs"), list):
+                raise DataError(f"{Path(world_dir) / 'pretrain' / 'captions.jsonl'}: line {n} lacks the 'verbs' list "
+                                "that exclude_unseen filters on")
+        recs = [r for r in recs if not unseen.intersection(r["verbs"])]
+    if cfg.max_pairs is not None:
+        recs = recs[:cfg.max_pairs]
+    if not recs:
+        raise DataError(f"{Path(world_dir) / 'pretrain' / 'captions.jsonl'}: no pretraining pair is left to train on")
+    return recs
+
+
+def data_fingerprint(world_dir: str | os.PathLike, max_pairs: Optional[int] = None,
+                     exclude_unseen: bool = False) -> str:
     """sha256 of the pretraining captions file and the world's meta.json (the corpus identity).
 
     The meta.json bytes are those of the world's ``v1`` form (``mipd_kit.data.synthsitu.generate.corpus_meta_bytes``):
@@ -486,6 +517,8 @@ def data_fingerprint(world_dir: str | os.PathLike, max_pairs: Optional[int] = No
     if meta is not None:
         h.update(meta)
     h.update(str(max_pairs).encode())
+    if exclude_unseen:  # the unseen verbs of the world's split decide which pairs are left
+        h.update(json.dumps(sorted(load_ov_split(w)["unseen"])).encode())
     return h.hexdigest()[:16]
 
 
@@ -539,9 +572,7 @@ def train_teacher(world_dir: str | os.PathLike, cache_dir: str | os.PathLike, cf
     """
     t0 = time.time()
     world = Path(world_dir)
-    recs = read_captions(world)
-    if cfg.max_pairs is not None:
-        recs = recs[:cfg.max_pairs]
+    recs = pretraining_records(world, cfg)
     old_threads = torch.get_num_threads()
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
@@ -606,14 +637,14 @@ def train_teacher(world_dir: str | os.PathLike, cache_dir: str | os.PathLike, cf
     model.eval()
     info = {"history": history, "epoch_loss": epoch_loss, "wall_time_s": time.time() - t0,
             "image_load_s": load_s, "n_pairs": N, "n_unique_captions": int(cap_ids.max()) + 1,
-            "data_fingerprint": data_fingerprint(world, cfg.max_pairs), "steps": total}
+            "data_fingerprint": cfg.data_fingerprint(world), "steps": total}
     return model, info
 
 
 def checkpoint_dir_for(world_dir: str | os.PathLike, cache_dir: str | os.PathLike,
                        cfg: EmbeddedTeacherConfig) -> Path:
     """``cache_dir/teacher/embedded-<sha of config + data fingerprint>``."""
-    key = json.dumps({"cfg": cfg.training_key(), "data": data_fingerprint(world_dir, cfg.max_pairs),
+    key = json.dumps({"cfg": cfg.training_key(), "data": cfg.data_fingerprint(world_dir),
                       "minilm": minilm_version()}, sort_keys=True)
     return Path(cache_dir) / "teacher" / f"embedded-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
@@ -791,7 +822,7 @@ def teacher_for(world_dir: str | os.PathLike, cache_dir: str | os.PathLike,
     if weights != "retrain":
         e = find_teacher_release(cfg, root)
         reason = release_mismatch(
-            e, "teacher", "data_fingerprint", data_fingerprint(world_dir, cfg.max_pairs) if e else "", world_dir,
+            e, "teacher", "data_fingerprint", cfg.data_fingerprint(world_dir) if e else "", world_dir,
             weights, missing="no released embedded teacher for this training config (size, seed, overrides)") or ""
         if e is not None and not reason:
             t = load_released_teacher(e["name"], root)

@@ -233,3 +233,19 @@ def write_release(name: str, src_dir: str | os.PathLike, entry: dict[str, Any],
         m["releases"] = dict(sorted(m["releases"].items()))
         atomic_write_text(base / MANIFEST, dumps(m, indent=1) + "\n")
     return base / name
+
+
+def record_calibration(name: str, calibration: dict[str, Any], root: Optional[str | os.PathLike] = None) -> None:
+    """Store ``calibration`` (what a committed calibration command measured of release ``name``: its command, world
+    and rows) in that release's manifest entry, under the manifest lock; the files are not touched.
+
+    Raises:
+        ReleaseError: no release named ``name``.
+    """
+    base = weights_dir(root)
+    with file_lock(base / f".{MANIFEST}.lock"):
+        m = read_manifest(base)
+        if name not in m["releases"]:
+            raise ReleaseError(f"{base / MANIFEST}: no release named {name!r}")
+        m["releases"][name]["calibration"] = calibration
+        atomic_write_text(base / MANIFEST, dumps(m, indent=1) + "\n")
