@@ -12,8 +12,9 @@ import pytest
 from mipd_kit.data.splits import OvSplit
 from mipd_kit.data.swig import load_situations
 from mipd_kit.data.synthsitu import world as W
-from mipd_kit.data.synthsitu.generate import (GENERATION_FILE, OV_META_KEY, V2_FIELDS, SynthConfig, SynthError,
-                                              corpus_meta_bytes, generate, read_meta, read_rendered)
+from mipd_kit.data.synthsitu.generate import (CORPUS_VERSION_OF, GENERATION_FILE, GENERATOR_VERSION, OV_META_KEY,
+                                              V2_FIELDS, SynthConfig, SynthError, corpus_meta_bytes, generate,
+                                              read_meta, read_rendered)
 from tests.test_synth_world import _files, tiny
 
 
@@ -77,8 +78,13 @@ def test_pretraining_corpus_and_teacher_fingerprint_identical_v1_v2(pair):
     a = {k: v for k, v in _files(v1).items() if k.startswith("pretrain/")}
     b = {k: v for k, v in _files(v2).items() if k.startswith("pretrain/")}
     assert a and a == b
-    assert corpus_meta_bytes(v1) == (v1 / "meta.json").read_bytes()  # a v1 world hashes its own file
-    assert corpus_meta_bytes(v2) == (v1 / "meta.json").read_bytes()  # v2 without its protocol facts is v1's meta
+    # a v1 world hashes its own file, written as the generator version whose corpus it shares (CORPUS_VERSION_OF)
+    same = CORPUS_VERSION_OF.get(GENERATOR_VERSION, GENERATOR_VERSION)
+    own = (v1 / "meta.json").read_bytes().replace(f'"version": "{GENERATOR_VERSION}"'.encode(),
+                                                   f'"version": "{same}"'.encode())
+    assert corpus_meta_bytes(v1) == own
+    assert corpus_meta_bytes(v2) == own  # v2 without its protocol facts is v1's meta
+    assert data_fingerprint(v1, exclude_unseen=True) == data_fingerprint(v2, exclude_unseen=True) != data_fingerprint(v1)
     assert (v2 / "meta.json").read_bytes() != (v1 / "meta.json").read_bytes()
     assert data_fingerprint(v1) == data_fingerprint(v2)
     assert data_fingerprint(v1, 50) == data_fingerprint(v2, 50) != data_fingerprint(v1)

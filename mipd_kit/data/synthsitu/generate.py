@@ -42,7 +42,11 @@ from mipd_kit.data.synthsitu.captions import hoi_caption, scene_caption
 from mipd_kit.data.synthsitu.render import Nuisance, render_gsr, render_hoi
 from mipd_kit.fileio import file_lock
 
-GENERATOR_VERSION = "1.3"  # 1.3: rendered.jsonl (what each image shows)
+GENERATOR_VERSION = "1.4"  # 1.3: rendered.jsonl (what each image shows); 1.4: verb definitions say what body and
+#                            objects do (imsitu_space.json only)
+#: generator versions whose changes left the pretraining corpus as it was, and the version whose corpus they share
+#: (``corpus_meta_bytes`` hashes them as that one, so the teacher trained on the corpus stays the same teacher)
+CORPUS_VERSION_OF: dict[str, str] = {"1.4": "1.3"}
 #: the open-vocabulary protocols of ``SynthConfig.ov_protocol``
 OV_PROTOCOLS = ("v1", "v2")
 #: config fields that only a v2 world records (kept out of a v1 world's key and meta.json)
@@ -674,10 +678,17 @@ def corpus_meta_bytes(world_dir: str | os.PathLike) -> Optional[bytes]:
         meta = json.loads(raw.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{p}: malformed meta.json ({e})") from e
-    if not isinstance(meta, dict) or OV_META_KEY not in meta:
-        return raw  # a v1 world (or a foreign file): its bytes as they are
+    if not isinstance(meta, dict):
+        return raw  # a foreign file: its bytes as they are
+    same = CORPUS_VERSION_OF.get(str(meta.get("version")))
+    if same is not None:  # a version that did not change the corpus hashes as the version whose corpus it has
+        meta = {**meta, "version": same}
+        if isinstance(meta.get("config"), dict) and "version" in meta["config"]:
+            meta["config"] = {**meta["config"], "version": same}
+    elif OV_META_KEY not in meta:
+        return raw  # a v1 world: its bytes as they are
     meta = dict(meta)
-    meta.pop(OV_META_KEY)
+    meta.pop(OV_META_KEY, None)
     if isinstance(meta.get("config"), dict):
         meta["config"] = {k: v for k, v in meta["config"].items() if k not in V2_FIELDS}
     return (json.dumps(meta, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
