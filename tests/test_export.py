@@ -43,7 +43,7 @@ def test_dynamic_batch_and_new_verbs_baked_in(st, tmp_path):
         assert res["ok"] and res["n"] == b, res
     # every verb is ranked, so the new one is in the graph's output
     from mipd_kit.student.export import onnx_session
-    verbs = onnx_session(out).run(["verbs"], {"x": example_input(p, 2).numpy()})[0]
+    verbs = onnx_session(out).run(["verbs"], {"x": example_input(p, 2)[0].numpy()})[0]
     assert (verbs == len(p.vocab.verbs) - 1).any(axis=1).all()
 
 

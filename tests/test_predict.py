@@ -204,7 +204,7 @@ def test_cached_feature_student_runs_its_named_backbone(st, photo):
     p = Predictor.from_checkpoint(st.cached)
     assert p.cfg.backbone == "cached"
     img = st.world / "images" / sorted(load_situations(st.world / "test.json"))[0]
-    x = p.inputs([__import__("PIL.Image", fromlist=["Image"]).open(img).convert("RGB")])
+    x = p.inputs([__import__("PIL.Image", fromlist=["Image"]).open(img).convert("RGB")])[0]
     assert tuple(x.shape[1:]) == (p.cfg.num_tokens, p.cfg.in_dim)
     preds = p.predict([img, photo], top_k=3)
     space = load_frame_space(st.world / "imsitu_space.json")

@@ -118,8 +118,10 @@ def test_every_variant_trains_and_writes_predictions(tiny, variant):
     assert {"seen", "rare", "unseen"} <= {r.split for r in rows}
     curve = json.loads((d / "run" / "curves" / f"{name}-seed0.json").read_text())
     assert len(curve["history"]) == len(res.history)
-    if variant != "baseline":
+    if cfg_for(variant).uses["distill"]:
         assert any(k.startswith("distill") for k in res.history[0])
+    if cfg_for(variant).uses["all_labels"]:  # the ceiling also trains on the pool's labels of every verb
+        assert res.info["all_labels_images"] == len(w.unlabeled_gt) > 0
 
 
 def test_unseen_label_never_reaches_the_loss(tiny):
@@ -217,7 +219,9 @@ def test_runnable_variants_names_the_reason(tiny):
     assert ok == list(VARIANTS) and skipped == {}
     no_rat = dataclasses.replace(w, align=dataclasses.replace(w.align, glimpse_pos=torch.full_like(w.align.glimpse_pos, -1)))
     ok, skipped = runnable_variants(no_rat, list(VARIANTS))
-    assert ok == ["baseline", "feat", "feat-kd", "feat-kd-unlabeled"] and "rationales" in skipped["full"]
+    assert ok == ["baseline", "feat", "feat-kd", "feat-kd-unlabeled", "upper"] and "rationales" in skipped["full"]
+    ok, skipped = runnable_variants(dataclasses.replace(w, unlabeled_gt=None), ["upper", "baseline"])
+    assert ok == ["baseline"] and "unlabeled_gt.json" in skipped["upper"]
     with pytest.raises(ValueError, match="unknown variant"):
         runnable_variants(w, ["mipd"])
 

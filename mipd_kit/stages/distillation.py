@@ -35,7 +35,7 @@ from . import stage_main
 INPUTS: tuple[str, ...] = ("data", "rationales", "alignment")
 #: the paper's student on the smoke world: the weaker embedded image-text backbone, frozen, features cached
 SMOKE_STUDENT_BACKBONE = {"backend": "embedded", "size": "student-smoke", "seed": 0}
-OUTPUTS: tuple[str, ...] = ("predictions", "curves", "checkpoints", "results_mipd.md")
+OUTPUTS: tuple[str, ...] = ("predictions", "predictions-dev", "curves", "checkpoints", "results_mipd.md")
 USES_TEACHER = True
 
 
@@ -142,11 +142,12 @@ def rationale_path(cfg: Config, run_dir: str | os.PathLike, source: str) -> Path
 
 
 def student_config(cfg: Config, variant: str, seed: int, nmpa_base: Any = None,
-                   feature_shape: Optional[tuple[int, int]] = None) -> Any:
+                   feature_shape: Optional[tuple[int, int]] = None, pooled_dim: int = 0) -> Any:
     """The ``StudentConfig`` of one variant and seed: size, seed, epochs, NMPA settings (``nmpa_base``, from stage
     alignment, else the StudentConfig's), NMPA epochs, unlabeled ratio, overrides, threads -- in that order; the
     device and bf16 autocast are the run's (the ``teacher:`` block's ``device`` / ``amp``); with a
-    ``student_backbone``, ``backbone="cached"`` and ``feature_shape`` (tokens, width of its cached features)."""
+    ``student_backbone``, ``backbone="cached"``, ``feature_shape`` (tokens, width of its cached features) and, when
+    the config's ``use_pooled``, ``pooled_dim`` (the width of its pooled embedding)."""
     from ..student.train import StudentConfig
     from .teacher import run_device
 
@@ -167,7 +168,8 @@ def student_config(cfg: Config, variant: str, seed: int, nmpa_base: Any = None,
     if cfg.overrides:
         c = StudentConfig.from_dict({**dataclasses.asdict(c), **dict(cfg.overrides)})
     if cfg.student_backbone and feature_shape is not None:
-        c = dataclasses.replace(c, backbone="cached", num_tokens=int(feature_shape[0]), in_dim=int(feature_shape[1]))
+        c = dataclasses.replace(c, backbone="cached", num_tokens=int(feature_shape[0]), in_dim=int(feature_shape[1]),
+                                pooled_dim=int(pooled_dim) if c.use_pooled else 0)
     return dataclasses.replace(c, threads=cfg.threads) if cfg.threads else c
 
 
@@ -280,10 +282,11 @@ def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, teacher
     timings: dict[str, float] = {}
     source: dict[str, str] = {}
     shape = tuple(world.train.x.shape[1:]) if cfg.student_backbone else None  # (T, Din) cached tokens
+    pooled_dim = int(world.train.xp.shape[1]) if world.train.xp is not None else 0
     jobs = []
     for s in cfg.seed_list:
         for r, w in plan:
-            sc = student_config(cfg, r.variant, s, base, feature_shape=shape)
+            sc = student_config(cfg, r.variant, s, base, feature_shape=shape, pooled_dim=pooled_dim)
             if sc.uses["glimpse"]:
                 key = sc.nmpa_config().fingerprint()
                 source[f"{sc.model_name}-seed{s}"] = ("stage alignment" if key in loaded and w is world

@@ -32,7 +32,7 @@ USES_TEACHER = True
 #: generator backends that need the captioner (and so the run's teacher)
 CAPTIONER_BACKENDS = ("captioner", "shuffled")
 #: control rationale sets the stage can write beside its store (``rationales-<control>.jsonl``)
-CONTROLS: tuple[str, ...] = ("template", "shuffled")
+CONTROLS: tuple[str, ...] = ("template", "shuffled", "oracle", "oracle-shuffled")
 
 
 @dataclass
@@ -68,7 +68,10 @@ class Config:
             (``mipd-template``, ``mipd-shuffled``): ``template`` runs the template generator on the same images into
             ``run_dir/jrg_template/`` and copies its store to ``run_dir/rationales-template.jsonl``; ``shuffled``
             writes the main store's positives shuffled among images of the same verb
-            (``rationales.controls.shuffle_positives``) to ``run_dir/rationales-shuffled.jsonl``.
+            (``rationales.controls.shuffle_positives``) to ``run_dir/rationales-shuffled.jsonl``; ``oracle``
+            writes rationales from the world's ground truth (``rationales.oracle``, SynthSitu worlds only: the
+            positive control ``mipd-oracle``) to ``run_dir/rationales-oracle.jsonl``; ``oracle-shuffled`` those
+            positives shuffled among images of the same verb (``mipd-oracle-shuffled``).
         concurrency: HTTP requests in flight per sampler; None keeps the JRGConfig's.
         send_images: attach the image to every prompt (vision chat models).
         imsitu_templates: imSitu generation_templates.tab for frame sentences (real mode); empty: frame abstracts.
@@ -193,6 +196,14 @@ def write_control(cfg: Config, run_dir: Path, main: Outputs, control: str) -> Pa
             raise ValueError("rationales: the shuffled control needs a finished main run (no run backend in its stats)")
         recs = [r for r in read_rationales(run_dir / "rationales.jsonl") if r.backend == backend]
         lines = [json.dumps(r.to_json()) for r in shuffle_positives(recs, sits, seed=cfg.seed)]
+        atomic_write_text(dest, "\n".join(lines) + "\n" if lines else "")
+    elif control in ("oracle", "oracle-shuffled"):
+        from ..rationales.oracle import oracle_rationales
+        space, sits = jrg.load_world(main.world, main.jrg.split)
+        recs = oracle_rationales(main.world, sits, {v: space.roles(v) for v in space.verbs}, seed=cfg.seed)
+        if control == "oracle-shuffled":
+            recs = shuffle_positives(recs, sits, seed=cfg.seed)
+        lines = [json.dumps(r.to_json()) for r in recs]
         atomic_write_text(dest, "\n".join(lines) + "\n" if lines else "")
     else:
         raise ValueError(f"unknown control {control!r}; choose one of {CONTROLS}")

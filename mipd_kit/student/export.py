@@ -6,7 +6,8 @@ head over every verb of the checkpoint (plus any added with ``--verbs``), top-k,
 - input ``x``: ``(B, 3, S, S)`` float32 pixels in [0, 1] (the CNN student: RGB, bilinear square resize to the
   student's ``image_size``, divided by 255) or ``(B, T, Din)`` float32 features of the frozen backbone (a
   ``backbone="cached"`` student: the backbone is the teacher-side model the checkpoint names, shared with the
-  teacher, and stays outside this graph: run it first, e.g. with ``Predictor.inputs``);
+  teacher, and stays outside this graph: run it first, e.g. with ``Predictor.inputs``), plus input ``pooled``
+  ``(B, Ep)``, the backbone's pooled embeddings, for a head that reads them (``pooled_dim``);
 - outputs ``verbs`` (B, k) int64 verb indices, ``scores`` (B, k) softmax probabilities, ``nouns`` (B, k, R) int64
   noun indices, ``boxes`` (B, k, R, 4) normalised ``cx, cy, w, h``, ``exists`` (B, k, R) box probabilities.
 
@@ -45,18 +46,26 @@ class DeployGraph(nn.Module):
         super().__init__()
         self.model, self.k = model, k
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        p = self.model.predict(x, k=self.k)
+    def forward(self, x: torch.Tensor, pooled: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, ...]:
+        p = self.model.predict(x, k=self.k, pooled=pooled)
         return tuple(p[name] for name in OUTPUTS)
 
 
-def example_input(pred: Predictor, batch: int = 2, seed: int = 0) -> torch.Tensor:
-    """Seeded random model input of the checkpoint's shape: pixels (B, 3, S, S) or features (B, T, Din)."""
+def input_names(pred: Predictor) -> list[str]:
+    """The graph's inputs: ``x`` (pixels or backbone tokens), and ``pooled`` for a head that reads the backbone's
+    pooled embedding."""
+    return ["x", "pooled"] if pred.cfg.backbone == "cached" and pred.cfg.pooled_dim else ["x"]
+
+
+def example_input(pred: Predictor, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """Seeded random model inputs of the checkpoint's shapes (:func:`input_names`): pixels (B, 3, S, S), or features
+    (B, T, Din) and, for a head that reads them, pooled embeddings (B, Ep)."""
     g = torch.Generator().manual_seed(seed)
     c = pred.cfg
     if c.backbone == "cnn":
-        return torch.rand(batch, 3, c.image_size, c.image_size, generator=g)
-    return torch.randn(batch, c.num_tokens, c.in_dim, generator=g)
+        return (torch.rand(batch, 3, c.image_size, c.image_size, generator=g),)
+    x = torch.randn(batch, c.num_tokens, c.in_dim, generator=g)
+    return (x, torch.randn(batch, c.pooled_dim, generator=g)) if len(input_names(pred)) == 2 else (x,)
 
 
 def export_onnx(pred: Predictor, out: str | Path, k: int = 5, opset: int = 17) -> Path:
@@ -66,15 +75,16 @@ def export_onnx(pred: Predictor, out: str | Path, k: int = 5, opset: int = 17) -
     k = min(k, len(pred.vocab.verbs))
     graph = DeployGraph(pred.model.cpu().eval(), k).eval()
     x = example_input(pred, 2)
+    names = input_names(pred)
     tmp = out.with_name(out.name + ".tmp")
-    axes = {"x": {0: "batch"}, **{n: {0: "batch"} for n in OUTPUTS}}
+    axes = {**{n: {0: "batch"} for n in names}, **{n: {0: "batch"} for n in OUTPUTS}}
     fast = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)  # the fused attention kernel has no ONNX form: trace the plain ops
     try:
         with torch.no_grad(), warnings.catch_warnings():
             # shape checks inside attention are traced as constants; the onnxruntime check covers other batch sizes
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            torch.onnx.export(graph, (x,), str(tmp), input_names=["x"], output_names=list(OUTPUTS),
+            torch.onnx.export(graph, x, str(tmp), input_names=names, output_names=list(OUTPUTS),
                               dynamic_axes=axes, opset_version=opset, dynamo=False)
     finally:
         torch.backends.mha.set_fastpath_enabled(fast)
@@ -85,7 +95,8 @@ def export_onnx(pred: Predictor, out: str | Path, k: int = 5, opset: int = 17) -
             "input": ({"kind": "pixels", "shape": ["B", 3, pred.cfg.image_size, pred.cfg.image_size],
                        "range": [0.0, 1.0], "resize": "bilinear square, RGB, /255"} if pred.cfg.backbone == "cnn" else
                       {"kind": "features", "shape": ["B", pred.cfg.num_tokens, pred.cfg.in_dim],
-                       "backbone": v.sources.get("backbone")}),
+                       "backbone": v.sources.get("backbone"),
+                       **({"pooled_shape": ["B", pred.cfg.pooled_dim]} if len(names) == 2 else {})}),
             "outputs": list(OUTPUTS), "verbs": v.verbs, "nouns": v.nouns, "noun_names": v.noun_names,
             "roles": v.roles, "verb_roles": v.verb_roles.tolist(), "boxes": "normalised cx, cy, w, h"}
     from ..fileio import write_json
@@ -104,8 +115,8 @@ def onnx_session(path: str | Path, threads: int = 0) -> Any:
 
 
 @torch.no_grad()
-def check_onnx(path: str | Path, pred: Predictor, x: torch.Tensor, atol: float = ATOL) -> dict[str, Any]:
-    """Run the ONNX model and torch on ``x`` and compare.
+def check_onnx(path: str | Path, pred: Predictor, x: tuple[torch.Tensor, ...], atol: float = ATOL) -> dict[str, Any]:
+    """Run the ONNX model and torch on the inputs ``x`` (:func:`example_input` / :func:`check_inputs`) and compare.
 
     Returns:
         ``{"n", "atol", "max_abs": {scores, boxes, exists}, "top1_agree", "verbs_agree", "nouns_agree", "ok"}``;
@@ -114,8 +125,9 @@ def check_onnx(path: str | Path, pred: Predictor, x: torch.Tensor, atol: float =
     """
     sess = onnx_session(path)
     k = json.loads(Path(str(path) + ".json").read_text())["k"] if Path(str(path) + ".json").exists() else 5
-    got = dict(zip(OUTPUTS, sess.run(list(OUTPUTS), {"x": x.numpy().astype(np.float32)})))
-    ref = {n: t.numpy() for n, t in zip(OUTPUTS, DeployGraph(pred.model.cpu().eval(), k)(x))}
+    feeds = {n: t.numpy().astype(np.float32) for n, t in zip(input_names(pred), x)}
+    got = dict(zip(OUTPUTS, sess.run(list(OUTPUTS), feeds)))
+    ref = {n: t.numpy() for n, t in zip(OUTPUTS, DeployGraph(pred.model.cpu().eval(), k)(*x))}
     pred.model.to(pred.device)
     same = got["verbs"] == ref["verbs"]
     diff = {n: float(np.abs(got[n] - ref[n]).max()) if same.all() or n == "scores" else None
@@ -125,22 +137,23 @@ def check_onnx(path: str | Path, pred: Predictor, x: torch.Tensor, atol: float =
             m = same.reshape(same.shape + (1,) * (ref[n].ndim - 2))
             diff[n] = float((np.abs(got[n] - ref[n]) * m).max())
     nouns_agree = float((got["nouns"] == ref["nouns"])[same].mean()) if same.any() else 0.0
-    res = {"n": int(x.shape[0]), "atol": atol, "max_abs": diff, "top1_agree": float(same[:, 0].mean()),
+    res = {"n": int(x[0].shape[0]), "atol": atol, "max_abs": diff, "top1_agree": float(same[:, 0].mean()),
            "verbs_agree": float(same.mean()), "nouns_agree": nouns_agree}
     res["ok"] = bool(all(v <= atol for v in diff.values()) and res["top1_agree"] == 1.0)
     return res
 
 
-def check_inputs(pred: Predictor, world: Optional[str], n: int = 8, images: Sequence[str] = ()) -> tuple[torch.Tensor, str]:
+def check_inputs(pred: Predictor, world: Optional[str], n: int = 8,
+                 images: Sequence[str] = ()) -> tuple[tuple[torch.Tensor, ...], str]:
     """Inputs for the check: the given images, else the first ``n`` test images of ``world``, else seeded random
     inputs; returns (inputs, what they are)."""
     from .predict import load_images
     if images:
-        return pred.inputs(load_images(images)).cpu(), f"{len(images)} given images"
+        return tuple(t.cpu() for t in pred.inputs(load_images(images))), f"{len(images)} given images"
     if world:
         names = sorted(json.loads((Path(world) / "test.json").read_text()))[:n]
         paths = [Path(world) / "images" / x for x in names]
-        return pred.inputs(load_images(paths)).cpu(), f"{len(paths)} test images of {world}"
+        return tuple(t.cpu() for t in pred.inputs(load_images(paths))), f"{len(paths)} test images of {world}"
     return example_input(pred, n, seed=1), f"{n} seeded random inputs"
 
 

@@ -10,12 +10,17 @@ ingredients on the same student and the same supervised losses, so two rows diff
 - ``neg``: the negative-guided term (NMPA trained with it; the student's term on a projection of its own,
   ``OvGSRStudent.neg_proj``, never on the verb head's input), negatives naming the gold verb dropped;
 - ``kd``: logit distillation of the teacher's zero-shot verb distribution (Hinton et al., 2015), its own ingredient;
-- ``unlabeled``: scene (+ logit, with ``kd``) distillation on the world's unlabeled pool.
+- ``unlabeled``: scene (+ logit, with ``kd``) distillation on the world's unlabeled pool;
+- ``all_labels``: the ceiling's ingredient: the unlabeled pool's ground truth (``unlabeled_gt.json``, every verb,
+  unseen ones included) is trained on as labelled data, and every verb is trainable. Reported, never selected on.
 
 ``rationales`` names where a row's rationales come from: ``"run"`` (the run's judged rationales,
 ``run_dir/rationales.jsonl``), ``"template"`` (label-template rationales: the form without the content) or
 ``"shuffled"`` (rationales of another training image of the same verb) -- the two controls that tell content from
-form; their files are ``run_dir/rationales-<source>.jsonl`` unless the distillation stage is given another path.
+form --, ``"oracle"`` (rationales written from the world's ground truth: what a perfect teacher would write; the
+positive control, ``mipd_kit.rationales.oracle``) or ``"oracle-shuffled"`` (the oracle's positives on another image of
+the same verb); their files are ``run_dir/rationales-<source>.jsonl`` unless the distillation stage is given another
+path.
 :func:`markdown_table` renders :data:`ROWS` for docs/methods.md and the run report (a test keeps the page in step).
 """
 
@@ -25,7 +30,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Literal, Mapping, Optional, Sequence
 
-INGREDIENTS: tuple[str, ...] = ("distill", "glimpse", "gaze", "neg", "kd", "unlabeled")
+INGREDIENTS: tuple[str, ...] = ("distill", "glimpse", "gaze", "neg", "kd", "unlabeled", "all_labels")
 
 #: the authors' loss weights (MIPD code, a CoFormer derivative): verb CE smoothing 0.3, L1 distillation x2, negative
 #: x5, noun CE smoothing 0.2, box L1 x5, GIoU x5, box-exists BCE x5 -- the ``StudentConfig`` defaults of every row
@@ -33,7 +38,7 @@ AUTHORS_LOSSES: dict[str, object] = {"verb_smoothing": 0.3, "w_verb": 1.0, "dist
                                      "w_role": 2.0, "w_neg": 5.0, "noun_smoothing": 0.2, "w_noun": 1.0, "w_l1": 5.0,
                                      "w_giou": 5.0, "w_exists": 5.0}
 
-RationaleSource = Literal["", "run", "template", "shuffled"]
+RationaleSource = Literal["", "run", "template", "shuffled", "oracle", "oracle-shuffled"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,12 @@ ROWS: dict[str, Row] = {r.model: r for r in (
     _s("mipd-template", "template", _PAPER, "template", "mipd on label-template rationales (form, no content)"),
     _s("mipd-shuffled", "shuffled", _PAPER, "shuffled",
        "mipd on rationales of another image of the same verb (content not of this image)"),
+    _s("mipd-oracle", "oracle", _PAPER, "oracle",
+       "positive control: mipd on rationales written from the world's ground truth (a perfect teacher)"),
+    _s("mipd-oracle-shuffled", "oracle-shuffled", _PAPER, "oracle-shuffled",
+       "mipd-oracle with each image's oracle positives moved to another image of the same verb"),
+    _s("upper", "upper", ("all_labels",), "",
+       "ceiling: baseline also trained on the unlabeled pool's labels of every verb, unseen included"),
     _s("mipd-feat-kd-unlabeled", "feat-kd-unlabeled", ("distill", "kd", "unlabeled"), "",
        "mipd-feat-kd + distillation on the unlabeled pool"),
     _s("mipd-kd-unlabeled", "kd-unlabeled", (*_PAPER, "kd", "unlabeled"), "run",
@@ -90,12 +101,14 @@ ROWS: dict[str, Row] = {r.model: r for r in (
 #: the rows of the fair test (issue: teacher, student backbone zero-shot, baseline, feat, feat+kd, mipd, mipd+kd,
 #: the two controls, the unlabeled pair); the distillation stage's default ``rows``
 STUDY_ROWS: tuple[str, ...] = ("teacher", "student-zs", "baseline", "mipd-feat", "mipd-feat-kd", "mipd", "mipd-kd",
-                               "mipd-template", "mipd-shuffled", "mipd-feat-kd-unlabeled", "mipd-kd-unlabeled")
+                               "mipd-template", "mipd-shuffled", "mipd-oracle", "mipd-oracle-shuffled", "upper",
+                               "mipd-feat-kd-unlabeled", "mipd-kd-unlabeled")
 
 #: variant -> its row (the students)
 BY_VARIANT: dict[str, Row] = {r.variant: r for r in ROWS.values() if r.variant is not None}
 VARIANTS: tuple[str, ...] = ("baseline", "feat", "feat-kd", "glimpse", "gaze", "neg", "paper", "full", "unlabeled",
-                             "template", "shuffled", "feat-kd-unlabeled", "kd-unlabeled")
+                             "template", "shuffled", "feat-kd-unlabeled", "kd-unlabeled", "oracle",
+                             "oracle-shuffled", "upper")
 MODEL_NAMES: dict[str, str] = {v: BY_VARIANT[v].model for v in VARIANTS}
 USES: dict[str, frozenset] = {v: BY_VARIANT[v].uses for v in VARIANTS}
 
@@ -103,7 +116,9 @@ USES: dict[str, frozenset] = {v: BY_VARIANT[v].uses for v in VARIANTS}
 KEY_DIFFERENCES: tuple[tuple[str, str], ...] = (("mipd", "mipd-feat"), ("mipd", "baseline"),
                                                ("mipd-kd", "mipd-feat-kd"), ("mipd", "mipd-template"),
                                                ("mipd", "mipd-shuffled"),
-                                               ("mipd-kd-unlabeled", "mipd-feat-kd-unlabeled"))
+                                               ("mipd-kd-unlabeled", "mipd-feat-kd-unlabeled"),
+                                               ("mipd-oracle", "mipd-feat"), ("mipd-oracle", "mipd-oracle-shuffled"),
+                                               ("upper", "baseline"))
 
 
 def row_of(name: str) -> Row:

@@ -141,6 +141,7 @@ class OvGSRStudent(nn.Module):
         self.inp = nn.Sequential(nn.Linear(in_w, d), nn.LayerNorm(d))
         self.pos = nn.Parameter(torch.randn(1, n_tok, d) * 0.02)
         self.scene_mlp = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
+        self.pooled_dim = int(getattr(cfg, "pooled_dim", 0) or 0)
         tdim = vocab.verb_emb.shape[1]
         self.register_buffer("verb_emb", F.normalize(vocab.verb_emb.float(), dim=-1), persistent=False)
         self.register_buffer("noun_emb", F.normalize(vocab.noun_emb.float(), dim=-1), persistent=False)
@@ -180,14 +181,28 @@ class OvGSRStudent(nn.Module):
         if self.verb_head in ("minilm", "dual"):
             self.register_buffer("verb_centre_m", torch.zeros(tdim))
         self.register_load_state_dict_pre_hook(_zero_missing_centres)
+        # the frozen backbone's pooled image embedding (its CLS / attention-pooled output) as a second input of the
+        # scene feature (created last: the other layers' initialisation is that of a tokens-only head)
+        if self.pooled_dim:
+            self.pool_in = nn.Sequential(nn.LayerNorm(self.pooled_dim), nn.Linear(self.pooled_dim, d))
 
     # -- encoder ---------------------------------------------------------------------------------------------------
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pixels (B, 3, S, S) in [0, 1] or cached features (B, T, Din) -> tokens (B, T, d), scene (B, d)."""
+    def encode(self, x: torch.Tensor, pooled: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pixels (B, 3, S, S) in [0, 1] or cached features (B, T, Din) -> tokens (B, T, d), scene (B, d).
+
+        A head built with ``pooled_dim`` also reads the backbone's pooled embedding ``pooled`` (B, Ep): the scene
+        feature is ``scene_mlp(mean token + pool_in(pooled))``.
+        """
         if self.backbone_kind == "cnn":
             x = self.backbone(x - 0.5)
         tok = self.inp(x) + self.pos
-        return tok, self.scene_mlp(tok.mean(1))
+        h = tok.mean(1)  # (B, d)
+        if self.pooled_dim:
+            if pooled is None:
+                raise ValueError("this student reads the backbone's pooled embedding (pooled_dim "
+                                 f"{self.pooled_dim}); none was given")
+            h = h + self.pool_in(pooled.float())
+        return tok, self.scene_mlp(h)
 
     def verb_logits(self, scene: torch.Tensor) -> torch.Tensor:
         """(B, d) -> (B, V) scaled cosine logits against every verb's text embedding.
@@ -258,9 +273,9 @@ class OvGSRStudent(nn.Module):
             x = x + layer._ff_block(layer.norm3(x))
         return self.decoder.norm(x) if self.decoder.norm is not None else x
 
-    def forward(self, x: torch.Tensor, verbs: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Training forward with the given (ground-truth) verbs (B,)."""
-        tok, scene = self.encode(x)
+    def forward(self, x: torch.Tensor, verbs: torch.Tensor, pooled: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+        """Training forward with the given (ground-truth) verbs (B,) (``pooled``: see :meth:`encode`)."""
+        tok, scene = self.encode(x, pooled)
         out = self.decode(tok, verbs)
         out["verb_logits"] = self.verb_logits(scene)
         out["scene_feat"] = self.scene_distill(scene)
@@ -269,17 +284,18 @@ class OvGSRStudent(nn.Module):
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, k: int = 5, gt_verbs: Optional[torch.Tensor] = None,
-                allowed: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+                allowed: Optional[torch.Tensor] = None, pooled: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
         """Top-k verbs with a decoded frame for each (and for the ground-truth verb when given).
 
         Args:
-            x: inputs; k: verbs kept; gt_verbs: (B,) optional; allowed: (V,) bool mask of predictable verbs.
+            x: inputs; k: verbs kept; gt_verbs: (B,) optional; allowed: (V,) bool mask of predictable verbs;
+            pooled: the backbone's pooled embeddings (B, Ep) for a head that reads them.
 
         Returns:
             ``verbs`` (B, k), ``scores`` (B, k) softmax probabilities, ``nouns`` (B, k, R), ``boxes`` (B, k, R, 4),
             ``exists`` (B, k, R) probabilities, and ``gt_*`` counterparts (B, R, ...) when ``gt_verbs`` is given.
         """
-        tok, scene = self.encode(x)
+        tok, scene = self.encode(x, pooled)
         logits = self.verb_logits(scene)
         if allowed is not None:
             logits = logits.masked_fill(~allowed, float("-inf"))
@@ -311,14 +327,16 @@ def _zero_missing_centres(module: nn.Module, state_dict: dict, prefix: str, *arg
 
 
 @torch.no_grad()
-def centre_verb_logits(model: OvGSRStudent, inputs: Any, alpha: float, batch_size: int = 256) -> dict[str, float]:
+def centre_verb_logits(model: OvGSRStudent, inputs: Any, alpha: float, batch_size: int = 256,
+                       pooled: Optional[torch.Tensor] = None) -> dict[str, float]:
     """Set the verb-logit centre of ``model`` to ``alpha`` x the mean of its normalised verb-head features over
     ``inputs`` (the training images' inputs; labels are not used).
 
     With the teacher head, verb ``v``'s logit ``s * cos(t, e_v)`` becomes ``s * (t - alpha * mean_i t_i) . e_v``:
     each verb's logit minus ``alpha`` times its mean logit over the training images. A verb every image leans towards
     (a hub of the frozen text table) loses its head start; ``alpha = 0`` is the plain head. ``inputs`` is indexable
-    by a slice (``StudentData.x``: uint8 pixels or cached tokens).
+    by a slice (``StudentData.x``: uint8 pixels or cached tokens); ``pooled`` (``StudentData.xp``) the backbone's
+    pooled embeddings of the same images, for a head that reads them.
 
     Returns:
         the norm of each centre set (for the record).
@@ -330,7 +348,7 @@ def centre_verb_logits(model: OvGSRStudent, inputs: Any, alpha: float, batch_siz
     n = 0
     for s in range(0, len(inputs), batch_size):
         x = to_input(inputs[s:s + batch_size]).to(dev)
-        _, scene = model.encode(x)
+        _, scene = model.encode(x, None if pooled is None else pooled[s:s + batch_size].to(dev))
         for k, f in model.verb_features(scene).items():
             sums[k] = sums[k] + f.float().sum(0) if k in sums else f.float().sum(0)
         n += x.shape[0]

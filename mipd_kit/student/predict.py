@@ -244,17 +244,25 @@ class Predictor:
         return [self.vocab.roles[r] for r in self.vocab.verb_roles[self.vocab.verbs.index(verb)].tolist() if r >= 0]
 
     # -- inference -------------------------------------------------------------------------------------------------
-    def inputs(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """Model inputs: (B, 3, S, S) pixels in [0, 1] (CNN student) or (B, T, Din) features of the frozen backbone
-        the checkpoint names (cached-feature student)."""
+    def inputs(self, images: Sequence[Image.Image]) -> tuple[torch.Tensor, ...]:
+        """Model inputs: ``(pixels,)`` (B, 3, S, S) in [0, 1] (CNN student), or the frozen backbone's features the
+        checkpoint names (cached-feature student): ``(tokens,)`` (B, T, Din), plus its pooled embeddings (B, Ep)
+        for a head that reads them (``pooled_dim``)."""
         if self.cfg.backbone == "cnn":
-            return pixels(images, self.cfg.image_size)
+            return (pixels(images, self.cfg.image_size),)
         bb = self._frozen("backbone")
-        x = bb.encode_images(list(images)).tokens.float().cpu()  # (B, T, Din)
+        e = bb.encode_images(list(images))
+        x = e.tokens.float().cpu()  # (B, T, Din)
         if tuple(x.shape[1:]) != (self.cfg.num_tokens, self.cfg.in_dim):
             raise PredictError(f"{self.path}: the backbone gives features {tuple(x.shape[1:])}, the student was "
                                f"trained on {(self.cfg.num_tokens, self.cfg.in_dim)}")
-        return x
+        if not self.cfg.pooled_dim:
+            return (x,)
+        xp = e.pooled.float().cpu()  # (B, Ep)
+        if xp.shape[1] != self.cfg.pooled_dim:
+            raise PredictError(f"{self.path}: the backbone gives pooled embeddings of width {xp.shape[1]}, the "
+                               f"student was trained on {self.cfg.pooled_dim}")
+        return (x, xp)
 
     @torch.no_grad()
     def predict(self, images: Sequence[ImageLike], top_k: int = 5, batch_size: int = 32,
@@ -286,8 +294,8 @@ class Predictor:
                     errors[key] = str(e)
             if not chunk:
                 continue
-            x = self.inputs(chunk).to(self.device)
-            p = {k: v.cpu() for k, v in self.model.predict(x, k=top_k).items()}
+            x, *xp = (t.to(self.device) for t in self.inputs(chunk))
+            p = {k: v.cpu() for k, v in self.model.predict(x, k=top_k, pooled=xp[0] if xp else None).items()}
             for j, (im, key) in enumerate(zip(chunk, ks)):
                 size = (float(im.width), float(im.height))
                 verbs = []

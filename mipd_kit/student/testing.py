@@ -31,7 +31,8 @@ def tiny_space() -> FrameSpace:
 
 def write_tiny_world(out: str | Path, n_per_verb: int = 8, seed: int = 0, size: int = 32,
                      unlabeled: int = 12) -> dict[str, Any]:
-    """Write the world (imsitu_space.json, train/dev/test.json, ov_split.json, unlabeled.json, images/).
+    """Write the world (imsitu_space.json, train/dev/test.json, ov_split.json, unlabeled.json, unlabeled_gt.json,
+    images/).
 
     Verbs ``throwing`` and ``carrying`` are unseen (only in dev/test/unlabeled); ``kicking`` is rare.
 
@@ -84,11 +85,17 @@ def write_tiny_world(out: str | Path, n_per_verb: int = 8, seed: int = 0, size: 
                                                                                            "an empty field"]},
                         "gaze": {"agent": {"positive": [f"the person {v}"], "negative": ["a horse"]},
                                  "item": {"positive": [f"the {item}"], "negative": ["a person"]}}}
+    pool_gt: dict[str, Situation] = {}
     for k in range(unlabeled):
         vi = k % len(VERBS)
         name = f"unl_{k}.png"
-        draw(name, vi)
+        a, b = draw(name, vi)
         pool.append(name)
+        item = NOUNS[1 + (vi % 5)]
+        pool_gt[name] = Situation(name, VERBS[vi], size, size, {"agent": tuple(float(x) for x in a),
+                                                                 "item": tuple(float(x) for x in b)},
+                                  tuple({"agent": "person", "item": item} for _ in range(3)))
+    write_situations(out / "unlabeled_gt.json", pool_gt)  # the pool's answers (the ceiling row trains on them)
     for split, sits in splits.items():
         write_situations(out / f"{split}.json", sits)
     (out / "ov_split.json").write_text(json.dumps({"seen": seen, "rare": rare, "unseen": unseen,

@@ -48,7 +48,7 @@ from .ingredients import AUTHORS_LOSSES, INGREDIENTS, MODEL_NAMES, USES, VARIANT
 from .model import OvGSRStudent, StudentVocab, build_student, centre_verb_logits, to_input
 
 Variant = Literal["baseline", "feat", "feat-kd", "glimpse", "gaze", "neg", "paper", "full", "unlabeled", "template",
-                  "shuffled", "feat-kd-unlabeled", "kd-unlabeled"]
+                  "shuffled", "feat-kd-unlabeled", "kd-unlabeled", "oracle", "oracle-shuffled", "upper"]
 
 
 class CheckpointMismatch(RuntimeError):
@@ -63,7 +63,11 @@ class StudentConfig:
         variant: which MIPD ablation to train (see the module docstring).
         backbone: ``"cnn"`` (embedded: small image encoder trained end to end) or ``"cached"`` (real mode).
         image_size, width, d_model, heads, dec_layers: model size. in_dim / num_tokens: cached-feature shape
-            (set automatically in real mode).
+            (set automatically with a frozen backbone).
+        pooled_dim: width of the frozen backbone's pooled image embedding that the scene feature also reads
+            (``OvGSRStudent.encode``; the authors' student reads CLIP's CLS token); set automatically with a frozen
+            backbone when ``use_pooled``; 0 = tokens only (the edge CNN).
+        use_pooled: a cached-feature student reads the backbone's pooled embedding too.
         verb_text: text used for the verb embeddings: ``"name"`` or ``"definition"`` (imSitu abstract/def).
         verb_head: ``"teacher"`` (default: cosine of the student's scene feature, projected into the teacher's joint
             space, against the teacher's *text* embeddings of the verb prompts: a frozen table, no teacher image tower
@@ -73,6 +77,9 @@ class StudentConfig:
             *name*, unseen ones included; the teacher's zero-shot scores are the only signal about them, no unseen
             label is used) or ``"train"`` (seen + rare only, the stricter reading).
         epochs, batch_size, lr, weight_decay, clip: optimisation (AdamW; clip = max gradient norm).
+        steps: the schedule in optimiser steps instead of epochs (None: ``epochs``): the epochs trained are
+            ``ceil(steps / batches per epoch)`` (:meth:`epochs_for`), so a world of another size gets about the same
+            number of updates, not the same number of passes.
         verb_smoothing, noun_smoothing: label smoothing (0.3 / 0.2 as the authors).
         w_verb, w_noun, w_l1, w_giou, w_exists: supervised loss weights (1 / 1 / 5 / 5 / 5, the authors').
         w_scene, w_role: feature-distillation weights (2 / 2 with ``distill_kind="l1"``, the authors'; the versions
@@ -106,10 +113,13 @@ class StudentConfig:
     dec_layers: int = 1
     in_dim: int = 0
     num_tokens: int = 0
+    pooled_dim: int = 0
+    use_pooled: bool = True
     verb_text: Literal["name", "definition"] = "name"
     verb_head: Literal["minilm", "dual", "teacher"] = "teacher"
     kd_vocab: Literal["train", "all"] = "all"
     epochs: int = 12
+    steps: Optional[int] = None
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -170,12 +180,24 @@ class StudentConfig:
             d.pop(k)
         if not d["amp"]:
             d.pop("amp")  # fingerprints of fp32 runs stay those of the versions before the option
+        if d["steps"] is None:  # fingerprints of epoch schedules stay those of the versions before the option
+            d.pop("steps")
+        if not d["pooled_dim"]:  # ... and those of tokens-only heads those of the versions before pooled inputs
+            d.pop("pooled_dim")
+            d.pop("use_pooled")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
     def from_dict(cls, d: dict) -> "StudentConfig":
         from ..overrides import known_fields
         return cls(**known_fields(cls, d))
+
+    def epochs_for(self, n_train: int) -> int:
+        """Epochs trained on ``n_train`` labelled images: ``epochs``, or with ``steps`` the passes that hold at least
+        that many optimiser steps."""
+        if self.steps is None:
+            return self.epochs
+        return max(1, math.ceil(self.steps / max(1, math.ceil(n_train / self.batch_size))))
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -184,7 +206,8 @@ class StudentData:
     """Tensors of one split.
 
     Attributes:
-        images: names (N). x: (N, 3, S, S) uint8 pixels or (N, T, Din) cached features.
+        images: names (N). x: (N, 3, S, S) uint8 pixels or (N, T, Din) cached features; xp: (N, Ep) the frozen
+            backbone's pooled embeddings (cached features only, else None).
         verb: (N,) verb index (-1 unknown, unlabeled pool). nouns: (N, R, A) noun indices (-1 none).
         boxes: (N, R, 4) normalised cx,cy,w,h. exists: (N, R). role_mask: (N, R). sizes: (N, 2) width, height.
         scene_t: (N, E) scene targets or None. role_t: (N, R, D) or None. neg: (N, K, E) negative glimpse
@@ -206,6 +229,7 @@ class StudentData:
     pos: Optional[torch.Tensor] = None
     pos_mask: Optional[torch.Tensor] = None
     kd: Optional[torch.Tensor] = None
+    xp: Optional[torch.Tensor] = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -321,6 +345,7 @@ class World:
     kd_unlabeled: Optional[torch.Tensor]
     report: dict[str, Any] = field(default_factory=dict)
     nmpa_cache: dict[str, Any] = field(default_factory=dict)  # NMPA config fingerprint -> (model, history, targets)
+    unlabeled_gt: Optional[StudentData] = None  # the unlabeled pool with its ground truth (the ceiling row only)
     encode_texts: Optional[Callable[[list[str]], Any]] = None  # rationale texts -> teacher Encoded (cached)
     verb_words: dict[str, tuple[str, ...]] = field(default_factory=dict)  # verb -> phrases naming it
     rationale_source: str = "run"
@@ -416,17 +441,32 @@ def prepare_world(world_dir: str | os.PathLike, cache_dir: str | os.PathLike, te
         # the teacher shares its cache (149 GB for ViT-L-14-336 on SWiG) and any other backbone gets its own folder
         return lazy_image_tokens(backbone, [img(n) for n in names], cache_dir, f"{name}-{ds}", progress=False)
 
-    data = {s: make_split_data(train_sits if s == "train" else gt[s], vocab, space, inputs(list(gt[s]), s),
-                               f"{world / (s + '.json')}") for s in ("train", "dev", "test")}
-    unl = None
+    def pooled_of(x: Any) -> Optional[torch.Tensor]:
+        return x.pooled() if backbone is not None else None  # (N, Ep) the backbone's pooled embeddings
+
+    data = {}
+    for s in ("train", "dev", "test"):
+        x = inputs(list(gt[s]), s)
+        data[s] = make_split_data(train_sits if s == "train" else gt[s], vocab, space, x, f"{world / (s + '.json')}")
+        data[s].xp = pooled_of(x)
+    unl = unl_gt = None
     unl_names: list[str] = []
     if with_unlabeled and (world / "unlabeled.json").exists():
         unl_names = list(json.loads((world / "unlabeled.json").read_text())["images"])
         if unl_names:
             n, R = len(unl_names), vocab.max_roles
-            unl = StudentData(unl_names, inputs(unl_names, "unlabeled"), torch.full((n,), -1),
+            xu = inputs(unl_names, "unlabeled")
+            unl = StudentData(unl_names, xu, torch.full((n,), -1),
                               torch.full((n, R, 3), -1), torch.zeros(n, R, 4), torch.zeros(n, R, dtype=torch.bool),
-                              torch.zeros(n, R, dtype=torch.bool), torch.zeros(n, 2))
+                              torch.zeros(n, R, dtype=torch.bool), torch.zeros(n, 2), xp=pooled_of(xu))
+            gt_path = world / "unlabeled_gt.json"
+            if gt_path.exists():  # SynthSitu's answers for the pool: the ceiling row trains on them, nothing else
+                ugt = load_situations(gt_path)
+                missing = [n for n in unl_names if n not in ugt]
+                if missing:
+                    raise DataError(f"{gt_path}: no ground truth for unlabeled images {missing[:3]}")
+                unl_gt = make_split_data({n: ugt[n] for n in unl_names}, vocab, space, xu, str(gt_path))
+                unl_gt.xp = unl.xp
 
     # teacher material ------------------------------------------------------------------------------------
     if collected is None and rationales_path is not None and Path(rationales_path).exists():
@@ -471,7 +511,7 @@ def prepare_world(world_dir: str | os.PathLike, cache_dir: str | os.PathLike, te
               "n_dev": len(data["dev"]), "n_test": len(data["test"]), "n_unlabeled": len(unl_names),
               "gold_negatives_dropped": dropped}
     return World(vocab, space, split, tr, data["dev"], data["test"], unl, gt, align, align_u, kd_train, kd_u, report,
-                 encode_texts=enc_texts, verb_words=verb_words)
+                 encode_texts=enc_texts, verb_words=verb_words, unlabeled_gt=unl_gt)
 
 
 def attach_targets(world: World, cfg: StudentConfig, progress: bool = False) -> tuple[StudentData, Optional[StudentData], dict]:
@@ -482,6 +522,12 @@ def attach_targets(world: World, cfg: StudentConfig, progress: bool = False) -> 
     u = cfg.uses
     tr = dataclasses.replace(world.train)
     info: dict[str, Any] = {}
+    if u["all_labels"]:
+        if world.unlabeled_gt is None:
+            raise DataError(f"variant {cfg.variant!r} needs the unlabeled pool's ground truth (unlabeled_gt.json); "
+                            "the world has none")
+        tr = concat_data(tr, world.unlabeled_gt)
+        info["all_labels_images"] = len(world.unlabeled_gt)
     if not u["distill"]:
         return tr, None, info
     a = world.align
@@ -527,6 +573,20 @@ def attach_targets(world: World, cfg: StudentConfig, progress: bool = False) -> 
     elif u["unlabeled"]:
         raise DataError(f"variant {cfg.variant!r} needs the world's unlabeled pool (unlabeled.json); none was loaded")
     return tr, un, info
+
+
+def concat_data(a: StudentData, b: StudentData) -> StudentData:
+    """The rows of ``a`` then ``b`` (labels, inputs read whole: small worlds only; teacher targets are dropped)."""
+    out: dict[str, Any] = {"images": [*a.images, *b.images]}
+    for f in ("x", "verb", "nouns", "boxes", "exists", "role_mask", "sizes", "xp"):
+        va, vb = getattr(a, f), getattr(b, f)
+        if va is None or vb is None:
+            out[f] = None
+            continue
+        ta = va if torch.is_tensor(va) else va[torch.arange(len(a))]
+        tb = vb if torch.is_tensor(vb) else vb[torch.arange(len(b))]
+        out[f] = torch.cat([ta, tb])
+    return StudentData(**out)
 
 
 def cached_image_features(teacher: Any, paths: Sequence[Path], cache_dir: str | os.PathLike, dataset: str) -> Any:
@@ -594,7 +654,7 @@ def compute_losses(model: OvGSRStudent, b: StudentData, B: int, cfg: StudentConf
     host synchronisation, so it also runs on the ``meta`` device (the device tests)."""
     u = cfg.uses
     verb = b.verb
-    out = model(to_input(b.x), verb)
+    out = model(to_input(b.x), verb, b.xp)
     vl = out["verb_logits"][:, train_ids]  # CE over the trainable vocabulary only
     rm = b.role_mask
     parts = {"verb": cfg.w_verb * L.verb_ce(vl, train_map[verb], B, cfg.verb_smoothing),
@@ -620,7 +680,7 @@ def compute_losses(model: OvGSRStudent, b: StudentData, B: int, cfg: StudentConf
 def unlabeled_losses(model: OvGSRStudent, b: StudentData, B: int, cfg: StudentConfig,
                      train_ids: torch.Tensor) -> dict[str, torch.Tensor]:
     """Scene distillation (+ logit KD over the trainable verbs) on the unlabeled batch ``b``; no label is used."""
-    tok, scene = model.encode(to_input(b.x))
+    tok, scene = model.encode(to_input(b.x), b.xp)
     ones = torch.ones(len(b), dtype=torch.bool, device=b.x.device)
     parts = {"u_distill_scene": cfg.w_scene * L.feature_distill(model.scene_distill(scene), b.scene_t, ones, B,
                                                                 cfg.distill_kind)}
@@ -698,9 +758,9 @@ def load_checkpoint(path: Path, model: torch.nn.Module, opt: Optional[torch.opti
     return int(meta["epoch"]), json.loads(meta.get("extra", "{}"))
 
 
-def finished_checkpoint(path: Optional[Path], cfg: StudentConfig) -> bool:
-    """True when ``path`` holds all ``cfg.epochs`` epochs of this config (same fingerprint): resuming it trains
-    nothing. A mismatching file is left for :func:`load_checkpoint` to refuse."""
+def finished_checkpoint(path: Optional[Path], cfg: StudentConfig, n_train: int) -> bool:
+    """True when ``path`` holds every epoch (:meth:`StudentConfig.epochs_for` ``n_train`` images) of this config (same
+    fingerprint): resuming it trains nothing. A mismatching file is left for :func:`load_checkpoint` to refuse."""
     if path is None or not Path(path).is_file():
         return False
     from safetensors import safe_open
@@ -709,7 +769,7 @@ def finished_checkpoint(path: Optional[Path], cfg: StudentConfig) -> bool:
             meta = f.metadata() or {}
     except Exception:  # noqa: BLE001 -- a torn file: load_checkpoint names it
         return False
-    return meta.get("fingerprint") == cfg.fingerprint() and int(meta.get("epoch", -1)) >= cfg.epochs
+    return meta.get("fingerprint") == cfg.fingerprint() and int(meta.get("epoch", -1)) >= cfg.epochs_for(n_train)
 
 
 @torch.no_grad()
@@ -723,7 +783,7 @@ def verb_top1(model: OvGSRStudent, d: StudentData, mask: Optional[torch.Tensor] 
     hits = 0
     for s in range(0, len(sel), batch_size):
         i = sel[s:s + batch_size]
-        _, scene = model.encode(to_input(to_device(d.x[i], dev)))
+        _, scene = model.encode(to_input(to_device(d.x[i], dev)), None if d.xp is None else to_device(d.xp[i], dev))
         hits += int((model.verb_logits(scene).argmax(-1).cpu() == d.verb[i]).sum())
     model.train()
     return 100.0 * hits / len(sel)
@@ -747,7 +807,8 @@ def fit(world: World, cfg: StudentConfig, ckpt_path: Optional[Path] = None, resu
     """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if train_data is None and resume and finished_checkpoint(ckpt_path, cfg):
+    n_train = len(world.train) + (len(world.unlabeled_gt) if cfg.uses["all_labels"] and world.unlabeled_gt else 0)
+    if train_data is None and resume and finished_checkpoint(ckpt_path, cfg, n_train):
         # nothing left to train: no teacher targets (nor the NMPA a control row would train for them) are needed
         train_data, unlabeled, info = world.train, None, {"resumed_finished": True}
     if train_data is None:
@@ -760,13 +821,16 @@ def fit(world: World, cfg: StudentConfig, ckpt_path: Optional[Path] = None, resu
     torch.manual_seed(cfg.seed)
     model = to_device(build_student(cfg, vocab), dev)  # initialised on the CPU: the same weights on every device
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    train_ids = torch.nonzero(vocab.train_verbs).flatten()
+    # the ceiling (all_labels) trains every verb; every other row only the trainable (seen + rare) ones
+    train_ids = (torch.arange(len(vocab.verbs)) if cfg.uses["all_labels"]
+                 else torch.nonzero(vocab.train_verbs).flatten())
     train_map = torch.full((len(vocab.verbs),), -1, dtype=torch.long)
     train_map[train_ids] = torch.arange(len(train_ids))
     cpu_train_ids = train_ids
     train_ids, train_map = to_device(train_ids, dev), to_device(train_map, dev)
     steps_per_epoch = math.ceil(len(d) / cfg.batch_size)
-    total = cfg.epochs * steps_per_epoch
+    epochs = cfg.epochs_for(len(d))
+    total = epochs * steps_per_epoch
     sched = lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))  # noqa: E731
     start, history, dev_curve, best, best_state = 0, [], [], -1.0, None
     best_epoch = -1
@@ -788,7 +852,7 @@ def fit(world: World, cfg: StudentConfig, ckpt_path: Optional[Path] = None, resu
         bar = tqdm(total=total, initial=start * steps_per_epoch, desc=cfg.model_name)
     model.train()
     t0 = time.time()
-    for epoch in range(start, cfg.epochs):
+    for epoch in range(start, epochs):
         g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         perm = torch.randperm(len(d), generator=g)
         perm_u = torch.randperm(len(unlabeled), generator=g) if unlabeled is not None else None
@@ -853,7 +917,7 @@ def fit(world: World, cfg: StudentConfig, ckpt_path: Optional[Path] = None, resu
     if cfg.select_on_dev and best_state is not None:
         model.load_state_dict(best_state)
     else:
-        best_epoch = cfg.epochs - 1
+        best_epoch = epochs - 1
     model.eval()
     return FitResult(model, history, best_epoch, dev_curve, info)
 
@@ -898,7 +962,8 @@ def predict_swig(model: OvGSRStudent, d: StudentData, vocab: StudentVocab, k: in
     for s in range(0, len(d), batch_size):
         sl = slice(s, s + batch_size)
         gtv = d.verb[sl]
-        p = model.predict(to_input(to_device(d.x[sl], dev)), k=k, gt_verbs=to_device(gtv.clamp(min=0), dev))
+        p = model.predict(to_input(to_device(d.x[sl], dev)), k=k, gt_verbs=to_device(gtv.clamp(min=0), dev),
+                          pooled=None if d.xp is None else to_device(d.xp[sl], dev))
         p = {key: v.cpu() for key, v in p.items()}
         for j, im in enumerate(d.images[sl]):
             size = (float(d.sizes[s + j, 0]) or 1.0, float(d.sizes[s + j, 1]) or 1.0)
@@ -929,8 +994,9 @@ def evaluate_predictions(world: World, preds: dict, model_name: str, seed: Optio
 
 def run_variant(world: World, cfg: StudentConfig, run_dir: str | os.PathLike, resume: bool = True,
                 progress: bool = False) -> tuple[list, FitResult]:
-    """Train one variant/seed, write ``run_dir/predictions/<model>-seed<k>.json`` (test) and the loss curve
-    ``run_dir/curves/<model>-seed<k>.json``; return the test metric rows and the fit result."""
+    """Train one variant/seed, write ``run_dir/predictions/<model>-seed<k>.json`` (test), the same of the dev split in
+    ``run_dir/predictions-dev/`` and the loss curve ``run_dir/curves/<model>-seed<k>.json``; return the test metric
+    rows (plus the dev-only unseen verbs' rows) and the fit result."""
     run = Path(run_dir)
     tag = f"{cfg.model_name}-seed{cfg.seed}"
     ckpt = run / "checkpoints" / f"{tag}.safetensors"
@@ -941,7 +1007,8 @@ def run_variant(world: World, cfg: StudentConfig, run_dir: str | os.PathLike, re
         # verb-logit centring (0 sets a zero centre, so a student file centred before is reset too); the student file
         # gets the centre, so that mipd predict and the ONNX export predict as evaluated here
         res.info["verb_centring"] = cfg.verb_centring
-        res.info["verb_centre_norm"] = centre_verb_logits(res.model, world.train.x, cfg.verb_centring)
+        res.info["verb_centre_norm"] = centre_verb_logits(res.model, world.train.x, cfg.verb_centring,
+                                                          pooled=world.train.xp)
         best = Path(str(ckpt) + ".best")
         if best.exists():
             save_student_file(best, res.model.state_dict(), cfg, world.vocab, res.best_epoch + 1)
@@ -960,7 +1027,10 @@ def run_variant(world: World, cfg: StudentConfig, run_dir: str | os.PathLike, re
         write_json_atomic(curve, {"history": res.history, "dev_curve": res.dev_curve, "best_epoch": res.best_epoch,
                                   "info": info, "nmpa_history": nmpa_history})
         rows = evaluate_predictions(world, preds, cfg.model_name, cfg.seed)
-        rows += dev_unseen_rows(world, predict_swig(res.model, world.dev, world.vocab), cfg.model_name, cfg.seed)
+        dev_preds = predict_swig(res.model, world.dev, world.vocab)
+        # the dev predictions, for choices and calibration made on dev (benchmarks/calibrate_testbed.py --run)
+        write_json_atomic(run / "predictions-dev" / f"{tag}.json", dev_preds)
+        rows += dev_unseen_rows(world, dev_preds, cfg.model_name, cfg.seed)
     return rows, res
 
 
@@ -984,6 +1054,8 @@ def runnable_variants(world: World, variants: Sequence[str]) -> tuple[list[str],
             skipped[v] = "no positive rationales for the train images (run notebooks 02/03 first)"
         elif "unlabeled" in USES[v] and world.unlabeled is None:
             skipped[v] = "the world has no unlabeled pool"
+        elif "all_labels" in USES[v] and world.unlabeled_gt is None:
+            skipped[v] = "the world has no ground truth for its unlabeled pool (unlabeled_gt.json)"
         else:
             ok.append(v)
     return ok, skipped
