@@ -26,6 +26,7 @@ dependants again.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as _dt
 import io
 import json
@@ -45,7 +46,9 @@ from typing import Any, Optional, Sequence
 import yaml
 
 from .config import COMMON_PARAMS, TEACHER_PARAM, ConfigError, RunConfig, file_hash, fingerprint
+from .fileio import atomic_write_text, redact_file
 from .fileio import dumps as strict_dumps
+from .redaction import redact, redact_obj
 from .machine import machine_facts
 
 LOG = logging.getLogger("mipd_kit.pipeline")
@@ -99,10 +102,10 @@ def _now() -> str:
 
 
 def _atomic_write(path: Path, text: str) -> None:
+    """Write a run artefact atomically, secrets redacted (:func:`mipd_kit.redaction.redact`); a full disk leaves
+    the previous file whole and no temporary file behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, redact(text))
 
 
 def read_status(run_dir: Path) -> dict[str, Any]:
@@ -167,7 +170,9 @@ def validate(cfg: RunConfig) -> dict[str, dict[str, dict[str, Any]]]:
         stage -> the notebook's parameter specs.
 
     Raises:
-        ConfigError: missing notebooks (all named at once) or unknown parameter keys (listing the valid ones).
+        ConfigError: missing notebooks (all named at once); else every unknown parameter key (listing the valid
+            ones), every value a stage's ``Config`` refuses (types, ranges, :func:`stage_value_problems`) and a bad
+            ``teacher:`` block, all in one message.
     """
     nb_dir = cfg.path("notebooks_dir")
     if not cfg.stages:
@@ -178,6 +183,7 @@ def validate(cfg: RunConfig) -> dict[str, dict[str, dict[str, Any]]]:
         raise ConfigError(f"{cfg.source}: notebook(s) not found in {nb_dir}: {', '.join(missing)}. "
                           f"Write them, or disable the stages with --set stages.<name>.enabled=false")
     specs: dict[str, dict[str, dict[str, Any]]] = {}
+    problems: list[str] = []
     for name, st in cfg.stages.items():
         if not st.enabled:
             continue
@@ -191,16 +197,44 @@ def validate(cfg: RunConfig) -> dict[str, dict[str, dict[str, Any]]]:
         unknown = sorted(set(st.params) - set(spec) - set(COMMON_PARAMS))
         moved = sorted(set(unknown) & set(MOVED_TO_TEACHER_BLOCK))
         if moved:
-            raise ConfigError(
-                f"{cfg.source}: stages.{name}.params: {moved} moved to the run config's teacher: block ("
+            problems.append(
+                f"stages.{name}.params: {moved} moved to the run config's teacher: block ("
                 + "; ".join(f"{k} -> {MOVED_TO_TEACHER_BLOCK[k]}" for k in moved) + ")")
-        if unknown:
+        elif unknown:
             valid = sorted(k for k in spec if k not in COMMON_PARAMS)
-            raise ConfigError(
-                f"{cfg.source}: stages.{name}.params: unknown key(s) {unknown} for notebook {st.notebook}; "
+            problems.append(
+                f"stages.{name}.params: unknown key(s) {unknown} for notebook {st.notebook}; "
                 f"valid keys: {valid if valid else '(the notebook has no stage parameters)'}"
                 + ("" if spec else " -- the notebook has no cell tagged 'parameters'"))
+        else:
+            problems += [f"stages.{name}.params: {p}" for p in stage_value_problems(name, st.params)]
+    try:
+        cfg.teacher_config()
+    except ConfigError as e:
+        problems.append(str(e).replace(f"{cfg.source}: ", "", 1))
+    if problems:
+        raise ConfigError(f"{cfg.source}: {len(problems)} problem(s):\n  " + "\n  ".join(problems))
     return specs
+
+
+def stage_value_problems(name: str, params: dict[str, Any]) -> list[str]:
+    """Every problem of a standard stage's params by its ``Config``'s own checks (types and ranges,
+    :mod:`mipd_kit.checks`, then the config's ``__post_init__``); for a stage this package does not know (a custom
+    notebook), the range rules by parameter name (``epochs``, ``lr``, ``api_key_env``...) only."""
+    from .checks import config_problems, value_problems
+    from .stages import STAGE_MODULES, stage_module
+
+    if name not in STAGE_MODULES:
+        return [p for k, v in params.items() for p in value_problems(k, v)]
+    cls = stage_module(name).Config
+    problems = config_problems(cls, params)
+    if not problems:
+        known = {f.name for f in dataclasses.fields(cls)}
+        try:
+            cls(**{k: v for k, v in params.items() if k in known})
+        except (TypeError, ValueError) as e:
+            problems.append(str(e).removeprefix(f"{name}: "))
+    return problems
 
 
 def stage_graph(cfg: RunConfig) -> dict[str, tuple[str, ...]]:
@@ -378,7 +412,7 @@ def prepare_run_dir(cfg: RunConfig, run_dir: Path, force: bool = False) -> None:
             old = yaml.safe_load(cfg_file.read_text()) or {}
         except yaml.YAMLError as e:
             raise PipelineError(f"{cfg_file}: unreadable ({e}); remove the run folder or choose another --out") from e
-        diff = config_diff(_comparable(old), _comparable(new))
+        diff = config_diff(_comparable(old), _comparable(redact_obj(new)))  # config.yaml is written redacted
         if diff:
             if not force:
                 shown = "\n  ".join(diff[:20]) + ("\n  ..." if len(diff) > 20 else "")
@@ -420,14 +454,28 @@ def missing_outputs(cfg: RunConfig, name: str, run_dir: Path) -> list[Path]:
             if not p.exists() or (p.is_dir() and not any(p.iterdir()))]
 
 
+class _RedactingFormatter(logging.Formatter):
+    """A formatter whose every line (tracebacks and papermill's cell outputs included) passes through
+    :func:`mipd_kit.redaction.redact`; with ``tracebacks=False`` (stderr) a record's traceback is left out."""
+
+    def __init__(self, fmt: str, datefmt: Optional[str] = None, tracebacks: bool = True) -> None:
+        super().__init__(fmt, datefmt)
+        self.tracebacks = tracebacks
+
+    def format(self, record: logging.LogRecord) -> str:
+        if not self.tracebacks and (record.exc_info or record.exc_text):
+            record = logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None})
+        return redact(super().format(record))
+
+
 def _setup_logging(run_dir: Path, quiet: bool) -> list[logging.Handler]:
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S")
+    fmt = _RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S")
     fh = logging.FileHandler(run_dir / "run.log")
     fh.setFormatter(fmt)
     handlers: list[logging.Handler] = [fh]
     if not quiet:
         sh = logging.StreamHandler(sys.stderr)
-        sh.setFormatter(logging.Formatter("[mipd run] %(message)s"))
+        sh.setFormatter(_RedactingFormatter("[mipd run] %(message)s", tracebacks=False))
         sh.addFilter(lambda r: r.name.startswith("mipd_kit"))
         handlers.append(sh)
     for name in ("mipd_kit", "papermill"):
@@ -475,6 +523,8 @@ def _write_results(run_dir: Path, status: dict[str, Any]) -> None:
         LOG.error("could not write results.md: %s", e)
         _atomic_write(run_dir / "results.md", f"# Run {run_dir.name}\n\n**state: {status.get('state')}**\n\n"
                       f"results.md could not be rendered: {e}\n")
+    for p in run_dir.glob("results*.md"):  # they quote the run's state and errors: secrets redacted
+        redact_file(p)
 
 
 def _save_status(run_dir: Path, status: dict[str, Any]) -> None:
@@ -553,6 +603,8 @@ def run(cfg: RunConfig, out: Optional[str | Path] = None, force: bool = False, u
             print(f"  {name:<13} {cfg.stages[name].notebook:<28} {what}")
         return RunResult(run_dir, "dry-run", dict(plan))
 
+    if run_dir.exists() and not run_dir.is_dir():
+        raise PipelineError(f"--out {run_dir}: is a file, not a folder; choose a folder for the run")
     _check_not_foreign(run_dir, force)
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = _lock(run_dir)
@@ -620,6 +672,7 @@ def run(cfg: RunConfig, out: Optional[str | Path] = None, force: bool = False, u
                 error = "interrupted (KeyboardInterrupt)"
             except Exception as e:  # noqa: BLE001 - any notebook failure stops the run with its message
                 error = _error_text(e)
+            redact_file(nb_out)  # papermill wrote the injected parameters and outputs as they were
             if error is None:
                 missing = missing_outputs(cfg, name, run_dir)
                 if missing:
@@ -657,6 +710,9 @@ def run(cfg: RunConfig, out: Optional[str | Path] = None, force: bool = False, u
         result.seconds = time.perf_counter() - t0
         LOG.info("run %s %s in %.1fs: %s", run_dir.name, result.state, result.seconds, run_dir / "results.md")
         return result
+    except BaseException as e:  # the traceback goes to run.log; the CLI prints one line
+        LOG.error("run stopped: %s: %s", type(e).__name__, e, exc_info=True)
+        raise
     finally:
         _teardown_logging(handlers)
         lock.close()
@@ -706,10 +762,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         res = run(cfg, out=args.out, force=args.force, until=args.until, dry_run=args.dry_run, quiet=args.quiet,
                   rerun=args.rerun)
     except (ConfigError, PipelineError) as e:
-        print(f"mipd run: error: {e}", file=sys.stderr)
+        print(f"mipd run: error: {redact(str(e))}", file=sys.stderr)
         return 2
     if res.state == "failed":
-        print(f"mipd run: stage {res.failed_stage!r} failed: {res.error}\n  see {res.run_dir / 'run.log'} and "
+        print(f"mipd run: stage {res.failed_stage!r} failed: {redact(res.error or '')}\n"
+              f"  see {res.run_dir / 'run.log'} and "
               f"{res.run_dir / 'notebooks'}", file=sys.stderr)
         return 1
     if res.state != "dry-run":

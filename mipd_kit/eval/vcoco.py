@@ -462,7 +462,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         check_out(args.out, args.merge, args.overwrite)  # inputs first (their errors first), then the output
         rep = evaluate_vcoco(gts, classes, preds, agent_preds=agent_preds, actions=actions, model=args.model,
                              seed=args.seed, src=str(args.pred))
-        write_out(args.out, rep.rows, args.merge)
+        write_out(args.out, rep.rows, args.merge, args.overwrite)
     except DataError as e:
         print(f"mipd eval-vcoco: error: {e}", file=sys.stderr)
         return USER_ERROR

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
+from ..checks import check_config
 from . import stage_main
 
 INPUTS: tuple[str, ...] = ("data",)
@@ -102,6 +103,9 @@ class Config:
         from .teacher import SMOKE_TEACHER
         return cls(world_dir="data/synthsitu/smoke-seed0", teacher_config=dict(SMOKE_TEACHER), seeds=[0], epochs=8,
                    hidden=32, batch_images=32, captioner_size="smoke", threads=1)
+
+    def __post_init__(self) -> None:
+        check_config(self, "cl_hoi")  # types and ranges of every field (mipd_kit.checks)
 
     def clhoi_config(self, run_dir: str | os.PathLike) -> Any:
         """The library's ``CLHOIConfig`` for this stage (teacher fields describing the run's teacher block)."""

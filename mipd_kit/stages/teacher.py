@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
+from ..checks import check_config
 from . import stage_main
 
 INPUTS: tuple[str, ...] = ("data",)
@@ -72,6 +73,7 @@ class Config:
         return cls(world_dir="data/synthsitu/smoke-seed0", teacher_config=dict(SMOKE_TEACHER))
 
     def __post_init__(self) -> None:
+        check_config(self, "teacher")  # types and ranges of every field (mipd_kit.checks)
         if self.feature_batch_size < 1:
             raise ValueError(f"teacher: feature_batch_size must be >= 1, got {self.feature_batch_size}")
 

@@ -154,6 +154,8 @@ class TeacherConfig:
             raise ValueError(f"{where}.embedded must be a mapping of EmbeddedTeacherConfig fields")
         if cfg.weights not in WEIGHTS:
             raise ValueError(f"{where}.weights: {cfg.weights!r} is not one of {WEIGHTS}")
+        from ..checks import check_config
+        check_config(cfg, where)  # types, device, ranges
         return cfg
 
     def to_dict(self) -> dict:
