@@ -29,7 +29,7 @@ REDACTED = "[REDACTED]"
 
 #: key-like substrings, redacted wherever they appear
 KEY_LIKE = re.compile(
-    r"(?<![A-Za-z0-9])(?:sk-[A-Za-z0-9_\-]{8,}|hf_[A-Za-z0-9]{16,}|ghp_[A-Za-z0-9]{20,}"
+    r"(?<![A-Za-z0-9_\-])(?:sk-[A-Za-z0-9_\-]{8,}|hf_[A-Za-z0-9]{16,}|ghp_[A-Za-z0-9]{20,}"
     r"|github_pat_[A-Za-z0-9_]{20,}|(?:AIza[0-9A-Za-z_\-]{35}|AKIA[0-9A-Z]{16})(?![A-Za-z0-9]))"
     r"|Bearer\s+(?!\[REDACTED\])[^\s\"'<>]+")
 #: ``scheme://user[:password]@`` -- the user-info part of a URL

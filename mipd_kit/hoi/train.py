@@ -215,6 +215,8 @@ class CLHOIConfig:
         return cls(**d)
 
     def validate(self) -> None:
+        from ..checks import check_config
+        check_config(self, "CLHOIConfig")  # types and ranges of every field: epochs >= 1, lr > 0... (mipd_kit.checks)
         for k, choices in (("teacher", ("embedded", "checkpoint", "tiny")), ("proposals", ("known_boxes", "detector")),
                            ("pool", ("lse", "max", "mean")), ("teacher_size", ("smoke", "default")),
                            ("score", ("pair_prior", "joint", "relative")), ("describer", ("captioner", "sampler")),

@@ -148,6 +148,8 @@ class StudentConfig:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
         if isinstance(self.nmpa, dict):
             self.nmpa = NMPAConfig(**self.nmpa)
+        from ..checks import check_config
+        check_config(self, "StudentConfig")  # types and ranges of every field: epochs >= 1, lr > 0... (mipd_kit.checks)
 
     @property
     def model_name(self) -> str:
