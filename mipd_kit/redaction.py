@@ -23,7 +23,7 @@ import os
 import re
 import threading
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional, Sequence
 
 REDACTED = "[REDACTED]"
 
@@ -38,8 +38,8 @@ URL_USERINFO = re.compile(r"(?<=://)(?!\[REDACTED\])[^/\s@:\"'<>]+(?::[^/\s@\"'<
 URL_QUERY_CRED = re.compile(
     r"(?i)(?<=[?&;])((?:api[_-]?key|apikey|key|token|access[_-]?token|auth|secret|client[_-]?secret|password|pass"
     r"|pwd|sig|signature|x-goog-api-key)=)(?!\[REDACTED\])[^&#\s\"'<>\\]+")
-#: environment-variable names whose values are treated as secrets
-SECRET_ENV_NAME = re.compile(r"(?i).*(KEY|TOKEN|SECRET|PASSWORD|PASSWD)$")
+#: environment-variable name endings (upper-cased) whose values are treated as secrets
+SECRET_ENV_SUFFIXES = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD")
 #: the shortest configured secret value that is redacted (shorter ones would redact ordinary words)
 MIN_SECRET_LEN = 8
 
@@ -68,18 +68,20 @@ def configured_secrets() -> list[str]:
     with _lock:
         out = set(_registered)
         names = set(_key_envs)
-    names |= {k for k in os.environ if SECRET_ENV_NAME.fullmatch(k)}
+    names |= {k for k in os.environ if k.upper().endswith(SECRET_ENV_SUFFIXES)}
     out |= {os.environ[k] for k in names if len(os.environ.get(k, "")) >= MIN_SECRET_LEN}
     return sorted(out, key=len, reverse=True)
 
 
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
+def redact(text: str, secrets: Iterable[str] = (), configured: Optional[Sequence[str]] = None) -> str:
     """``text`` with every configured or given secret, key-like string and URL credential replaced by
-    ``[REDACTED]`` (see the module docstring). Given ``secrets`` of 4+ characters are replaced too."""
+    ``[REDACTED]`` (see the module docstring). Given ``secrets`` of 4+ characters are replaced too; ``configured``
+    (default :func:`configured_secrets`, read now) lets a caller redacting many strings read them once."""
     if not text:
         return text
     extra = [s for s in secrets if s and len(s) >= 4]
-    for s in sorted(set(extra) | set(configured_secrets()), key=len, reverse=True):
+    conf = configured_secrets() if configured is None else configured
+    for s in sorted(set(extra) | set(conf), key=len, reverse=True):
         if s in text:
             text = text.replace(s, REDACTED)
     text = KEY_LIKE.sub(REDACTED, text)
@@ -92,13 +94,17 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
 
 def redact_obj(obj: Any, secrets: Iterable[str] = ()) -> Any:
     """``obj`` (JSON-like: dicts, lists, tuples, strings) with :func:`redact` applied to every string (keys too)."""
-    secrets = list(secrets)
+    secrets = [s for s in secrets if s and len(s) >= 4] + configured_secrets()
+    return _redact_obj(obj, secrets)
+
+
+def _redact_obj(obj: Any, secrets: list[str]) -> Any:
     if isinstance(obj, str):
-        return redact(obj, secrets)
+        return redact(obj, secrets, configured=())
     if isinstance(obj, dict):
-        return {redact_obj(k, secrets): redact_obj(v, secrets) for k, v in obj.items()}
+        return {_redact_obj(k, secrets): _redact_obj(v, secrets) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return type(obj)(redact_obj(v, secrets) for v in obj)
+        return type(obj)(_redact_obj(v, secrets) for v in obj)
     return obj
 
 
