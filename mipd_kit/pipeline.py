@@ -97,6 +97,10 @@ class RunResult:
 
 
 # -- helpers -----------------------------------------------------------------------------------------------------
+#: the error recorded for a stage stopped by Ctrl-C (``mipd run`` then exits 130)
+INTERRUPTED = "interrupted (KeyboardInterrupt)"
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -669,7 +673,7 @@ def run(cfg: RunConfig, out: Optional[str | Path] = None, force: bool = False, u
             try:
                 _execute(nb_in, nb_out, params, nb_dir)
             except KeyboardInterrupt:
-                error = "interrupted (KeyboardInterrupt)"
+                error = INTERRUPTED
             except Exception as e:  # noqa: BLE001 - any notebook failure stops the run with its message
                 error = _error_text(e)
             redact_file(nb_out)  # papermill wrote the injected parameters and outputs as they were
@@ -755,7 +759,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``mipd run``: returns 0 when the run is complete, 1 when a stage failed, 2 on a bad config or run folder."""
+    """``mipd run``: returns 0 when the run is complete, 1 when a stage failed, 2 on a bad config or run folder,
+    130 when Ctrl-C stopped a stage."""
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         cfg = RunConfig.load(args.config, args.sets)
@@ -764,6 +769,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ConfigError, PipelineError) as e:
         print(f"mipd run: error: {redact(str(e))}", file=sys.stderr)
         return 2
+    if res.state == "failed" and res.error == INTERRUPTED:
+        print(f"mipd run: interrupted (Ctrl-C) in stage {res.failed_stage!r}; finished stages are kept and the same "
+              "command resumes", file=sys.stderr)
+        return 130
     if res.state == "failed":
         print(f"mipd run: stage {res.failed_stage!r} failed: {redact(res.error or '')}\n"
               f"  see {res.run_dir / 'run.log'} and "

@@ -496,6 +496,18 @@ def test_full_disk_while_saving_the_run_status_is_one_line_and_logged(leaky_proj
     assert (run / "config.yaml").is_file() and not list(run.glob("*.tmp")) and not list(run.glob(".*.tmp"))
 
 
+def test_ctrl_c_in_a_run_stage_is_one_line_130_and_recorded(leaky_project, monkeypatch, capsys):
+    import mipd_kit.pipeline as pipeline
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(pipeline, "_execute", interrupted)
+    assert _mipd("run", "--config", leaky_project / "cfg.yaml", "--quiet") == 130
+    _one_line_error(capsys, "interrupted (Ctrl-C) in stage 'x'", "resumes")
+    status = json.loads((leaky_project / "reports" / "r1" / "status.json").read_text())
+    assert status["state"] == "failed" and status["stages"]["x"]["error"] == pipeline.INTERRUPTED
+
+
 # ----------------------------------------------------------------------------------------------- synth, features
 def test_full_disk_in_synth_is_one_line_and_leaves_no_half_world(tmp_path, capsys, monkeypatch):
     from PIL import Image
