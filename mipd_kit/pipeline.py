@@ -472,9 +472,23 @@ class _RedactingFormatter(logging.Formatter):
         return redact(super().format(record))
 
 
+class _QuietFileHandler(logging.FileHandler):
+    """``run.log``'s handler: a line that cannot be written (a full disk) is dropped without logging's own
+    traceback on stderr; the write that matters fails on its own (``status.json``) and is reported in one line."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        pass
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError:  # the last flush on a full disk
+            pass
+
+
 def _setup_logging(run_dir: Path, quiet: bool) -> list[logging.Handler]:
     fmt = _RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S")
-    fh = logging.FileHandler(run_dir / "run.log")
+    fh = _QuietFileHandler(run_dir / "run.log")
     fh.setFormatter(fmt)
     handlers: list[logging.Handler] = [fh]
     if not quiet:

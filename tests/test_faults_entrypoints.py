@@ -224,12 +224,13 @@ def test_predict_refuses_bad_options_before_loading(st, tmp_path, capsys):
 
 
 def test_predict_on_cuda_without_a_gpu_is_one_line(st, tmp_path, capsys):
+    """``--device cuda`` on a machine without CUDA (on a GPU machine: a device index it does not have)."""
     import torch
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")
     from deploy_students import write_photo
-    assert _mipd("predict", "--checkpoint", st.cnn, write_photo(tmp_path / "a.jpg"), "--device", "cuda") == 2
-    _one_line_error(capsys, "CUDA is not available")
+    device, needle = (("cuda:99", "CUDA device(s)") if torch.cuda.is_available() else
+                      ("cuda", "CUDA is not available"))
+    assert _mipd("predict", "--checkpoint", st.cnn, write_photo(tmp_path / "a.jpg"), "--device", device) == 2
+    _one_line_error(capsys, needle)
 
 
 def test_export_onnx_checks_first_and_writes_only_a_checked_graph(st, tmp_path, capsys, monkeypatch):
@@ -494,6 +495,19 @@ def test_full_disk_while_saving_the_run_status_is_one_line_and_logged(leaky_proj
     log = (run / "run.log").read_text()
     assert "Traceback" in log and "No space left on device" in log  # the traceback went to run.log
     assert (run / "config.yaml").is_file() and not list(run.glob("*.tmp")) and not list(run.glob(".*.tmp"))
+
+
+def test_full_disk_for_run_log_drops_log_lines_without_tracebacks(leaky_project, monkeypatch, capsys):
+    import mipd_kit.pipeline as pipeline
+
+    def execute(nb_in, nb_out, params, cwd):  # the stage's work, without a kernel
+        Path(params["run_dir"], "x.txt").write_text("done")
+    monkeypatch.setattr(pipeline, "_execute", execute)
+    monkeypatch.setattr(pipeline._QuietFileHandler, "flush", _full_disk)
+    assert _mipd("run", "--config", leaky_project / "cfg.yaml", "--quiet") == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "Logging error" not in err, err
+    assert json.loads((leaky_project / "reports" / "r1" / "status.json").read_text())["state"] == "done"
 
 
 def test_ctrl_c_in_a_run_stage_is_one_line_130_and_recorded(leaky_project, monkeypatch, capsys):
