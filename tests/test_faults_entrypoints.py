@@ -139,6 +139,16 @@ def test_eval_hico_bad_predictions_are_one_line(case, needle, hico_files, tmp_pa
     assert not out.exists()
 
 
+def test_eval_vcoco_predictions_of_no_ground_truth_image_are_refused(tmp_path, capsys):
+    from test_vcoco import official_fixture
+    vsrl, coco = official_fixture(tmp_path)
+    pred, out = tmp_path / "pairs.json", tmp_path / "m.json"
+    pred.write_text(json.dumps({"zz.jpg": []}))
+    assert _mipd("eval-vcoco", "--vsrl", vsrl, "--coco", coco, "--pred", pred, "--out", out) == 2
+    _one_line_error(capsys, "pairs.json", "none of its 1 predicted image(s) is among the 1 image(s)")
+    assert not out.exists()
+
+
 def test_eval_swig_report_is_never_overwritten_silently(swig_files, tmp_path, capsys):  # noqa: F811
     gt, pred, _ = swig_files
     out, report = tmp_path / "m.json", tmp_path / "report.json"
