@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import re
 import threading
-from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 REDACTED = "[REDACTED]"

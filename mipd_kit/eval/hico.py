@@ -65,7 +65,6 @@ are reported. An existing ``--out`` is never replaced silently (:mod:`mipd_kit.e
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import zipfile
