@@ -59,7 +59,13 @@ def test_real_config_validates_against_the_notebooks_and_stage_configs(root: Pat
 def test_real_config_is_the_real_thing(root: Path, name: str) -> None:
     cfg = RunConfig.load(root / "configs" / name)
     t = TeacherConfig.from_dict(cfg.teacher_config())
-    assert t.backend == "open_clip" and t.pretrained and t.device == "cuda"
+    assert t.device == "cuda" and t.vision_config is None  # pretrained weights, not a random config
+    if name == "swig_real.yaml":  # the authors' teacher (BLIP-2) and student backbone (CLIP ViT-L/14-336)
+        assert (t.backend, t.arch, t.model) == ("transformers", "blip2", "Salesforce/blip2-itm-vit-g")
+        b = TeacherConfig.from_dict(cfg.stages["distillation"].params["student_backbone"])
+        assert (b.backend, b.model, b.pretrained) == ("open_clip", "ViT-L-14-336", "openai")
+    else:
+        assert t.backend == "open_clip" and t.pretrained
     assert "data" not in cfg.stages or not cfg.stages["data"].enabled  # a real world folder is never generated
 
 
