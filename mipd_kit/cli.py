@@ -26,7 +26,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "predict": ("mipd_kit.student.predict", "main", "a trained student on image files: verbs, frames, boxes (SWiG format)"),
     "export-onnx": ("mipd_kit.student.export", "main", "export a trained student to ONNX, checked against torch"),
     "clhoi": ("mipd_kit.hoi.train", "main", "train and evaluate CL-HOI"),
-    "run": ("mipd_kit.pipeline", "main", "run the notebook pipeline with papermill"),
+    "check": ("mipd_kit.check", "main", "check every input a run will need (files, weights, GPU, LLM, disk)"),
+    "run": ("mipd_kit.check", "run_main", "check the inputs (mipd check), then run the notebook pipeline"),
     "publish": ("mipd_kit.report", "main", "publish a finished run as the committed report (sampled rationales)"),
 }
 

@@ -695,6 +695,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(e.g. after editing mipd_kit)")
     p.add_argument("--dry-run", action="store_true", help="show which stages would run or be skipped")
     p.add_argument("--quiet", action="store_true", help="no progress messages on stderr")
+    p.add_argument("--no-check", action="store_true", help="skip the check of every input (mipd check) that "
+                   "mipd run does first")
     return p
 
 
