@@ -496,6 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="YAML run config, e.g. configs/swig_real.yaml")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, as for mipd run")
+    p.add_argument("--root", default=None, metavar="DIR", help="base of the config's relative paths, as for mipd run")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the LLM endpoint")
     return p
 
@@ -504,7 +505,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """``mipd check``: 0 when every item is ok, 2 on any problem."""
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
-        cfg = RunConfig.load(args.config, args.sets)
+        cfg = RunConfig.load(args.config, args.sets + ([f"root={args.root}"] if args.root else []))
     except ConfigError as e:
         print(Item("config", False, str(e), "fix the config or the --set value it names").line())
         return 2
@@ -520,10 +521,11 @@ def run_main(argv: Optional[Sequence[str]] = None) -> int:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config")
     pre.add_argument("--set", dest="sets", action="append", default=[])
+    pre.add_argument("--root", default=None)
     known, _ = pre.parse_known_args(args)
     if known.config:
         try:
-            cfg = RunConfig.load(known.config, known.sets)
+            cfg = RunConfig.load(known.config, known.sets + ([f"root={known.root}"] if known.root else []))
         except ConfigError:
             return pipeline_main(args)  # the runner reports a bad config in its own words
         items = run_checks(cfg)

@@ -35,7 +35,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 def usage() -> str:
     lines = ["usage: mipd <command> [args...]", "", "commands:"]
     lines += [f"  {name:<14} {help_}" for name, (_, _, help_) in COMMANDS.items()]
-    lines += ["", "mipd <command> --help shows the options of a command."]
+    lines += ["", "mipd <command> --help shows the options of a command; mipd --version the version."]
     return "\n".join(lines)
 
 
@@ -44,6 +44,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
         print(usage())
+        return 0
+    if args[0] in ("--version", "-V"):
+        from . import __version__
+        print(f"mipd_kit {__version__}")
         return 0
     name, rest = args[0], args[1:]
     if name not in COMMANDS:
