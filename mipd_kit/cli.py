@@ -13,7 +13,8 @@ from typing import Optional, Sequence
 #: subcommand -> (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "synth": ("mipd_kit.data.synthsitu.generate", "main", "generate the SynthSitu world (GSR + HOI + pretraining corpus)"),
-    "data": ("mipd_kit.data.download", "main", "download real datasets: mipd data download swig|hico|vcoco --to DIR"),
+    "data": ("mipd_kit.data.prepare", "main", "real datasets: mipd data prepare swig|hico|vcoco --root DIR "
+             "(pinned, verified, world laid out); mipd data download ... --to DIR"),
     "split": ("mipd_kit.data.splits", "main", "build an open-vocabulary split file (counts / Zellers-Choi / lists)"),
     "eval-swig": ("mipd_kit.eval.swig", "main", "SWiG / Ov-GSR metrics for a predictions file"),
     "eval-hico": ("mipd_kit.eval.hico", "main", "HICO-DET mAP by the official protocol"),
