@@ -139,7 +139,8 @@ def test_swig_world_is_laid_out_resumed_and_checked(tmp_path: Path, server: File
     from mipd_kit import check
     capsys.readouterr()
     check.main(["--config", str(root / "configs" / "swig_real.yaml"), "--set", f"world_dir={world}",
-                "--set", f"cache_dir={tmp_path / 'cache'}", "--set", "stages.rationales.params.base_url=http://127.0.0.1:9/v1"])
+                "--set", f"cache_dir={tmp_path / 'cache'}",
+                "--set", "stages.rationales.params.base_url=http://127.0.0.1:9/v1"])
     out = {line.split()[1]: line for line in capsys.readouterr().out.splitlines()[:-1]}
     assert out["world"].startswith("ok ") and out["split"].startswith("ok ") and out["checksum"].startswith("ok ")
 
@@ -210,8 +211,9 @@ def test_prompts_from_the_official_list_match_the_hicodet_phrases() -> None:
 def test_the_pinned_table_is_honest() -> None:
     """Every GitHub file names a commit; every file but the unpublished archives has a checksum; the sha256 values
     equal the project's reference copies where those exist."""
-    copies = {"zellers-choi/attributes_split.csv": "rowanz__verb-attributes/data/VerbsWithAttributes/attributes_split.csv",
-              "zellers-choi/imsitu_verbs.txt": "rowanz__verb-attributes/data/VerbsWithAttributes/imsitu_verbs.txt",
+    zc = "rowanz__verb-attributes/data/VerbsWithAttributes"
+    copies = {"zellers-choi/attributes_split.csv": f"{zc}/attributes_split.csv",
+              "zellers-choi/imsitu_verbs.txt": f"{zc}/imsitu_verbs.txt",
               "instances_test2015.json": "fredzzhang__hicodet/instances_test2015.json",
               "instances_vcoco_test.json": "fredzzhang__vcoco/instances_vcoco_test.json",
               "instances_vcoco_trainval.json": "fredzzhang__vcoco/instances_vcoco_trainval.json"}

@@ -4,31 +4,16 @@ are valid ``TeacherConfig``s, and the runner can plan them (a dry run)."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
 
 from mipd_kit import pipeline
+from mipd_kit.check import stage_configs  # each stage's Config built as the runner would (its checks run)
 from mipd_kit.config import RunConfig
-from mipd_kit.stages import stage_module
 from mipd_kit.teachers import TeacherConfig
 
 REAL = ("swig_real.yaml", "hico_real.yaml", "real_smoke.yaml")
-
-
-def stage_configs(cfg: RunConfig, run_dir: Path) -> dict:
-    """Each enabled stage's ``Config`` built from the parameters the runner would pass (run seed, folders and the
-    teacher block included), so that their own checks (``__post_init__``) run."""
-    out = {}
-    for name, st in cfg.stages.items():
-        if not st.enabled:
-            continue
-        mod = stage_module(name)
-        fields = {f.name for f in dataclasses.fields(mod.Config)}
-        params = cfg.stage_params(name, run_dir, teacher="teacher_config" in fields)
-        out[name] = mod.Config(**{k: v for k, v in params.items() if k in fields})
-    return out
 
 
 @pytest.mark.parametrize("name", REAL)
