@@ -1,6 +1,8 @@
 """``mipd eval-hico --pred-format``: the same detections written in the toolkit's format, QPIC's evaluator records,
-GEN-VLKT's (JSON, pickle with numpy scalars, its ``--json_file`` string dump) and HOICLIP's get the same mAP, against
-the ground truth in both the HICO-DET instance form and QPIC's form (100 real test images)."""
+GEN-VLKT's (JSON, pickle with numpy scalars, its ``--json_file`` string dump), HOICLIP's, and the raw post-processor
+outputs of GEN-VLKT / HOICLIP and QPIC (score matrices, pickled) get the same mAP, against the ground truth in both
+the HICO-DET instance form and QPIC's form (100 real test images). Each image has 100 detections, so the
+evaluators' top-100 selection of the raw form keeps exactly them (every query's other HOIs score -1)."""
 
 from __future__ import annotations
 
@@ -29,14 +31,16 @@ def case(tmp_path_factory) -> dict:
     to_coco = {h: int(k) - 1 for k, h in json.loads(shared_file("fredzzhang__hicodet/coco80tohico80.json")
                                                     .read_text()).items()}
     rng = random.Random(0)
-    own, qpic, gen = {}, [], []
+    own, qpic, gen, raw_gen, raw_qpic = {}, [], [], [], []
     for im in images:
         dets = []
         for bh, bo, hoi in zip(im.boxes_h, im.boxes_o, im.hoi):
             if rng.random() < 0.8:  # most ground-truth pairs found, boxes jittered
                 j = lambda b: [v + rng.uniform(-6, 6) for v in b]  # noqa: E731
                 dets.append({"hoi": hoi, "box_h": j(bh), "box_o": j(bo), "score": rng.random()})
-        for _ in range(3):  # false positives of random HOIs
+        dets = dets[:100]
+        for _ in range(100 - len(dets)):  # false positives of random HOIs, 100 detections per image (the evaluators'
+            # top 100: the raw outputs below then keep exactly these)
             x, y = rng.uniform(0, 300), rng.uniform(0, 300)
             dets.append({"hoi": rng.randrange(600), "box_h": [x, y, x + 50, y + 80],
                          "box_o": [y, x, y + 40, x + 30], "score": rng.random()})
@@ -50,8 +54,23 @@ def case(tmp_path_factory) -> dict:
         gen.append({"filename": im.filename, "predictions": [{"bbox": b["bbox"]} for b in boxes], "hoi_prediction": [
             {"subject_id": i, "object_id": n + i, "category_id": d["hoi"], "score": d["score"]}
             for i, d in enumerate(dets)]})
+        # raw post-processor outputs, one query per detection: its score at its HOI (verb), -1 elsewhere
+        hs, vs, os_ = np.full((n, 600), -1.0), np.full((n, 117), -1.0), np.zeros((n, 80))
+        for q, d in enumerate(dets):  # GEN-VLKT's score: hoi score + (object score of the HOI's object)^2
+            hs[q, d["hoi"]] = d["score"] - 0.25
+            os_[q, to_coco[vocab.correspondence[d["hoi"]][1]]] = 0.5
+            vs[q, vocab.correspondence[d["hoi"]][2]] = d["score"]
+        ids = np.arange(2 * n)
+        labels, xyxy = np.array([b["category_id"] for b in boxes]), np.array([b["bbox"] for b in boxes])
+        raw_gen.append({"labels": labels, "boxes": xyxy, "hoi_scores": hs, "obj_scores": os_, "sub_ids": ids[:n],
+                        "obj_ids": ids[n:]})
+        raw_qpic.append({"labels": labels, "boxes": xyxy, "verb_scores": vs, "sub_ids": ids[:n], "obj_ids": ids[n:]})
     files = {"own": tmp / "own.json", "qpic": tmp / "qpic.json", "gen-vlkt": tmp / "gen.pkl",
-             "hoiclip": tmp / "hoiclip.json", "gen-vlkt-dump": tmp / "results.json"}
+             "hoiclip": tmp / "hoiclip.json", "gen-vlkt-dump": tmp / "results.json",
+             "gen-vlkt-raw": tmp / "preds.pkl", "qpic-raw": tmp / "qpic_preds.pkl"}
+    for key, recs in (("gen-vlkt-raw", raw_gen), ("qpic-raw", raw_qpic)):
+        with open(files[key], "wb") as f:
+            pickle.dump(recs, f)
     files["own"].write_text(json.dumps(own))
     files["qpic"].write_text(json.dumps(qpic))
     as_numpy = [{"filename": r["filename"],
@@ -82,7 +101,7 @@ def test_same_detections_same_map_in_every_format(case: dict, gt: str, capsys) -
     ref = score(case, "own", "own", gt, f"own-{gt}", capsys)
     assert ref[("full", "default")] > 0
     for fmt, key in (("qpic", "qpic"), ("gen-vlkt", "gen-vlkt"), ("gen-vlkt", "gen-vlkt-dump"),
-                     ("hoiclip", "hoiclip")):
+                     ("hoiclip", "hoiclip"), ("hoiclip", "gen-vlkt-raw"), ("qpic", "qpic-raw")):
         got = score(case, fmt, key, gt, f"{key}-{gt}", capsys)
         assert got.keys() == ref.keys()
         for k in ref:  # float32 boxes of the pickle: IoU decisions equal here, values to a stated tolerance

@@ -13,6 +13,14 @@
   ``{"filename", "predictions": [{"bbox"}], "hoi_prediction": [{"subject_id", "object_id", "category_id": hoi,
   "score"}]}`` with ``hoi`` the 0-based index of the 600 HOIs (their ``hico_text_label`` order, HICO-DET's).
 
+The **raw post-processor outputs** these evaluators start from are read too (a list of per-image dicts, e.g.
+``pickle.dump(preds, f)`` in their ``engine.evaluate_hoi``): GEN-VLKT / HOICLIP ``{"boxes": (2Q, 4), "hoi_scores":
+(Q, 600), "obj_scores": (Q, 80), "sub_ids", "obj_ids"}``, scored as their evaluator does (``hoi_scores`` plus the
+squared object score of each HOI's object, the 100 best of the Q x 600 pairs); QPIC ``{"labels", "boxes",
+"verb_scores": (Q, 117), "sub_ids", "obj_ids"}`` (verb scores times the HICO-DET (verb, object) validity, the 100 best).
+The evaluators' optional triplet NMS (GEN-VLKT's ``--use_nms_filter``) is not applied: for parity with a run that used
+it, dump the evaluator's records after it instead.
+
 A file holds a list of such records (or ``{"preds": [...]}``, as the evaluators' ``--json_file`` dump writes it, a
 Python ``str()`` of the dict that is read here without executing anything), as JSON or as a pickle (``.pkl``,
 ``.pickle``: e.g. ``pickle.dump(evaluator.preds, f)``; numpy scalars and arrays are accepted). **A pickle can run code
@@ -88,6 +96,43 @@ def _name(rec: dict, i: int, images: Sequence[HOIImage], src: str) -> str:
     return images[i].filename
 
 
+#: detections an evaluator keeps per image (QPIC's and GEN-VLKT's ``max_hois``)
+MAX_HOIS = 100
+
+
+def _top(scores: Any, k: int = MAX_HOIS) -> Any:
+    """Indices of the ``k`` largest scores, best first (stable among equal scores)."""
+    import numpy as np
+    return np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")[:k]
+
+
+def _from_raw(rec: dict, fmt: str, vocab: HOIVocab, to_coco: dict[int, int]) -> dict:
+    """A raw post-processor record -> an evaluator record (``predictions`` + ``hoi_prediction``), scored and
+    truncated as the evaluator does."""
+    import numpy as np
+    boxes = [{"bbox": b, "category_id": c} for b, c in zip(rec["boxes"], rec.get("labels") or [0] * len(rec["boxes"]))]
+    sub, obj = np.asarray(rec["sub_ids"], dtype=np.int64), np.asarray(rec["obj_ids"], dtype=np.int64)
+    if fmt == "qpic":
+        vs = np.asarray(rec["verb_scores"], dtype=np.float64)  # (Q, V)
+        valid = np.zeros((len(vocab.verbs), 80), dtype=bool)  # HICO-DET's correct_mat: (verb, COCO-80 object)
+        for _, o, v in vocab.correspondence:
+            if o in to_coco:
+                valid[v, to_coco[o]] = True
+        labels = np.asarray([int(boxes[i]["category_id"]) for i in obj], dtype=np.int64)
+        scores = vs * valid[:, labels].T  # (Q, V)
+    else:
+        hs = np.asarray(rec["hoi_scores"], dtype=np.float64)  # (Q, H)
+        os_ = np.asarray(rec["obj_scores"], dtype=np.float64)  # (Q, 80)
+        hoi_obj = np.asarray([to_coco.get(o, 0) for _, o, _ in sorted(vocab.correspondence)], dtype=np.int64)
+        scores = hs + (os_ * os_)[:, hoi_obj]
+    flat = scores.ravel()
+    cat = flat.size // max(len(sub), 1)
+    keep = _top(flat)
+    hois = [{"subject_id": int(sub[i // cat]), "object_id": int(obj[i // cat]), "category_id": int(i % cat),
+             "score": float(flat[i])} for i in keep]
+    return {**{k: rec[k] for k in ("filename", "file_name") if k in rec}, "predictions": boxes, "hoi_prediction": hois}
+
+
 def convert(data: Any, fmt: str, images: Sequence[HOIImage], vocab: HOIVocab, src: str = "predictions") -> dict:
     """Records of ``fmt`` -> the toolkit's predictions dict ``{filename: [{hoi, box_h, box_o, score}]}``.
 
@@ -106,10 +151,13 @@ def convert(data: Any, fmt: str, images: Sequence[HOIImage], vocab: HOIVocab, sr
     lookup = hoi_lookup(vocab)
     coco = {k - 1: h for k, h in coco_to_hico_objects(vocab, "coco80").items()}  # 0-based COCO-80 -> HICO object
     out: dict[str, list[dict]] = {}
+    to_coco = {h: k for k, h in coco.items()}  # HICO object -> 0-based COCO-80
     for i, rec in enumerate(recs):
         name = _name(rec, i, images, src)
         where = f"{src}: record {i} ({name})"
         try:
+            if "hoi_scores" in rec or "verb_scores" in rec:  # a raw post-processor output
+                rec = _from_raw(rec, fmt, vocab, to_coco)
             boxes = rec["predictions"]
             dets = []
             for j, h in enumerate(rec["hoi_prediction"]):
