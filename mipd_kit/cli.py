@@ -31,7 +31,8 @@ USER_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, ArithmeticE
 #: subcommand -> (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "synth": ("mipd_kit.data.synthsitu.generate", "main", "generate the SynthSitu world (GSR + HOI + pretraining corpus)"),
-    "data": ("mipd_kit.data.download", "main", "download real datasets: mipd data download swig|hico|vcoco --to DIR"),
+    "data": ("mipd_kit.data.prepare", "main", "real datasets: mipd data prepare swig|hico|vcoco --root DIR "
+             "(pinned, verified, world laid out); mipd data download ... --to DIR"),
     "split": ("mipd_kit.data.splits", "main", "build an open-vocabulary split file (counts / Zellers-Choi / lists)"),
     "eval-swig": ("mipd_kit.eval.swig", "main", "SWiG / Ov-GSR metrics for a predictions file"),
     "eval-hico": ("mipd_kit.eval.hico", "main", "HICO-DET mAP by the official protocol"),
@@ -44,7 +45,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "predict": ("mipd_kit.student.predict", "main", "a trained student on image files: verbs, frames, boxes (SWiG format)"),
     "export-onnx": ("mipd_kit.student.export", "main", "export a trained student to ONNX, checked against torch"),
     "clhoi": ("mipd_kit.hoi.train", "main", "train and evaluate CL-HOI"),
-    "run": ("mipd_kit.pipeline", "main", "run the notebook pipeline with papermill"),
+    "check": ("mipd_kit.check", "main", "check every input a run will need (files, weights, GPU, LLM, disk)"),
+    "run": ("mipd_kit.check", "run_main", "check the inputs (mipd check), then run the notebook pipeline"),
     "publish": ("mipd_kit.report", "main", "publish a finished run as the committed report (sampled rationales)"),
 }
 
@@ -52,8 +54,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 def usage() -> str:
     lines = ["usage: mipd <command> [args...]", "", "commands:"]
     lines += [f"  {name:<14} {help_}" for name, (_, _, help_) in COMMANDS.items()]
-    lines += ["", "mipd <command> --help shows the options of a command; --debug (or MIPD_DEBUG=1) shows the traceback "
-              "of an error."]
+    lines += ["", "mipd <command> --help shows the options of a command; mipd --version the version; --debug (or "
+              "MIPD_DEBUG=1) shows the traceback of an error."]
     return "\n".join(lines)
 
 
@@ -64,6 +66,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = [a for a in args if a != "--debug"]
     if not args or args[0] in ("-h", "--help", "help"):
         print(usage())
+        return 0
+    if args[0] in ("--version", "-V"):
+        from . import __version__
+        print(f"mipd_kit {__version__}")
         return 0
     name, rest = args[0], args[1:]
     if name not in COMMANDS:

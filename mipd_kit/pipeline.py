@@ -769,6 +769,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(e.g. after editing mipd_kit)")
     p.add_argument("--dry-run", action="store_true", help="show which stages would run or be skipped")
     p.add_argument("--quiet", action="store_true", help="no progress messages on stderr")
+    p.add_argument("--root", default=None, metavar="DIR", help="base of the config's relative paths (default: the "
+                   "config's folder, or its parent when that folder is named configs/); the same as --set root=DIR")
+    p.add_argument("--no-check", action="store_true", help="skip the check of every input (mipd check) that "
+                   "mipd run does first")
     return p
 
 
@@ -777,7 +781,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     130 when Ctrl-C stopped a stage."""
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
-        cfg = RunConfig.load(args.config, args.sets)
+        cfg = RunConfig.load(args.config, args.sets + ([f"root={args.root}"] if args.root else []))
         res = run(cfg, out=args.out, force=args.force, until=args.until, dry_run=args.dry_run, quiet=args.quiet,
                   rerun=args.rerun)
     except (ConfigError, PipelineError) as e:

@@ -591,6 +591,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--gt", required=True, help="ground truth: HICO-DET instance format or QPIC format")
     ap.add_argument("--pred", required=True,
                     help="predictions JSON {filename: [{hoi, box_h, box_o, score}]}, or .npz (save_predictions_npz)")
+    ap.add_argument("--pred-format", default="own", choices=["own", "qpic", "gen-vlkt", "hoiclip"],
+                    help="own: the toolkit's JSON (or .npz); qpic / gen-vlkt / hoiclip: the per-image records of "
+                         "those detectors' evaluators, as JSON or pickle (mipd_kit.eval.hoi_formats)")
     ap.add_argument("--vocab", default=None, help="vocabulary (instance-format file) for QPIC-format ground truth")
     ap.add_argument("--setting", default="both", choices=["default", "known_object", "both"],
                     help="Default and/or Known-object setting (default: both)")
@@ -611,8 +614,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         unseen = name = None
         if args.zero_shot:
             name, unseen = resolve_zero_shot(args.zero_shot, args.splits or default_split_files(args.gt))
-        preds = (load_predictions_npz(args.pred, images, vocab) if str(args.pred).endswith(".npz")
-                 else load_predictions(args.pred))
+        if args.pred_format != "own":
+            from mipd_kit.eval.hoi_formats import load_predictions_as
+            preds = load_predictions_as(args.pred, args.pred_format, images, vocab)
+        else:
+            preds = (load_predictions_npz(args.pred, images, vocab) if str(args.pred).endswith(".npz")
+                     else load_predictions(args.pred))
         if isinstance(preds, PredictionArrays):
             if len(images) and preds.warnings.get("gt_image_without_predictions") == len(images):
                 check_matched(args.pred, (), args.gt, (im.filename for im in images))
