@@ -47,6 +47,7 @@ import yaml
 from .config import COMMON_PARAMS, TEACHER_PARAM, ConfigError, RunConfig, file_hash, fingerprint
 from .fileio import dumps as strict_dumps
 from .machine import machine_facts
+from .progress import ConsoleFormatter, is_progress_line, stage_clock
 
 LOG = logging.getLogger("mipd_kit.pipeline")
 
@@ -427,8 +428,8 @@ def _setup_logging(run_dir: Path, quiet: bool) -> list[logging.Handler]:
     handlers: list[logging.Handler] = [fh]
     if not quiet:
         sh = logging.StreamHandler(sys.stderr)
-        sh.setFormatter(logging.Formatter("[mipd run] %(message)s"))
-        sh.addFilter(lambda r: r.name.startswith("mipd_kit"))
+        sh.setFormatter(ConsoleFormatter("[mipd run] %(message)s"))  # the notebooks' progress lines too
+        sh.addFilter(lambda r: r.name.startswith("mipd_kit") or is_progress_line(r.getMessage()))
         handlers.append(sh)
     for name in ("mipd_kit", "papermill"):
         lg = logging.getLogger(name)
@@ -490,6 +491,7 @@ def _execute(nb_in: Path, nb_out: Path, params: dict[str, Any], cwd: Path) -> No
     import papermill as pm
     from traitlets.config import Config
 
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # the kernel's model loads: bars stuck at 0% in run.log
     runtime = nb_out.parent / ".jupyter-runtime"
     if runtime.is_dir():
         for f in runtime.glob("kernel-*.json"):
@@ -498,7 +500,9 @@ def _execute(nb_in: Path, nb_out: Path, params: dict[str, Any], cwd: Path) -> No
     conn = runtime / f"kernel-{uuid.uuid4().hex[:12]}.json"
     pm.execute_notebook(str(nb_in), str(nb_out), parameters=params, kernel_name="python3", cwd=str(cwd),
                         progress_bar=False, log_output=True, request_save_on_cell_execute=True,
-                        config=Config({"KernelManager": {"connection_file": str(conn)}}))
+                        config=Config({"KernelManager": {"connection_file": str(conn)}}),
+                        # the kernel's own start-up warnings (TCP on loopback) are not the notebook's output
+                        extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
 
 
 def _error_text(e: BaseException) -> str:
@@ -606,6 +610,7 @@ def run(cfg: RunConfig, out: Optional[str | Path] = None, force: bool = False, u
             ran.add(name)
             nb_in, nb_out = nb_dir / st.notebook, run_dir / "notebooks" / st.notebook
             params = cfg.stage_params(name, run_dir, teacher=uses_teacher(cfg, name))
+            expected_s = rec.get("seconds") if rec.get("state") == "done" else None  # the ETA of the stage clock
             rec.clear()
             rec.update({"state": "running", "fingerprint": fps[name], "notebook": st.notebook,
                         "output": str(nb_out.relative_to(run_dir)), "params": params, "started": _now(),
@@ -615,7 +620,8 @@ def run(cfg: RunConfig, out: Optional[str | Path] = None, force: bool = False, u
             ts = time.perf_counter()
             error: Optional[str] = None
             try:
-                _execute(nb_in, nb_out, params, nb_dir)
+                with stage_clock(f"stage {name}", expected_s, LOG):  # a progress line every STAGE_CLOCK_S
+                    _execute(nb_in, nb_out, params, nb_dir)
             except KeyboardInterrupt:
                 error = "interrupted (KeyboardInterrupt)"
             except Exception as e:  # noqa: BLE001 - any notebook failure stops the run with its message
