@@ -90,3 +90,26 @@ def test_inspector_notebook_on_the_smoke_run(root: Path, smoke_run: dict, tmp_pa
     assert "DEMO data" not in outputs and "cases; primary error per split" in outputs
     assert "HOI cases; top-1 outcome per tag" in outputs  # the smoke run's 07_cl_hoi wrote hoi-clhoi-seed0.json
     assert "pass the initial filter" in outputs  # the rationale browser over the run's rationales.jsonl
+
+
+#: executed notebooks of the smoke run that draw figures: each must hold at least one inline image output (a figure
+#: shown, not only saved to figures/)
+PLOTTING_NOTEBOOKS: tuple[str, ...] = ("00_data.ipynb", "01_teacher_features.ipynb", "02_rationales.ipynb",
+                                       "03_judge.ipynb", "04_alignment.ipynb", "05_distillation.ipynb",
+                                       "06_analysis.ipynb", "07_cl_hoi.ipynb")
+
+
+def inline_images(path: Path) -> int:
+    """How many ``image/png`` outputs an executed notebook holds."""
+    import nbformat
+
+    return sum("image/png" in o.get("data", {}) for c in nbformat.read(path, as_version=4).cells
+               if c.cell_type == "code" for o in c.get("outputs", []))
+
+
+def test_smoke_notebooks_show_their_figures_inline(smoke_run: dict) -> None:
+    if smoke_run["proc"].returncode != 0:
+        pytest.fail(f"the smoke run failed: {smoke_run['status'].get('error')}")
+    counts = {nb: inline_images(smoke_run["run_dir"] / "notebooks" / nb) for nb in PLOTTING_NOTEBOOKS}
+    assert all(n >= 1 for n in counts.values()), f"image/png outputs per executed notebook: {counts}"
+    assert sum(counts.values()) >= 2 * len(counts), counts
