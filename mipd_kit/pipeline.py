@@ -505,6 +505,57 @@ def _execute(nb_in: Path, nb_out: Path, params: dict[str, Any], cwd: Path) -> No
                         extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
 
 
+def expected_seconds(name: str, rec: dict[str, Any], cfg: RunConfig) -> Optional[float]:
+    """How long stage ``name`` is expected to take (the stage clock's ETA): its last finished execution in this run
+    folder (``rec``), else in ``reports_dir/latest`` when that run has the same config hash; None when unknown."""
+    if rec.get("state") == "done" and isinstance(rec.get("seconds"), (int, float)):
+        return float(rec["seconds"])
+    try:
+        latest = read_status(cfg.path("reports_dir") / "latest")
+    except Exception:  # noqa: BLE001 - no or unreadable latest run: no estimate
+        return None
+    last = (latest.get("stages") or {}).get(name) or {}
+    if latest.get("config_hash") == cfg.config_hash() and last.get("state") == "done":
+        return float(last.get("seconds") or 0.0) or None
+    return None
+
+
+#: executed on the outputs of every complete run into ``notebooks/`` (widget state saved), after the stages.
+INSPECTOR_NOTEBOOK = "08_inspector.ipynb"
+
+
+def publish_inspector(cfg: RunConfig, run_dir: Path) -> Optional[Path]:
+    """Execute the inspector notebook on the run's own predictions (``mipd``, else the first GSR model of
+    ``predictions/``, vs ``baseline`` or another model) into ``run_dir/notebooks``; returns the executed notebook,
+    or None when the run has no GSR predictions or the notebook is absent. Not a stage: nothing reads it, so a
+    failure is logged and the run stays complete."""
+    from .viz.cases import prediction_models
+
+    nb_in = cfg.path("notebooks_dir") / INSPECTOR_NOTEBOOK
+    models = prediction_models(run_dir)
+    seed = cfg.seed if any(cfg.seed in s for s in models.values()) else min((s[0] for s in models.values()),
+                                                                           default=cfg.seed)
+    models = {m: s for m, s in models.items() if seed in s}
+    if not nb_in.is_file() or not models:
+        LOG.info("inspector notebook not published: %s", "no GSR predictions in this run" if nb_in.is_file()
+                 else f"{nb_in} is absent")
+        return None
+    model = "mipd" if "mipd" in models else next(iter(models))
+    model_b = "baseline" if "baseline" in models and model != "baseline" else next(
+        (m for m in models if m != model), model)
+    params = {"run_dir": str(run_dir), "world_dir": str(cfg.path("world_dir")), "cache_dir": str(cfg.path("cache_dir")),
+              "seed": seed, "model": model, "model_b": model_b, "demo": False}
+    nb_out = run_dir / "notebooks" / INSPECTOR_NOTEBOOK
+    LOG.info("publishing %s (%s vs %s, seed %d)", INSPECTOR_NOTEBOOK, model, model_b, seed)
+    try:
+        _execute(nb_in, nb_out, params, cfg.path("notebooks_dir"))
+    except Exception as e:  # noqa: BLE001 - the run's results stand without it
+        LOG.error("the inspector notebook failed (the run stays complete): %s (executed notebook: %s)",
+                  _error_text(e), nb_out)
+        return None
+    return nb_out
+
+
 def _error_text(e: BaseException) -> str:
     ename = getattr(e, "ename", None)
     if ename:  # papermill.PapermillExecutionError
@@ -610,7 +661,7 @@ def run(cfg: RunConfig, out: Optional[str | Path] = None, force: bool = False, u
             ran.add(name)
             nb_in, nb_out = nb_dir / st.notebook, run_dir / "notebooks" / st.notebook
             params = cfg.stage_params(name, run_dir, teacher=uses_teacher(cfg, name))
-            expected_s = rec.get("seconds") if rec.get("state") == "done" else None  # the ETA of the stage clock
+            expected_s = expected_seconds(name, rec, cfg)  # the ETA of the stage clock
             rec.clear()
             rec.update({"state": "running", "fingerprint": fps[name], "notebook": st.notebook,
                         "output": str(nb_out.relative_to(run_dir)), "params": params, "started": _now(),
@@ -658,6 +709,8 @@ def run(cfg: RunConfig, out: Optional[str | Path] = None, force: bool = False, u
         _copy_split(cfg, run_dir)
         _write_results(run_dir, status)
         if complete:
+            if ran or not (run_dir / "notebooks" / INSPECTOR_NOTEBOOK).is_file():
+                publish_inspector(cfg, run_dir)
             _update_latest(run_dir, cfg.path("reports_dir"))
         result.state = status["state"]
         result.seconds = time.perf_counter() - t0
