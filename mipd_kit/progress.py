@@ -62,12 +62,15 @@ class ProgressBar(tqdm):
         heartbeat: seconds between redraws that no step triggers (0: none), for steps that each take long (the
             jobs of ``fork_map``): elapsed time keeps moving.
         clock: the steps are seconds, advanced by the heartbeat (:func:`stage_clock`).
+        lines: line mode (one whole line per redraw): ``set_postfix`` does not redraw, and closing does not repeat
+            a line already written.
     """
 
     monitor_interval = 0  # no tqdm monitor thread: a process that forks workers (fork_map) must stay quiet
 
     def __init__(self, *args: Any, steps_per_epoch: int = 0, counters: Optional[Callable[[], Mapping[str, float]]] = None,
-                 heartbeat: float = 0.0, clock: bool = False, **kw: Any):
+                 heartbeat: float = 0.0, clock: bool = False, lines: bool = False, **kw: Any):
+        self.lines = lines
         self.steps_per_epoch = steps_per_epoch
         self.clock = clock
         self.counters = counters
@@ -83,8 +86,14 @@ class ProgressBar(tqdm):
                 self.n = min(elapsed, 0.99 * self.total) if self.total else elapsed
             self.refresh()
 
+    def set_postfix(self, ordered_dict: Any = None, refresh: bool = True, **kwargs: Any) -> None:
+        """As tqdm's, but in line mode the postfix waits for the next timed redraw (a line per step otherwise)."""
+        super().set_postfix(ordered_dict, refresh=refresh and not self.lines, **kwargs)
+
     def close(self) -> None:
         self._stop.set()
+        if self.lines and not self.disable and self.last_print_n == self.n:
+            self.leave = False  # the last line already says where it ended
         super().close()
 
     @property
@@ -130,7 +139,7 @@ def progress(iterable: Optional[Iterable[Any]] = None, *, total: Optional[float]
     return ProgressBar(iterable, total=total, desc=desc, unit=unit, disable=disable,
                        file=stream if tty else LineStream(stream), mininterval=interval, miniters=1,
                        bar_format=fmt, dynamic_ncols=tty, steps_per_epoch=steps_per_epoch,
-                       counters=counters, heartbeat=heartbeat, **kw)
+                       counters=counters, heartbeat=heartbeat, lines=not tty, **kw)
 
 
 def is_progress_line(text: str) -> bool:
@@ -181,6 +190,7 @@ def stage_clock(desc: str, expected_s: Optional[float], logger: logging.Logger,
     ``stage distillation: 40/62 s (65%) elapsed 00:40 eta 00:22``."""
     bar = ProgressBar(total=round(expected_s, 1) if expected_s else None, desc=desc, unit="s",
                       file=LogStream(logger), mininterval=0, miniters=1, heartbeat=every, clock=True, leave=False,
+                      lines=True,
                       bar_format="{desc}: {n:.0f}/{total:.0f} {unit} ({percentage:.0f}%) elapsed {elapsed} eta {remaining}"
                       if expected_s else "{desc}: {n:.0f} {unit} elapsed {elapsed}",
                       disable=os.environ.get("MIPD_PROGRESS", "1") == "0", delay=every)

@@ -69,3 +69,18 @@ def test_stage_clock_logs_elapsed_and_eta(caplog) -> None:
     timed = [m for m in lines if m.startswith("stage data: ")]
     assert len(timed) >= 2 and all("/60 s (" in m and " eta " in m and is_progress_line(m) for m in timed), lines
     assert any(m.startswith("stage teacher: ") and "elapsed" in m and is_progress_line(m) for m in lines), lines
+
+
+def test_postfix_does_not_add_lines_and_close_does_not_repeat() -> None:
+    out = io.StringIO()
+    bar = progress(total=50, desc="teacher pretraining", unit="step", stream=out)  # 5 s between lines
+    for i in range(50):
+        bar.update(1)
+        bar.set_postfix(loss=f"{1.0 / (i + 1):.3f}")
+    bar.close()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and "0/50" in lines[0] and "50/50 step (100%)" in lines[1] and "loss=0.020" in lines[1]
+    out = io.StringIO()
+    with progress(total=2, desc="x", stream=out, min_interval=0) as bar:
+        bar.update(2)
+    assert out.getvalue().count("2/2") == 1
