@@ -41,7 +41,8 @@ def test_models_come_from_the_prediction_files(demo, tmp_path: Path) -> None:
     world, run = demo
     assert prediction_models(run) == {"baseline": [0], "mipd": [0]}
     (tmp_path / "predictions").mkdir()
-    for name in ("mipd-oracle-seed1.json", "mipd-oracle-seed0.json", "hoi-clhoi-seed0.json", "notes.json"):
+    for name in ("mipd-oracle-seed1.json", "mipd-oracle-seed0.json", "hoi-clhoi-seed0.json", "vcoco-icn-seed0.json",
+                 "notes.json"):
         (tmp_path / "predictions" / name).write_text("{}")
     assert prediction_models(tmp_path) == {"mipd-oracle": [0, 1]}
 

@@ -166,6 +166,7 @@ def test_compare_and_confusion_widgets_on_the_smoke_run(smoke_run: dict, tmp_pat
     run, world = smoke_run["run_dir"], smoke_run["base"] / "world"
     models = prediction_models(run)
     assert {"mipd", "baseline"} <= set(models) and all(s == [0] for s in models.values()), models
+    assert not any(m.startswith(("hoi-", "vcoco-")) for m in models), models
     ins = open_compare(run, world, "mipd", "baseline", split="unseen")
     unseen = ins.visible_cases()
     assert unseen and all("unseen" in p.split_tags for p in unseen)

@@ -354,16 +354,21 @@ def summarize(cases: Iterable[Case]) -> dict[str, dict[str, int]]:
 CONTRASTS: tuple[str, ...] = ("all", "a_right_b_wrong", "a_wrong_b_right", "both_wrong", "both_right")
 
 
+#: prediction files of the HOI stage (HICO-DET and V-COCO formats) in ``predictions/``.
+HOI_PREDICTION_PREFIXES: tuple[str, ...] = ("hoi-", "vcoco-")
+
+
 def prediction_models(run_dir: str | Path) -> dict[str, list[int]]:
     """The GSR models of a run and their seeds, read from the file names ``predictions/<model>-seed<k>.json``
-    (HOI files ``hoi-*`` excluded): what the comparison inspector offers, whatever rows the run has."""
+    (HOI files, :data:`HOI_PREDICTION_PREFIXES`, excluded): what the comparison inspector offers, whatever rows the
+    run has."""
     import re
 
     out: dict[str, list[int]] = {}
     folder = Path(run_dir) / "predictions"
     for p in sorted(folder.glob("*-seed*.json")) if folder.is_dir() else []:
         m = re.fullmatch(r"(.+)-seed(\d+)\.json", p.name)
-        if m and not m.group(1).startswith("hoi-"):
+        if m and not m.group(1).startswith(HOI_PREDICTION_PREFIXES):
             out.setdefault(m.group(1), []).append(int(m.group(2)))
     return {k: sorted(v) for k, v in out.items()}
 
