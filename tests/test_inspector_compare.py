@@ -26,6 +26,9 @@ def demo(tmp_path_factory) -> tuple[Path, Path]:
 
     for name in train:  # the demo writes test images only: grey stand-ins for the training images
         Image.new("RGB", (64, 64), (120, 170, 90)).save(world / "images" / name)
+    test = json.loads((world / "test.json").read_text())  # a teacher that always answers "riding" first
+    (run / "teacher_zero_shot.json").write_text(json.dumps(
+        {"split": "test", "top5": {k: [["riding", 0.6], [rec["verb"], 0.3]] for k, rec in test.items()}}))
     with open(run / "rationales.jsonl", "a") as f:
         f.write("".join(json.dumps(x) + "\n" for x in lines))
     return world, run
@@ -95,7 +98,9 @@ def test_compare_widget_two_models_rationales_and_export(demo, tmp_path: Path) -
     img = ins.rendered_image()
     assert img.width >= 3 * 256  # A | B | ground truth
     label = ins.label_text()
-    assert "mipd" in label and "baseline" in label and vis[0].gt_verb in label
+    assert "mipd" in label and "baseline" in label and vis[0].gt_verb in label and "teacher riding (0.60)" in label
+    assert ins.teacher_top5(vis[0].image) == [("riding", 0.6), (vis[0].gt_verb, 0.3)]
+    assert "teacher (zero-shot)" in ins.details_html()
     seen_pairs = ins.set_filter(split="seen", contrast="a_right_b_wrong")
     assert all(p.contrast == "a_right_b_wrong" for p in seen_pairs)
     if seen_pairs:  # the gold verb of a seen case has training rationales, with thumbnails of their images

@@ -171,6 +171,7 @@ def test_compare_and_confusion_widgets_on_the_smoke_run(smoke_run: dict, tmp_pat
     unseen = ins.visible_cases()
     assert unseen and all("unseen" in p.split_tags for p in unseen)
     assert ins.rendered_image().width >= 3 * 256
+    assert len(ins.teacher_top5(unseen[0].image)) == 5 and "teacher (zero-shot)" in ins.details_html()
     # a seen case's gold verb has training rationales in a run (test images never do)
     ins.set_filter(split="seen")
     assert "(training images the student was distilled from)" in ins.details_html()

@@ -343,6 +343,8 @@ class CompareInspector(CaseBrowser):
         names: the two models' names (A, B).
         rationales: training rationale records (``Rationale``) and ``train_verbs`` (training image -> gold verb)
             give the rationales shown per verb; None: none shown.
+        teacher: image -> the teacher's zero-shot ``[[verb, score], ...]`` (best first; the run's
+            ``teacher_zero_shot.json``), shown beside the two models; None: not shown.
         image_root: folder the images (test and training) are relative to.
         split, verb, contrast: initial filter (see :func:`filter_pairs`).
     """
@@ -350,9 +352,11 @@ class CompareInspector(CaseBrowser):
     def __init__(self, pairs: Sequence[PairCase], names: tuple[str, str] = ("mipd", "baseline"),
                  rationales: Optional[Sequence[Any]] = None, train_verbs: Optional[Mapping[str, str]] = None,
                  image_root: Optional[str | os.PathLike] = None, split: Optional[str] = None,
-                 verb: Optional[str] = None, contrast: Optional[str] = None, panel: int = 256):
+                 verb: Optional[str] = None, contrast: Optional[str] = None, panel: int = 256,
+                 teacher: Optional[Mapping[str, Sequence[Sequence[Any]]]] = None):
         pairs = list(pairs)
         self.names = names
+        self.teacher = dict(teacher or {})
         self.rationales = list(rationales or [])
         self.train_verbs = dict(train_verbs or {})
         self._rat_cache: dict[str, dict[str, list[dict[str, Any]]]] = {}
@@ -367,6 +371,10 @@ class CompareInspector(CaseBrowser):
                    contrast: Optional[str] = None) -> list[PairCase]:
         """Set the filter (None or ``"all"`` clears a field) and show the first pair; returns the visible pairs."""
         return self._set_filter({"split": split, "verb": verb, "contrast": contrast})
+
+    def teacher_top5(self, image: str) -> list[tuple[str, float]]:
+        """The teacher's zero-shot top-5 verbs of ``image`` (empty when the run has none)."""
+        return [(str(v), float(s)) for v, s in self.teacher.get(image, [])][:5]
 
     def verb_rationales(self, verb: str) -> dict[str, list[dict[str, Any]]]:
         """The training rationales of ``verb`` (positives and negatives; cached)."""
@@ -390,17 +398,22 @@ class CompareInspector(CaseBrowser):
 
     def _label_html(self, pair: PairCase) -> str:
         a, b = self.names
+        t = self.teacher_top5(pair.image)
+        teacher = f"teacher <b>{html.escape(t[0][0])}</b> ({t[0][1]:.2f}) · " if t else ""
         return (f"gt <b>{html.escape(pair.gt_verb)}</b> ({html.escape('/'.join(pair.split_tags) or 'no split')}) · "
                 f"{html.escape(a)} <b>{html.escape(str(pair.a.pred_verb))}</b> ({pair.a.confidence:.2f}) · "
-                f"{html.escape(b)} <b>{html.escape(str(pair.b.pred_verb))}</b> ({pair.b.confidence:.2f}) · "
+                f"{html.escape(b)} <b>{html.escape(str(pair.b.pred_verb))}</b> ({pair.b.confidence:.2f}) · {teacher}"
                 f"{pair.contrast.replace('a_', a + ' ').replace('b_', b + ' ').replace('_', ' ')}")
 
     def _details_html(self, pair: PairCase) -> str:
         e = html.escape
         cols = []
-        for name, c in zip(self.names, (pair.a, pair.b)):
+        tops = [(name, c.top5) for name, c in zip(self.names, (pair.a, pair.b))]
+        if self.teacher:
+            tops.append(("teacher (zero-shot)", self.teacher_top5(pair.image)))
+        for name, top5 in tops:
             rows = "".join(f"<tr><td>{'<b>' if v == pair.gt_verb else ''}{e(v)}{'</b>' if v == pair.gt_verb else ''}"
-                           f"</td><td>{s:.3f}</td></tr>" for v, s in c.top5)
+                           f"</td><td>{s:.3f}</td></tr>" for v, s in top5)
             cols.append(f"<td style='vertical-align:top;padding-right:12px'><b>{e(name)}</b> top-5 (gt in bold)"
                         f"<table>{rows or '<tr><td>(no prediction)</td></tr>'}</table></td>")
         parts = [f"<div style='font-size:12px;padding-left:10px'><table><tr>{''.join(cols)}</tr></table>"]
@@ -512,7 +525,8 @@ def open_compare(run_dir: str | os.PathLike, world_dir: str | os.PathLike, model
                  model_b: str = "baseline", seed: int = 0, test_file: str = "test.json",
                  image_root: Optional[str | os.PathLike] = None, **filters: Any) -> CompareInspector:
     """The comparison inspector of two prediction files of a run (:func:`prediction_models` lists them), with the
-    judged rationales of the run's training images (``rationales.jsonl``, ``world_dir/train.json``).
+    judged rationales of the run's training images (``rationales.jsonl``, ``world_dir/train.json``) and the
+    teacher's zero-shot top-5 (``teacher_zero_shot.json``, when the run has it).
 
     Raises:
         FileNotFoundError: a predictions file or the ground truth is absent (naming it and the models present).
@@ -540,5 +554,7 @@ def open_compare(run_dir: str | os.PathLike, world_dir: str | os.PathLike, model
     records = read_rationales(rat_path) if rat_path.is_file() else []
     train_verbs = ({k: v["verb"] for k, v in json.loads(train_path.read_text()).items()}
                    if train_path.is_file() else {})
+    zs_path = run / "teacher_zero_shot.json"  # the teacher stage's top-5 of its eval split
+    teacher = json.loads(zs_path.read_text()).get("top5", {}) if zs_path.is_file() else None
     return CompareInspector(pair_cases(a, b), (model_a, model_b), records, train_verbs,
-                            image_root if image_root is not None else world / "images", **filters)
+                            image_root if image_root is not None else world / "images", teacher=teacher, **filters)
