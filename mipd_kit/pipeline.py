@@ -50,6 +50,7 @@ from .fileio import atomic_write_text, redact_file
 from .fileio import dumps as strict_dumps
 from .redaction import redact, redact_obj
 from .machine import machine_facts
+from .progress import ConsoleFormatter, is_progress_line, stage_clock
 
 LOG = logging.getLogger("mipd_kit.pipeline")
 
@@ -472,6 +473,16 @@ class _RedactingFormatter(logging.Formatter):
         return redact(super().format(record))
 
 
+class _RedactingConsoleFormatter(ConsoleFormatter):
+    """The console's :class:`~mipd_kit.progress.ConsoleFormatter` (``mipd_kit`` records and the notebooks' progress
+    lines) without tracebacks, every line passed through :func:`mipd_kit.redaction.redact`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info or record.exc_text:
+            record = logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None})
+        return redact(super().format(record))
+
+
 class _QuietFileHandler(logging.FileHandler):
     """``run.log``'s handler: a line that cannot be written (a full disk) is dropped without logging's own
     traceback on stderr; the write that matters fails on its own (``status.json``) and is reported in one line."""
@@ -493,8 +504,8 @@ def _setup_logging(run_dir: Path, quiet: bool) -> list[logging.Handler]:
     handlers: list[logging.Handler] = [fh]
     if not quiet:
         sh = logging.StreamHandler(sys.stderr)
-        sh.setFormatter(_RedactingFormatter("[mipd run] %(message)s", tracebacks=False))
-        sh.addFilter(lambda r: r.name.startswith("mipd_kit"))
+        sh.setFormatter(_RedactingConsoleFormatter("[mipd run] %(message)s"))  # the notebooks' progress lines too
+        sh.addFilter(lambda r: r.name.startswith("mipd_kit") or is_progress_line(r.getMessage()))
         handlers.append(sh)
     for name in ("mipd_kit", "papermill"):
         lg = logging.getLogger(name)
@@ -558,6 +569,7 @@ def _execute(nb_in: Path, nb_out: Path, params: dict[str, Any], cwd: Path) -> No
     import papermill as pm
     from traitlets.config import Config
 
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # the kernel's model loads: bars stuck at 0% in run.log
     runtime = nb_out.parent / ".jupyter-runtime"
     if runtime.is_dir():
         for f in runtime.glob("kernel-*.json"):
@@ -566,7 +578,60 @@ def _execute(nb_in: Path, nb_out: Path, params: dict[str, Any], cwd: Path) -> No
     conn = runtime / f"kernel-{uuid.uuid4().hex[:12]}.json"
     pm.execute_notebook(str(nb_in), str(nb_out), parameters=params, kernel_name="python3", cwd=str(cwd),
                         progress_bar=False, log_output=True, request_save_on_cell_execute=True,
-                        config=Config({"KernelManager": {"connection_file": str(conn)}}))
+                        config=Config({"KernelManager": {"connection_file": str(conn)}}),
+                        # the kernel's own start-up warnings (TCP on loopback) are not the notebook's output
+                        extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
+
+
+def expected_seconds(name: str, rec: dict[str, Any], cfg: RunConfig) -> Optional[float]:
+    """How long stage ``name`` is expected to take (the stage clock's ETA): its last finished execution in this run
+    folder (``rec``), else in ``reports_dir/latest`` when that run has the same config hash; None when unknown."""
+    if rec.get("state") == "done" and isinstance(rec.get("seconds"), (int, float)):
+        return float(rec["seconds"])
+    try:
+        latest = read_status(cfg.path("reports_dir") / "latest")
+    except Exception:  # noqa: BLE001 - no or unreadable latest run: no estimate
+        return None
+    last = (latest.get("stages") or {}).get(name) or {}
+    if latest.get("config_hash") == cfg.config_hash() and last.get("state") == "done":
+        return float(last.get("seconds") or 0.0) or None
+    return None
+
+
+#: executed on the outputs of every complete run into ``notebooks/`` (widget state saved), after the stages.
+INSPECTOR_NOTEBOOK = "08_inspector.ipynb"
+
+
+def publish_inspector(cfg: RunConfig, run_dir: Path) -> Optional[Path]:
+    """Execute the inspector notebook on the run's own predictions (``mipd``, else the first GSR model of
+    ``predictions/``, vs ``baseline`` or another model) into ``run_dir/notebooks``; returns the executed notebook,
+    or None when the run has no GSR predictions or the notebook is absent. Not a stage: nothing reads it, so a
+    failure is logged and the run stays complete."""
+    from .viz.cases import prediction_models
+
+    nb_in = cfg.path("notebooks_dir") / INSPECTOR_NOTEBOOK
+    models = prediction_models(run_dir)
+    seed = cfg.seed if any(cfg.seed in s for s in models.values()) else min((s[0] for s in models.values()),
+                                                                           default=cfg.seed)
+    models = {m: s for m, s in models.items() if seed in s}
+    if not nb_in.is_file() or not models:
+        LOG.info("inspector notebook not published: %s", "no GSR predictions in this run" if nb_in.is_file()
+                 else f"{nb_in} is absent")
+        return None
+    model = "mipd" if "mipd" in models else next(iter(models))
+    model_b = "baseline" if "baseline" in models and model != "baseline" else next(
+        (m for m in models if m != model), model)
+    params = {"run_dir": str(run_dir), "world_dir": str(cfg.path("world_dir")), "cache_dir": str(cfg.path("cache_dir")),
+              "seed": seed, "model": model, "model_b": model_b, "demo": False}
+    nb_out = run_dir / "notebooks" / INSPECTOR_NOTEBOOK
+    LOG.info("publishing %s (%s vs %s, seed %d)", INSPECTOR_NOTEBOOK, model, model_b, seed)
+    try:
+        _execute(nb_in, nb_out, params, cfg.path("notebooks_dir"))
+    except Exception as e:  # noqa: BLE001 - the run's results stand without it
+        LOG.error("the inspector notebook failed (the run stays complete): %s (executed notebook: %s)",
+                  _error_text(e), nb_out)
+        return None
+    return nb_out
 
 
 def _error_text(e: BaseException) -> str:
@@ -676,6 +741,7 @@ def run(cfg: RunConfig, out: Optional[str | Path] = None, force: bool = False, u
             ran.add(name)
             nb_in, nb_out = nb_dir / st.notebook, run_dir / "notebooks" / st.notebook
             params = cfg.stage_params(name, run_dir, teacher=uses_teacher(cfg, name))
+            expected_s = expected_seconds(name, rec, cfg)  # the ETA of the stage clock
             rec.clear()
             rec.update({"state": "running", "fingerprint": fps[name], "notebook": st.notebook,
                         "output": str(nb_out.relative_to(run_dir)), "params": params, "started": _now(),
@@ -685,7 +751,8 @@ def run(cfg: RunConfig, out: Optional[str | Path] = None, force: bool = False, u
             ts = time.perf_counter()
             error: Optional[str] = None
             try:
-                _execute(nb_in, nb_out, params, nb_dir)
+                with stage_clock(f"stage {name}", expected_s, LOG):  # a progress line every STAGE_CLOCK_S
+                    _execute(nb_in, nb_out, params, nb_dir)
             except KeyboardInterrupt:
                 error = INTERRUPTED
             except Exception as e:  # noqa: BLE001 - any notebook failure stops the run with its message
@@ -723,6 +790,8 @@ def run(cfg: RunConfig, out: Optional[str | Path] = None, force: bool = False, u
         _copy_split(cfg, run_dir)
         _write_results(run_dir, status)
         if complete:
+            if ran or not (run_dir / "notebooks" / INSPECTOR_NOTEBOOK).is_file():
+                publish_inspector(cfg, run_dir)
             _update_latest(run_dir, cfg.path("reports_dir"))
         result.state = status["state"]
         result.seconds = time.perf_counter() - t0

@@ -637,7 +637,8 @@ def train_student(kind: str, data: PairData, cfg: CLHOIConfig, seed: int,
     hist = TrainHistory()
     t0 = time.time()
     model.train()
-    for ep in range(cfg.epochs):
+    from mipd_kit.progress import progress
+    for ep in progress(range(cfg.epochs), desc=f"CL-HOI {kind} seed {seed}", unit="epoch"):
         perm = usable[torch.randperm(len(usable), generator=gen)]
         sums: dict[str, float] = {}
         nb = 0

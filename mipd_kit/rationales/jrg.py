@@ -433,12 +433,17 @@ def run_jrg(cfg: JRGConfig, world_dir: str | os.PathLike, run_dir: str | os.Path
     chains = plan_chains(space, sits, evidence, cfg)
     runner = _Runner(cfg, space, sits, evidence, world, store, failures, generator, judge, backend, templates)
     t0 = time.perf_counter()
-    if cfg.workers <= 1:
-        for ch in chains:
-            runner.run_chain(ch)
-    else:
-        with ThreadPoolExecutor(max_workers=cfg.workers) as ex:
-            list(ex.map(runner.run_chain, chains))
+    from mipd_kit.progress import progress
+    with progress(total=len(chains), desc="JRG", unit="chain",
+                  counters=lambda: {"rationales": runner.n.c.get("new_rationales", 0)}) as bar:
+        if cfg.workers <= 1:
+            for ch in chains:
+                runner.run_chain(ch)
+                bar.update(1)
+        else:
+            with ThreadPoolExecutor(max_workers=cfg.workers) as ex:
+                for _ in ex.map(runner.run_chain, chains):
+                    bar.update(1)
     unl_counts = unlabeled(store) if unlabeled is not None and not runner.n.abort else None
     seconds = time.perf_counter() - t0
     records = store.records(backend)

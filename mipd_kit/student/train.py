@@ -786,8 +786,9 @@ def fit(world: World, cfg: StudentConfig, ckpt_path: Optional[Path] = None, resu
     dev_mask = torch.isin(world.dev.verb, cpu_train_ids)
     bar = None
     if progress and rank == 0:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=total, initial=start * steps_per_epoch, desc=cfg.model_name)
+        from ..progress import progress as progress_bar
+        bar = progress_bar(total=total, initial=start * steps_per_epoch, desc=f"student {cfg.model_name} seed {cfg.seed}",
+                           unit="step", steps_per_epoch=steps_per_epoch)
     model.train()
     t0 = time.time()
     for epoch in range(start, cfg.epochs):
