@@ -64,6 +64,9 @@ class Config:
             non_rare_first, unseen_object, unseen_verb, uc0..uc4: the world's hoi_zero_shot.json, then the bundled
             standard HICO-DET splits) into clhoi/zero_shot/<split>.json, as ``mipd eval-hico --zero-shot`` does.
             Training uses no HOI label, so one run serves every split.
+        controls: control rows trained beside the label-free ones (``mipd_kit.hoi.train.CONTROL_MODELS``:
+            clhoi-oracle, clhoi-oracle-shuffled, weak-mil, upper); they read hoi_train.json's labels on purpose
+            (``mipd_kit.hoi.controls``). [] = the label-free rows only.
     """
 
     world_dir: str = "data/synthsitu/default-seed0"
@@ -95,6 +98,7 @@ class Config:
     threads: int = 0
     workers: int = 1
     zero_shot_splits: list = field(default_factory=list)
+    controls: list = field(default_factory=list)
 
     @classmethod
     def smoke(cls) -> "Config":
@@ -105,10 +109,15 @@ class Config:
 
     def clhoi_config(self, run_dir: str | os.PathLike) -> Any:
         """The library's ``CLHOIConfig`` for this stage (teacher fields describing the run's teacher block)."""
-        from ..hoi.train import CLHOIConfig
+        from ..hoi.train import CONTROL_MODELS, LABEL_FREE_MODELS, CLHOIConfig
 
-        d = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("teacher_config", "zero_shot_splits")}
+        bad = [c for c in self.controls if c not in CONTROL_MODELS]
+        if bad:
+            raise ValueError(f"unknown cl_hoi controls {bad}; choose from {list(CONTROL_MODELS)}")
+        d = {k: v for k, v in dataclasses.asdict(self).items()
+             if k not in ("teacher_config", "zero_shot_splits", "controls")}
         d.update(run_dir=str(run_dir), seeds=tuple(self.seeds) or (self.seed,),
+                 models=LABEL_FREE_MODELS + tuple(c for c in CONTROL_MODELS if c in self.controls),
                  **clhoi_teacher_fields(self.teacher_config))
         return CLHOIConfig.from_dict(d)
 
