@@ -9,6 +9,7 @@ differences, the descriptions' precision / recall against the truth) and ``OUT/c
 
     OMP_NUM_THREADS=1 python benchmarks/clhoi_controls.py --world data/synthsitu/quick-seed0 --out /tmp/ctl \
         --cache data/cache --split dev --seeds 0 1 2 [--set w_describe=1.0] [--tag attempt-1]
+    python benchmarks/clhoi_controls.py aggregate reports/clhoi-controls/test W0/controls.json W1/controls.json ...
 """
 
 from __future__ import annotations
@@ -36,7 +37,69 @@ def stage_params(config: Path) -> tuple[dict, dict]:
     return dict(((d.get("stages") or {}).get("cl_hoi") or {}).get("params") or {}), dict(d.get("teacher") or {})
 
 
+def aggregate(reports: Sequence[Path], out: Path) -> str:
+    """One table over several worlds' ``controls.json`` (pairs: (world, student seed)): mean ± std per model and the
+    paired differences of :data:`PAIRS` with their 95% paired bootstrap interval; written to ``out`` (.md, .json)."""
+    from mipd_kit.metrics import paired_bootstrap, seed_stats
+
+    per: dict[str, dict[tuple[str, str], float]] = {}
+    runs, models = [], []
+    for path in reports:
+        r = json.loads(Path(path).read_text())
+        runs.append({"world": r["world"], "split": r["split"], "sets": r["sets"], "wall_s": r["wall_s"],
+                     "descriptions_vs_truth": r["descriptions_vs_truth"]})
+        for key, t in r["table"].items():
+            models.append(key.split("|")[0])
+            for seed, v in t["seeds"].items():
+                per.setdefault(key, {})[(r["world"], str(seed))] = float(v)
+    models = list(dict.fromkeys(models))
+    lines = [f"# CL-HOI controls over {len(reports)} world(s) ({', '.join(sorted({x['split'] for x in runs}))} split)",
+             "", "| model | full mAP | unseen mAP | rare mAP | V-COCO role AP | pairs |", "|---|---|---|---|---|---|"]
+    for m in models:
+        cells, n = [], 0
+        for s, k in (("full", "map"), ("unseen", "map"), ("rare", "map"), ("full", "role_ap")):
+            v = per.get(f"{m}|{s}|{k}")
+            st = seed_stats(v.values()) if v else None
+            n = max(n, len(v or {}))
+            cells.append(f"{st.mean:.1f} ± {st.std:.1f}" if st else "-")
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {n} |")
+    diffs = {}
+    lines += ["", "| difference | full mAP | unseen mAP | V-COCO role AP |", "|---|---|---|---|"]
+    for a, b in PAIRS:
+        cells = []
+        for s, k in (("full", "map"), ("unseen", "map"), ("full", "role_ap")):
+            va, vb = per.get(f"{a}|{s}|{k}"), per.get(f"{b}|{s}|{k}")
+            common = sorted(set(va or {}) & set(vb or {}))
+            if not common:
+                cells.append("-")
+                continue
+            m_, lo, hi = paired_bootstrap([va[c] for c in common], [vb[c] for c in common])
+            diffs[f"{a} - {b}|{s}|{k}"] = {"mean": m_, "lo": lo, "hi": hi, "n": len(common)}
+            cells.append(f"{m_:+.1f} [{lo:+.1f}, {hi:+.1f}]")
+        lines.append(f"| {a} - {b} | " + " | ".join(cells) + " |")
+    g_or, g_cl = diffs.get("clhoi-oracle - icn|full|map"), diffs.get("clhoi - icn|full|map")
+    if g_or and g_cl and abs(g_or["mean"]) > 1e-9:
+        lines += ["", f"Share of the oracle's gain over `icn` (full mAP) that `clhoi` recovers: "
+                      f"{g_cl['mean'] / g_or['mean']:.0%}"]
+    for r in runs:
+        c = (r["descriptions_vs_truth"] or {}).get("captioner")
+        if c:
+            lines.append(f"- world `{r['world']}`: captioner descriptions name the true interactions with precision "
+                         f"{c['precision']:.2f}, recall {c['recall']:.2f} ({int(c['images'])} images); run "
+                         f"{r['wall_s']:.0f} s, sets {r['sets']}")
+    text = "\n".join(lines) + "\n"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text(text)
+    out.with_suffix(".json").write_text(json.dumps({"runs": runs, "differences": diffs}, indent=1))
+    return text
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv and argv[0] == "aggregate":  # aggregate OUT REPORT.json ...
+        print(aggregate([Path(p) for p in argv[2:]], Path(argv[1])))
+        return 0
     from mipd_kit.hoi.controls import description_precision_recall
     from mipd_kit.hoi.descriptions import DESCRIBE_PROMPT, DescriptionStore, prompt_key
     from mipd_kit.hoi.train import MODELS, labelled_training_images, load_hoi_world, dev_world, run_clhoi

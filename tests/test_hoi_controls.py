@@ -160,3 +160,18 @@ def test_control_rows_are_off_by_default_and_read_labels_only_when_asked(world, 
     assert 0 < info["upper"]["labelled_pairs"] <= info["upper"]["pairs"]
     assert {"image_kd", "cross_kd"}.isdisjoint(res.histories["weak-mil-seed0"][0])  # labels only, no teacher
     assert {"pair", "mil"} <= set(res.histories["upper-seed0"][0])
+
+
+def test_stage_controls_parameter_adds_the_rows(world, tmp_path):
+    import dataclasses
+
+    from mipd_kit.stages import cl_hoi as H
+
+    cfg = dataclasses.replace(H.Config.smoke(), world_dir=str(world), cache_dir=str(tmp_path / "c"),
+                              teacher_config={"backend": "tiny"}, epochs=2, vcoco=False,
+                              controls=["upper", "clhoi-oracle"])
+    assert cfg.clhoi_config(tmp_path).models == LABEL_FREE_MODELS + ("clhoi-oracle", "upper")
+    out = H.run(cfg, tmp_path / "stage")
+    assert "| clhoi-oracle |" in out.table and "| upper |" in out.table
+    with pytest.raises(ValueError, match="unknown cl_hoi controls"):
+        dataclasses.replace(cfg, controls=["oracle"]).clhoi_config(tmp_path)

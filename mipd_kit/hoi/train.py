@@ -205,7 +205,7 @@ class CLHOIConfig:
     w_context: float = 0.5
     w_region: float = 1.0
     context_tau: float = 0.1
-    w_describe: float = 0.0
+    w_describe: float = 1.0
     describe_tau: float = 0.02
     description_temperature: float = 1.0
     descriptions_file: str = ""

@@ -45,6 +45,8 @@ class Config:
         w_cross: weight of the cross-image KL (contrastive distillation).
         w_context: weight of the VLT InfoNCE (context distillation).
         w_region: weight of the per-pair KL to the teacher on union crops.
+        w_describe: weight of the description distillation (the clhoi rows' pooled pair scores distil the HOI
+            distribution their image's description names; 0 = the description reaches only the VLT).
         crop_features: teacher embeddings of human, object and union crops as ICN input.
         score: student detection score: pair_prior, joint or relative.
         kd_temperature: distillation temperature T.
@@ -86,6 +88,7 @@ class Config:
     w_cross: float = 1.0
     w_context: float = 0.5
     w_region: float = 1.0
+    w_describe: float = 1.0
     crop_features: bool = True
     score: str = "pair_prior"
     kd_temperature: float = 2.0
