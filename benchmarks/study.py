@@ -60,6 +60,9 @@ HOI_PAIRS: tuple[tuple[str, str], ...] = (("clhoi", "icn"), ("clhoi", "clhoi-log
                                           ("clhoi", "teacher_crop"), ("clhoi", "teacher"), ("clhoi", "weak-mil"),
                                           ("clhoi-oracle", "icn"), ("clhoi-oracle", "clhoi-oracle-shuffled"),
                                           ("clhoi", "clhoi-oracle"), ("upper", "icn"))
+#: ``mipd run`` settings every study run gets before its ``--set`` values: the CL-HOI control rows, the positive
+#: control included (``configs/default.yaml`` trains only the cheap ones, to keep ``make reproduce`` within 15 min)
+STUDY_SETS: tuple[str, ...] = ("stages.cl_hoi.params.controls=[clhoi-oracle,clhoi-oracle-shuffled,weak-mil,upper]",)
 #: the weights choices of the embedded models (``mipd_kit.teachers.embedded.WEIGHTS_CHOICES``) plus ``config``
 WEIGHTS: tuple[str, ...] = ("released-any", "released", "auto", "retrain", "config")
 
@@ -574,7 +577,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     config = _resolve(a.config)
     if to_run:
         try:
-            preflight(config, to_run, a.weights, a.sets)
+            preflight(config, to_run, a.weights, [*STUDY_SETS, *a.sets])
         except StudyError as e:
             print(f"study: error: {e}", file=sys.stderr)
             return 2
@@ -583,7 +586,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if w in given:
                 print(f"[study] world {w}: reading {given[w]} (--run)", flush=True)
                 continue
-            cmd = pipeline_command(str(config), w, folders[w], a.weights, a.sets, a.dry_run)
+            cmd = pipeline_command(str(config), w, folders[w], a.weights, [*STUDY_SETS, *a.sets], a.dry_run)
             print(f"[study] world {w}: {' '.join(cmd)}", flush=True)
             code = subprocess.call(cmd, cwd=ROOT)
             if code:
