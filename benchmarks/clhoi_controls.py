@@ -177,7 +177,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     g_cl = diffs.get("clhoi - icn|full|map")
     if g_or and g_cl and abs(g_or["mean"]) > 1e-9:
         share = g_cl["mean"] / g_or["mean"]
-    report = {"tag": args.tag, "world": args.world, "split": args.split, "seeds": args.seeds, "sets": args.set,
+    report = {"tag": args.tag, "world": Path(args.world).name, "split": args.split, "seeds": args.seeds, "sets": args.set,
               "wall_s": wall, "table": table, "differences": diffs, "descriptions_vs_truth": vs_truth,
               "captioner_share_of_oracle_gain_full": share, "controls": res.info.get("controls"),
               "descriptions": {k: v for k, v in desc.items() if k != "examples"}}
@@ -195,7 +195,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for k, v in diffs.items():
         name, split, key = k.split("|")
         lines.append(f"| {name} | {split} {key} | {v['mean']:+.1f} [{v['lo']:+.1f}, {v['hi']:+.1f}] |")
-    lines += ["", f"descriptions vs truth: {json.dumps(vs_truth)}", f"captioner share of the oracle gain (full): {share}"]
+    lines += ["", f"descriptions vs truth: {json.dumps(vs_truth)}",
+              f"captioner share of the oracle gain (full): {share}"]
     (out / "controls.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -161,7 +161,8 @@ def test_study_of_two_worlds(study, tmp_path, capsys):
     assert "**met**" in _goal_line(md, "`clhoi` >= 2 mAP above `icn` on full, interval above 0")
     assert "**missed**" in _goal_line(md, "`clhoi` >= 2 mAP above `icn` on unseen, interval above 0")
     # the HOI control rows: the positive control, the weakly supervised baseline the claim is about
-    assert "**met**" in _goal_line(md, "positive control: `clhoi-oracle` >= 3 mAP above `icn` on full, interval above 0")
+    assert "**met**" in _goal_line(md, "positive control: `clhoi-oracle` >= 3 mAP above `icn` on full, "
+                                       "interval above 0")
     assert "**missed**" in _goal_line(md, "positive control: `clhoi-oracle` >= 3 mAP above `icn` on unseen, "
                                           "interval above 0")
     assert "**met**" in _goal_line(md, "positive control: `clhoi-oracle` above `clhoi-oracle-shuffled` on unseen, "
