@@ -512,7 +512,7 @@ def control_targets(cfg: CLHOIConfig, teacher: Any, world: HOIWorld,
         out["oracle"] = encode_descriptions(teacher, names, texts)
         out["oracle-shuffled"] = encode_descriptions(teacher, names, shuffled)
         info["oracle"] = {"described": int(out["oracle"][1].sum()), "distinct_texts": len(set(texts.values())),
-                          "kept_own_text": sum(shuffled[f] == texts[f] for f in texts),
+                          "shuffled_same_text": sum(shuffled[f] == texts[f] for f in texts),
                           "examples": {f: texts[f] for f in names[:3] if f in texts},
                           "vs_truth": C.description_precision_recall(texts, labelled, world.prompts)}
     if "weak-mil" in cfg.models:
@@ -665,7 +665,7 @@ def train_student(kind: str, data: PairData, cfg: CLHOIConfig, seed: int,
                   descriptions: Optional[torch.Tensor] = None, target: str = "logits",
                   valid: Optional[torch.Tensor] = None,
                   labels: Optional[torch.Tensor] = None) -> tuple[torch.nn.Module, dict, TrainHistory]:
-    """Train ``icn`` or ``clhoi`` on label-free pair data.
+    """Train ``icn`` or ``clhoi`` on pair data (label-free; only ``target="mil"`` / ``"pairs"`` take labels).
 
     Args:
         kind: ``"icn"`` or ``"clhoi"``.
@@ -675,9 +675,9 @@ def train_student(kind: str, data: PairData, cfg: CLHOIConfig, seed: int,
         descriptions: (N, E) description embeddings of the training images (``image_descriptions``).
         target: the VLT's context target: ``"description"`` (``descriptions`` themselves; images without one,
             ``valid`` False, are left out of the context loss) or ``"logits"`` (the teacher's logit mix
-            ``losses.teacher_description``, with ``descriptions`` added when given: the ``clhoi-logitctx`` control).
+            ``losses.teacher_description``, with ``descriptions`` added when given: the ``clhoi-logitctx`` control);
+            or ``"mil"`` / ``"pairs"``: the control rows ``weak-mil`` / ``upper``, trained from ``labels`` alone.
         valid: (N,) bool, which rows of ``descriptions`` hold a description (default: the non-zero rows).
-            ``"mil"`` / ``"pairs"``: the control rows ``weak-mil`` / ``upper``, trained from ``labels`` alone.
         labels: (N, H) bool image labels (``target="mil"``) or (P, H) bool pair labels (``target="pairs"``).
 
     Returns:
