@@ -160,6 +160,11 @@ def test_control_rows_are_off_by_default_and_read_labels_only_when_asked(world, 
     assert 0 < info["upper"]["labelled_pairs"] <= info["upper"]["pairs"]
     assert {"image_kd", "cross_kd"}.isdisjoint(res.histories["weak-mil-seed0"][0])  # labels only, no teacher
     assert {"pair", "mil"} <= set(res.histories["upper-seed0"][0])
+    # training the control rows beside a label-free row leaves that row's predictions as they are alone
+    alone = run_clhoi(CLHOIConfig.smoke(world_dir=str(world), run_dir=str(tmp_path / "a"),
+                                        cache_dir=str(tmp_path / "c"), teacher="tiny", seeds=(0,), epochs=3,
+                                        threads=1, vcoco=False, models=("icn",)))
+    assert Path(alone.prediction_files["icn-seed0"]).read_text() == Path(res.prediction_files["icn-seed0"]).read_text()
 
 
 def test_stage_controls_parameter_adds_the_rows(world, tmp_path):
