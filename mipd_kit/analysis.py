@@ -718,7 +718,9 @@ README_GSR_MODELS = (STUDENT_MODEL_ORDER[0], "pixel_linear", "small_cnn", *STUDE
 
 
 def readme_tables(rows: Iterable[MetricRow], hoi_models: Sequence[str] = ("teacher", "spatial_prior", "teacher_crop",
-                                                                           "icn", "clhoi-logitctx", "clhoi")) -> str:
+                                                                           "icn", "clhoi-logitctx", "clhoi",
+                                                                           "clhoi-oracle", "clhoi-oracle-shuffled",
+                                                                           "weak-mil", "upper")) -> str:
     """The "Latest results" tables of docs/results.md (the README copies rows of the first) from a run's metric rows
     (per-image means, mean ± sample std over seeds).
 
