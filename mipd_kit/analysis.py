@@ -187,13 +187,17 @@ def _other_tables(cells: dict[tuple, Cell]) -> list[str]:
     return out
 
 
+#: metric tasks measured outside a run (``reports/bench``): never part of a run's report.
+OUTSIDE_TASKS: tuple[str, ...] = ("bench",)
+
+
 def render_results_md(rows: Iterable[MetricRow], figures: Sequence[str] = (), status: Optional[Mapping] = None,
                       notes: Sequence[str] = (), title: Optional[str] = None,
                       concentration: Optional[Mapping[str, Mapping[str, Any]]] = None) -> str:
     """The markdown of ``results.md`` (pure).
 
     Args:
-        rows: metric rows (any tasks).
+        rows: metric rows (any tasks; rows of :data:`OUTSIDE_TASKS` are left out, with a note).
         figures: figure paths relative to the run folder (``figures/x.png``), embedded in this order.
         status: the run's ``status.json`` mapping (the config's description, shown under the title; state, failed
             stage and error, per-stage states).
@@ -211,20 +215,26 @@ def render_results_md(rows: Iterable[MetricRow], figures: Sequence[str] = (), st
         lines.append(f"**State: {state}**" + (f" — failed at stage `{status.get('failed_stage')}`: "
                                               f"{status.get('error')}" if state == "failed" else ""))
         lines.append("")
+    rows = list(rows)
+    bench = [r for r in rows if r.task in OUTSIDE_TASKS]
+    rows = [r for r in rows if r.task not in OUTSIDE_TASKS]
+    study = [r for r in rows if r.task.endswith("-study")]
+    cells = aggregate(r for r in rows if not r.task.endswith("-study"))
+    # the study's tables first (main rows, paired differences), then the rest, then how the run went
+    tables = _gsr_tables(cells) + _study_section(study) + _hoi_tables(cells) + _ingredients_section(rows) \
+        + _concentration_section(cells, concentration) + _other_tables(cells)
+    lines += tables if tables else ["_No metrics yet (metrics.json is empty or absent)._", ""]
     stages = status.get("stages") or {}
     if stages:
         body = [[n, s.get("state", "pending"), s.get("reason", "") or (s.get("error") or "")[:120],
                  f"{s['seconds']:.1f}" if isinstance(s.get("seconds"), (int, float)) else "", s.get("notebook", "")]
                 for n, s in stages.items()]
         lines += ["## Stages", ""] + _md_table(["stage", "state", "note", "seconds", "notebook"], body)
+    if bench:
+        notes = [*notes, f"{len(bench)} benchmark rows (task `bench`, measured outside this run: `reports/bench`) "
+                 "are left out of this report; the resources figure draws them."]
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
-    rows = list(rows)
-    study = [r for r in rows if r.task.endswith("-study")]
-    cells = aggregate(r for r in rows if not r.task.endswith("-study"))
-    tables = _ingredients_section(rows) + _gsr_tables(cells) + _concentration_section(cells, concentration) \
-        + _study_section(study) + _hoi_tables(cells) + _other_tables(cells)
-    lines += tables if tables else ["_No metrics yet (metrics.json is empty or absent)._", ""]
     if figures:
         lines += ["## Figures", ""]
         for f in figures:
@@ -482,10 +492,7 @@ def run_analysis(run_dir: str | os.PathLike, world_dir: str | os.PathLike,
         bench_dir: folder of benchmark JSONs (``reports/bench``); None or absent: no resource section.
         models: GSR models drawn in the per-verb and confusion figures (those with predictions).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # the caller's backend: inline in a notebook, Agg without a display
 
     run, world = Path(run_dir), Path(world_dir)
     res = AnalysisResult()
@@ -634,28 +641,32 @@ def run_analysis(run_dir: str | os.PathLike, world_dir: str | os.PathLike,
         shown = [r for r in bench if _is_resource_metric(r.metric)]
         metrics = sorted({r.metric for r in shown})
         if metrics:
-            ncols = min(3, len(metrics))
-            nrows = -(-len(metrics) // ncols)
-            fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 0.6 + 2.2 * nrows), squeeze=False,
-                                     layout="constrained")
-            for ax in axes.flat[len(metrics):]:
-                ax.set_axis_off()
-            for ax, metric in zip(axes.flat, metrics):
-                rs = [r for r in shown if r.metric == metric]
-                labels = [f"{r.model} / {r.setting}" if r.setting and r.setting != "-" else r.model for r in rs]
-                ax.barh(range(len(rs)), [r.value for r in rs], color="tab:purple")
+            # one panel per family (throughput; memory and sizes), every bar labelled "metric: model / setting",
+            # a log axis so that rows of very different magnitude stay readable side by side
+            families = [(t, [m for m in metrics if _resource_family(m) == t]) for t in ("throughput", "memory")]
+            families = [(t, ms) for t, ms in families if ms]
+            heights = [sum(r.metric in ms for r in shown) for _, ms in families]
+            fig, axes = plt.subplots(len(families), 1, figsize=(9, 1.0 + 0.17 * sum(heights) + 0.6 * len(families)),
+                                     squeeze=False, gridspec_kw={"height_ratios": heights}, layout="constrained")
+            for ax, (family, ms) in zip(axes[:, 0], families):
+                rs = sorted((r for r in shown if r.metric in ms), key=lambda r: (r.metric, r.model, r.setting or ""))
+                labels = [f"{r.metric}: {r.model}" + (f" / {r.setting}" if r.setting and r.setting != "-" else "")
+                          for r in rs]
+                colours = [plt.cm.tab20(ms.index(r.metric) % 20) for r in rs]
+                ax.barh(range(len(rs)), [max(r.value, 1e-9) for r in rs], color=colours)
                 ax.set_yticks(range(len(rs)), labels, fontsize=7)
                 ax.invert_yaxis()
-                ax.set_title(metric, fontsize=9)
+                ax.set_xscale("log")
+                ax.set_title(family + (" (per second, higher is faster)" if family == "throughput"
+                                       else " (MB / GB / bytes / ratios, lower is smaller)"), fontsize=9)
                 for i, r in enumerate(rs):
-                    ax.text(r.value, i, f" {r.value:.3g}", va="center", fontsize=7)
-            fig.suptitle("resources: speed and memory (reports/bench; all rows in results.md)", fontsize=10)
+                    ax.text(max(r.value, 1e-9), i, f" {r.value:.3g}", va="center", fontsize=6)
+            fig.suptitle("resources: benchmarks measured outside this run (reports/bench)", fontsize=10)
             _savefig(fig, run, "resources", res)
             plt.close(fig)
         else:
             note(f"benchmarks in {bench_dir} have no speed / memory metrics to draw (rows listed in results.md)")
-        res.tables["bench"] = [r.__dict__ for r in bench]
-        merge_rows(run / "metrics.json", bench)
+        res.tables["bench"] = [r.__dict__ for r in bench]  # drawn, never merged into the run's metrics.json
     else:
         note(f"no benchmark results in {bench_dir} (run `make bench`): resource comparison skipped"
              if bench_dir is not None else "no bench_dir given: resource comparison skipped")
@@ -665,6 +676,11 @@ def run_analysis(run_dir: str | os.PathLike, world_dir: str | os.PathLike,
     write_json(run / ANALYSIS_FILE, info)
     res.results_md = write_results(run)
     return res
+
+
+def _resource_family(metric: str) -> str:
+    """``throughput`` for speed metrics, ``memory`` for the rest of :func:`_is_resource_metric`'s metrics."""
+    return "throughput" if metric.lower().endswith(("per_s", "per_second")) else "memory"
 
 
 def _is_resource_metric(metric: str) -> bool:
@@ -702,7 +718,9 @@ README_GSR_MODELS = (STUDENT_MODEL_ORDER[0], "pixel_linear", "small_cnn", *STUDE
 
 
 def readme_tables(rows: Iterable[MetricRow], hoi_models: Sequence[str] = ("teacher", "spatial_prior", "teacher_crop",
-                                                                           "icn", "clhoi-logitctx", "clhoi")) -> str:
+                                                                           "icn", "clhoi-logitctx", "clhoi",
+                                                                           "clhoi-oracle", "clhoi-oracle-shuffled",
+                                                                           "weak-mil", "upper")) -> str:
     """The "Latest results" tables of docs/results.md (the README copies rows of the first) from a run's metric rows
     (per-image means, mean ± sample std over seeds).
 

@@ -4,7 +4,7 @@ A run config (``configs/default.yaml``, ``configs/smoke.yaml``) looks like::
 
     seed: 0                      # seeds everything unless a stage sets its own `seed` param
     run_id: null                 # null -> <UTC timestamp>-<config hash>; an existing run of the same config is resumed
-    root: null                   # base of relative paths; null -> the project root (folder holding mipd_kit/)
+    root: null                   # base of relative paths; null -> the config's project (see project_root_of)
     world_dir: data/synthsitu/default-seed${seed}
     cache_dir: data/cache
     reports_dir: reports
@@ -106,6 +106,7 @@ class RunConfig:
     teacher: dict[str, Any] = field(default_factory=dict)
     stages: dict[str, StageConfig] = field(default_factory=dict)
     source: str = "<dict>"
+    base: Optional[str] = field(default=None, compare=False)  # the config file's project (set by load)
 
     # -- construction -------------------------------------------------------------------------------------------
     @classmethod
@@ -185,7 +186,9 @@ class RunConfig:
         except yaml.YAMLError as e:
             raise ConfigError(f"{p}: not valid YAML ({e})") from e
         raw = apply_overrides(raw, overrides or [], source=str(p))
-        return cls.from_dict(raw, source=str(p))
+        out = cls.from_dict(raw, source=str(p))
+        out.base = str(project_root_of(p))
+        return out
 
     @classmethod
     def smoke(cls) -> "RunConfig":
@@ -253,7 +256,11 @@ class RunConfig:
 
     # -- paths ---------------------------------------------------------------------------------------------------
     def root_path(self) -> Path:
-        return Path(self.root).resolve() if self.root else PROJECT_ROOT
+        """The base of relative paths: ``root``, else the project of the config file it was loaded from
+        (:func:`project_root_of`), else the folder holding the ``mipd_kit`` package."""
+        if self.root:
+            return Path(self.root).resolve()
+        return Path(self.base) if self.base else PROJECT_ROOT
 
     def substitute(self, value: Any, run_dir: Optional[Path] = None) -> Any:
         """Replace ``${seed}``, ``${root}``, ``${world_dir}``, ``${cache_dir}``, ``${run_dir}`` in strings
@@ -292,7 +299,12 @@ class RunConfig:
             return env[m.group(1)]
 
         p = Path(_VAR.sub(sub, raw)).expanduser()
-        return p if p.is_absolute() else (self.root_path() / p).resolve()
+        if p.is_absolute():
+            return p
+        out = (self.root_path() / p).resolve()
+        if key == "notebooks_dir" and not out.is_dir() and (PROJECT_ROOT / p).is_dir():
+            return (PROJECT_ROOT / p).resolve()  # a project of one's own without notebooks: the package's
+        return out
 
     def stage_params(self, name: str, run_dir: Path, teacher: bool = False) -> dict[str, Any]:
         """All parameters papermill receives for a stage: the common ones, the run's teacher block as
@@ -311,6 +323,15 @@ class RunConfig:
 
 
 # -- overrides ---------------------------------------------------------------------------------------------------
+def project_root_of(config_file: str | Path) -> Path:
+    """The project a config file belongs to: the folder holding it, or that folder's parent when it is named
+    ``configs`` (a project's ``configs/`` folder, as this repository's). Relative paths of a config without a
+    ``root:`` key (``world_dir``, ``cache_dir``, ``reports_dir``, ``notebooks_dir``, ``${root}``) start there, so a
+    run writes into the config's project wherever ``mipd`` is installed or started from."""
+    folder = Path(config_file).resolve().parent
+    return folder.parent if folder.name == "configs" else folder
+
+
 def parse_set(expr: str) -> tuple[list[str], Any]:
     """Parse one ``--set`` expression ``a.b.c=value`` into (``["a","b","c"]``, YAML-typed value).
 

@@ -8,6 +8,9 @@
 - ``dumps`` / ``write_json``: strict JSON (RFC 8259): a float that is NaN or infinite is written as ``null``
   (meaning "undefined", e.g. a metric with no ground truth in that split) instead of the bare ``NaN`` that strict
   parsers reject.
+- ``check_output_path``: an output path refused before any work when it cannot be written (a folder for a file,
+  a file in the way, a read-only folder) or would be replaced without ``--overwrite``.
+- ``redact_file``: a text file rewritten through the one redaction function (:mod:`mipd_kit.redaction`).
 - ``loads_strict``: JSON that refuses duplicate object keys and the non-standard ``NaN`` / ``Infinity`` constants
   (raised as ``ValueError`` with the key or constant named).
 """
@@ -43,6 +46,29 @@ def file_lock(path: str | os.PathLike) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def check_output_path(path: str | os.PathLike, flag: str = "--out", folder: bool = False,
+                      overwrite: bool = True) -> Path:
+    """Refuse, before any work, an output path that cannot be written: ``DataError`` with one line when ``path``
+    is a folder where a file is wanted (or a file where a folder is wanted, ``folder=True``), exists and
+    ``overwrite`` is False, or when the nearest existing folder above it is not a writable folder (a file in the
+    way, a read-only mount). Missing parent folders are fine (the writer creates them). Returns ``Path(path)``."""
+    p = Path(path)
+    if folder and p.exists() and not p.is_dir():
+        raise DataError(f"{p}: {flag} is a file; give a folder")
+    if not folder and p.is_dir():
+        raise DataError(f"{p}: {flag} is a folder; give a file name")
+    if p.exists() and not overwrite:
+        raise DataError(f"{p}: {flag} exists; pass --overwrite to replace it")
+    probe = p if folder and p.is_dir() else (p.parent if str(p.parent) else Path("."))
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise DataError(f"{p}: {flag} cannot be written: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise DataError(f"{p}: {flag} cannot be written: {probe} is not a writable folder")
+    return p
 
 
 def unique_tmp(path: str | os.PathLike) -> Path:
@@ -108,7 +134,8 @@ def read_json(path: str | os.PathLike) -> Any:
     """Read a JSON file strictly: one line of ``DataError`` naming the file for every way it can be wrong.
 
     Refused: a missing file, a folder, an unreadable file, a binary or non-UTF-8 file, an empty file, truncated or
-    malformed JSON (with line and column), a duplicated object key (a duplicated image or role, named).
+    malformed JSON (with line and column), a duplicated object key (a duplicated image or role, named), JSON nested
+    too deeply for the parser, an integer too long to convert (over 4300 digits).
     """
     p = Path(path)
     try:
@@ -141,3 +168,24 @@ def read_json(path: str | os.PathLike) -> Any:
     except json.JSONDecodeError as e:
         what = "truncated JSON" if e.pos >= len(text.rstrip()) else "malformed JSON"
         raise DataError(f"{p}: not valid JSON: {what} at line {e.lineno} column {e.colno}: {e.msg}") from e
+    except RecursionError as e:
+        raise DataError(f"{p}: JSON nested too deeply to read (arrays / objects inside each other)") from e
+    except ValueError as e:  # e.g. an integer of more than 4300 digits
+        raise DataError(f"{p}: unreadable number in JSON ({str(e).split(';')[0]})") from e
+
+
+def redact_file(path: str | os.PathLike) -> bool:
+    """Rewrite a UTF-8 text file atomically through :func:`mipd_kit.redaction.redact`; returns whether it changed.
+    A binary, non-UTF-8 or missing file is left as it is."""
+    from .redaction import redact
+
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, IsADirectoryError, FileNotFoundError):
+        return False
+    new = redact(text)
+    if new == text:
+        return False
+    atomic_write_text(p, new)
+    return True

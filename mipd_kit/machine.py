@@ -223,12 +223,17 @@ def fork_map(fn: Callable[..., Any], args: Sequence[tuple], workers: int, name: 
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
+    from .progress import MIN_INTERVAL, progress
+
     settle_threads()  # no thread ending while the workers fork (see there)
     ex = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork"))
+    bar = None
     try:
         submitted = {i: ex.submit(_one_thread, fn, args[i])
                      for i in (order if order is not None else range(len(args)))}
         out = []
+        bar = progress(total=len(args), desc=f"{name(0).split(':')[0].split(' ')[0]} jobs on {workers} workers",
+                       unit="job", heartbeat=MIN_INTERVAL)  # made after the fork: its thread stays in the parent
         for i in range(len(args)):
             try:
                 out.append(submitted[i].result())
@@ -239,12 +244,18 @@ def fork_map(fn: Callable[..., Any], args: Sequence[tuple], workers: int, name: 
                 raise RuntimeError(f"{name(i)} failed in a worker process: {type(e).__name__}: {e}") from e
             if on_result is not None:
                 on_result(i, out[-1])
+            bar.update(1)
+        bar.close()
         ex.shutdown(wait=True)
         return out
     except Exception:
+        if bar is not None:
+            bar.close()
         ex.shutdown(wait=True, cancel_futures=True)  # the running jobs finish and keep their files
         raise
     except BaseException:  # KeyboardInterrupt, SystemExit: stop now
+        if bar is not None:
+            bar.close()
         for p in list((getattr(ex, "_processes", None) or {}).values()):
             p.terminate()
         ex.shutdown(wait=False, cancel_futures=True)

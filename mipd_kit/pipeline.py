@@ -26,6 +26,7 @@ dependants again.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as _dt
 import io
 import json
@@ -45,8 +46,11 @@ from typing import Any, Optional, Sequence
 import yaml
 
 from .config import COMMON_PARAMS, TEACHER_PARAM, ConfigError, RunConfig, file_hash, fingerprint
+from .fileio import atomic_write_text, redact_file
 from .fileio import dumps as strict_dumps
+from .redaction import redact, redact_obj
 from .machine import machine_facts
+from .progress import ConsoleFormatter, is_progress_line, stage_clock
 
 LOG = logging.getLogger("mipd_kit.pipeline")
 
@@ -94,15 +98,19 @@ class RunResult:
 
 
 # -- helpers -----------------------------------------------------------------------------------------------------
+#: the error recorded for a stage stopped by Ctrl-C (``mipd run`` then exits 130)
+INTERRUPTED = "interrupted (KeyboardInterrupt)"
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _atomic_write(path: Path, text: str) -> None:
+    """Write a run artefact atomically, secrets redacted (:func:`mipd_kit.redaction.redact`); a full disk leaves
+    the previous file whole and no temporary file behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, redact(text))
 
 
 def read_status(run_dir: Path) -> dict[str, Any]:
@@ -167,7 +175,9 @@ def validate(cfg: RunConfig) -> dict[str, dict[str, dict[str, Any]]]:
         stage -> the notebook's parameter specs.
 
     Raises:
-        ConfigError: missing notebooks (all named at once) or unknown parameter keys (listing the valid ones).
+        ConfigError: missing notebooks (all named at once); else every unknown parameter key (listing the valid
+            ones), every value a stage's ``Config`` refuses (types, ranges, :func:`stage_value_problems`) and a bad
+            ``teacher:`` block, all in one message.
     """
     nb_dir = cfg.path("notebooks_dir")
     if not cfg.stages:
@@ -178,6 +188,7 @@ def validate(cfg: RunConfig) -> dict[str, dict[str, dict[str, Any]]]:
         raise ConfigError(f"{cfg.source}: notebook(s) not found in {nb_dir}: {', '.join(missing)}. "
                           f"Write them, or disable the stages with --set stages.<name>.enabled=false")
     specs: dict[str, dict[str, dict[str, Any]]] = {}
+    problems: list[str] = []
     for name, st in cfg.stages.items():
         if not st.enabled:
             continue
@@ -191,16 +202,44 @@ def validate(cfg: RunConfig) -> dict[str, dict[str, dict[str, Any]]]:
         unknown = sorted(set(st.params) - set(spec) - set(COMMON_PARAMS))
         moved = sorted(set(unknown) & set(MOVED_TO_TEACHER_BLOCK))
         if moved:
-            raise ConfigError(
-                f"{cfg.source}: stages.{name}.params: {moved} moved to the run config's teacher: block ("
+            problems.append(
+                f"stages.{name}.params: {moved} moved to the run config's teacher: block ("
                 + "; ".join(f"{k} -> {MOVED_TO_TEACHER_BLOCK[k]}" for k in moved) + ")")
-        if unknown:
+        elif unknown:
             valid = sorted(k for k in spec if k not in COMMON_PARAMS)
-            raise ConfigError(
-                f"{cfg.source}: stages.{name}.params: unknown key(s) {unknown} for notebook {st.notebook}; "
+            problems.append(
+                f"stages.{name}.params: unknown key(s) {unknown} for notebook {st.notebook}; "
                 f"valid keys: {valid if valid else '(the notebook has no stage parameters)'}"
                 + ("" if spec else " -- the notebook has no cell tagged 'parameters'"))
+        else:
+            problems += [f"stages.{name}.params: {p}" for p in stage_value_problems(name, st.params)]
+    try:
+        cfg.teacher_config()
+    except ConfigError as e:
+        problems.append(str(e).replace(f"{cfg.source}: ", "", 1))
+    if problems:
+        raise ConfigError(f"{cfg.source}: {len(problems)} problem(s):\n  " + "\n  ".join(problems))
     return specs
+
+
+def stage_value_problems(name: str, params: dict[str, Any]) -> list[str]:
+    """Every problem of a standard stage's params by its ``Config``'s own checks (types and ranges,
+    :mod:`mipd_kit.checks`, then the config's ``__post_init__``); for a stage this package does not know (a custom
+    notebook), the range rules by parameter name (``epochs``, ``lr``, ``api_key_env``...) only."""
+    from .checks import config_problems, value_problems
+    from .stages import STAGE_MODULES, stage_module
+
+    if name not in STAGE_MODULES:
+        return [p for k, v in params.items() for p in value_problems(k, v)]
+    cls = stage_module(name).Config
+    problems = config_problems(cls, params)
+    if not problems:
+        known = {f.name for f in dataclasses.fields(cls)}
+        try:
+            cls(**{k: v for k, v in params.items() if k in known})
+        except (TypeError, ValueError) as e:
+            problems.append(str(e).removeprefix(f"{name}: "))
+    return problems
 
 
 def stage_graph(cfg: RunConfig) -> dict[str, tuple[str, ...]]:
@@ -378,7 +417,7 @@ def prepare_run_dir(cfg: RunConfig, run_dir: Path, force: bool = False) -> None:
             old = yaml.safe_load(cfg_file.read_text()) or {}
         except yaml.YAMLError as e:
             raise PipelineError(f"{cfg_file}: unreadable ({e}); remove the run folder or choose another --out") from e
-        diff = config_diff(_comparable(old), _comparable(new))
+        diff = config_diff(_comparable(old), _comparable(redact_obj(new)))  # config.yaml is written redacted
         if diff:
             if not force:
                 shown = "\n  ".join(diff[:20]) + ("\n  ..." if len(diff) > 20 else "")
@@ -420,15 +459,53 @@ def missing_outputs(cfg: RunConfig, name: str, run_dir: Path) -> list[Path]:
             if not p.exists() or (p.is_dir() and not any(p.iterdir()))]
 
 
+class _RedactingFormatter(logging.Formatter):
+    """A formatter whose every line (tracebacks and papermill's cell outputs included) passes through
+    :func:`mipd_kit.redaction.redact`; with ``tracebacks=False`` (stderr) a record's traceback is left out."""
+
+    def __init__(self, fmt: str, datefmt: Optional[str] = None, tracebacks: bool = True) -> None:
+        super().__init__(fmt, datefmt)
+        self.tracebacks = tracebacks
+
+    def format(self, record: logging.LogRecord) -> str:
+        if not self.tracebacks and (record.exc_info or record.exc_text):
+            record = logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None})
+        return redact(super().format(record))
+
+
+class _RedactingConsoleFormatter(ConsoleFormatter):
+    """The console's :class:`~mipd_kit.progress.ConsoleFormatter` (``mipd_kit`` records and the notebooks' progress
+    lines) without tracebacks, every line passed through :func:`mipd_kit.redaction.redact`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info or record.exc_text:
+            record = logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None})
+        return redact(super().format(record))
+
+
+class _QuietFileHandler(logging.FileHandler):
+    """``run.log``'s handler: a line that cannot be written (a full disk) is dropped without logging's own
+    traceback on stderr; the write that matters fails on its own (``status.json``) and is reported in one line."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        pass
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError:  # the last flush on a full disk
+            pass
+
+
 def _setup_logging(run_dir: Path, quiet: bool) -> list[logging.Handler]:
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S")
-    fh = logging.FileHandler(run_dir / "run.log")
+    fmt = _RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S")
+    fh = _QuietFileHandler(run_dir / "run.log")
     fh.setFormatter(fmt)
     handlers: list[logging.Handler] = [fh]
     if not quiet:
         sh = logging.StreamHandler(sys.stderr)
-        sh.setFormatter(logging.Formatter("[mipd run] %(message)s"))
-        sh.addFilter(lambda r: r.name.startswith("mipd_kit"))
+        sh.setFormatter(_RedactingConsoleFormatter("[mipd run] %(message)s"))  # the notebooks' progress lines too
+        sh.addFilter(lambda r: r.name.startswith("mipd_kit") or is_progress_line(r.getMessage()))
         handlers.append(sh)
     for name in ("mipd_kit", "papermill"):
         lg = logging.getLogger(name)
@@ -475,6 +552,8 @@ def _write_results(run_dir: Path, status: dict[str, Any]) -> None:
         LOG.error("could not write results.md: %s", e)
         _atomic_write(run_dir / "results.md", f"# Run {run_dir.name}\n\n**state: {status.get('state')}**\n\n"
                       f"results.md could not be rendered: {e}\n")
+    for p in run_dir.glob("results*.md"):  # they quote the run's state and errors: secrets redacted
+        redact_file(p)
 
 
 def _save_status(run_dir: Path, status: dict[str, Any]) -> None:
@@ -490,6 +569,7 @@ def _execute(nb_in: Path, nb_out: Path, params: dict[str, Any], cwd: Path) -> No
     import papermill as pm
     from traitlets.config import Config
 
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # the kernel's model loads: bars stuck at 0% in run.log
     runtime = nb_out.parent / ".jupyter-runtime"
     if runtime.is_dir():
         for f in runtime.glob("kernel-*.json"):
@@ -498,7 +578,60 @@ def _execute(nb_in: Path, nb_out: Path, params: dict[str, Any], cwd: Path) -> No
     conn = runtime / f"kernel-{uuid.uuid4().hex[:12]}.json"
     pm.execute_notebook(str(nb_in), str(nb_out), parameters=params, kernel_name="python3", cwd=str(cwd),
                         progress_bar=False, log_output=True, request_save_on_cell_execute=True,
-                        config=Config({"KernelManager": {"connection_file": str(conn)}}))
+                        config=Config({"KernelManager": {"connection_file": str(conn)}}),
+                        # the kernel's own start-up warnings (TCP on loopback) are not the notebook's output
+                        extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
+
+
+def expected_seconds(name: str, rec: dict[str, Any], cfg: RunConfig) -> Optional[float]:
+    """How long stage ``name`` is expected to take (the stage clock's ETA): its last finished execution in this run
+    folder (``rec``), else in ``reports_dir/latest`` when that run has the same config hash; None when unknown."""
+    if rec.get("state") == "done" and isinstance(rec.get("seconds"), (int, float)):
+        return float(rec["seconds"])
+    try:
+        latest = read_status(cfg.path("reports_dir") / "latest")
+    except Exception:  # noqa: BLE001 - no or unreadable latest run: no estimate
+        return None
+    last = (latest.get("stages") or {}).get(name) or {}
+    if latest.get("config_hash") == cfg.config_hash() and last.get("state") == "done":
+        return float(last.get("seconds") or 0.0) or None
+    return None
+
+
+#: executed on the outputs of every complete run into ``notebooks/`` (widget state saved), after the stages.
+INSPECTOR_NOTEBOOK = "08_inspector.ipynb"
+
+
+def publish_inspector(cfg: RunConfig, run_dir: Path) -> Optional[Path]:
+    """Execute the inspector notebook on the run's own predictions (``mipd``, else the first GSR model of
+    ``predictions/``, vs ``baseline`` or another model) into ``run_dir/notebooks``; returns the executed notebook,
+    or None when the run has no GSR predictions or the notebook is absent. Not a stage: nothing reads it, so a
+    failure is logged and the run stays complete."""
+    from .viz.cases import prediction_models
+
+    nb_in = cfg.path("notebooks_dir") / INSPECTOR_NOTEBOOK
+    models = prediction_models(run_dir)
+    seed = cfg.seed if any(cfg.seed in s for s in models.values()) else min((s[0] for s in models.values()),
+                                                                           default=cfg.seed)
+    models = {m: s for m, s in models.items() if seed in s}
+    if not nb_in.is_file() or not models:
+        LOG.info("inspector notebook not published: %s", "no GSR predictions in this run" if nb_in.is_file()
+                 else f"{nb_in} is absent")
+        return None
+    model = "mipd" if "mipd" in models else next(iter(models))
+    model_b = "baseline" if "baseline" in models and model != "baseline" else next(
+        (m for m in models if m != model), model)
+    params = {"run_dir": str(run_dir), "world_dir": str(cfg.path("world_dir")), "cache_dir": str(cfg.path("cache_dir")),
+              "seed": seed, "model": model, "model_b": model_b, "demo": False}
+    nb_out = run_dir / "notebooks" / INSPECTOR_NOTEBOOK
+    LOG.info("publishing %s (%s vs %s, seed %d)", INSPECTOR_NOTEBOOK, model, model_b, seed)
+    try:
+        _execute(nb_in, nb_out, params, cfg.path("notebooks_dir"))
+    except Exception as e:  # noqa: BLE001 - the run's results stand without it
+        LOG.error("the inspector notebook failed (the run stays complete): %s (executed notebook: %s)",
+                  _error_text(e), nb_out)
+        return None
+    return nb_out
 
 
 def _error_text(e: BaseException) -> str:
@@ -553,6 +686,8 @@ def run(cfg: RunConfig, out: Optional[str | Path] = None, force: bool = False, u
             print(f"  {name:<13} {cfg.stages[name].notebook:<28} {what}")
         return RunResult(run_dir, "dry-run", dict(plan))
 
+    if run_dir.exists() and not run_dir.is_dir():
+        raise PipelineError(f"--out {run_dir}: is a file, not a folder; choose a folder for the run")
     _check_not_foreign(run_dir, force)
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = _lock(run_dir)
@@ -606,6 +741,7 @@ def run(cfg: RunConfig, out: Optional[str | Path] = None, force: bool = False, u
             ran.add(name)
             nb_in, nb_out = nb_dir / st.notebook, run_dir / "notebooks" / st.notebook
             params = cfg.stage_params(name, run_dir, teacher=uses_teacher(cfg, name))
+            expected_s = expected_seconds(name, rec, cfg)  # the ETA of the stage clock
             rec.clear()
             rec.update({"state": "running", "fingerprint": fps[name], "notebook": st.notebook,
                         "output": str(nb_out.relative_to(run_dir)), "params": params, "started": _now(),
@@ -615,11 +751,13 @@ def run(cfg: RunConfig, out: Optional[str | Path] = None, force: bool = False, u
             ts = time.perf_counter()
             error: Optional[str] = None
             try:
-                _execute(nb_in, nb_out, params, nb_dir)
+                with stage_clock(f"stage {name}", expected_s, LOG):  # a progress line every STAGE_CLOCK_S
+                    _execute(nb_in, nb_out, params, nb_dir)
             except KeyboardInterrupt:
-                error = "interrupted (KeyboardInterrupt)"
+                error = INTERRUPTED
             except Exception as e:  # noqa: BLE001 - any notebook failure stops the run with its message
                 error = _error_text(e)
+            redact_file(nb_out)  # papermill wrote the injected parameters and outputs as they were
             if error is None:
                 missing = missing_outputs(cfg, name, run_dir)
                 if missing:
@@ -652,11 +790,16 @@ def run(cfg: RunConfig, out: Optional[str | Path] = None, force: bool = False, u
         _copy_split(cfg, run_dir)
         _write_results(run_dir, status)
         if complete:
+            if ran or not (run_dir / "notebooks" / INSPECTOR_NOTEBOOK).is_file():
+                publish_inspector(cfg, run_dir)
             _update_latest(run_dir, cfg.path("reports_dir"))
         result.state = status["state"]
         result.seconds = time.perf_counter() - t0
         LOG.info("run %s %s in %.1fs: %s", run_dir.name, result.state, result.seconds, run_dir / "results.md")
         return result
+    except BaseException as e:  # the traceback goes to run.log; the CLI prints one line
+        LOG.error("run stopped: %s: %s", type(e).__name__, e, exc_info=True)
+        raise
     finally:
         _teardown_logging(handlers)
         lock.close()
@@ -695,21 +838,31 @@ def build_parser() -> argparse.ArgumentParser:
                         "(e.g. after editing mipd_kit)")
     p.add_argument("--dry-run", action="store_true", help="show which stages would run or be skipped")
     p.add_argument("--quiet", action="store_true", help="no progress messages on stderr")
+    p.add_argument("--root", default=None, metavar="DIR", help="base of the config's relative paths (default: the "
+                   "config's folder, or its parent when that folder is named configs/); the same as --set root=DIR")
+    p.add_argument("--no-check", action="store_true", help="skip the check of every input (mipd check) that "
+                   "mipd run does first")
     return p
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``mipd run``: returns 0 when the run is complete, 1 when a stage failed, 2 on a bad config or run folder."""
+    """``mipd run``: returns 0 when the run is complete, 1 when a stage failed, 2 on a bad config or run folder,
+    130 when Ctrl-C stopped a stage."""
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
-        cfg = RunConfig.load(args.config, args.sets)
+        cfg = RunConfig.load(args.config, args.sets + ([f"root={args.root}"] if args.root else []))
         res = run(cfg, out=args.out, force=args.force, until=args.until, dry_run=args.dry_run, quiet=args.quiet,
                   rerun=args.rerun)
     except (ConfigError, PipelineError) as e:
-        print(f"mipd run: error: {e}", file=sys.stderr)
+        print(f"mipd run: error: {redact(str(e))}", file=sys.stderr)
         return 2
+    if res.state == "failed" and res.error == INTERRUPTED:
+        print(f"mipd run: interrupted (Ctrl-C) in stage {res.failed_stage!r}; finished stages are kept and the same "
+              "command resumes", file=sys.stderr)
+        return 130
     if res.state == "failed":
-        print(f"mipd run: stage {res.failed_stage!r} failed: {res.error}\n  see {res.run_dir / 'run.log'} and "
+        print(f"mipd run: stage {res.failed_stage!r} failed: {redact(res.error or '')}\n"
+              f"  see {res.run_dir / 'run.log'} and "
               f"{res.run_dir / 'notebooks'}", file=sys.stderr)
         return 1
     if res.state != "dry-run":

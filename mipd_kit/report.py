@@ -22,7 +22,9 @@ numbers and see the rationales without running anything:
 The copy is built in a sibling temporary folder and swapped in at the end (the old destination is renamed away,
 the new one renamed into place, then the old one removed), so an interrupted publish leaves the previous report
 intact. A run whose ``status.json`` state is not ``done`` is refused unless ``allow_partial``; a copy larger than
-:data:`MAX_BYTES` is refused (nothing is replaced).
+:data:`MAX_BYTES` is refused (nothing is replaced), and so is a copy in which a file holds a key-like string, a
+configured key or credentials in a URL (:func:`mipd_kit.redaction.find_secrets`) unless ``redact_secrets``
+(``--redact-secrets``), which publishes it with ``[REDACTED]`` in their place.
 """
 
 from __future__ import annotations
@@ -44,8 +46,9 @@ from typing import Any, Optional, Sequence
 from PIL import Image
 
 from mipd_kit.data.records import DataError
-from mipd_kit.fileio import atomic_write_text, dumps, loads_strict
+from mipd_kit.fileio import atomic_write_text, dumps, loads_strict, redact_file
 from mipd_kit.rationales.store import complete_lines, parse_rationale_lines
+from mipd_kit.redaction import find_secrets
 from mipd_kit.viz.rationales import build_items, load_world_situations, render_item, sample_items, verdict_text
 
 #: the largest copy ``publish`` writes (bytes); a larger one is refused.
@@ -78,6 +81,7 @@ class PublishReport:
         samples: the sample rationales shown in ``samples/README.md``.
         missing_images: sample images not found or unreadable (the sample is shown without its image).
         dropped_outputs: notebook output images dropped for size, ``"notebook: cell N (K KB)"``.
+        redacted: files of the copy whose secrets were replaced by ``[REDACTED]`` (``redact_secrets``).
     """
 
     dest: Path
@@ -89,6 +93,7 @@ class PublishReport:
     samples: int = 0
     missing_images: list[str] = field(default_factory=list)
     dropped_outputs: list[str] = field(default_factory=list)
+    redacted: list[str] = field(default_factory=list)
 
 
 # -- pieces (pure or single-file) -------------------------------------------------------------------------------------
@@ -264,7 +269,7 @@ def write_samples(records: Sequence[Any], world_dir: Optional[Path], image_root:
 def publish(run_dir: str | os.PathLike, dest: str | os.PathLike, sample_lines_n: int = 2000, seed: int = 0,
             samples: int = 20, allow_partial: bool = False, world_dir: Optional[str | os.PathLike] = None,
             image_root: Optional[str | os.PathLike] = None, max_image_kb: float = 300.0,
-            max_bytes: Optional[int] = None) -> PublishReport:
+            max_bytes: Optional[int] = None, redact_secrets: bool = False) -> PublishReport:
     """Publish ``run_dir`` as the report folder ``dest`` (see the module docstring).
 
     Args:
@@ -278,10 +283,13 @@ def publish(run_dir: str | os.PathLike, dest: str | os.PathLike, sample_lines_n:
         image_root: folder of the images (default ``world_dir/images``).
         max_image_kb: notebook output images larger than this are dropped.
         max_bytes: size limit of the copy (default :data:`MAX_BYTES`).
+        redact_secrets: publish a copy in which secrets were found (:func:`mipd_kit.redaction.find_secrets`) with
+            them replaced by ``[REDACTED]``; without it such a copy is refused.
 
     Raises:
-        PublishError: the run is not finished (without ``allow_partial``), the copy exceeds the limit, or the
-            samples need a world folder that is absent. ``dest`` is then untouched.
+        PublishError: the run is not finished (without ``allow_partial``), the copy exceeds the limit, a file of
+            the copy holds a key-like string, a configured key or URL credentials (without ``redact_secrets``), or
+            the samples need a world folder that is absent. ``dest`` is then untouched.
         DataError: a bad line in the rationale store (file and line named).
     """
     run = Path(run_dir).resolve()
@@ -347,6 +355,7 @@ def publish(run_dir: str | os.PathLike, dest: str | os.PathLike, sample_lines_n:
         if rep.samples:
             readme += "; sample rationales with their images: [samples/](samples/README.md)"
         atomic_write_text(tmp / "README.md", readme + ".\n")
+        rep.redacted = _check_secrets(tmp, run, redact_secrets)
         rep.bytes = folder_bytes(tmp)
         rep.files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
         if rep.bytes > limit:
@@ -370,6 +379,28 @@ def publish(run_dir: str | os.PathLike, dest: str | os.PathLike, sample_lines_n:
     return rep
 
 
+def _check_secrets(copy: Path, run: Path, redact_secrets: bool) -> list[str]:
+    """The text files of ``copy`` holding secrets: refused (``PublishError`` naming files and kinds, never values)
+    unless ``redact_secrets``, which rewrites them through :func:`mipd_kit.redaction.redact`."""
+    found: dict[str, list[str]] = {}
+    for p in sorted(copy.rglob("*")):
+        if p.is_file() and p.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
+            try:
+                kinds = find_secrets(p.read_text(encoding="utf-8"))
+            except UnicodeDecodeError:
+                continue
+            if kinds:
+                found[str(p.relative_to(copy))] = kinds
+    if found and not redact_secrets:
+        shown = "; ".join(f"{f} ({', '.join(k)})" for f, k in list(found.items())[:10])
+        raise PublishError(f"{run}: {len(found)} file(s) of the report would hold secrets: {shown}; nothing was "
+                           "published. Rotate the key, then pass --redact-secrets to publish with [REDACTED] in "
+                           "their place")
+    for f in found:
+        redact_file(copy / f)
+    return sorted(found)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``mipd publish RUN_DIR [--to DEST] ...``; exit 0 when published, 2 when refused."""
     ap = argparse.ArgumentParser(prog="mipd publish", description=__doc__.split("\n\n")[0])
@@ -383,12 +414,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--image-root", default=None, help="folder of the images (default: WORLD/images)")
     ap.add_argument("--max-image-kb", type=float, default=300.0,
                     help="notebook output images larger than this are dropped from the copy")
+    ap.add_argument("--redact-secrets", action="store_true",
+                    help="publish a run whose files hold a key-like string, a configured key or URL credentials, "
+                         "with [REDACTED] in their place (refused without it)")
     args = ap.parse_args(None if argv is None else list(argv))
     if args.sample_lines < 0 or args.samples < 0:
         ap.error("--sample-lines and --samples must be >= 0")
     try:
         rep = publish(args.run_dir, args.to, args.sample_lines, args.seed, args.samples, args.allow_partial,
-                      args.world, args.image_root, args.max_image_kb)
+                      args.world, args.image_root, args.max_image_kb, redact_secrets=args.redact_secrets)
     except (PublishError, DataError) as e:
         print(f"mipd publish: {e}", file=sys.stderr)
         return 2
@@ -401,6 +435,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("  the run has no rationales.jsonl: no rationale sample, no samples/")
     for m in rep.missing_images:
         print(f"  image not found: {m}")
+    if rep.redacted:
+        print(f"  secrets replaced by [REDACTED] in {len(rep.redacted)} file(s): {', '.join(rep.redacted)}")
     if rep.dropped_outputs:
         print(f"  {len(rep.dropped_outputs)} notebook output image(s) over {args.max_image_kb:g} KB dropped: "
               + ", ".join(rep.dropped_outputs))

@@ -1,8 +1,9 @@
 """Real-browser test of the widget inspector: JupyterLab on loopback + headless Debian Chromium via Playwright.
 
 Opens ``notebooks/08_inspector.ipynb`` (parameterised with papermill to read a generated demo run), runs all
-cells, changes the error filter in the widget, waits for the widget to redraw, and saves a screenshot to
-``reports/browser/inspector.png`` (timing in ``reports/browser/timing.json``). Never downloads a browser: it
+cells, changes the error filter in the widget, waits for the widget to redraw, and saves a screenshot to the test's
+temporary folder (``MIPD_BROWSER_SHOTS=DIR`` keeps ``inspector.png``, ``inspector_widget.png`` and ``timing.json``
+in ``DIR``; a test never writes into the checkout). Never downloads a browser: it
 skips when ``/usr/bin/chromium`` (Debian's ``chromium`` package) is absent. Run with ``make test-browser``
 (``pytest -m browser``).
 """
@@ -96,12 +97,12 @@ def lab(root: Path, tmp_path: Path):
             proc.wait(timeout=10)
 
 
-def test_inspector_in_jupyterlab(root: Path, lab) -> None:
+def test_inspector_in_jupyterlab(root: Path, lab, tmp_path: Path) -> None:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     t0 = time.time()
-    out_dir = root / "reports" / "browser"
+    out_dir = Path(os.environ.get("MIPD_BROWSER_SHOTS") or tmp_path / "browser")
     out_dir.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)

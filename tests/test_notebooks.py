@@ -1,12 +1,14 @@
 """The whole smoke pipeline, once per session, through ``mipd run --config configs/smoke.yaml``.
 
 Every notebook of the pipeline runs with its smoke parameters into a temporary reports folder (world and caches
-in the same temporary folder, so the test never touches ``data/``); then the run is resumed (every stage skipped)
-and the inspector notebook is executed on the run's predictions. Skips, naming them, while notebooks are missing.
+in the same temporary folder, so the test never touches ``data/``); then the run is resumed (every stage skipped).
+The run's published inspector notebook, its inline figures, its progress lines in ``run.log`` and the inspector
+widgets on its outputs are checked. Skips, naming them, while notebooks are missing.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -73,20 +75,123 @@ def test_smoke_run_resumes(root: Path, smoke_run: dict) -> None:
     assert {s["state"] for s in status["stages"].values()} == {"skipped"}
 
 
-def test_inspector_notebook_on_the_smoke_run(root: Path, smoke_run: dict, tmp_path: Path) -> None:
-    import papermill as pm
-
+def test_inspector_notebook_on_the_smoke_run(smoke_run: dict) -> None:
+    """The pipeline publishes 08_inspector executed on the run's own outputs, with its widgets' state saved."""
     if smoke_run["proc"].returncode != 0:
         pytest.fail(f"the smoke run failed: {smoke_run['status'].get('error')}")
-    out = tmp_path / "08_inspector.ipynb"
-    pm.execute_notebook(str(root / "notebooks" / "08_inspector.ipynb"), str(out),
-                        parameters={"run_dir": str(smoke_run["run_dir"]), "world_dir": str(smoke_run["base"] / "world"),
-                                    "model": "mipd", "seed": 0, "split": "unseen"},
-                        kernel_name="python3", cwd=str(root / "notebooks"), progress_bar=False)
+    out = smoke_run["run_dir"] / "notebooks" / "08_inspector.ipynb"
+    assert out.is_file(), "mipd run did not publish the inspector notebook"
     import nbformat
 
+    state = nbformat.read(out, as_version=4).metadata.get("widgets", {})
+    assert state.get("application/vnd.jupyter.widget-state+json", {}).get("state"), "no widget state saved"
     outputs = "".join(o.get("text", "") for c in nbformat.read(out, as_version=4).cells if c.cell_type == "code"
                       for o in c.get("outputs", []))
     assert "DEMO data" not in outputs and "cases; primary error per split" in outputs
     assert "HOI cases; top-1 outcome per tag" in outputs  # the smoke run's 07_cl_hoi wrote hoi-clhoi-seed0.json
     assert "pass the initial filter" in outputs  # the rationale browser over the run's rationales.jsonl
+    assert "mipd vs baseline: " in outputs and "cells over" in outputs  # comparison and confusion parts
+    assert (smoke_run["run_dir"] / "inspector" / "mipd-vs-baseline-unseen.csv").is_file()  # the export
+
+
+#: executed notebooks of the smoke run that draw figures: each must hold at least one inline image output (a figure
+#: shown, not only saved to figures/)
+PLOTTING_NOTEBOOKS: tuple[str, ...] = ("00_data.ipynb", "01_teacher_features.ipynb", "02_rationales.ipynb",
+                                       "03_judge.ipynb", "04_alignment.ipynb", "05_distillation.ipynb",
+                                       "06_analysis.ipynb", "07_cl_hoi.ipynb")
+
+
+def inline_images(path: Path) -> int:
+    """How many ``image/png`` outputs an executed notebook holds."""
+    import nbformat
+
+    return sum("image/png" in o.get("data", {}) for c in nbformat.read(path, as_version=4).cells
+               if c.cell_type == "code" for o in c.get("outputs", []))
+
+
+def test_smoke_notebooks_show_their_figures_inline(smoke_run: dict) -> None:
+    if smoke_run["proc"].returncode != 0:
+        pytest.fail(f"the smoke run failed: {smoke_run['status'].get('error')}")
+    counts = {nb: inline_images(smoke_run["run_dir"] / "notebooks" / nb) for nb in PLOTTING_NOTEBOOKS}
+    assert all(n >= 1 for n in counts.values()), f"image/png outputs per executed notebook: {counts}"
+    assert sum(counts.values()) >= 2 * len(counts), counts
+
+
+def test_smoke_run_log_has_progress_lines_with_eta(smoke_run: dict) -> None:
+    """run.log holds the notebooks' progress lines (counts, elapsed, ETA) and, within every stage, no stretch of
+    more than 15 s without a line (the stage clock logs one every 10 s)."""
+    import datetime as dt
+    import re
+
+    from mipd_kit.progress import is_progress_line
+
+    if smoke_run["proc"].returncode != 0:
+        pytest.fail(f"the smoke run failed: {smoke_run['status'].get('error')}")
+    log = (smoke_run["run_dir"] / "run.log").read_text().splitlines()
+    stamp = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d) \w+ [\w.]+: (.*)$")
+    events: list[tuple[dt.datetime, str]] = []
+    for line in log:
+        m = stamp.match(line)
+        if m:
+            events.append((dt.datetime.fromisoformat(m.group(1)), m.group(2)))
+    progress = [msg for _, msg in events if is_progress_line(msg)]
+    with_eta = [p for p in progress if re.search(r" eta \d\d:\d\d", p)]
+    for what in ("JRG: ", "NMPA seed 0: ", "student mipd seed 0: ", "CL-HOI clhoi seed 0: "):
+        assert any(p.startswith(what) for p in with_eta), (what, progress[:20])
+    assert any("rationales " in p and "/s)" in p for p in progress if p.startswith("JRG: "))
+    assert not any("without encryption" in line for line in log)
+    # within each stage: the longest time without a line (progress, stage start or end) stays under 15 s
+    gaps: dict[str, float] = {}
+    stage, last = None, None
+    for t, msg in events:
+        m = re.match(r"stage (\w+)\s+(running|done)", msg)
+        if m and m.group(2) == "running":
+            stage, last = m.group(1), t
+        elif stage is not None and (is_progress_line(msg) or m):
+            gaps[stage] = max(gaps.get(stage, 0.0), (t - last).total_seconds())
+            last = t
+            if m:
+                stage = None
+    assert gaps and max(gaps.values()) <= 15, gaps
+
+
+def test_compare_and_confusion_widgets_on_the_smoke_run(smoke_run: dict, tmp_path: Path) -> None:
+    """The comparison inspector and the confusion browser driven through their accessors on the run's own
+    predictions and training rationales (no browser)."""
+    from mipd_kit.viz.cases import prediction_models
+    from mipd_kit.viz.inspector import ConfusionBrowser, open_compare, open_inspector
+
+    if smoke_run["proc"].returncode != 0:
+        pytest.fail(f"the smoke run failed: {smoke_run['status'].get('error')}")
+    run, world = smoke_run["run_dir"], smoke_run["base"] / "world"
+    models = prediction_models(run)
+    assert {"mipd", "baseline"} <= set(models) and all(s == [0] for s in models.values()), models
+    assert not any(m.startswith(("hoi-", "vcoco-")) for m in models), models
+    ins = open_compare(run, world, "mipd", "baseline", split="unseen")
+    unseen = ins.visible_cases()
+    assert unseen and all("unseen" in p.split_tags for p in unseen)
+    assert ins.rendered_image().width >= 3 * 256
+    assert len(ins.teacher_top5(unseen[0].image)) == 5 and "teacher (zero-shot)" in ins.details_html()
+    # a seen case's gold verb has training rationales in a run (test images never do)
+    ins.set_filter(split="seen")
+    assert "(training images the student was distilled from)" in ins.details_html()
+    rows = json.loads(ins.export(tmp_path / "seen.json").read_text())
+    assert len(rows) == len(ins.visible_cases()) and {"mipd_pred_verb", "baseline_pred_verb"} <= set(rows[0])
+    cb = ConfusionBrowser(open_inspector(run, world, model="mipd").cases, "unseen", image_root=world / "images")
+    (g, p), n = next(iter(cb.cells.items()))
+    assert len(cb.select_cell(g, p)) == n and cb.grid_image() is not None
+
+
+def test_hoi_compare_on_the_smoke_run(smoke_run: dict, tmp_path: Path) -> None:
+    """clhoi vs icn on the same HOI test images, with the descriptions of training images of the annotated HOIs."""
+    from mipd_kit.hoi.inspector import HOI_CONTRASTS, filter_hoi_pairs, open_hoi_compare
+
+    if smoke_run["proc"].returncode != 0:
+        pytest.fail(f"the smoke run failed: {smoke_run['status'].get('error')}")
+    ins = open_hoi_compare(smoke_run["run_dir"], smoke_run["base"] / "world", "clhoi", "icn")
+    assert ins.cases and sum(len(filter_hoi_pairs(ins.cases, contrast=c)) for c in HOI_CONTRASTS[1:]) == len(ins.cases)
+    assert "clhoi" in ins.label_text() and "icn" in ins.label_text()
+    assert ins.rendered_image().width >= 3 * 256
+    assert "descriptions of training images of" in ins.details_html()
+    rows = list(csv.DictReader(ins.export(tmp_path / "hoi.csv").open()))
+    assert len(rows) == len(ins.visible_cases()) and {"clhoi_outcome", "icn_outcome"} <= set(rows[0])

@@ -4,31 +4,16 @@ are valid ``TeacherConfig``s, and the runner can plan them (a dry run)."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
 
 from mipd_kit import pipeline
+from mipd_kit.check import stage_configs  # each stage's Config built as the runner would (its checks run)
 from mipd_kit.config import RunConfig
-from mipd_kit.stages import stage_module
 from mipd_kit.teachers import TeacherConfig
 
 REAL = ("swig_real.yaml", "hico_real.yaml", "real_smoke.yaml")
-
-
-def stage_configs(cfg: RunConfig, run_dir: Path) -> dict:
-    """Each enabled stage's ``Config`` built from the parameters the runner would pass (run seed, folders and the
-    teacher block included), so that their own checks (``__post_init__``) run."""
-    out = {}
-    for name, st in cfg.stages.items():
-        if not st.enabled:
-            continue
-        mod = stage_module(name)
-        fields = {f.name for f in dataclasses.fields(mod.Config)}
-        params = cfg.stage_params(name, run_dir, teacher="teacher_config" in fields)
-        out[name] = mod.Config(**{k: v for k, v in params.items() if k in fields})
-    return out
 
 
 @pytest.mark.parametrize("name", REAL)
@@ -59,7 +44,13 @@ def test_real_config_validates_against_the_notebooks_and_stage_configs(root: Pat
 def test_real_config_is_the_real_thing(root: Path, name: str) -> None:
     cfg = RunConfig.load(root / "configs" / name)
     t = TeacherConfig.from_dict(cfg.teacher_config())
-    assert t.backend == "open_clip" and t.pretrained and t.device == "cuda"
+    assert t.device == "cuda" and t.vision_config is None  # pretrained weights, not a random config
+    if name == "swig_real.yaml":  # the authors' teacher (BLIP-2) and student backbone (CLIP ViT-L/14-336)
+        assert (t.backend, t.arch, t.model) == ("transformers", "blip2", "Salesforce/blip2-itm-vit-g")
+        b = TeacherConfig.from_dict(cfg.stages["distillation"].params["student_backbone"])
+        assert (b.backend, b.model, b.pretrained) == ("open_clip", "ViT-L-14-336", "openai")
+    else:
+        assert t.backend == "open_clip" and t.pretrained
     assert "data" not in cfg.stages or not cfg.stages["data"].enabled  # a real world folder is never generated
 
 

@@ -262,7 +262,7 @@ def test_distillation_runs_the_rows_of_its_config(tiny_run, tmp_path) -> None:
         D.Config(rows=["mipd-everything"]).row_list()
 
 
-def test_distillation_workers_train_side_by_side_with_the_same_results(tiny_run, tmp_path) -> None:
+def test_distillation_workers_train_side_by_side_with_the_same_results(tiny_run, tmp_path, monkeypatch) -> None:
     """workers=2 trains the students in 2 forked 1-thread processes: the same rows, files and numbers as one
     1-thread process (the same thread count: exact), in job order; a student failing in a worker is named."""
     import shutil
@@ -287,8 +287,12 @@ def test_distillation_workers_train_side_by_side_with_the_same_results(tiny_run,
     # a student that fails in a worker is named
     run = tmp_path / "w-fail"
     shutil.copytree(d / "alone", run, ignore=shutil.ignore_patterns("checkpoints", "predictions", "curves", "nmpa"))
-    cfg = _dist_cfg(d, variants=[], rows=["baseline", "mipd"], seeds=[0], workers=2, threads=2,
-                    overrides={"lr": float("nan")})
+    cfg = _dist_cfg(d, variants=[], rows=["baseline", "mipd"], seeds=[0], workers=2, threads=2)
+    import mipd_kit.student.train as T  # a config with lr=nan is refused at construction: fail inside the worker
+
+    def diverges(*a, **k):
+        raise FloatingPointError("the loss is not finite (planted)")
+    monkeypatch.setattr(T, "run_variant", diverges)  # the forked workers inherit the patched module
     with pytest.raises(RuntimeError, match=r"student (baseline|mipd)-seed0 failed in a worker process"):
         D.run(cfg, run, embed_texts=hashed_text_embedder())
     with pytest.raises(ValueError, match="workers must be a positive integer"):

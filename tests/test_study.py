@@ -65,6 +65,10 @@ HOI = {
     "icn": lambda split, w, s: 60.0 + s + w,
     "clhoi": lambda split, w, s: 60.0 + s + w + (3.0 if split == "full" else -1.0),  # full met, unseen missed
     "clhoi-logitctx": lambda split, w, s: 61.0,
+    "clhoi-oracle": lambda split, w, s: 60.0 + s + w + (4.0 if split == "full" else 2.0),  # full met, unseen missed
+    "clhoi-oracle-shuffled": lambda split, w, s: 60.0 + s + w,
+    "weak-mil": lambda split, w, s: 62.0,
+    "upper": lambda split, w, s: 90.0,
 }
 
 
@@ -156,6 +160,16 @@ def test_study_of_two_worlds(study, tmp_path, capsys):
                                           "interval above 0")
     assert "**met**" in _goal_line(md, "`clhoi` >= 2 mAP above `icn` on full, interval above 0")
     assert "**missed**" in _goal_line(md, "`clhoi` >= 2 mAP above `icn` on unseen, interval above 0")
+    # the HOI control rows: the positive control, the weakly supervised baseline the claim is about
+    assert "**met**" in _goal_line(md, "positive control: `clhoi-oracle` >= 3 mAP above `icn` on full, "
+                                       "interval above 0")
+    assert "**missed**" in _goal_line(md, "positive control: `clhoi-oracle` >= 3 mAP above `icn` on unseen, "
+                                          "interval above 0")
+    assert "**met**" in _goal_line(md, "positive control: `clhoi-oracle` above `clhoi-oracle-shuffled` on unseen, "
+                                       "interval above 0")
+    assert "**met**" in _goal_line(md, "`clhoi` >= the weakly supervised `weak-mil` on full")
+    assert _study_row(rows, "hoi-study", "upper - icn", "full").value == pytest.approx(
+        statistics.fmean(30.0 - s - w for w, s in pairs))
     # a model missing from the runs is reported, and what needs it is not evaluated
     assert "missing `mipd-template`" in md
     assert "**not evaluated**" in _goal_line(md, "rationale content matters: `mipd` above `mipd-template` on rare, "

@@ -409,11 +409,19 @@ def test_mipd_dispatcher_runs_eval_swig(tmp_path, tiny_gt, capsys):
     assert mipd(["eval-swig", "--gt", str(gt_p), "--pred", str(pred_p), "--out", str(out)]) == 0
     rows = read_rows(out)
     assert len(rows) == 2 * (5 + 5 + 4) and all(r.value == 100.0 and r.model == "model" for r in rows)
-    # --merge keeps rows of another model
-    pred_p.write_text(json.dumps({}))
-    assert mipd(["eval-swig", "--gt", str(gt_p), "--pred", str(pred_p), "--model", "empty", "--merge",
+    # --merge keeps rows of another model; a model predicting one image of three scores on all three
+    one = dict(list(gt_as_predictions(tiny_gt).items())[:1])
+    pred_p.write_text(json.dumps(one))
+    assert mipd(["eval-swig", "--gt", str(gt_p), "--pred", str(pred_p), "--model", "one", "--merge",
                  "--out", str(out)]) == 0
     rows = read_rows(out)
-    assert {r.model for r in rows} == {"model", "empty"}
-    assert all(r.value == 0.0 for r in rows if r.model == "empty")
-    assert "3 ground-truth images without a prediction" in capsys.readouterr().err
+    assert {r.model for r in rows} == {"model", "one"}
+    assert all(r.value < 100.0 for r in rows if r.model == "one" and r.mean == "image")
+    assert "2 ground-truth images without a prediction" in capsys.readouterr().err
+    # predictions matching no ground-truth image score nothing: refused, naming the counts, --out unchanged
+    before = out.read_text()
+    pred_p.write_text(json.dumps({}))
+    assert mipd(["eval-swig", "--gt", str(gt_p), "--pred", str(pred_p), "--model", "empty", "--merge",
+                 "--out", str(out)]) == 2
+    assert "none of its 0 predicted image(s) is among the 3 image(s)" in capsys.readouterr().err
+    assert out.read_text() == before

@@ -241,8 +241,9 @@ def test_download_dry_run_prints_urls_and_fetches_nothing(tmp_path, capsys):
         assert dl_main(["download", ds, "--to", str(tmp_path / ds), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "https://swig-data-weights.s3.us-east-2.amazonaws.com/images_512.zip" in out
-    assert "allenai/swig/HEAD/SWiG_jsons/imsitu_space.json" in out
-    assert "fredzzhang/hicodet/HEAD/instances_test2015.json" in out
+    assert "allenai/swig/70f2cb63aae3f4309bcb520eea1e14805e8c6c42/SWiG_jsons/imsitu_space.json" in out
+    assert "fredzzhang/hicodet/e4e234045e0a4128995a2e45e841b3ebe64eda0b/instances_test2015.json" in out
+    assert "/HEAD/" not in out  # pinned commits, never a moving branch
     assert "gdrive:1QZcJmGVlF9f4h-XLWe9Gkmnmj2z1gSnk" in out
     assert "http://images.cocodataset.org/zips/train2014.zip" in out
     assert not any(tmp_path.iterdir())  # nothing written

@@ -314,8 +314,9 @@ def train_nmpa(data: AlignData, cfg: NMPAConfig, progress: bool = False, device:
     steps = cfg.epochs * math.ceil(len(usable) / cfg.batch_size)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=steps, desc="NMPA")
+        from ..progress import progress as progress_bar
+        bar = progress_bar(total=steps, desc=f"NMPA seed {cfg.seed}", unit="step",
+                           steps_per_epoch=math.ceil(len(usable) / cfg.batch_size))
     model.train()
     for epoch in range(cfg.epochs):
         perm = usable[to_device(torch.randperm(len(usable), generator=g), device)]

@@ -16,7 +16,9 @@ Sources (public URLs of the dataset authors and of the repositories the project'
   (boxes inline), and COCO 2014 images and annotations from images.cocodataset.org.
 
 Downloads stream to ``name.part`` and resume with an HTTP Range request when the server allows it; each file's
-size and SHA-256 are printed (and written to ``DIR/SHA256SUMS``) so users can compare with published values.
+size and SHA-256 are printed (and written to ``DIR/SHA256SUMS``). GitHub files come from pinned commits
+(``REVISIONS``); ``mipd data prepare`` (``mipd_kit.data.prepare``) also verifies every file's checksum and lays out
+the world folder.
 """
 
 from __future__ import annotations
@@ -37,7 +39,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-GH = "https://raw.githubusercontent.com"  # ``HEAD`` = the repository's default branch
+GH = "https://raw.githubusercontent.com"
+#: the commits every GitHub file is taken from (the newest commit of each repository when the table was written)
+REVISIONS: dict[str, str] = {
+    "allenai/swig": "70f2cb63aae3f4309bcb520eea1e14805e8c6c42",
+    "rowanz/verb-attributes": "a04931e3b2ef5be859bdb4c0f123148b194c9d42",
+    "fredzzhang/hicodet": "e4e234045e0a4128995a2e45e841b3ebe64eda0b",
+    "fredzzhang/vcoco": "cb13e3d3cd74158b41acee09979e25e875c02053",
+    "s-gupta/v-coco": "489cc4db74f2f10ab4b134f67da3874afbf245ab",
+}
+
+
+def gh(repo: str, path: str) -> str:
+    """The raw URL of ``path`` in ``repo`` at its pinned commit (``REVISIONS``)."""
+    return f"{GH}/{repo}/{REVISIONS[repo]}/{path}"
 
 
 @dataclass(frozen=True)
@@ -59,29 +74,29 @@ class Source:
 
 SOURCES: dict[str, list[Source]] = {
     "swig": [
-        *[Source(f"{GH}/allenai/swig/HEAD/SWiG_jsons/{n}.json", f"SWiG_jsons/{n}.json", note=f"SWiG {n} annotations")
+        *[Source(gh("allenai/swig", f"SWiG_jsons/{n}.json"), f"SWiG_jsons/{n}.json", note=f"SWiG {n} annotations")
           for n in ("train", "dev", "test")],
-        Source(f"{GH}/allenai/swig/HEAD/SWiG_jsons/imsitu_space.json", "SWiG_jsons/imsitu_space.json",
+        Source(gh("allenai/swig", "SWiG_jsons/imsitu_space.json"), "SWiG_jsons/imsitu_space.json",
                note="imSitu frame space: verbs, roles, nouns"),
-        Source(f"{GH}/allenai/swig/HEAD/global_utils/train_classes.csv", "global_utils/train_classes.csv",
+        Source(gh("allenai/swig", "global_utils/train_classes.csv"), "global_utils/train_classes.csv",
                note="noun classes of JSL/CoFormer"),
         Source("https://swig-data-weights.s3.us-east-2.amazonaws.com/images_512.zip", "images_512.zip",
                images=True, note="SWiG images resized to 512 px (about 15 GB)"),
     ],
     "hico": [
-        Source(f"{GH}/fredzzhang/hicodet/HEAD/instances_train2015.json", "instances_train2015.json",
+        Source(gh("fredzzhang/hicodet", "instances_train2015.json"), "instances_train2015.json",
                note="HICO-DET train instances (fredzzhang/hicodet JSON format)"),
-        Source(f"{GH}/fredzzhang/hicodet/HEAD/instances_test2015.json", "instances_test2015.json",
+        Source(gh("fredzzhang/hicodet", "instances_test2015.json"), "instances_test2015.json",
                note="HICO-DET test instances"),
         Source("gdrive:1QZcJmGVlF9f4h-XLWe9Gkmnmj2z1gSnk", "hico_20160224_det.tar.gz", images=True,
                note="HICO-DET images + MATLAB annotations from the dataset authors (about 7.5 GB)"),
     ],
     "vcoco": [
-        *[Source(f"{GH}/s-gupta/v-coco/HEAD/data/vcoco/vcoco_{n}.json", f"v-coco/data/vcoco/vcoco_{n}.json",
+        *[Source(gh("s-gupta/v-coco", f"data/vcoco/vcoco_{n}.json"), f"v-coco/data/vcoco/vcoco_{n}.json",
                  note=f"official V-COCO {n} action/role annotations") for n in ("train", "val", "test")],
-        *[Source(f"{GH}/s-gupta/v-coco/HEAD/data/splits/vcoco_{n}.ids", f"v-coco/data/splits/vcoco_{n}.ids",
+        *[Source(gh("s-gupta/v-coco", f"data/splits/vcoco_{n}.ids"), f"v-coco/data/splits/vcoco_{n}.ids",
                  note="COCO image ids of the split") for n in ("train", "val", "test", "trainval")],
-        *[Source(f"{GH}/fredzzhang/vcoco/HEAD/instances_vcoco_{n}.json", f"instances_vcoco_{n}.json",
+        *[Source(gh("fredzzhang/vcoco", f"instances_vcoco_{n}.json"), f"instances_vcoco_{n}.json",
                  note="V-COCO with inline boxes (fredzzhang/vcoco)") for n in ("trainval", "test")],
         Source("http://images.cocodataset.org/annotations/annotations_trainval2014.zip",
                "coco/annotations_trainval2014.zip", note="COCO 2014 annotations (V-COCO boxes live here)"),

@@ -65,9 +65,9 @@ are reported. An existing ``--out`` is never replaced silently (:mod:`mipd_kit.e
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
+import zipfile
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
@@ -130,7 +130,7 @@ def _validate_detection(det: Any, where: str) -> None:
             raise DataError(f"{where}: {k} must be [x1, y1, x2, y2], got {b!r}")
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in b):
             raise DataError(f"{where}: {k} has a non-numeric coordinate (numbers only, no strings or booleans): {b!r}")
-        if not all(math.isfinite(v) for v in b):
+        if not all(is_real(v) for v in b):
             raise DataError(f"{where}: {k} has a non-finite coordinate: {b!r}")
     s = det["score"]
     if isinstance(s, bool) or not isinstance(s, (int, float)):
@@ -138,8 +138,8 @@ def _validate_detection(det: Any, where: str) -> None:
     if not is_real(s):
         raise DataError(f"{where}: score must be finite, got {s!r}")
     for k in ("hoi", "verb", "object"):
-        if k in det and (isinstance(det[k], bool) or not isinstance(det[k], (int, float)) or int(det[k]) != det[k]):
-            raise DataError(f"{where}: {k} must be an integer, got {det[k]!r}")
+        if k in det and (not is_real(det[k]) or int(det[k]) != det[k] or abs(det[k]) >= 2**62):
+            raise DataError(f"{where}: {k} must be an integer index, got {det[k]!r}"[:300])
 
 
 def prediction_arrays(preds: dict, images: Sequence[HOIImage], vocab: HOIVocab,
@@ -189,7 +189,7 @@ def prediction_arrays(preds: dict, images: Sequence[HOIImage], vocab: HOIVocab,
             hoi = _hoi_from_pairs(flat, vocab)
         if not (np.isfinite(score).all() and np.isfinite(boxes).all()):
             raise ValueError("non-finite")
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError):
         for i, d in enumerate(per_image):               # slow path: name the first bad record, or convert
             for j, det in enumerate(d or []):
                 _validate_detection(det, f"{src}: image {images[i].filename!r} detection {j}")
@@ -251,9 +251,12 @@ def load_predictions_npz(path: str | os.PathLike, images: Sequence[HOIImage], vo
                 raise DataError(f"{path}: npz predictions lack arrays {missing}")
             names, image, hoi = z["filenames"].astype(str), z["image"].astype(np.int64), z["hoi"].astype(np.int64)
             bh, bo, score = z["box_h"].astype(np.float64), z["box_o"].astype(np.float64), z["score"].astype(np.float64)
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path}: not a readable npz predictions file ({e})") from e
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"{path}: not a readable npz predictions file ({type(e).__name__}: {e})") from e
     n = len(score)
+    if not (names.ndim == image.ndim == hoi.ndim == score.ndim == 1):
+        raise DataError(f"{path}: arrays filenames/image/hoi/score must be 1-D, got shapes "
+                        f"{names.shape}/{image.shape}/{hoi.shape}/{score.shape}")
     if not (len(image) == len(hoi) == n and bh.shape == (n, 4) and bo.shape == (n, 4)):
         raise DataError(f"{path}: arrays image/hoi/box_h/box_o/score disagree in length")
     if n and (image.min() < 0 or image.max() >= len(names)):
@@ -582,12 +585,15 @@ def format_table(report: HicoReport) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``mipd eval-hico``: HICO-DET mAP of a predictions file."""
     from mipd_kit.data.hico import load_hoi_gt, resolve_zero_shot
-    from mipd_kit.eval.cli_io import USER_ERROR, add_out_arguments, check_out, write_out
+    from mipd_kit.eval.cli_io import USER_ERROR, add_out_arguments, check_matched, check_out, write_out
 
     ap = argparse.ArgumentParser(prog="mipd eval-hico", description=__doc__.split("\n")[0])
     ap.add_argument("--gt", required=True, help="ground truth: HICO-DET instance format or QPIC format")
     ap.add_argument("--pred", required=True,
                     help="predictions JSON {filename: [{hoi, box_h, box_o, score}]}, or .npz (save_predictions_npz)")
+    ap.add_argument("--pred-format", default="own", choices=["own", "qpic", "gen-vlkt", "hoiclip"],
+                    help="own: the toolkit's JSON (or .npz); qpic / gen-vlkt / hoiclip: the per-image records of "
+                         "those detectors' evaluators, as JSON or pickle (mipd_kit.eval.hoi_formats)")
     ap.add_argument("--vocab", default=None, help="vocabulary (instance-format file) for QPIC-format ground truth")
     ap.add_argument("--setting", default="both", choices=["default", "known_object", "both"],
                     help="Default and/or Known-object setting (default: both)")
@@ -608,12 +614,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         unseen = name = None
         if args.zero_shot:
             name, unseen = resolve_zero_shot(args.zero_shot, args.splits or default_split_files(args.gt))
-        preds = (load_predictions_npz(args.pred, images, vocab) if str(args.pred).endswith(".npz")
-                 else load_predictions(args.pred))
+        if args.pred_format != "own":
+            from mipd_kit.eval.hoi_formats import load_predictions_as
+            preds = load_predictions_as(args.pred, args.pred_format, images, vocab)
+        else:
+            preds = (load_predictions_npz(args.pred, images, vocab) if str(args.pred).endswith(".npz")
+                     else load_predictions(args.pred))
+        if isinstance(preds, PredictionArrays):
+            if len(images) and preds.warnings.get("gt_image_without_predictions") == len(images):
+                check_matched(args.pred, (), args.gt, (im.filename for im in images))
+        else:
+            check_matched(args.pred, preds, args.gt, (im.filename for im in images))
         check_out(args.out, args.merge, args.overwrite)  # inputs first (their errors first), then the output
         report = evaluate_hico_report(images, vocab, preds, args.setting, unseen, args.protocol,
                                       model=args.model, seed=args.seed, src=str(args.pred), zero_shot_name=name)
-        write_out(args.out, report.rows, args.merge)
+        write_out(args.out, report.rows, args.merge, args.overwrite)
     except DataError as e:
         print(f"mipd eval-hico: error: {e}", file=sys.stderr)
         return USER_ERROR

@@ -163,13 +163,13 @@ def _boxes_array(raw: list, where: str, images: list[str], role_img: list[int], 
     nan4 = (np.nan, np.nan, np.nan, np.nan)
     try:
         arr = np.array([nan4 if b is None else b for b in raw], dtype=np.float64).reshape(len(raw), 4)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
+        from .cli_io import is_real
         for i, b in enumerate(raw):
-            ok = (b is None or (isinstance(b, (list, tuple)) and len(b) == 4
-                                and all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in b)))
+            ok = (b is None or (isinstance(b, (list, tuple)) and len(b) == 4 and all(is_real(c) for c in b)))
             if not ok:
                 raise DataError(f"{where}: image {images[role_img[i]]!r} role {role_name[i]!r}: box must be "
-                                f"[x1, y1, x2, y2] or null, got {b!r}") from None
+                                f"[x1, y1, x2, y2] of finite numbers or null, got {b!r}"[:400]) from None
         raise
     if len(arr):
         arr[(arr == -1).all(axis=1)] = np.nan
@@ -450,8 +450,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """``mipd eval-swig --gt GT.json --pred PRED.json [--split OV_SPLIT.json] [--space imsitu_space.json]
     [--model NAME] [--seed S] --out METRICS.json [--merge|--overwrite]``."""
     from mipd_kit.data.swig import load_frame_space, load_situations
-    from mipd_kit.eval.cli_io import USER_ERROR, add_out_arguments, check_out, read_predictions, write_out
-    from mipd_kit.fileio import write_json
+    from mipd_kit.eval.cli_io import (USER_ERROR, add_out_arguments, check_matched, check_out, check_report,
+                                      read_predictions, write_out, write_report)
 
     ap = argparse.ArgumentParser(prog="mipd eval-swig",
                                  description="SWiG / Ov-GSR metrics (imSitu / SWiG protocol, per-image and per-verb means).")
@@ -463,21 +463,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--model", default="model", help="model name written into the rows")
     ap.add_argument("--seed", type=int, default=None, help="seed written into the rows")
     add_out_arguments(ap, "merge into an existing metrics.json (same-key rows replaced) instead of refusing it")
-    ap.add_argument("--report", help="also write warnings and notes to this JSON file")
+    ap.add_argument("--report", help="also write warnings and notes to this JSON file (an existing one needs "
+                                     "--overwrite)")
     a = ap.parse_args(list(argv) if argv is not None else None)
     try:
         space = load_frame_space(a.space) if a.space else None
         gt = load_situations(a.gt, space)
         preds = read_predictions(a.pred)
         split = OvSplit.load(a.split) if a.split else None
-        check_out(a.out, a.merge, a.overwrite)  # inputs first (their errors first), then the output
+        check_matched(a.pred, preds, a.gt, gt)
+        check_out(a.out, a.merge, a.overwrite)  # inputs first (their errors first), then the outputs
+        check_report(a.report, a.overwrite)
         rep = evaluate_swig_report(gt, preds, split, model=a.model, seed=a.seed, space=space, pred_source=a.pred)
-        write_out(a.out, rep.rows, a.merge)
+        write_out(a.out, rep.rows, a.merge, a.overwrite)
         if a.report:
-            try:
-                write_json(a.report, rep.to_json())
-            except OSError as e:
-                raise DataError(f"{a.report}: cannot write the report ({e.strerror or e})") from e
+            write_report(a.report, rep.to_json(), a.overwrite)
     except DataError as e:
         print(f"mipd eval-swig: error: {e}", file=sys.stderr)
         return USER_ERROR

@@ -426,7 +426,8 @@ def evaluate_vcoco(gts: list[VCocoImageGT], classes: list[str], preds: dict, *, 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``mipd eval-vcoco``: V-COCO scenario-1 role AP and agent AP of a predictions file."""
-    from mipd_kit.eval.cli_io import USER_ERROR, add_out_arguments, check_out, read_predictions, write_out
+    from mipd_kit.eval.cli_io import (USER_ERROR, add_out_arguments, check_matched, check_out, read_predictions,
+                                      write_out)
     ap = argparse.ArgumentParser(prog="mipd eval-vcoco", description=__doc__.split("\n")[0])
     ap.add_argument("--gt", default=None, help="instances_vcoco_test.json (fredzzhang format)")
     ap.add_argument("--vsrl", default=None, help="official s-gupta/v-coco vcoco_test.json (with --coco)")
@@ -459,10 +460,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             preds, agent_preds = load_official_detections(args.pred, gts, files, classes, actions)
         else:
             preds = read_predictions(args.pred)
+            check_matched(args.pred, preds, args.gt or args.coco, files.values())
         check_out(args.out, args.merge, args.overwrite)  # inputs first (their errors first), then the output
         rep = evaluate_vcoco(gts, classes, preds, agent_preds=agent_preds, actions=actions, model=args.model,
                              seed=args.seed, src=str(args.pred))
-        write_out(args.out, rep.rows, args.merge)
+        write_out(args.out, rep.rows, args.merge, args.overwrite)
     except DataError as e:
         print(f"mipd eval-vcoco: error: {e}", file=sys.stderr)
         return USER_ERROR

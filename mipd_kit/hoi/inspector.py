@@ -258,3 +258,182 @@ def open_hoi_inspector(run_dir: str | os.PathLike, world_dir: str | os.PathLike,
     except ValueError as e:
         raise ValueError(f"{pred_path}: {e}") from e
     return HOIInspector(cases, image_root=image_root if image_root is not None else w.images_dir, **filters)
+
+
+# -- two models on one image ----------------------------------------------------------------------------------------
+#: contrast filters of :func:`filter_hoi_pairs` ("right": the model's top detection is ``correct``).
+HOI_CONTRASTS: tuple[str, ...] = ("all", "a_right_b_wrong", "a_wrong_b_right", "both_wrong", "both_right")
+
+
+@dataclass(frozen=True)
+class HOIPairCase:
+    """One HOI test image under two models (``a``, ``b``: their :class:`HOIInspectCase`)."""
+
+    a: HOIInspectCase
+    b: HOIInspectCase
+
+    @property
+    def filename(self) -> str:
+        return self.a.filename
+
+    @property
+    def contrast(self) -> str:
+        ra, rb = self.a.outcome == "correct", self.b.outcome == "correct"
+        return {(True, False): "a_right_b_wrong", (False, True): "a_wrong_b_right",
+                (False, False): "both_wrong", (True, True): "both_right"}[(ra, rb)]
+
+
+def pair_hoi_cases(a: Sequence[HOIInspectCase], b: Sequence[HOIInspectCase]) -> list[HOIPairCase]:
+    """The images both case lists hold, in ``a``'s order."""
+    by = {c.filename: c for c in b}
+    return [HOIPairCase(c, by[c.filename]) for c in a if c.filename in by]
+
+
+def filter_hoi_pairs(pairs: Sequence[HOIPairCase], tag: Optional[str] = None, hoi: Optional[str] = None,
+                     contrast: Optional[str] = None) -> list[HOIPairCase]:
+    """Pairs by tag, annotated HOI and contrast (None / ``"all"``: any); ``b``'s confident top detections first.
+
+    Raises:
+        ValueError: an unknown tag or contrast (naming the choices).
+    """
+    if tag not in (None, "all", *TAGS):
+        raise ValueError(f"tag must be one of {TAGS} (or None), got {tag!r}")
+    if contrast not in (None, *HOI_CONTRASTS):
+        raise ValueError(f"contrast must be one of {HOI_CONTRASTS}, got {contrast!r}")
+    sel = [p for p in pairs if (tag in (None, "all") or tag in p.a.tags)
+           and (hoi in (None, "all") or hoi in p.a.gt_labels) and (contrast in (None, "all") or p.contrast == contrast)]
+    return sorted(sel, key=lambda p: (-p.b.confidence, -p.a.confidence, p.filename))
+
+
+def descriptions_by_hoi(descriptions: Mapping[str, str], train: Sequence[HOIImage], vocab: HOIVocab,
+                        limit: int = 3) -> dict[str, list[tuple[str, str]]]:
+    """HOI label -> up to ``limit`` (training image, its description) of training images annotated with it: the
+    descriptions the VLT learned context from (``clhoi/descriptions.jsonl``), shown for a test image's HOIs."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for im in train:
+        text = descriptions.get(im.filename)
+        if not text:
+            continue
+        for h in sorted(set(im.hoi)):
+            items = out.setdefault(hoi_label(vocab, h), [])
+            if len(items) < limit:
+                items.append((im.filename, text))
+    return out
+
+
+class HOICompareInspector(CaseBrowser):
+    """Two HOI models on the same test images: A's top detections, B's top detections and the annotated pairs
+    side by side, with the descriptions of training images of the annotated HOIs (what the VLT learned from).
+
+    Args:
+        pairs: from :func:`pair_hoi_cases`.
+        names: the two models (A, B).
+        descriptions: HOI label -> [(training image, description)] (:func:`descriptions_by_hoi`).
+        image_root: folder of the images.
+        tag, hoi, contrast: initial filter.
+    """
+
+    def __init__(self, pairs: Sequence[HOIPairCase], names: tuple[str, str] = ("clhoi", "icn"),
+                 descriptions: Optional[Mapping[str, Sequence[tuple[str, str]]]] = None,
+                 image_root: Optional[str | os.PathLike] = None, tag: Optional[str] = None,
+                 hoi: Optional[str] = None, contrast: Optional[str] = None, panel: int = 256):
+        pairs = list(pairs)
+        self.names = names
+        self.descriptions = dict(descriptions or {})
+        filters = {"tag": ["all"] + [t for t in TAGS if any(t in p.a.tags for p in pairs)],
+                   "hoi": ["all"] + sorted({label for p in pairs for label in p.a.gt_labels}),
+                   "contrast": list(HOI_CONTRASTS)}
+        super().__init__(pairs, filters, {"tag": tag, "hoi": hoi, "contrast": contrast}, image_root,
+                         "mipd-hoi-compare", panel)
+
+    def set_filter(self, tag: Optional[str] = None, hoi: Optional[str] = None,
+                   contrast: Optional[str] = None) -> list[HOIPairCase]:
+        """Set the filter (None or ``"all"`` clears a field), show the first pair and return the visible pairs."""
+        return self._set_filter({"tag": tag, "hoi": hoi, "contrast": contrast})
+
+    def export(self, path: str | os.PathLike) -> Path:
+        """Write the visible pairs (image, tags, annotated HOIs, each model's top HOI, score and outcome) to
+        ``path``: CSV for ``.csv``, else JSON."""
+        import csv
+        import io
+
+        rows = [{"image": p.filename, "tags": "/".join(p.a.tags), "gt": "; ".join(p.a.gt_labels),
+                 "contrast": p.contrast, **{f"{n}_{k}": v for n, c in zip(self.names, (p.a, p.b)) for k, v in
+                                            (("top", c.top[0].label if c.top else None),
+                                             ("score", round(c.confidence, 4)), ("outcome", c.outcome))}}
+                for p in self.visible_cases()]
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix.lower() == ".csv":
+            buf = io.StringIO()
+            w = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["image"])
+            w.writeheader()
+            w.writerows(rows)
+            text = buf.getvalue()
+        else:
+            text = json.dumps(rows, indent=1) + "\n"
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, out)
+        return out
+
+    def _apply_filter(self, f: Mapping[str, Optional[str]]) -> list[HOIPairCase]:
+        return filter_hoi_pairs(self.cases, **f)
+
+    def _image_name(self, pair: HOIPairCase) -> str:
+        return pair.filename
+
+    def _render(self, pair: HOIPairCase, image: Optional[Image.Image]) -> Image.Image:
+        if image is None:
+            image = placeholder_image(pair.a.width, pair.a.height)
+        up = max(1, round(self.panel / max(image.size)))
+        a = draw_hoi_pairs(image, [p.drawable() for p in pair.a.top], upscale=up)
+        b = draw_hoi_pairs(image, [p.drawable() for p in pair.b.top], upscale=up)
+        gt = draw_hoi_pairs(image, [p.drawable() for p in pair.a.gt], upscale=up)
+        return side_by_side(side_by_side(a, b), gt)
+
+    def _label_html(self, pair: HOIPairCase) -> str:
+        e = html.escape
+        tops = " · ".join(f"{e(n)} <b>{e(c.top[0].label if c.top else '(none)')}</b> ({c.outcome})"
+                          for n, c in zip(self.names, (pair.a, pair.b)))
+        return f"gt <b>{e(', '.join(pair.a.gt_labels))}</b> ({'/'.join(pair.a.tags)}) · {tops}"
+
+    def _details_html(self, pair: HOIPairCase) -> str:
+        e = html.escape
+        parts = [f"<table><tr><td style='vertical-align:top'><b>{e(self.names[0])}</b>{hoi_details_html(pair.a)}</td>"
+                 f"<td style='vertical-align:top;padding-left:12px'><b>{e(self.names[1])}</b>"
+                 f"{hoi_details_html(pair.b)}</td></tr></table>"]
+        for label in pair.a.gt_labels:
+            items = self.descriptions.get(label, [])
+            parts.append(f"<b>descriptions of training images of <i>{e(label)}</i></b> (what the VLT learned from)"
+                         + ("<ul>" + "".join(f"<li>{e(t)} <span style='color:#666'>({e(f)})</span></li>"
+                                             for f, t in items) + "</ul>" if items else ": <i>none</i><br>"))
+        return "<div style='font-size:12px'>" + "".join(parts) + "</div>"
+
+
+def open_hoi_compare(run_dir: str | os.PathLike, world_dir: str | os.PathLike, model_a: str = "clhoi",
+                     model_b: str = "icn", seed: int = 0, k: int = 5,
+                     image_root: Optional[str | os.PathLike] = None, **filters: Any) -> HOICompareInspector:
+    """The HOI comparison of ``predictions/hoi-<model>-seed<seed>.json`` of two models, with the descriptions of
+    ``run_dir/clhoi/descriptions.jsonl`` (when present).
+
+    Raises:
+        FileNotFoundError: a predictions file is absent (naming the HOI predictions present).
+    """
+    a, b = (open_hoi_inspector(run_dir, world_dir, model=m, seed=seed, k=k, image_root=image_root)
+            for m in (model_a, model_b))
+    from mipd_kit.data.hico import load_hico_instances
+
+    # the annotations of the training images only say which descriptions to show (training never reads them)
+    train, vocab = load_hico_instances(Path(world_dir) / "hoi_train.json")
+    desc_path = Path(run_dir) / "clhoi" / "descriptions.jsonl"
+    texts: dict[str, str] = {}
+    if desc_path.is_file():
+        for line in desc_path.read_text().splitlines():
+            try:
+                d = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn last line of a killed run
+            texts.setdefault(str(d.get("image")), str(d.get("text", "")))
+    return HOICompareInspector(pair_hoi_cases(a.cases, b.cases), (model_a, model_b),
+                               descriptions_by_hoi(texts, train, vocab), a.image_root, **filters)

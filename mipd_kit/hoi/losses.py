@@ -4,7 +4,8 @@ One loss (or pooling) per function, formula in the docstring. Notation: ``s_{p,k
 ``k`` for pair ``p``; ``P(i)`` the pairs of image ``i``; ``t_{i,k}`` the teacher's zero-shot logit of phrase ``k``
 for image ``i``; ``C(i)`` the candidate HOIs of image ``i`` (those whose object was proposed); ``T`` a
 distillation temperature. Temperature-scaled KL terms carry the usual ``T**2`` factor (Hinton et al., 2015) so their
-gradient scale does not depend on ``T``.
+gradient scale does not depend on ``T``. The label losses of the control rows (``mil_loss``, ``pair_label_loss``)
+are the only ones that take interaction labels.
 """
 
 from __future__ import annotations
@@ -137,3 +138,84 @@ def context_distillation_loss(context: torch.Tensor, description: torch.Tensor, 
     logits = c @ d.T / tau  # (N, N)
     y = torch.arange(c.shape[0], device=c.device)
     return 0.5 * (F.cross_entropy(logits, y) + F.cross_entropy(logits.T, y))
+
+
+def _label_ce(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, dim: int) -> torch.Tensor:
+    """Mean over slices with a positive of ``-(1/|Y|) sum_{k in Y} log softmax_{mask}(logits)_k`` along ``dim``."""
+    x = torch.where(mask & torch.isfinite(logits), logits, torch.full_like(logits, NEG))
+    log_p = F.log_softmax(x, dim=dim)
+    y = (labels & mask).to(log_p.dtype)
+    n = y.sum(dim)
+    ok = n > 0
+    if not bool(ok.any()):
+        return logits.new_zeros(()) + 0.0 * logits[torch.isfinite(logits)].sum()
+    ce = -(y * log_p).sum(dim) / n.clamp(min=1)
+    return ce[ok].mean()
+
+
+def mil_loss(image_logits: torch.Tensor, labels: torch.Tensor, candidates: torch.Tensor,
+             w_cross: float = 1.0) -> torch.Tensor:
+    """Multiple-instance learning from image-level HOI labels (the weakly supervised baseline ``weak-mil``).
+
+    With ``S_{i,k}`` the pair logits pooled over the image's pairs (``pool_pairs``: the bag's score), ``Y_i`` the
+    HOIs image ``i`` shows and ``C(i)`` its candidates:
+    ``L_mil = mean_{i: Y_i != {}} [ -(1/|Y_i|) sum_{k in Y_i} log softmax_{k' in C(i)}(S_{i,k'}) ]
+    + w_cross * mean_{k: I_k != {}} [ -(1/|I_k|) sum_{i in I_k} log softmax_{i': k in C(i')}(S_{i',k}) ]``,
+    ``I_k`` the batch's images showing ``k``: the per-image cross-entropy to the uniform distribution over the
+    image's true HOIs, and its cross-image form (which images of the batch show HOI ``k``), the label counterparts of
+    ``interaction_distillation_loss`` and ``cross_image_distillation_loss``. Pairs get credit only through the
+    pooling (no pair-level label: Weakly-HOI / Align-Former style).
+
+    Args:
+        image_logits: (N, H) pooled pair logits.
+        labels: (N, H) bool image-level labels.
+        candidates: (N, H) bool candidate HOIs per image.
+        w_cross: weight of the cross-image term.
+    """
+    loss = _label_ce(image_logits, labels, candidates, dim=1)
+    if w_cross:
+        loss = loss + w_cross * _label_ce(image_logits, labels, candidates, dim=0)
+    return loss
+
+
+def pair_label_loss(pair_logits: torch.Tensor, labels: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """Fully supervised pair term (the ceiling ``upper``).
+
+    ``L_pair = mean_{p: Y_p != {}} [ -(1/|Y_p|) sum_{k in Y_p} log softmax_{k' in C(p)}(s_{p,k'}) ]`` with ``Y_p``
+    the HOIs of the ground-truth pair proposal ``p`` matches; pairs that match none carry no term (the detection
+    score's geometric prior ranks them, as for every row).
+
+    Args:
+        pair_logits: (P, H); labels: (P, H) bool; candidates: (P, H) bool.
+    """
+    return _label_ce(pair_logits, labels, candidates, dim=1)
+
+
+def description_logits(description: torch.Tensor, text: torch.Tensor, tau: float = 0.02) -> torch.Tensor:
+    """An image-level description's HOI logits: ``l_{i,k} = cos(d_i, e_k) / tau``, (N, E), (H, E) -> (N, H).
+
+    ``d_i`` the description of image ``i`` in the text space (``descriptions.encode_descriptions``), ``e_k`` the
+    phrase of HOI ``k``: how strongly the description names each interaction (the VLLM's image-level interaction
+    knowledge that ``description_distillation_loss`` hands to the pairs).
+    """
+    return F.normalize(description, dim=-1) @ F.normalize(text, dim=-1).T / tau
+
+
+def description_distillation_loss(student_image_logits: torch.Tensor, desc_logits: torch.Tensor,
+                                  candidates: torch.Tensor, valid: torch.Tensor, T: float = 2.0,
+                                  w_cross: float = 1.0) -> torch.Tensor:
+    """Interaction distillation from the description: the per-image and cross-image KL of
+    ``interaction_distillation_loss`` / ``cross_image_distillation_loss`` with the description's logits
+    ``l = description_logits(d, e)`` as the teacher, over the images that have a description:
+
+    ``L_desc = L_img(S, l; C & valid) + w_cross * L_x(S, l; C & valid)``, ``S`` the pooled pair logits.
+
+    Args:
+        student_image_logits: (N, H) pooled pair logits; desc_logits: (N, H); candidates: (N, H) bool;
+        valid: (N,) bool, images with a description; T: temperature; w_cross: weight of the cross-image term.
+    """
+    m = candidates & valid[:, None]
+    loss = interaction_distillation_loss(student_image_logits, desc_logits, m, T)
+    if w_cross:
+        loss = loss + w_cross * cross_image_distillation_loss(student_image_logits, desc_logits, m, T)
+    return loss

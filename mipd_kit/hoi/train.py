@@ -29,6 +29,12 @@ Models (rows of ``metrics.json``, task ``hoi``):
   ``softmax(t_i / T) @ e`` over the HOI phrase embeddings (``losses.teacher_description``), the earlier design;
   the difference to ``clhoi`` is what the descriptions contribute.
 
+Control rows (``CONTROL_MODELS``, off unless ``models`` names them; they read the training labels on purpose,
+``controls.py``): ``clhoi-oracle`` (``clhoi`` with descriptions written from the ground truth: the positive control
+of the context path), ``clhoi-oracle-shuffled`` (those descriptions on another image with as many people),
+``weak-mil`` (the ICN trained from image-level labels by multiple-instance learning, no teacher, no context: the
+weakly supervised baseline) and ``upper`` (the ICN trained from pair-level labels: the ceiling).
+
 Besides the HICO-DET mAP rows, every prediction file is also scored as V-COCO scenario-1 role AP (``vcoco_eval``
 below): the test split written in the V-COCO instance format (``mipd_kit.data.synthsitu.vcoco``) at
 ``run_dir/clhoi/vcoco_test.json``, the predictions at ``run_dir/predictions/vcoco-<model>-seed<k>.json``, so
@@ -68,9 +74,18 @@ from .models import ModelConfig, build_student
 from .proposals import (PairProposals, ProposalStats, detector_proposals, jittered_detections,
                         known_boxes_proposals, proposal_quality, write_detections)
 
-MODELS = ("teacher", "spatial_prior", "teacher_crop", "icn", "clhoi", "clhoi-logitctx")
-#: the student rows and their (student kind, VLT target)
-STUDENTS = {"icn": ("icn", None), "clhoi": ("clhoi", "description"), "clhoi-logitctx": ("clhoi", "logits")}
+#: the rows that never read an interaction label (the stage's default)
+LABEL_FREE_MODELS = ("teacher", "spatial_prior", "teacher_crop", "icn", "clhoi", "clhoi-logitctx")
+#: the control rows, which read the training labels on purpose (``controls.py``): positive control, its shuffled
+#: form, the weakly supervised baseline and the ceiling
+CONTROL_MODELS = ("clhoi-oracle", "clhoi-oracle-shuffled", "weak-mil", "upper")
+MODELS = LABEL_FREE_MODELS + CONTROL_MODELS
+#: the student rows and their (student kind, training target): ``description`` / ``logits`` / ``oracle`` /
+#: ``oracle-shuffled`` name the VLT's context target (and the teacher-distillation objective), ``mil`` / ``pairs``
+#: the label objectives of ``weak-mil`` / ``upper`` (no teacher term)
+STUDENTS = {"icn": ("icn", None), "clhoi": ("clhoi", "description"), "clhoi-logitctx": ("clhoi", "logits"),
+            "clhoi-oracle": ("clhoi", "oracle"), "clhoi-oracle-shuffled": ("clhoi", "oracle-shuffled"),
+            "weak-mil": ("icn", "mil"), "upper": ("icn", "pairs")}
 
 
 @dataclass
@@ -122,9 +137,16 @@ class CLHOIConfig:
         w_image, w_cross, w_context, w_region: loss weights (per-image KL, cross-image KL, context InfoNCE,
             per-pair KL to the teacher on union crops; the last needs ``crop_features``).
         context_tau: InfoNCE temperature; description_temperature: softmax temperature of the description.
+        w_describe: weight of the description distillation (``losses.description_distillation_loss``, the
+            ``clhoi*`` rows): the pooled pair scores also distil the HOI distribution the image's description names
+            (``softmax_k(cos(d_i, e_k) / describe_tau)``), per image and across images; 0 = the description reaches
+            the student only through the VLT's InfoNCE target and the pairs' attention to the VLT's tokens.
+        describe_tau: temperature of the description's HOI logits.
         descriptions_file: optional JSON ``{filename: text}`` of VLLM descriptions (real mode): the ``clhoi``
             VLT target (no describer call); for ``clhoi-logitctx`` mixed into the logit-mix target as before.
-        models: which rows to produce.
+        models: which rows to produce: any of ``LABEL_FREE_MODELS`` (default: all of them) and
+            ``CONTROL_MODELS`` (``clhoi-oracle``, ``clhoi-oracle-shuffled``, ``weak-mil``, ``upper``: they read
+            ``hoi_train.json``'s labels, each in its one stated way, see ``controls.py``).
         score: how a student's pair logits become detection scores (``student_pair_scores``).
         topk_per_pair: keep the best k HOIs per pair in the prediction file (0 = all candidates).
         protocol: evaluation protocol (``official`` | ``continuous`` | ``both``).
@@ -183,9 +205,11 @@ class CLHOIConfig:
     w_context: float = 0.5
     w_region: float = 1.0
     context_tau: float = 0.1
+    w_describe: float = 1.0
+    describe_tau: float = 0.02
     description_temperature: float = 1.0
     descriptions_file: str = ""
-    models: tuple[str, ...] = MODELS
+    models: tuple[str, ...] = LABEL_FREE_MODELS
     score: Literal["pair_prior", "joint", "relative"] = "pair_prior"
     topk_per_pair: int = 0
     protocol: Literal["official", "continuous", "both"] = "official"
@@ -215,6 +239,8 @@ class CLHOIConfig:
         return cls(**d)
 
     def validate(self) -> None:
+        from ..checks import check_config
+        check_config(self, "CLHOIConfig")  # types and ranges of every field: epochs >= 1, lr > 0... (mipd_kit.checks)
         for k, choices in (("teacher", ("embedded", "checkpoint", "tiny")), ("proposals", ("known_boxes", "detector")),
                            ("pool", ("lse", "max", "mean")), ("teacher_size", ("smoke", "default")),
                            ("score", ("pair_prior", "joint", "relative")), ("describer", ("captioner", "sampler")),
@@ -457,6 +483,50 @@ def image_descriptions(cfg: CLHOIConfig, teacher: Any, world: HOIWorld, filename
                         "examples": examples}
 
 
+def labelled_training_images(world: HOIWorld) -> list[HOIImage]:
+    """The training images *with* their interaction labels (``hoi_train.json``), for the control rows and for
+    measuring descriptions against the truth only; the label-free rows never call this."""
+    from mipd_kit.data.hico import load_hico_instances
+
+    names = {im.filename for im in world.train}
+    labelled, _ = load_hico_instances(world.root / "hoi_train.json")
+    return [im for im in labelled if im.filename in names]
+
+
+def control_targets(cfg: CLHOIConfig, teacher: Any, world: HOIWorld,
+                    data: PairData) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What the control rows train on, for the training pairs ``data`` (``controls.py``).
+
+    Returns:
+        ``{"oracle": (emb, valid), "oracle-shuffled": (emb, valid), "mil": (N, H) image labels, "pairs": (P, H)
+        pair labels}`` (each only when a row of ``cfg.models`` needs it) and info: counts and a few oracle texts.
+    """
+    from . import controls as C
+
+    labelled = labelled_training_images(world)
+    names = list(data.filenames)
+    out: dict[str, Any] = {}
+    info: dict[str, Any] = {}
+    if {"clhoi-oracle", "clhoi-oracle-shuffled"} & set(cfg.models):
+        texts = C.oracle_descriptions(labelled, world.prompts)
+        people = {im.filename: C.people_count(im.boxes_h) for im in world.train}
+        shuffled = C.shuffle_by_people(texts, people, seed=cfg.dev_seed)
+        out["oracle"] = encode_descriptions(teacher, names, texts)
+        out["oracle-shuffled"] = encode_descriptions(teacher, names, shuffled)
+        info["oracle"] = {"described": int(out["oracle"][1].sum()), "distinct_texts": len(set(texts.values())),
+                          "shuffled_same_text": sum(shuffled[f] == texts[f] for f in texts),
+                          "examples": {f: texts[f] for f in names[:3] if f in texts},
+                          "vs_truth": C.description_precision_recall(texts, labelled, world.prompts)}
+    if "weak-mil" in cfg.models:
+        out["mil"] = C.image_labels(labelled, names, len(world.prompts))
+        info["mil"] = {"images_with_labels": int(out["mil"].any(1).sum()), "labels": int(out["mil"].sum())}
+    if "upper" in cfg.models:
+        out["pairs"] = C.pair_labels(labelled, names, data.pair_image, data.boxes_h, data.boxes_o,
+                                     len(world.prompts))
+        info["upper"] = {"pairs": data.num_pairs, "labelled_pairs": int(out["pairs"].any(1).sum())}
+    return out, info
+
+
 # ----------------------------------------------------------------------------------------------- scoring
 
 def image_probs(logits: torch.Tensor, candidates: torch.Tensor, T: float) -> torch.Tensor:
@@ -546,15 +616,29 @@ def _forward(model, d: PairData, spatial: torch.Tensor) -> dict:
 
 
 def compute_losses(out: dict, d: PairData, cfg: CLHOIConfig, description: Optional[torch.Tensor],
-                   valid: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+                   valid: Optional[torch.Tensor] = None, target: str = "logits",
+                   labels: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
     """Weighted total and named parts for one batch.
 
     ``L = w_image L_img + w_cross L_x + w_region L_reg + w_context L_ctx`` (``losses``); ``L_ctx`` is taken over
     the batch's images that have a description (``valid``, (N,) bool; all when None), and only when there are at
-    least two of them (InfoNCE needs a negative).
+    least two of them (InfoNCE needs a negative); ``+ w_describe L_desc`` (the description's HOI distribution
+    distilled into the pooled pair logits) where the student has a context branch. The label rows replace the whole
+    objective: ``target="mil"``: ``L = L_mil`` on the pooled pair logits with the (N, H) image ``labels``;
+    ``target="pairs"``: ``L = L_pair + L_mil`` with the (P, H) pair ``labels`` and the image labels they imply.
     """
     n = len(d.filenames)
     img = L.pool_pairs(out["pair_logits"], d.pair_image, n, cfg.pool, cfg.pool_tau)  # (N, H)
+    if target == "mil":
+        parts = {"mil": L.mil_loss(img, labels, d.image_candidates, w_cross=cfg.w_cross)}
+        parts["total"] = parts["mil"]
+        return parts
+    if target == "pairs":  # the pair labels, and the image labels they imply
+        y_img = L.pool_pairs(labels.float(), d.pair_image, n, "max") > 0  # (N, H)
+        parts = {"pair": L.pair_label_loss(out["pair_logits"], labels, d.candidates),
+                 "mil": L.mil_loss(img, y_img, d.image_candidates, w_cross=cfg.w_cross)}
+        parts["total"] = parts["pair"] + parts["mil"]
+        return parts
     parts = {
         "image_kd": L.interaction_distillation_loss(img, d.teacher_logits, d.image_candidates, cfg.kd_temperature),
         "cross_kd": L.cross_image_distillation_loss(img, d.teacher_logits, d.image_candidates, cfg.kd_temperature),
@@ -564,6 +648,12 @@ def compute_losses(out: dict, d: PairData, cfg: CLHOIConfig, description: Option
         parts["region_kd"] = L.region_distillation_loss(out["pair_logits"], d.crop_logits, d.candidates,
                                                         cfg.kd_temperature)
         total = total + cfg.w_region * parts["region_kd"]
+    if out["context"] is not None and cfg.w_describe > 0 and description is not None:
+        ok = valid if valid is not None else torch.ones(n, dtype=torch.bool, device=description.device)
+        dl = L.description_logits(description, d.text, cfg.describe_tau)  # (N, H)
+        parts["describe_kd"] = L.description_distillation_loss(img, dl, d.image_candidates, ok,
+                                                               cfg.kd_temperature, cfg.w_cross)
+        total = total + cfg.w_describe * parts["describe_kd"]
     if out["context"] is not None and cfg.w_context > 0 and description is not None:
         ok = valid if valid is not None else torch.ones(n, dtype=torch.bool, device=description.device)
         if int(ok.sum()) > 1:
@@ -575,8 +665,9 @@ def compute_losses(out: dict, d: PairData, cfg: CLHOIConfig, description: Option
 
 def train_student(kind: str, data: PairData, cfg: CLHOIConfig, seed: int,
                   descriptions: Optional[torch.Tensor] = None, target: str = "logits",
-                  valid: Optional[torch.Tensor] = None) -> tuple[torch.nn.Module, dict, TrainHistory]:
-    """Train ``icn`` or ``clhoi`` on label-free pair data.
+                  valid: Optional[torch.Tensor] = None,
+                  labels: Optional[torch.Tensor] = None) -> tuple[torch.nn.Module, dict, TrainHistory]:
+    """Train ``icn`` or ``clhoi`` on pair data (label-free; only ``target="mil"`` / ``"pairs"`` take labels).
 
     Args:
         kind: ``"icn"`` or ``"clhoi"``.
@@ -586,8 +677,10 @@ def train_student(kind: str, data: PairData, cfg: CLHOIConfig, seed: int,
         descriptions: (N, E) description embeddings of the training images (``image_descriptions``).
         target: the VLT's context target: ``"description"`` (``descriptions`` themselves; images without one,
             ``valid`` False, are left out of the context loss) or ``"logits"`` (the teacher's logit mix
-            ``losses.teacher_description``, with ``descriptions`` added when given: the ``clhoi-logitctx`` control).
+            ``losses.teacher_description``, with ``descriptions`` added when given: the ``clhoi-logitctx`` control);
+            or ``"mil"`` / ``"pairs"``: the control rows ``weak-mil`` / ``upper``, trained from ``labels`` alone.
         valid: (N,) bool, which rows of ``descriptions`` hold a description (default: the non-zero rows).
+        labels: (N, H) bool image labels (``target="mil"``) or (P, H) bool pair labels (``target="pairs"``).
 
     Returns:
         The model (eval mode), the spatial normalisation stats ``{"mean", "std"}``, and the history.
@@ -619,8 +712,15 @@ def train_student(kind: str, data: PairData, cfg: CLHOIConfig, seed: int,
             raise ValueError("target='description' needs the descriptions (image_descriptions)")
         desc_all = descriptions if descriptions is not None else torch.zeros(n_img, e_dim)
         valid_all = valid if valid is not None else desc_all.abs().sum(1) > 0
+    elif target in ("mil", "pairs"):
+        want = (n_img if target == "mil" else data.num_pairs, int(data.text.shape[0]))
+        if labels is None or tuple(labels.shape) != want:
+            raise ValueError(f"target={target!r} needs labels of shape {want}, "
+                             f"got {None if labels is None else tuple(labels.shape)}")
+        desc_all = torch.zeros(n_img, e_dim)
+        valid_all = torch.zeros(n_img, dtype=torch.bool)
     else:
-        raise ValueError(f"unknown context target {target!r}; choose 'description' or 'logits'")
+        raise ValueError(f"unknown target {target!r}; choose 'description', 'logits', 'mil' or 'pairs'")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     vlt = getattr(model, "vlt", None)
     vlt_ids = {id(p) for p in vlt.parameters()} if vlt is not None else set()
@@ -635,16 +735,23 @@ def train_student(kind: str, data: PairData, cfg: CLHOIConfig, seed: int,
     hist = TrainHistory()
     t0 = time.time()
     model.train()
-    for ep in range(cfg.epochs):
+    from mipd_kit.progress import progress
+    for ep in progress(range(cfg.epochs), desc=f"CL-HOI {kind} seed {seed}", unit="epoch"):
         perm = usable[torch.randperm(len(usable), generator=gen)]
         sums: dict[str, float] = {}
         nb = 0
         for b in range(0, len(perm), cfg.batch_images):
             ids = perm[b:b + cfg.batch_images]
             d = data.subset(ids).to(dev)
+            y = None
+            if target == "mil":
+                y = to_device(labels[ids], dev)
+            elif target == "pairs":  # the pairs subset() keeps, in their order
+                y = to_device(labels[torch.isin(data.pair_image, ids)], dev)
             with autocast(dev, cfg.amp):
                 out = _forward(model, d, d.spatial)
-                parts = compute_losses(out, d, cfg, to_device(desc_all[ids], dev), to_device(valid_all[ids], dev))
+                parts = compute_losses(out, d, cfg, to_device(desc_all[ids], dev), to_device(valid_all[ids], dev),
+                                       target, y)
             opt.zero_grad()
             parts["total"].backward()
             for group in clip_groups:  # the VLT's InfoNCE gradients do not shrink the ICN's updates
@@ -758,6 +865,12 @@ def _job(seed: int, model: str, threads: int) -> dict[str, Any]:
         if target == "description":
             emb, ok = st["described"][tuple(train_d.filenames)]
             net, norm, h = train_student(kind, train_d, cfg, seed, emb, "description", ok)
+        elif target in ("oracle", "oracle-shuffled"):
+            emb, ok = st["controls"][tuple(train_d.filenames)][target]
+            net, norm, h = train_student(kind, train_d, cfg, seed, emb, "description", ok)
+        elif target in ("mil", "pairs"):
+            y = st["controls"][tuple(train_d.filenames)][target]
+            net, norm, h = train_student(kind, train_d, cfg, seed, target=target, labels=y)
         else:
             file_desc = None
             if cfg.descriptions_file and "clhoi-logitctx" in cfg.models:
@@ -810,6 +923,8 @@ def run_clhoi(cfg: CLHOIConfig, teacher: Any = None, world: Optional[HOIWorld] =
     cache: dict[tuple, PairData] = {}
     described: dict[tuple, tuple] = {}
     desc_info: dict[str, Any] = {}
+    controls: dict[tuple, dict[str, Any]] = {}
+    control_info: dict[str, Any] = {}
     vcoco_gt = _vcoco_ground_truth(world, run_dir / "clhoi") if cfg.vcoco else None
     t0 = time.time()
     jobs: list[tuple[int, str]] = []
@@ -827,10 +942,12 @@ def run_clhoi(cfg: CLHOIConfig, teacher: Any = None, world: Optional[HOIWorld] =
         if "clhoi" in cfg.models and names not in described:  # once per image set: reused by every seed
             emb, ok, desc_info = image_descriptions(cfg, teacher, world, names)
             described[names] = (emb, ok)
+        if set(cfg.models) & set(CONTROL_MODELS) and names not in controls:
+            controls[names], control_info = control_targets(cfg, teacher, world, cache[("train", key_seed)])
         jobs += [(seed, model) for model in cfg.models]
     global _STATE
     _STATE = {"cfg": cfg, "world": world, "teacher": teacher, "cache": cache, "described": described,
-              "vcoco_gt": vcoco_gt, "run_dir": run_dir}
+              "controls": controls, "vcoco_gt": vcoco_gt, "run_dir": run_dir}
 
     def show(i: int, d: dict[str, Any]) -> None:
         if progress:
@@ -861,6 +978,7 @@ def run_clhoi(cfg: CLHOIConfig, teacher: Any = None, world: Optional[HOIWorld] =
     info = {"teacher_logit_scale": scale, "teacher": getattr(teacher, "fingerprint", "?"),
             "zero_shot": world.zero_shot_name, "n_unseen": len(world.unseen or []), "eval_split": cfg.eval_split,
             "n_train": len(world.train), "n_eval": len(world.test), "descriptions": desc_info,
+            "controls": control_info,
             "wall_time_s": time.time() - t0, "config": {k: (list(v) if isinstance(v, tuple) else v)
                                                         for k, v in asdict(cfg).items()}}
     _write_json(run_dir / "clhoi" / "summary.json", {"histories": hists, "proposal_stats": pstats,

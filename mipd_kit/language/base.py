@@ -6,9 +6,10 @@ pass deterministic ones.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Protocol, Sequence, runtime_checkable
+
+from .. import redaction as _redaction
 
 #: A chat message: {"role": "system"|"user"|"assistant", "content": str | list of parts}.
 #: An image part is {"type": "image_path", "path": str} (backends convert it to their own form).
@@ -44,16 +45,13 @@ class SamplerAuthError(SamplerError):
     """The endpoint refused the credentials (HTTP 401 / 403): no later call can succeed, so stages stop at once."""
 
 
-#: Key-like substrings redacted from every logged message even when they are not a configured secret.
-_KEY_PATTERNS = re.compile(r"(sk-[A-Za-z0-9_\-]{8,}|Bearer\s+\S+|hf_[A-Za-z0-9]{16,})")
-REDACTED = "[REDACTED]"
+REDACTED = _redaction.REDACTED
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` with every given secret (of 4+ characters) and every key-like substring replaced by ``[REDACTED]``."""
-    for s in sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True):
-        text = text.replace(s, REDACTED)
-    return _KEY_PATTERNS.sub(REDACTED, text)
+    """``text`` with every given secret (of 4+ characters), configured key and key-like substring replaced by
+    ``[REDACTED]`` (:func:`mipd_kit.redaction.redact`)."""
+    return _redaction.redact(text, secrets)
 
 
 @runtime_checkable

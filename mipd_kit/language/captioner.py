@@ -595,8 +595,8 @@ def train_captioner(world_dir: str | os.PathLike, teacher, cfg: Optional[Caption
         epoch_loss, heldout_loss, step = [], [], 0
         bar = None
         if progress:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=total, desc="captioner", leave=False)
+            from ..progress import progress as progress_bar
+            bar = progress_bar(total=total, desc="captioner training", unit="step")
         for ep in range(cfg.epochs):
             model.train()
             perm = torch.randperm(N, generator=gen)

@@ -7,6 +7,7 @@ actions consumed one per request (``"429"`` with ``Retry-After``, ``"500"``, ``"
 JSON), ``"nochoices"`` (JSON without ``choices``), ``"empty"`` (empty content), ``"close"`` (drop the
 connection), ``("delay", seconds)``); ``delay_s`` delays every request; ``api_key`` makes it answer 401 to any
 other bearer token. ``stats`` records requests, the maximum number in flight at once, and bodies received.
+``GET /v1/models`` lists ``models`` (not counted as a request).
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ class LoopbackServer:
     """See module docstring. Use as a context manager; ``base_url`` ends with ``/v1``."""
 
     def __init__(self, responder: Responder = echo_responder, *, delay_s: float = 0.0,
-                 faults: Iterable[Any] = (), api_key: Optional[str] = None, retry_after: str = "0") -> None:
+                 faults: Iterable[Any] = (), api_key: Optional[str] = None, retry_after: str = "0",
+                 models: Iterable[str] = ("loopback",)) -> None:
         self.responder = responder
+        self.models = list(models)
         self.delay_s = delay_s
         self.faults: deque = deque(faults)
         self.api_key = api_key
@@ -76,6 +79,15 @@ class LoopbackServer:
                     self.send_header(k, v)
                 self.end_headers()
                 self.wfile.write(payload)
+
+            def do_GET(self) -> None:  # noqa: N802
+                if self.path.rstrip("/") != "/v1/models":
+                    self._send(404, b'{"error": "not found"}')
+                elif server.api_key is not None and self.headers.get("Authorization") != f"Bearer {server.api_key}":
+                    self._send(401, b'{"error": {"message": "invalid api key"}}')
+                else:
+                    self._send(200, json.dumps({"object": "list", "data": [
+                        {"id": m, "object": "model", "owned_by": "loopback"} for m in server.models]}).encode())
 
             def do_POST(self) -> None:  # noqa: N802
                 n = int(self.headers.get("Content-Length", "0"))

@@ -43,6 +43,7 @@ from typing import Any, Optional, Sequence
 import httpx
 
 from mipd_kit.language.base import Message, Response, SamplerAuthError, SamplerError, redact
+from mipd_kit.redaction import env_name_ok, looks_like_key, register_key_env, register_secret
 
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
@@ -128,11 +129,6 @@ def _retry_after(value: Optional[str]) -> Optional[float]:
         return None
 
 
-def env_name_ok(name: str) -> bool:
-    """Whether ``name`` can be an environment variable name (letters, digits, underscore; no leading digit)."""
-    return re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) is not None
-
-
 def config_secrets(cfg: OpenAIHTTPConfig) -> list[str]:
     """Values to redact from logs: the key itself and an ``api_key_env`` that may be a key rather than a name (not
     in the UPPER_CASE convention of variable names, or long with digits)."""
@@ -158,9 +154,12 @@ class OpenAIHTTPSampler:
             raise ValueError(f"concurrency must be >= 1, got {cfg.concurrency}")
         self.cfg = cfg
         self.url = cfg.base_url.rstrip("/") + "/chat/completions"
-        if cfg.api_key_env and not env_name_ok(cfg.api_key_env):
-            raise SamplerError(f"{self.url}: api_key_env must be the NAME of an environment variable that holds the "
-                               "key; the value given is not a variable name (not shown: was the key itself passed?)")
+        if cfg.api_key_env and (not env_name_ok(cfg.api_key_env) or looks_like_key(cfg.api_key_env)):
+            register_secret(cfg.api_key_env)
+            raise SamplerError(redact(f"{self.url}: api_key_env must be the NAME of an environment variable that "
+                                      "holds the key; the value given is not a variable name (not shown: was the key "
+                                      "itself passed?)"))
+        register_key_env(cfg.api_key_env)  # its value is redacted from every file this process writes
         self._sleep = sleep
         self._rng = rng or random.Random(cfg.seed)
         self._rng_lock = threading.Lock()

@@ -35,8 +35,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import statistics
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -52,6 +54,7 @@ from mipd_kit.language.hf_local import HFLocalConfig
 from mipd_kit.language.openai_http import OpenAIHTTPConfig, config_secrets
 from mipd_kit.metrics import MetricRow, merge_rows, row
 from mipd_kit.rationales import prompts as P
+from mipd_kit.redaction import redact_obj
 from mipd_kit.rationales.store import JsonlLog, Rationale, RationaleStore
 
 #: Reminder sent after an unparseable judge reply.
@@ -430,12 +433,17 @@ def run_jrg(cfg: JRGConfig, world_dir: str | os.PathLike, run_dir: str | os.Path
     chains = plan_chains(space, sits, evidence, cfg)
     runner = _Runner(cfg, space, sits, evidence, world, store, failures, generator, judge, backend, templates)
     t0 = time.perf_counter()
-    if cfg.workers <= 1:
-        for ch in chains:
-            runner.run_chain(ch)
-    else:
-        with ThreadPoolExecutor(max_workers=cfg.workers) as ex:
-            list(ex.map(runner.run_chain, chains))
+    from mipd_kit.progress import progress
+    with progress(total=len(chains), desc="JRG", unit="chain",
+                  counters=lambda: {"rationales": runner.n.c.get("new_rationales", 0)}) as bar:
+        if cfg.workers <= 1:
+            for ch in chains:
+                runner.run_chain(ch)
+                bar.update(1)
+        else:
+            with ThreadPoolExecutor(max_workers=cfg.workers) as ex:
+                for _ in ex.map(runner.run_chain, chains):
+                    bar.update(1)
     unl_counts = unlabeled(store) if unlabeled is not None and not runner.n.abort else None
     seconds = time.perf_counter() - t0
     records = store.records(backend)
@@ -467,7 +475,7 @@ def run_jrg(cfg: JRGConfig, world_dir: str | os.PathLike, run_dir: str | os.Path
         "images_without_evidence": sum(i not in evidence for i in images),
     }
     _keep_working_pass(run / "jrg_stats.json", stats)
-    write_json(run / "jrg_stats.json", stats)
+    write_json(run / "jrg_stats.json", redact_obj(stats))  # a key in --base-url (?key=...) is never written
     merge_rows(run / "metrics.json", stats_rows(stats, model=_model_name(cfg, generator), seed=cfg.seed))
     store.close()
     failures.close()
@@ -674,6 +682,25 @@ def _sampler_cfg(purpose: str, backend: str, a: argparse.Namespace, base: Sample
                          malformed_rate=a.malformed_rate if purpose == "judge" else 0.0, openai=oc, hf=hc)
 
 
+def run_option_problems(a: argparse.Namespace) -> list[str]:
+    """Every problem of ``mipd rationales run``'s options, found before any file is written or request sent:
+    counts below 1, shares outside [0, 1], a key given as ``--api-key-env``, an unparseable ``--base-url``."""
+    from mipd_kit.checks import value_problems
+
+    out: list[str] = []
+    for flag, field_name in (("concurrency", "concurrency"), ("workers", "workers"), ("rounds", "rounds"),
+                             ("max_images", "max_images"), ("max_failure_rate", "max_failure_rate"),
+                             ("malformed_rate", "max_failure_rate"), ("api_key_env", "api_key_env"),
+                             ("judge_api_key_env", "api_key_env"), ("base_url", "base_url"),
+                             ("judge_base_url", "base_url")):
+        v = getattr(a, flag)
+        if v is not None:
+            out += [f"--{flag.replace('_', '-')}: {p}" for p in value_problems(field_name, v)]
+    if a.threshold is not None and not math.isfinite(a.threshold):
+        out.append(f"--threshold must be a finite number, got {a.threshold}")
+    return out
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """``mipd rationales run|export|import|stats ...``."""
     ap = argparse.ArgumentParser(prog="mipd rationales", description="Judgmental Rationales Generator (MIPD)")
@@ -717,6 +744,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     a = ap.parse_args(argv)
 
     from mipd_kit.rationales.store import export_authors_json, import_authors_json, read_rationales
+    if a.cmd == "run":
+        problems = run_option_problems(a)
+        if problems:
+            print(f"mipd rationales: error: {'; '.join(problems)}", file=sys.stderr)
+            return 2
     try:
         if a.cmd == "run":
             cfg = JRGConfig.smoke() if a.smoke else JRGConfig()

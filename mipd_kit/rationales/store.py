@@ -50,6 +50,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from mipd_kit.data.records import DataError
 from mipd_kit.fileio import atomic_write_text, dumps, loads_strict
+from mipd_kit.redaction import redact_obj
 
 SCHEMA = 1
 KINDS = ("glimpse", "gaze")
@@ -216,7 +217,10 @@ class JsonlLog:
         pass
 
     def append_line(self, d: Mapping[str, Any], accept=lambda: True) -> bool:
-        """Append ``d`` as one line unless ``accept()`` (evaluated under the lock after catching up) is False."""
+        """Append ``d`` as one line unless ``accept()`` (evaluated under the lock after catching up) is False.
+        Secrets are redacted from every string of ``d`` first (:func:`mipd_kit.redaction.redact_obj`): a server that
+        echoes a key in its reply never gets it stored."""
+        d = redact_obj(dict(d))
         data = (dumps(d, ensure_ascii=False) + "\n").encode()
         with self._tlock:
             _lock(self._fd)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from ..checks import check_config
 from . import stage_main
 
 INPUTS: tuple[str, ...] = ("data", "rationales")
@@ -84,6 +85,7 @@ class Config:
                    nmpa_batch_size=16)
 
     def __post_init__(self) -> None:
+        check_config(self, "alignment")  # types and ranges of every field (mipd_kit.checks)
         if not isinstance(self.workers, int) or self.workers < 1:
             raise ValueError(f"alignment: workers must be a positive integer, got {self.workers!r}")
         if self.nmpa_epochs < 1 or self.nmpa_batch_size < 1:

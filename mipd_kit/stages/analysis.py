@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..checks import check_config
+
 INPUTS: tuple[str, ...] = ("data", "teacher", "rationales", "judge", "alignment", "distillation", "cl_hoi")
 OUTPUTS: tuple[str, ...] = ("results.md",)
 USES_TEACHER = False
@@ -33,6 +35,9 @@ class Config:
     def smoke(cls) -> "Config":
         """The smoke world (the stage itself is equally fast at every size)."""
         return cls(world_dir="data/synthsitu/smoke-seed0")
+
+    def __post_init__(self) -> None:
+        check_config(self, "analysis")  # types and ranges of every field (mipd_kit.checks)
 
 
 def run(cfg: Config, run_dir: str | os.PathLike) -> Any:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
+from ..checks import check_config
 from . import stage_main
 
 INPUTS: tuple[str, ...] = ("data",)
@@ -45,6 +46,8 @@ class Config:
         w_cross: weight of the cross-image KL (contrastive distillation).
         w_context: weight of the VLT InfoNCE (context distillation).
         w_region: weight of the per-pair KL to the teacher on union crops.
+        w_describe: weight of the description distillation (the clhoi rows' pooled pair scores distil the HOI
+            distribution their image's description names; 0 = the description reaches only the VLT).
         crop_features: teacher embeddings of human, object and union crops as ICN input.
         score: student detection score: pair_prior, joint or relative.
         kd_temperature: distillation temperature T.
@@ -64,6 +67,9 @@ class Config:
             non_rare_first, unseen_object, unseen_verb, uc0..uc4: the world's hoi_zero_shot.json, then the bundled
             standard HICO-DET splits) into clhoi/zero_shot/<split>.json, as ``mipd eval-hico --zero-shot`` does.
             Training uses no HOI label, so one run serves every split.
+        controls: control rows trained beside the label-free ones (``mipd_kit.hoi.train.CONTROL_MODELS``:
+            clhoi-oracle, clhoi-oracle-shuffled, weak-mil, upper); they read hoi_train.json's labels on purpose
+            (``mipd_kit.hoi.controls``). [] = the label-free rows only.
     """
 
     world_dir: str = "data/synthsitu/default-seed0"
@@ -83,6 +89,7 @@ class Config:
     w_cross: float = 1.0
     w_context: float = 0.5
     w_region: float = 1.0
+    w_describe: float = 1.0
     crop_features: bool = True
     score: str = "pair_prior"
     kd_temperature: float = 2.0
@@ -95,6 +102,7 @@ class Config:
     threads: int = 0
     workers: int = 1
     zero_shot_splits: list = field(default_factory=list)
+    controls: list = field(default_factory=list)
 
     @classmethod
     def smoke(cls) -> "Config":
@@ -103,12 +111,20 @@ class Config:
         return cls(world_dir="data/synthsitu/smoke-seed0", teacher_config=dict(SMOKE_TEACHER), seeds=[0], epochs=8,
                    hidden=32, batch_images=32, captioner_size="smoke", threads=1)
 
+    def __post_init__(self) -> None:
+        check_config(self, "cl_hoi")  # types and ranges of every field (mipd_kit.checks)
+
     def clhoi_config(self, run_dir: str | os.PathLike) -> Any:
         """The library's ``CLHOIConfig`` for this stage (teacher fields describing the run's teacher block)."""
-        from ..hoi.train import CLHOIConfig
+        from ..hoi.train import CONTROL_MODELS, LABEL_FREE_MODELS, CLHOIConfig
 
-        d = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("teacher_config", "zero_shot_splits")}
+        bad = [c for c in self.controls if c not in CONTROL_MODELS]
+        if bad:
+            raise ValueError(f"unknown cl_hoi controls {bad}; choose from {list(CONTROL_MODELS)}")
+        d = {k: v for k, v in dataclasses.asdict(self).items()
+             if k not in ("teacher_config", "zero_shot_splits", "controls")}
         d.update(run_dir=str(run_dir), seeds=tuple(self.seeds) or (self.seed,),
+                 models=LABEL_FREE_MODELS + tuple(c for c in CONTROL_MODELS if c in self.controls),
                  **clhoi_teacher_fields(self.teacher_config))
         return CLHOIConfig.from_dict(d)
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from ..checks import check_config
 from . import stage_main
 
 INPUTS: tuple[str, ...] = ()
@@ -52,6 +53,9 @@ class Config:
     def smoke(cls) -> "Config":
         """Seconds: the smoke world and short baselines."""
         return cls(world_dir="data/synthsitu/smoke-seed0", synth_size="smoke", baseline_smoke=True)
+
+    def __post_init__(self) -> None:
+        check_config(self, "data")  # types and ranges of every field (mipd_kit.checks)
 
 
 @dataclass

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from ..checks import check_config
 from . import stage_main
 
 INPUTS: tuple[str, ...] = ("data", "rationales", "alignment")
@@ -116,6 +117,7 @@ class Config:
         if self.unlabeled_ratio is not None and self.unlabeled_ratio <= 0:
             raise ValueError(f"distillation: unlabeled_ratio must be > 0 or null (the config's value), got "
                              f"{self.unlabeled_ratio!r}; 0 no longer means 'keep the config value'")
+        check_config(self, "distillation")  # types and ranges of every field (mipd_kit.checks)
 
     @property
     def seed_list(self) -> list[int]:

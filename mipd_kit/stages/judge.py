@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from ..checks import check_config
+
 INPUTS: tuple[str, ...] = ("data", "teacher", "rationales")
 OUTPUTS: tuple[str, ...] = ("rationales_authors.json",)
 USES_TEACHER = False
@@ -45,6 +47,7 @@ class Config:
         if self.rounds is not None and (not isinstance(self.rounds, int) or self.rounds < 1):
             raise ValueError(f"judge: rounds must be a positive integer or null (read from jrg_stats.json), got "
                              f"{self.rounds!r}; 0 no longer means 'read it'")
+        check_config(self, "judge")  # types and ranges of every field (mipd_kit.checks)
 
 
 @dataclass

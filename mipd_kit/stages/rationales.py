@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from ..checks import check_config
 from . import stage_main
 
 INPUTS: tuple[str, ...] = ("data", "teacher")
@@ -127,6 +128,7 @@ class Config:
         if self.max_images is not None and self.max_images < 0:
             raise ValueError(f"rationales: max_images must be >= 0 (0 = all) or null (the config's value), got "
                              f"{self.max_images!r}")
+        check_config(self, "rationales")  # types and ranges of every field (mipd_kit.checks)
 
     def jrg_config(self) -> Any:
         """The library's ``JRGConfig`` (through ``jrg.config_from_params``, whose 0 / -1 mean "keep")."""
@@ -257,6 +259,7 @@ def _shuffled(cfg: Config, jcfg: Any, world: Path, run_dir: Path, generator: Any
     import shutil
 
     from ..fileio import write_json
+    from ..redaction import redact_obj
     from ..metrics import merge_rows
     from ..rationales import jrg
     from ..rationales.content import content_statistics
@@ -286,7 +289,7 @@ def _shuffled(cfg: Config, jcfg: Any, world: Path, run_dir: Path, generator: Any
     stats["source"] = {k: source[k] for k in ("run", "content") if k in source}
     stats["run"] = {**source["run"], "backend": backend, "control": "shuffled",
                     "source_backend": source["run"]["backend"], "source_dir": str(src)}
-    write_json(run_dir / "jrg_stats.json", stats)
+    write_json(run_dir / "jrg_stats.json", redact_obj(stats))
     merge_rows(run_dir / "metrics.json", jrg.stats_rows(stats, model="jrg-shuffled", seed=cfg.seed))
     return stats
 

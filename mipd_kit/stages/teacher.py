@@ -17,10 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
+from ..checks import check_config
 from . import stage_main
 
 INPUTS: tuple[str, ...] = ("data",)
-OUTPUTS: tuple[str, ...] = ("teacher_evidence.json",)
+OUTPUTS: tuple[str, ...] = ("teacher_evidence.json", "teacher_zero_shot.json")
+#: the teacher's zero-shot top-5 verbs per image of ``eval_split`` (what the inspector shows beside the students).
+ZERO_SHOT_FILE = "teacher_zero_shot.json"
 USES_TEACHER = True
 
 #: the notebooks' default ``teacher_config`` (smoke-sized embedded teacher, seed 0).
@@ -72,6 +75,7 @@ class Config:
         return cls(world_dir="data/synthsitu/smoke-seed0", teacher_config=dict(SMOKE_TEACHER))
 
     def __post_init__(self) -> None:
+        check_config(self, "teacher")  # types and ranges of every field (mipd_kit.checks)
         if self.feature_batch_size < 1:
             raise ValueError(f"teacher: feature_batch_size must be >= 1, got {self.feature_batch_size}")
 
@@ -90,8 +94,9 @@ class Outputs:
 
 
 def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False) -> Outputs:
-    """Build the teacher, evaluate it zero-shot (rows merged into ``run_dir/metrics.json``), write
-    ``run_dir/teacher_evidence.json`` and fill the feature cache."""
+    """Build the teacher, evaluate it zero-shot (rows merged into ``run_dir/metrics.json``, its top-5 verbs per
+    image in ``run_dir/teacher_zero_shot.json``), write ``run_dir/teacher_evidence.json`` and fill the feature
+    cache."""
     from ..metrics import merge_rows
     from ..teachers import embedded as E
     from ..teachers.cache import cache_world_features, cached_text_features
@@ -103,6 +108,8 @@ def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False) -> Outp
     seconds["build"] = time.time() - t0
     preds, rows = E.zero_shot_verbs(teacher, cfg.world_dir, cfg.eval_split, seed=cfg.seed)
     merge_rows(run_dir / "metrics.json", rows)
+    from ..fileio import write_json
+    write_json(run_dir / ZERO_SHOT_FILE, {"split": cfg.eval_split, "top5": preds}, indent=None)
     evidence = E.teacher_evidence(teacher, cfg.world_dir, run_dir / "teacher_evidence.json")
     feats: dict[str, Any] = {}
     if cfg.extract_features:

@@ -16,13 +16,20 @@ roles, each verb's roles, the input kind and size, ``k``) and the check's result
 onnxruntime (CPU) and torch on the same inputs (images of a world, or seeded random inputs) and reports the largest
 absolute difference of the float outputs and the agreement of the index outputs; the default tolerance is
 ``ATOL`` (1e-4) on scores, boxes and box probabilities.
+
+The CLI checks its options, the check inputs and the output path (an existing ``--out`` needs ``--overwrite``)
+before exporting, exports into a hidden folder beside ``--out`` and moves the ``.onnx`` and its sidecar into place
+only when the check passes (exit 1, nothing written, when it does not).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -169,7 +176,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--check-images", nargs="*", default=[], help="check on these images")
     p.add_argument("--check-n", type=int, default=8, help="images / random inputs checked (default 8)")
     p.add_argument("--atol", type=float, default=ATOL, help=f"tolerance on scores, boxes, box probabilities ({ATOL})")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out (and its .json sidecar)")
     a = p.parse_args(list(argv) if argv is not None else None)
+    from ..data.records import DataError
+    from ..fileio import check_output_path
+    try:  # every option checked before anything is loaded or written
+        if a.top_k < 1 or a.check_n < 1:
+            raise DataError(f"--top-k and --check-n must be >= 1, got {a.top_k} and {a.check_n}")
+        if not (a.atol > 0):
+            raise DataError(f"--atol must be > 0, got {a.atol}")
+        check_output_path(a.out, "--out", overwrite=a.overwrite)
+        check_output_path(a.out + ".json", "--out (its .json sidecar)", overwrite=a.overwrite)
+        if a.check_world and not (Path(a.check_world) / "test.json").is_file():
+            raise DataError(f"{a.check_world}: --check-world is not a world folder (no test.json)")
+    except DataError as e:
+        print(f"mipd export-onnx: {e}", file=sys.stderr)
+        return 2
     try:
         import onnx  # noqa: F401  (torch's exporter needs it to write the file)
     except ImportError:
@@ -179,25 +201,41 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         pred = Predictor.from_checkpoint(a.checkpoint)
         if a.verbs.strip():
             pred.add_verbs([s for s in a.verbs.split(",") if s.strip()])
-    except (CheckpointFormatError, CheckpointMismatch, PredictError) as e:
+        x, what = check_inputs(pred, a.check_world, a.check_n, a.check_images)  # bad images refused before export
+    except (CheckpointFormatError, CheckpointMismatch, PredictError, DataError) as e:
         print(f"mipd export-onnx: {e}", file=sys.stderr)
         return 2
-    out = export_onnx(pred, a.out, k=a.top_k, opset=a.opset)
-    print(f"wrote {out} ({out.stat().st_size / 2**20:.2f} MiB) and {out.name}.json", file=sys.stderr)
     try:
         import onnxruntime  # noqa: F401
+        checked = True
     except ImportError:
+        checked = False
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:  # exported and checked in a hidden folder beside --out; moved into place only when the check passes
+        tmp = export_onnx(pred, work / out.name, k=a.top_k, opset=a.opset)
+        side = tmp.with_name(tmp.name + ".json")
+        res: dict[str, Any] = {}
+        if checked:
+            res = check_onnx(tmp, pred, x, a.atol)
+            res["inputs"] = what
+            from ..fileio import write_json
+            write_json(side, {**json.loads(side.read_text()), "check": res})
+            print(json.dumps(res))
+            if not res["ok"]:
+                print(f"mipd export-onnx: the ONNX graph disagrees with torch beyond --atol {a.atol}; {out} not "
+                      "written", file=sys.stderr)
+                return 1
+        os.replace(side, out.with_name(out.name + ".json"))
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.2f} MiB) and {out.name}.json", file=sys.stderr)
+    if not checked:
         print("mipd export-onnx: onnxruntime is not installed (pip install 'mipd_kit[deploy]'): not checked",
               file=sys.stderr)
-        return 0
-    x, what = check_inputs(pred, a.check_world, a.check_n, a.check_images)
-    res = check_onnx(out, pred, x, a.atol)
-    res["inputs"] = what
-    side = out.with_name(out.name + ".json")
-    from ..fileio import write_json
-    write_json(side, {**json.loads(side.read_text()), "check": res})
-    print(json.dumps(res))
-    return 0 if res["ok"] else 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -387,10 +387,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--device", default="cpu", help="cpu | cuda[:N] | auto")
     p.add_argument("--batch-size", type=int, default=32)
     a = p.parse_args(list(argv) if argv is not None else None)
-    try:
+    from ..fileio import check_output_path
+    try:  # every option checked before the model is loaded
+        if a.top_k < 1 or a.batch_size < 1:
+            raise DataError(f"--top-k and --batch-size must be >= 1, got {a.top_k} and {a.batch_size}")
+        if a.out:
+            check_output_path(a.out, "--out")
+        if a.draw:
+            check_output_path(a.draw, "--draw", folder=True)
         pred = Predictor.from_checkpoint(a.checkpoint, device=a.device)
         added = pred.add_verbs([s for s in a.verbs.split(",") if s.strip()]) if a.verbs.strip() else []
-    except (CheckpointFormatError, CheckpointMismatch, PredictError) as e:
+    except (CheckpointFormatError, CheckpointMismatch, PredictError, ValueError) as e:  # ValueError: the device
         print(f"mipd predict: {e}", file=sys.stderr)
         return 2
     if added:
@@ -404,6 +411,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     if a.out:
         from ..fileio import write_json
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         write_json(a.out, preds)
         print(f"wrote {len(preds)} predictions to {a.out}", file=sys.stderr)
     else:

@@ -70,27 +70,30 @@ def load_curves(run_dir: str | Path) -> dict[str, dict]:
 
 
 def plot_loss_curves(curves: dict[str, dict], path: str | Path, smooth: int = 10):
-    """One panel per model tag: total loss per step (moving average) and dev verb top-1 per epoch; saves a PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Training loss per step (moving average) and dev verb top-1 per epoch, one colour per model: the mean over its
+    seeds (tags ``<model>-seed<k>``) with a min-max band, the legend outside the axes; saves a PNG (and leaves the
+    figure open for a notebook to show)."""
+    import re
 
-    n = max(1, len(curves))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    import matplotlib.pyplot as plt  # the caller's backend: inline in a notebook, Agg without a display
+
+    from ..viz.figures import plot_mean_band
+
+    by_model: dict[str, list[dict]] = {}
     for tag, c in curves.items():
-        ys = [h["loss"] for h in c["history"]]
-        k = max(1, min(smooth, len(ys)))
-        sm = [sum(ys[max(0, i - k + 1):i + 1]) / len(ys[max(0, i - k + 1):i + 1]) for i in range(len(ys))]
-        axes[0].plot(sm, label=tag, lw=1)
-        if c.get("dev_curve"):
-            axes[1].plot(c["dev_curve"], marker="o", ms=3, label=tag)
-    axes[0].set(xlabel="step", ylabel="training loss (moving avg)", title="student losses")
+        m = re.fullmatch(r"(.+)-seed\d+", tag)
+        by_model.setdefault(m.group(1) if m else tag, []).append(c)
+    models = list(by_model)  # the order of the curve files
+    colours = [plt.cm.tab20(i % 20) for i in range(len(models))]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), layout="constrained")
+    plot_mean_band(axes[0], {m: [[h["loss"] for h in c["history"]] for c in by_model[m]] for m in models},
+                   smooth=smooth, colours=colours)
+    plot_mean_band(axes[1], {m: [c.get("dev_curve") or [] for c in by_model[m]] for m in models}, colours=colours)
+    axes[0].get_legend().remove()  # one legend, outside the right panel
+    axes[0].set(xlabel="step", ylabel="training loss (moving avg)", title="student losses (mean, band: min-max over seeds)")
     axes[1].set(xlabel="epoch", ylabel="dev verb top-1 (trainable verbs) %", title="model selection on dev")
-    axes[0].legend(fontsize=6, ncol=1 + n // 8)
-    fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 

@@ -158,6 +158,8 @@ class StudentConfig:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
         if isinstance(self.nmpa, dict):
             self.nmpa = NMPAConfig(**self.nmpa)
+        from ..checks import check_config
+        check_config(self, "StudentConfig")  # types and ranges of every field: epochs >= 1, lr > 0... (mipd_kit.checks)
 
     @property
     def model_name(self) -> str:
@@ -848,8 +850,9 @@ def fit(world: World, cfg: StudentConfig, ckpt_path: Optional[Path] = None, resu
     dev_mask = torch.isin(world.dev.verb, cpu_train_ids)
     bar = None
     if progress and rank == 0:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=total, initial=start * steps_per_epoch, desc=cfg.model_name)
+        from ..progress import progress as progress_bar
+        bar = progress_bar(total=total, initial=start * steps_per_epoch, desc=f"student {cfg.model_name} seed {cfg.seed}",
+                           unit="step", steps_per_epoch=steps_per_epoch)
     model.train()
     t0 = time.time()
     for epoch in range(start, epochs):

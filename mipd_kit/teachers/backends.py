@@ -4,6 +4,13 @@
   file). Image patch tokens come from the vision transformer's token output (``visual.output_tokens = True``,
   patch tokens without CLS, width of the ViT); pooled = the projected image embedding. Text tokens are the
   text transformer's final-layer states (after ``ln_final``), pooled = the projected text embedding.
+* ``transformers`` with ``arch: blip2`` (the MIPD authors' teacher, Li et al., "BLIP-2", ICML 2023): a
+  ``Blip2ForImageTextRetrieval`` checkpoint (``Salesforce/blip2-itm-vit-g``): image tokens = the frozen ViT-g's
+  ``last_hidden_state`` (CLS + 16x16 patch tokens at 224 px, the tokens NMPA aligns with); pooled image embedding =
+  the mean of the 32 Q-Former query embeddings after the contrastive head (``vision_projection``, each L2-normalised);
+  text tokens = the Q-Former's text states, pooled text = ``text_projection`` of its CLS state. Image and text pooled
+  embeddings share BLIP-2's image-text contrastive space (256-d). BLIP-2's own ITC score takes the maximum over the
+  queries; the mean is its one-vector form (cosine with the mean ranks texts by their mean query similarity).
 * ``transformers``: ``CLIPModel`` (vision + text in the joint space), ``CLIPVisionModel`` or the BLIP-2 vision
   tower (``Blip2VisionModel``, as the MIPD authors cache it: ``last_hidden_state`` = CLS + 16x16 patch tokens
   at 224 px). Vision-only towers get a separate text encoder: ``CLIPTextModel`` or any ``AutoModel`` with mean
@@ -24,7 +31,7 @@ The fingerprint hashes the backend, model name, pretrained tag, preprocessing an
 On a GPU machine, e.g.::
 
     build_teacher(TeacherConfig(backend="open_clip", model="ViT-L-14-336", pretrained="openai", device="cuda"))
-    build_teacher(TeacherConfig(backend="transformers", model="Salesforce/blip2-opt-2.7b", arch="blip2_vision",
+    build_teacher(TeacherConfig(backend="transformers", model="Salesforce/blip2-itm-vit-g", arch="blip2",
                                 device="cuda", precision="fp16"))
 """
 
@@ -50,8 +57,10 @@ EmbeddedSize = Literal["smoke", "default", "student", "student-smoke"]
 EMBEDDED_SIZES: tuple[str, ...] = ("smoke", "default", "student", "student-smoke")
 #: the ``weights`` choices of the embedded backend (released weights or training on the run's world)
 WEIGHTS = WEIGHTS_CHOICES
-HFArch = Literal["auto", "clip", "clip_vision", "blip2_vision"]
-HF_ARCHS = ("auto", "clip", "clip_vision", "blip2_vision")
+HFArch = Literal["auto", "clip", "clip_vision", "blip2", "blip2_vision"]
+HF_ARCHS = ("auto", "clip", "clip_vision", "blip2", "blip2_vision")
+#: longest text the BLIP-2 Q-Former reads (tokens, [CLS] and [SEP] included); LAVIS's retrieval models use 35
+BLIP2_MAX_TEXT_TOKENS = 64
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -71,10 +80,14 @@ class TeacherConfig:
             one's own, e.g. a tiny ViT for rehearsals), or a Hugging Face id / local folder (``transformers``).
         pretrained: open_clip pretrained tag (``openai``) or a local weights file; ``None`` = random init
             (tests). Ignored by ``transformers`` (``model`` names the weights there).
-        arch: transformers only: ``clip`` (CLIPModel), ``clip_vision`` (CLIPVisionModel), ``blip2_vision``
-            (the BLIP-2 vision tower), or ``auto`` (from the checkpoint's ``model_type``).
+        arch: transformers only: ``clip`` (CLIPModel), ``clip_vision`` (CLIPVisionModel), ``blip2``
+            (``Blip2ForImageTextRetrieval``: BLIP-2's image-text contrastive space), ``blip2_vision`` (the BLIP-2
+            vision tower alone, text through ``text_model``), or ``auto`` (from the checkpoint's ``model_type`` and
+            ``architectures``: a retrieval checkpoint is ``blip2``, other BLIP-2 checkpoints ``blip2_vision``).
         vision_config / text_config: transformers only: build the model from these config dicts with random
-            weights instead of loading ``model`` (tiny configs in tests).
+            weights instead of loading ``model`` (tiny configs in tests). With ``arch: blip2``, ``text_config``
+            holds the Q-Former's config (``Blip2QFormerConfig`` fields) plus, optionally, ``num_query_tokens``
+            and ``image_text_hidden_size`` (``Blip2Config`` fields).
         text_model: text encoder for vision-only towers: ``minilm`` (default), a CLIPTextModel id / folder, or
             any AutoModel id / folder (mean pooling).
         image_size: override the input size (open_clip ``force_image_size``; transformers preprocessing).
@@ -154,6 +167,8 @@ class TeacherConfig:
             raise ValueError(f"{where}.embedded must be a mapping of EmbeddedTeacherConfig fields")
         if cfg.weights not in WEIGHTS:
             raise ValueError(f"{where}.weights: {cfg.weights!r} is not one of {WEIGHTS}")
+        from ..checks import check_config
+        check_config(cfg, where)  # types, device, ranges
         return cfg
 
     def to_dict(self) -> dict:
@@ -241,11 +256,18 @@ def _fingerprint(*parts: object) -> str:
 
 
 def preprocess_images(images: Sequence[Image.Image], size: int, mean: Sequence[float], std: Sequence[float],
-                      interpolation: int = Image.BICUBIC) -> torch.Tensor:
-    """CLIP preprocessing: resize the short side to ``size``, centre crop, scale to [0,1], normalise -> (B,3,S,S)."""
+                      interpolation: int = Image.BICUBIC, crop: bool = True) -> torch.Tensor:
+    """CLIP preprocessing: resize the short side to ``size``, centre crop, scale to [0,1], normalise -> (B,3,S,S).
+
+    With ``crop=False`` the image is resized to ``size`` x ``size`` without keeping its aspect ratio (BLIP-2's
+    ``BlipImageProcessor``).
+    """
     out = []
     for im in images:
         im = im.convert("RGB")
+        if not crop:
+            out.append(np.asarray(im.resize((size, size), interpolation), dtype=np.float32) / 255.0)
+            continue
         w, h = im.size
         s = size / min(w, h)
         nw, nh = max(size, round(w * s)), max(size, round(h * s))
@@ -380,8 +402,9 @@ class TransformersTeacher:
         torch.manual_seed(cfg.seed)
         arch = cfg.arch
         if cfg.vision_config is not None:  # random weights from a (tiny) config
-            if arch == "auto":
-                raise ValueError("with vision_config, set arch to one of 'clip', 'clip_vision', 'blip2_vision'")
+            if arch in ("auto", "blip2"):
+                raise ValueError("with vision_config, set arch to one of 'clip', 'clip_vision', 'blip2_vision' "
+                                 "(arch blip2 is built by Blip2Teacher: build_teacher chooses it)")
             if arch == "clip":
                 tc = dict(cfg.text_config or {})
                 tc.setdefault("bos_token_id", 0)  # ids of the stand-in hashed tokenizer (_hash_tokenize)
@@ -397,14 +420,10 @@ class TransformersTeacher:
         else:
             if not cfg.model:
                 raise ValueError("transformers backend: set model (a Hugging Face id or local folder) or vision_config")
+            arch = resolve_hf_arch(cfg)
+            if arch == "blip2":
+                raise ValueError("arch blip2 is built by Blip2Teacher (build_teacher chooses it)")
             try:
-                if arch == "auto":
-                    mt = tf.AutoConfig.from_pretrained(cfg.model).model_type
-                    arch = {"clip": "clip", "clip_vision_model": "clip_vision", "blip-2": "blip2_vision",
-                            "blip_2_vision_model": "blip2_vision"}.get(mt)
-                    if arch is None:
-                        raise TeacherLoadError(f"{cfg.model!r} has model_type {mt!r}; supported: clip, "
-                                               "clip_vision_model, blip-2 (set arch explicitly)")
                 dt = _DTYPES[cfg.precision]
                 if arch == "clip":
                     model = tf.CLIPModel.from_pretrained(cfg.model, torch_dtype=dt)
@@ -487,6 +506,122 @@ class TransformersTeacher:
         return Encoded(out.last_hidden_state.float().cpu() * m[..., None], pooled.float().cpu(), m)
 
 
+def resolve_hf_arch(cfg: TeacherConfig) -> str:
+    """The transformers ``arch`` a config means: ``cfg.arch``, or for ``auto`` the one read from the checkpoint's
+    config (``model_type``; a BLIP-2 checkpoint whose ``architectures`` name ``Blip2ForImageTextRetrieval`` is
+    ``blip2``, any other BLIP-2 checkpoint ``blip2_vision``).
+
+    Raises:
+        TeacherLoadError: the checkpoint's config is not available offline, or its model type is not supported.
+    """
+    if cfg.arch != "auto":
+        return cfg.arch
+    import transformers as tf
+    if cfg.vision_config is not None:
+        raise ValueError("with vision_config, set arch to one of 'clip', 'clip_vision', 'blip2', 'blip2_vision'")
+    if not cfg.model:
+        raise ValueError("transformers backend: set model (a Hugging Face id or local folder) or vision_config")
+    try:
+        conf = tf.AutoConfig.from_pretrained(cfg.model)
+    except OSError as e:
+        raise TeacherLoadError(
+            f"weights of {cfg.model!r} cannot be found offline ({e}). Download them on a machine with internet "
+            f"(`huggingface-cli download {cfg.model}`) into the HF cache or a folder, and set model to that "
+            "folder") from e
+    mt = conf.model_type
+    if mt == "blip-2":
+        return "blip2" if "Blip2ForImageTextRetrieval" in (getattr(conf, "architectures", None) or []) \
+            else "blip2_vision"
+    arch = {"clip": "clip", "clip_vision_model": "clip_vision", "blip_2_vision_model": "blip2_vision"}.get(mt)
+    if arch is None:
+        raise TeacherLoadError(f"{cfg.model!r} has model_type {mt!r}; supported: clip, clip_vision_model, blip-2 "
+                               "(set arch explicitly)")
+    return arch
+
+
+class Blip2Teacher:
+    """BLIP-2's image-text retrieval model (``Blip2ForImageTextRetrieval``) as a ``Teacher`` in its own joint space.
+
+    Image tokens are the frozen ViT-g's patch tokens (CLS first, as the MIPD authors cache them); pooled embeddings
+    come from BLIP-2's image-text contrastive heads, so image and text embeddings are comparable by cosine (see the
+    module docstring for how the 32 query embeddings become one vector).
+    """
+
+    joint_space = True
+
+    def __init__(self, cfg: TeacherConfig):
+        import transformers as tf
+        self.cfg = cfg
+        torch.manual_seed(cfg.seed)
+        if cfg.vision_config is not None:  # random weights from a (tiny) config
+            qc = dict(cfg.text_config or {})
+            top = {k: qc.pop(k) for k in ("num_query_tokens", "image_text_hidden_size") if k in qc}
+            qc.setdefault("use_qformer_text_input", True)  # the text side of the Q-Former (as blip2-itm-vit-g)
+            conf = tf.Blip2Config(vision_config=dict(cfg.vision_config), qformer_config=qc, **top)
+            model = tf.Blip2ForImageTextRetrieval(conf)
+            ident: tuple = ("random", cfg.seed)
+        else:
+            if not cfg.model:
+                raise ValueError("transformers backend: set model (a Hugging Face id or local folder) or vision_config")
+            try:
+                model = tf.Blip2ForImageTextRetrieval.from_pretrained(cfg.model, torch_dtype=_DTYPES[cfg.precision])
+            except OSError as e:
+                raise TeacherLoadError(
+                    f"weights of {cfg.model!r} cannot be found offline ({e}). Download them on a machine with "
+                    f"internet (`huggingface-cli download {cfg.model}`) into the HF cache or a folder, and set "
+                    "model to that folder") from e
+            ident = ("hf", cfg.model)
+        model = model.eval()
+        vconf = model.config.vision_config
+        self.image_size = int(cfg.image_size or vconf.image_size)
+        g = self.image_size // int(vconf.patch_size)
+        self.grid = (g, g)
+        self.tokenizer = None
+        if cfg.vision_config is None:
+            self.tokenizer = tf.AutoTokenizer.from_pretrained(cfg.model)
+        self._fp = _fingerprint("transformers", "blip2-itc", *ident, f"size{self.image_size}", CLIP_MEAN, CLIP_STD,
+                                "bicubic-squash", "query-mean", state_hash(model))
+        self.model = model.to(cfg.device)
+        self.dtype = next(model.vision_model.parameters()).dtype  # the Q-Former may stay fp32 (_keep_in_fp32_modules)
+        self.qdtype = next(model.qformer.parameters()).dtype
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fp
+
+    @torch.no_grad()
+    def encode_images(self, images: Sequence[Image.Image]) -> Encoded:
+        m = self.model
+        x = preprocess_images(images, self.image_size, CLIP_MEAN, CLIP_STD, crop=False).to(self.cfg.device, self.dtype)
+        kw = {"interpolate_pos_encoding": True} if self.cfg.image_size else {}
+        tokens = m.vision_model(pixel_values=x, **kw).last_hidden_state  # (B, 1 + g*g, Dv): CLS first
+        enc = tokens.to(self.qdtype)
+        queries = m.query_tokens.expand(enc.shape[0], -1, -1)  # (B, Q, Dq)
+        q = m.qformer(query_embeds=queries, encoder_hidden_states=enc,
+                      encoder_attention_mask=torch.ones(enc.shape[:2], dtype=torch.long, device=enc.device))
+        feats = torch.nn.functional.normalize(m.vision_projection(q.last_hidden_state.to(
+            m.vision_projection.weight.dtype)).float(), dim=-1)  # (B, Q, E)
+        pooled = feats.mean(1)  # (B, E)
+        return Encoded(tokens.float().cpu(), pooled.cpu(), torch.ones(tokens.shape[:2], dtype=torch.bool))
+
+    @torch.no_grad()
+    def encode_texts(self, texts: Sequence[str]) -> Encoded:
+        m = self.model
+        qc = m.config.qformer_config
+        L = min(BLIP2_MAX_TEXT_TOKENS, int(qc.max_position_embeddings))
+        if self.tokenizer is not None:
+            enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=L, return_tensors="pt")
+            ids, am = enc["input_ids"], enc["attention_mask"]
+        else:  # random-weight tiny BLIP-2: deterministic hashed token ids (no tokenizer files offline)
+            ids, am = _hash_tokenize(texts, int(qc.vocab_size), L)
+        ids, am = ids.to(self.cfg.device), am.to(self.cfg.device)
+        out = m.qformer(query_embeds=m.embeddings(input_ids=ids), query_length=0, attention_mask=am)
+        h = out.last_hidden_state  # (B, L, Dq)
+        pooled = m.text_projection(h[:, 0, :].to(m.text_projection.weight.dtype))  # (B, E): the [CLS] state
+        mask = am.bool().cpu()
+        return Encoded(h.float().cpu() * mask[..., None], pooled.float().cpu(), mask)
+
+
 def _hash_tokenize(texts: Sequence[str], vocab: int, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Word-hash token ids with BOS=0 / EOS=vocab-1 (stand-in tokenizer for random tiny CLIP configs only)."""
     rows = []
@@ -534,6 +669,8 @@ def build_teacher(cfg: TeacherConfig, progress: bool = False):
     elif cfg.backend == "open_clip":
         return OpenClipTeacher(cfg)
     elif cfg.backend == "transformers":
+        if resolve_hf_arch(cfg) == "blip2":
+            return Blip2Teacher(cfg)
         return TransformersTeacher(cfg)
     elif cfg.backend == "tiny":
         from .tiny import TinyRandomTeacher

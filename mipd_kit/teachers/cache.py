@@ -220,8 +220,8 @@ def _extract(cache: FeatureCache, keys: list[str], items: list, encode: Callable
         return
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=len(keys), desc=desc, unit="item", leave=False)
+        from ..progress import progress as progress_bar
+        bar = progress_bar(total=len(keys), desc=desc, unit="item")
     try:
         for s in range(0, len(keys), shard_rows):
             k_sh, it_sh = keys[s:s + shard_rows], items[s:s + shard_rows]

@@ -599,8 +599,8 @@ def train_teacher(world_dir: str | os.PathLike, cache_dir: str | os.PathLike, cf
         step = 0
         bar = None
         if progress:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=total, desc="teacher pretraining", leave=False)
+            from ..progress import progress as progress_bar
+            bar = progress_bar(total=total, desc="teacher pretraining", unit="step", steps_per_epoch=steps_per_epoch)
         for ep in range(cfg.epochs):
             perm = torch.randperm(N, generator=gen)
             losses = []

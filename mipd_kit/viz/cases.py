@@ -347,3 +347,162 @@ def summarize(cases: Iterable[Case]) -> dict[str, dict[str, int]]:
             d = out.setdefault(tag, {e: 0 for e in ERROR_TYPES})
             d[c.error] += 1
     return out
+
+
+# -- two models, one image ------------------------------------------------------------------------------------------
+#: contrast filters of a :class:`PairCase` list (A and B are the two models compared; "right": top-1 verb correct).
+CONTRASTS: tuple[str, ...] = ("all", "a_right_b_wrong", "a_wrong_b_right", "both_wrong", "both_right")
+
+
+#: prediction files of the HOI stage (HICO-DET and V-COCO formats) in ``predictions/``.
+HOI_PREDICTION_PREFIXES: tuple[str, ...] = ("hoi-", "vcoco-")
+
+
+def prediction_models(run_dir: str | Path) -> dict[str, list[int]]:
+    """The GSR models of a run and their seeds, read from the file names ``predictions/<model>-seed<k>.json``
+    (HOI files, :data:`HOI_PREDICTION_PREFIXES`, excluded): what the comparison inspector offers, whatever rows the
+    run has."""
+    import re
+
+    out: dict[str, list[int]] = {}
+    folder = Path(run_dir) / "predictions"
+    for p in sorted(folder.glob("*-seed*.json")) if folder.is_dir() else []:
+        m = re.fullmatch(r"(.+)-seed(\d+)\.json", p.name)
+        if m and not m.group(1).startswith(HOI_PREDICTION_PREFIXES):
+            out.setdefault(m.group(1), []).append(int(m.group(2)))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+@dataclass(frozen=True)
+class PairCase:
+    """One test image under two models (``a`` and ``b``: their :class:`Case`)."""
+
+    a: Case
+    b: Case
+
+    @property
+    def image(self) -> str:
+        return self.a.image
+
+    @property
+    def gt_verb(self) -> str:
+        return self.a.gt_verb
+
+    @property
+    def split_tags(self) -> tuple[str, ...]:
+        return self.a.split_tags
+
+    @property
+    def contrast(self) -> str:
+        """``a_right_b_wrong``, ``a_wrong_b_right``, ``both_wrong`` or ``both_right`` (top-1 verb)."""
+        ra, rb = self.a.pred_verb == self.a.gt_verb, self.b.pred_verb == self.b.gt_verb
+        return {(True, False): "a_right_b_wrong", (False, True): "a_wrong_b_right",
+                (False, False): "both_wrong", (True, True): "both_right"}[(ra, rb)]
+
+
+def pair_cases(a: Iterable[Case], b: Iterable[Case]) -> list[PairCase]:
+    """The images that both case lists hold, in ``a``'s order."""
+    by_image = {c.image: c for c in b}
+    return [PairCase(c, by_image[c.image]) for c in a if c.image in by_image]
+
+
+def filter_pairs(pairs: Iterable[PairCase], split: Optional[str] = None, verb: Optional[str] = None,
+                 contrast: Optional[str] = None) -> list[PairCase]:
+    """Select pairs by split tag, gold verb and contrast (None / ``"all"``: no constraint); confident mistakes of
+    ``b`` first (then ``a``'s), image name last.
+
+    Raises:
+        ValueError: unknown contrast (naming the choices).
+    """
+    if contrast not in (None, *CONTRASTS):
+        raise ValueError(f"contrast must be one of {CONTRASTS}, got {contrast!r}")
+    out = [p for p in pairs
+           if (split in (None, "all") or split in p.split_tags) and (verb in (None, "all") or p.gt_verb == verb)
+           and (contrast in (None, "all") or p.contrast == contrast)]
+    out.sort(key=lambda p: (-p.b.confidence, -p.a.confidence, p.image))
+    return out
+
+
+def verb_confusion(cases: Iterable[Case], split: Optional[str] = "unseen") -> dict[tuple[str, str], int]:
+    """``{(gold verb, predicted top-1 verb): count}`` over the cases of ``split`` (None / ``"all"``: all),
+    largest cell first (``"(none)"`` when nothing was predicted)."""
+    counts: dict[tuple[str, str], int] = {}
+    for c in cases:
+        if split in (None, "all") or split in c.split_tags:
+            key = (c.gt_verb, c.pred_verb or "(none)")
+            counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def cell_cases(cases: Iterable[Case], gt_verb: str, pred_verb: str, split: Optional[str] = "unseen") -> list[Case]:
+    """The cases of one confusion cell (same selection as :func:`verb_confusion`), most confident first."""
+    out = [c for c in cases if c.gt_verb == gt_verb and (c.pred_verb or "(none)") == pred_verb
+           and (split in (None, "all") or split in c.split_tags)]
+    return sorted(out, key=lambda c: (-c.confidence, c.image))
+
+
+def training_rationales(records: Iterable[Any], train_verbs: Mapping[str, str], verb: str,
+                        limit: int = 6) -> dict[str, list[dict[str, Any]]]:
+    """The judged rationales of the training images of ``verb`` (what a student was distilled from for it):
+    ``{"positive": [...], "negative": [...]}``, each item ``{image, kind, role, text, score}``, at most ``limit``
+    per polarity (positives by score high first, negatives low first).
+
+    Args:
+        records: ``mipd_kit.rationales.store.Rationale`` records (or mappings with the same fields).
+        train_verbs: training image -> its gold verb.
+    """
+    def get(r: Any, k: str) -> Any:
+        return r.get(k) if isinstance(r, Mapping) else getattr(r, k, None)
+
+    out: dict[str, list[dict[str, Any]]] = {"positive": [], "negative": []}
+    for r in records:
+        pol = get(r, "polarity")
+        if pol in out and train_verbs.get(get(r, "image")) == verb:
+            out[pol].append({"image": get(r, "image"), "kind": get(r, "kind"), "role": get(r, "role"),
+                             "text": get(r, "text"), "score": get(r, "score")})
+    for pol, items in out.items():
+        items.sort(key=lambda d: ((-1 if pol == "positive" else 1) * (d["score"] if d["score"] is not None else 0.0),
+                                  d["image"]))
+        out[pol] = items[:limit]
+    return out
+
+
+def case_rows(cases: Iterable[Case | PairCase], names: tuple[str, str] = ("a", "b")) -> list[dict[str, Any]]:
+    """Flat rows of a case list (one per image) for an export: image, gold verb, split, and per model its top-1
+    verb, score and primary error (a :class:`PairCase` gives both models, prefixed with ``names``)."""
+    rows = []
+    for c in cases:
+        if isinstance(c, PairCase):
+            row = {"image": c.image, "gt_verb": c.gt_verb, "split": "/".join(c.split_tags), "contrast": c.contrast}
+            for n, x in zip(names, (c.a, c.b)):
+                row.update({f"{n}_pred_verb": x.pred_verb, f"{n}_confidence": round(x.confidence, 4),
+                            f"{n}_error": x.error})
+        else:
+            row = {"image": c.image, "gt_verb": c.gt_verb, "split": "/".join(c.split_tags), "pred_verb": c.pred_verb,
+                   "confidence": round(c.confidence, 4), "error": c.error}
+        rows.append(row)
+    return rows
+
+
+def export_cases(cases: Iterable[Case | PairCase], path: str | Path, names: tuple[str, str] = ("a", "b")) -> Path:
+    """Write :func:`case_rows` to ``path``: CSV for ``.csv``, else JSON (a list of objects); atomic. Returns it."""
+    import csv
+    import io
+    import json
+    import os
+
+    rows = case_rows(cases, names)
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if p.suffix.lower() == ".csv":
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["image"])
+        w.writeheader()
+        w.writerows(rows)
+        text = buf.getvalue()
+    else:
+        text = json.dumps(rows, indent=1) + "\n"
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, p)
+    return p

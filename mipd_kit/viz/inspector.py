@@ -7,6 +7,10 @@ truth side by side, boxes with role labels) and wraps the case list in a thin ``
 
 Images are looked up as ``image_root / case.image``; a missing image is drawn as a grey placeholder of the
 annotated size and counted in :attr:`Inspector.missing_images` (real-mode SWiG predictions without the images).
+:class:`CompareInspector` (:func:`open_compare`) shows two models of a run on the same image with the training
+rationales of the gold and the predicted verbs; :class:`ConfusionBrowser` goes from a cell of the unseen-verb confusion
+to a grid of its cases; both export the case list on display (CSV / JSON).
+
 ``write_demo`` writes a tiny SWiG-format world with predictions and rationales so that the inspector (and the
 analysis notebook) can be tried without running the pipeline; its numbers mean nothing.
 """
@@ -22,8 +26,9 @@ from typing import Any, Mapping, Optional, Sequence
 
 from PIL import Image, ImageDraw
 
-from .browser import PANEL_SIZE, CaseBrowser, placeholder_image, side_by_side
-from .cases import ERROR_TYPES, SORT_KEYS, SPLIT_NAMES, Case, filter_cases
+from .browser import PANEL_SIZE, CaseBrowser, placeholder_image, png_bytes, side_by_side
+from .cases import (CONTRASTS, ERROR_TYPES, SORT_KEYS, SPLIT_NAMES, Case, PairCase, cell_cases, export_cases,
+                    filter_cases, filter_pairs, pair_cases, prediction_models, training_rationales, verb_confusion)
 from .draw import draw_frame
 
 
@@ -279,3 +284,277 @@ def open_inspector(run_dir: str | os.PathLike, world_dir: str | os.PathLike, mod
     preds = json.loads(pred_path.read_text())
     cases = build_cases(load_situations(gt_path), preds, split, rationales)
     return Inspector(cases, image_root=image_root if image_root is not None else world / "images", **filters)
+
+
+# -- two models side by side ----------------------------------------------------------------------------------------
+def render_pair(pair: PairCase, image: Optional[Image.Image], names: tuple[str, str],
+                panel: int = PANEL_SIZE) -> Image.Image:
+    """Model A's frame, model B's frame and the ground truth, left to right (roles in the ground truth's order)."""
+    if image is None:
+        image = placeholder_image(pair.a.width, pair.a.height)
+    upscale = max(1, round(panel / max(image.size)))
+    gt = pair.a.gt_frame()
+    panels = []
+    for name, c in zip(names, (pair.a, pair.b)):
+        pred = c.pred_frame()
+        if c.frame_source is not None:
+            pred = {r: pred.get(r, {"noun": "(missing)", "box": None}) for r in gt}
+        mark = "ok" if c.pred_verb == c.gt_verb else "x"
+        panels.append(draw_frame(image, pred, title=f"{name}: {c.pred_verb or '(none)'} [{mark}]", upscale=upscale))
+    panels.append(draw_frame(image, gt, title=f"gt: {pair.gt_verb} ({'/'.join(pair.split_tags) or 'no split'})",
+                             upscale=upscale))
+    return side_by_side(side_by_side(panels[0], panels[1]), panels[2])
+
+
+def _thumb_html(path: Optional[Path], size: int = 72) -> str:
+    """A small inline PNG (data URI) of an image file, or nothing when it is absent."""
+    import base64
+
+    if path is None or not path.is_file():
+        return ""
+    im = Image.open(path).convert("RGB")
+    im.thumbnail((size, size))
+    return (f"<img src='data:image/png;base64,{base64.b64encode(png_bytes(im)).decode()}' "
+            f"style='height:{size}px;margin:2px;vertical-align:middle' title='{html.escape(path.name)}'>")
+
+
+def rationales_html(verb: str, items: Mapping[str, Sequence[Mapping[str, Any]]], image_root: Optional[Path],
+                    heading: str) -> str:
+    """The training rationales of one verb (:func:`mipd_kit.viz.cases.training_rationales`) with thumbnails."""
+    e = html.escape
+    if not any(items.values()):
+        return f"<b>{e(heading)} <i>{e(verb)}</i></b>: <i>no judged rationale of a training image of this verb</i><br>"
+    out = [f"<b>{e(heading)} <i>{e(verb)}</i></b> (training images the student was distilled from)<ul>"]
+    for pol, colour, sign in (("positive", "#1a7f37", "+"), ("negative", "#b42318", "−")):
+        for it in items.get(pol, ()):
+            thumb = _thumb_html(image_root / it["image"] if image_root is not None else None)
+            role = f" [{e(str(it['role']))}]" if it.get("role") else ""
+            out.append(f"<li style='color:{colour}'>{thumb}{sign} {e(str(it['kind']))}{role}: {e(str(it['text']))}"
+                       f" <span style='color:#666'>({e(str(it['image']))})</span></li>")
+    return "".join(out) + "</ul>"
+
+
+class CompareInspector(CaseBrowser):
+    """Two models on the same test images: A's frame, B's frame and the ground truth side by side; the top-5 verbs
+    of both and the training rationales of the gold verb and of each model's predicted verb.
+
+    Args:
+        pairs: from :func:`mipd_kit.viz.cases.pair_cases`.
+        names: the two models' names (A, B).
+        rationales: training rationale records (``Rationale``) and ``train_verbs`` (training image -> gold verb)
+            give the rationales shown per verb; None: none shown.
+        teacher: image -> the teacher's zero-shot ``[[verb, score], ...]`` (best first; the run's
+            ``teacher_zero_shot.json``), shown beside the two models; None: not shown.
+        image_root: folder the images (test and training) are relative to.
+        split, verb, contrast: initial filter (see :func:`filter_pairs`).
+    """
+
+    def __init__(self, pairs: Sequence[PairCase], names: tuple[str, str] = ("mipd", "baseline"),
+                 rationales: Optional[Sequence[Any]] = None, train_verbs: Optional[Mapping[str, str]] = None,
+                 image_root: Optional[str | os.PathLike] = None, split: Optional[str] = None,
+                 verb: Optional[str] = None, contrast: Optional[str] = None, panel: int = 256,
+                 teacher: Optional[Mapping[str, Sequence[Sequence[Any]]]] = None):
+        pairs = list(pairs)
+        self.names = names
+        self.teacher = dict(teacher or {})
+        self.rationales = list(rationales or [])
+        self.train_verbs = dict(train_verbs or {})
+        self._rat_cache: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        filters = {"split": ["all"] + [s for s in SPLIT_NAMES if any(s in p.split_tags for p in pairs)],
+                   "verb": ["all"] + sorted({p.gt_verb for p in pairs}), "contrast": list(CONTRASTS)}
+        super().__init__(pairs, filters, {"split": split, "verb": verb, "contrast": contrast}, image_root,
+                         "mipd-compare", panel)
+        self.dropdowns["contrast"].options = [(c.replace("a_", f"{names[0]} ").replace("b_", f"{names[1]} ")
+                                               .replace("_", " "), c) for c in CONTRASTS]
+
+    def set_filter(self, split: Optional[str] = None, verb: Optional[str] = None,
+                   contrast: Optional[str] = None) -> list[PairCase]:
+        """Set the filter (None or ``"all"`` clears a field) and show the first pair; returns the visible pairs."""
+        return self._set_filter({"split": split, "verb": verb, "contrast": contrast})
+
+    def teacher_top5(self, image: str) -> list[tuple[str, float]]:
+        """The teacher's zero-shot top-5 verbs of ``image`` (empty when the run has none)."""
+        return [(str(v), float(s)) for v, s in self.teacher.get(image, [])][:5]
+
+    def verb_rationales(self, verb: str) -> dict[str, list[dict[str, Any]]]:
+        """The training rationales of ``verb`` (positives and negatives; cached)."""
+        if verb not in self._rat_cache:
+            self._rat_cache[verb] = training_rationales(self.rationales, self.train_verbs, verb)
+        return self._rat_cache[verb]
+
+    def export(self, path: str | os.PathLike) -> Path:
+        """Write the visible pairs to ``path`` (CSV for ``.csv``, else JSON) and return it."""
+        return export_cases(self.visible_cases(), path, self.names)
+
+    # -- hooks -----------------------------------------------------------------------------------------------------
+    def _apply_filter(self, f: Mapping[str, Optional[str]]) -> list[PairCase]:
+        return filter_pairs(self.cases, **f)
+
+    def _image_name(self, pair: PairCase) -> str:
+        return pair.image
+
+    def _render(self, pair: PairCase, image: Optional[Image.Image]) -> Image.Image:
+        return render_pair(pair, image, self.names, self.panel)
+
+    def _label_html(self, pair: PairCase) -> str:
+        a, b = self.names
+        t = self.teacher_top5(pair.image)
+        teacher = f"teacher <b>{html.escape(t[0][0])}</b> ({t[0][1]:.2f}) · " if t else ""
+        return (f"gt <b>{html.escape(pair.gt_verb)}</b> ({html.escape('/'.join(pair.split_tags) or 'no split')}) · "
+                f"{html.escape(a)} <b>{html.escape(str(pair.a.pred_verb))}</b> ({pair.a.confidence:.2f}) · "
+                f"{html.escape(b)} <b>{html.escape(str(pair.b.pred_verb))}</b> ({pair.b.confidence:.2f}) · {teacher}"
+                f"{pair.contrast.replace('a_', a + ' ').replace('b_', b + ' ').replace('_', ' ')}")
+
+    def _details_html(self, pair: PairCase) -> str:
+        e = html.escape
+        cols = []
+        tops = [(name, c.top5) for name, c in zip(self.names, (pair.a, pair.b))]
+        if self.teacher:
+            tops.append(("teacher (zero-shot)", self.teacher_top5(pair.image)))
+        for name, top5 in tops:
+            rows = "".join(f"<tr><td>{'<b>' if v == pair.gt_verb else ''}{e(v)}{'</b>' if v == pair.gt_verb else ''}"
+                           f"</td><td>{s:.3f}</td></tr>" for v, s in top5)
+            cols.append(f"<td style='vertical-align:top;padding-right:12px'><b>{e(name)}</b> top-5 (gt in bold)"
+                        f"<table>{rows or '<tr><td>(no prediction)</td></tr>'}</table></td>")
+        parts = [f"<div style='font-size:12px;padding-left:10px'><table><tr>{''.join(cols)}</tr></table>"]
+        verbs = [("gold verb", pair.gt_verb)] + [(f"{n}'s verb", c.pred_verb) for n, c in zip(self.names, (pair.a, pair.b))
+                                                 if c.pred_verb and c.pred_verb != pair.gt_verb]
+        seen: set[str] = set()
+        for heading, v in verbs:
+            if v in seen:
+                continue
+            seen.add(v)
+            parts.append(rationales_html(v, self.verb_rationales(v), self.image_root, heading))
+        return "".join(parts) + "</div>"
+
+
+def case_grid(cases: Sequence[Case], image_root: Optional[str | os.PathLike], cols: int = 4, size: int = 160,
+              limit: int = 16) -> Image.Image:
+    """A grid of the first ``limit`` cases (image with the predicted frame, caption ``image: pred (score)``)."""
+    from PIL import ImageFont
+
+    cases = list(cases)[:limit]
+    rows = max(1, -(-len(cases) // cols))
+    cap = 16
+    out = Image.new("RGB", (cols * size, rows * (size + cap)), (255, 255, 255))
+    d = ImageDraw.Draw(out)
+    font = ImageFont.load_default()
+    for k, c in enumerate(cases):
+        p = Path(image_root) / c.image if image_root is not None else None
+        im = Image.open(p).convert("RGB") if p is not None and p.is_file() else placeholder_image(c.width, c.height)
+        im = draw_frame(im, c.pred_frame() if c.frame_source is not None or c.display_frame else {},
+                        upscale=max(1, round(size / max(im.size))))
+        im.thumbnail((size, size))
+        x, y = (k % cols) * size, (k // cols) * (size + cap)
+        out.paste(im, (x, y))
+        d.text((x + 2, y + size + 2), f"{c.image[-18:]} {c.confidence:.2f}", fill=(0, 0, 0), font=font)
+    return out
+
+
+class ConfusionBrowser:
+    """The unseen-verb confusion of one model: pick a cell (gold -> predicted, with its count) and see its cases
+    as a grid. Plain accessors: ``cells``, ``select_cell``, ``cell_cases``, ``grid_image``, ``export``.
+
+    Args:
+        cases: from :func:`build_cases`.
+        split: which cases the matrix counts (default ``unseen``).
+        image_root: folder the images are relative to.
+    """
+
+    def __init__(self, cases: Sequence[Case], split: str = "unseen",
+                 image_root: Optional[str | os.PathLike] = None, cols: int = 4):
+        import ipywidgets as W
+
+        self.cases, self.split, self.cols = list(cases), split, cols
+        self.image_root = Path(image_root) if image_root is not None else None
+        self.cells = verb_confusion(self.cases, split)
+        self._cell: Optional[tuple[str, str]] = None
+        self._grid: Optional[Image.Image] = None
+        self.w_cell = W.Dropdown(options=[(f"{g} -> {p} ({n})", (g, p)) for (g, p), n in self.cells.items()],
+                                 description="cell", layout=W.Layout(width="480px"))
+        self.w_matrix = W.HTML(value=self.matrix_html())
+        self.w_grid = W.Image(format="png")
+        self.widget = W.VBox([self.w_matrix, self.w_cell, self.w_grid])
+        self.widget.add_class("mipd-confusion")
+        self.w_cell.observe(lambda ch: self.select_cell(*ch["new"]) if ch["new"] else None, names="value")
+        if self.cells:
+            self.select_cell(*next(iter(self.cells)))
+
+    def matrix_html(self) -> str:
+        """The confusion as an HTML table: gold verbs as rows, predicted verbs as columns (diagonal in bold)."""
+        e = html.escape
+        gts = sorted({g for g, _ in self.cells})
+        preds = sorted({p for _, p in self.cells})
+        head = "".join(f"<th style='writing-mode:vertical-rl;font-weight:normal'>{e(p)}</th>" for p in preds)
+        body = "".join(
+            f"<tr><td>{e(g)}</td>" + "".join(
+                f"<td style='text-align:center;background:rgba(180,35,24,{min(1.0, self.cells.get((g, p), 0) / 5):.2f})'>"
+                f"{'<b>' if g == p else ''}{self.cells.get((g, p), '')}{'</b>' if g == p else ''}</td>" for p in preds)
+            + "</tr>" for g in gts)
+        return (f"<div style='font-size:11px'><b>{e(self.split)} verbs: gold (rows) x predicted (columns)</b>"
+                f"<table><tr><th></th>{head}</tr>{body}</table></div>")
+
+    def select_cell(self, gt_verb: str, pred_verb: str) -> list[Case]:
+        """Show the cases of one cell as a grid; returns them."""
+        self._cell = (gt_verb, pred_verb)
+        got = self.cell_cases()
+        self._grid = case_grid(got, self.image_root, cols=self.cols)
+        self.w_grid.value = png_bytes(self._grid)
+        if self.w_cell.value != (gt_verb, pred_verb) and (gt_verb, pred_verb) in self.cells:
+            self.w_cell.value = (gt_verb, pred_verb)
+        return got
+
+    def cell_cases(self) -> list[Case]:
+        """The cases of the selected cell (empty before a selection)."""
+        return cell_cases(self.cases, *self._cell, split=self.split) if self._cell else []
+
+    def grid_image(self) -> Optional[Image.Image]:
+        return self._grid
+
+    def export(self, path: str | os.PathLike) -> Path:
+        """Write the selected cell's cases to ``path`` (CSV for ``.csv``, else JSON)."""
+        return export_cases(self.cell_cases(), path)
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+
+def open_compare(run_dir: str | os.PathLike, world_dir: str | os.PathLike, model_a: str = "mipd",
+                 model_b: str = "baseline", seed: int = 0, test_file: str = "test.json",
+                 image_root: Optional[str | os.PathLike] = None, **filters: Any) -> CompareInspector:
+    """The comparison inspector of two prediction files of a run (:func:`prediction_models` lists them), with the
+    judged rationales of the run's training images (``rationales.jsonl``, ``world_dir/train.json``) and the
+    teacher's zero-shot top-5 (``teacher_zero_shot.json``, when the run has it).
+
+    Raises:
+        FileNotFoundError: a predictions file or the ground truth is absent (naming it and the models present).
+    """
+    from ..rationales.store import read_rationales
+    from .cases import build_cases, load_situations, load_split
+
+    run, world = Path(run_dir), Path(world_dir)
+    models = prediction_models(run)
+    preds = {}
+    for m in (model_a, model_b):
+        p = run / "predictions" / f"{m}-seed{seed}.json"
+        if not p.is_file():
+            raise FileNotFoundError(f"{p} is absent; models with predictions in this run: "
+                                    + (", ".join(f"{k} (seeds {v})" for k, v in models.items()) or "none"))
+        preds[m] = json.loads(p.read_text())
+    gt_path = world / test_file
+    if not gt_path.is_file():
+        raise FileNotFoundError(f"{gt_path} is absent (written by the data stage, 00_data)")
+    split_path = run / "ov_split.json" if (run / "ov_split.json").is_file() else world / "ov_split.json"
+    split = load_split(split_path) if split_path.is_file() else None
+    gt = load_situations(gt_path)
+    a, b = (build_cases(gt, preds[m], split) for m in (model_a, model_b))
+    rat_path, train_path = run / "rationales.jsonl", world / "train.json"
+    records = read_rationales(rat_path) if rat_path.is_file() else []
+    train_verbs = ({k: v["verb"] for k, v in json.loads(train_path.read_text()).items()}
+                   if train_path.is_file() else {})
+    zs_path = run / "teacher_zero_shot.json"  # the teacher stage's top-5 of its eval split
+    teacher = json.loads(zs_path.read_text()).get("top5", {}) if zs_path.is_file() else None
+    return CompareInspector(pair_cases(a, b), (model_a, model_b), records, train_verbs,
+                            image_root if image_root is not None else world / "images", teacher=teacher, **filters)

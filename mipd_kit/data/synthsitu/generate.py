@@ -299,12 +299,16 @@ def _hoi_task(args: tuple) -> dict:
 
 
 def _run(tasks: list[tuple], fn, workers: int) -> list[dict]:
+    from mipd_kit.progress import progress
+
+    desc = f"SynthSitu {tasks[0][1] if tasks else ''} images"
     if workers <= 1 or len(tasks) < 64:
-        return [fn(t) for t in tasks]
+        return [fn(t) for t in progress(tasks, desc=desc, unit="image")]
     import multiprocessing as mp
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     with ctx.Pool(workers) as pool:
-        return list(pool.imap(fn, tasks, chunksize=max(8, len(tasks) // (workers * 16))))
+        return list(progress(pool.imap(fn, tasks, chunksize=max(8, len(tasks) // (workers * 16))), total=len(tasks),
+                             desc=desc, unit="image"))
 
 
 def _gsr_verbs(cfg: SynthConfig, rng: np.random.Generator) -> dict[str, list[str]]:
