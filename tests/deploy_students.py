@@ -41,7 +41,8 @@ def smoke_students(base: Path) -> Students:
     wc = prepare_world(world, base / "deploy-cache", TinyRandomTeacher(), embed_texts=hashed_text_embedder(),
                        with_unlabeled=False, backbone=TinyRandomTeacher())
     T, D = wc.train.x.shape[1:]
-    cc = dataclasses.replace(sc, backbone="cached", num_tokens=int(T), in_dim=int(D))
+    # as the distillation stage builds it: a head on the backbone's tokens and its pooled embedding
+    cc = dataclasses.replace(sc, backbone="cached", num_tokens=int(T), in_dim=int(D), pooled_dim=int(wc.train.xp.shape[1]))
     cached = base / "deploy-ckpt" / "cached-seed0.safetensors"
     fit(wc, cc, cached)
     return Students(world, cnn, cached, list(w.vocab.verbs))

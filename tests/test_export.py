@@ -52,6 +52,8 @@ def test_cached_feature_student_exports_its_head(st, tmp_path):
     out = export_onnx(p, tmp_path / "head.onnx")
     side = json.loads((tmp_path / "head.onnx.json").read_text())
     assert side["input"]["kind"] == "features" and side["input"]["shape"][1:] == [p.cfg.num_tokens, p.cfg.in_dim]
+    assert p.cfg.pooled_dim and side["input"]["pooled_shape"] == ["B", p.cfg.pooled_dim]  # the head reads both
     x, what = check_inputs(p, str(st.world), 4)  # features of the named backbone on world images
+    assert len(x) == 2 and x[1].shape == (4, p.cfg.pooled_dim)
     res = check_onnx(out, p, x)
     assert res["ok"], res
