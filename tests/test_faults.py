@@ -397,7 +397,9 @@ def swig_files(tmp_path):
 
 
 def _one_line_error(capsys, *needles: str) -> str:
-    err = capsys.readouterr().err.strip()
+    """The one line a failing command wrote on stderr (progress lines, ``mipd_kit.progress``, are not the error)."""
+    from mipd_kit.progress import is_progress_line
+    err = "\n".join(x for x in capsys.readouterr().err.strip().splitlines() if not is_progress_line(x)).strip()
     assert "\n" not in err and "Traceback" not in err, err
     for n in needles:
         assert n in err, (n, err)
