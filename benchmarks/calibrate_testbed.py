@@ -7,7 +7,14 @@ For each frozen backbone named on the command line, on the **dev** split of a Sy
 - T4: probes of the same kind read the agent's pose, its relation to the object and the drawn motion cue
   (``rendered.jsonl``; target >= 60 each), beside the majority level of each;
 - T3 (backbone half): the backbone's own zero-shot verb accuracy on the dev-only unseen verbs (target <= 15 for the
-  student backbone; the other half, teacher - baseline on unseen, needs a trained student: ``mipd run``).
+  student backbone; the other half, teacher - baseline on unseen, needs a trained student: ``--run``);
+- T6 (transfer probe): the teacher's zero-shot answers through the best linear map (ridge) from the backbone's
+  features to the teacher's embedding, fit on the seen + rare training images: the most feature distillation could
+  carry to unseen verbs; target: at least half the teacher's own unseen_dev accuracy.
+
+With ``--run RUN_DIR`` (a run's ``predictions-dev/``): T2 (``baseline`` seen >= teacher zero-shot seen + 5), T3
+(teacher - ``baseline`` on unseen_dev >= 40), T5 (<= 10% of seen dev images given an unseen verb by ``baseline``)
+and the positive control (``mipd-oracle`` - ``mipd-feat`` >= +10 on unseen_dev).
 
 Backbones: ``released:NAME`` (a released embedded model, e.g. ``released:embedded-teacher-student``),
 ``size:NAME[:FIELD=VALUE...]`` (``EmbeddedTeacherConfig.of_size(NAME)``, with those fields changed, trained on the
@@ -88,8 +95,8 @@ def features(model, paths: Sequence[Path], batch_size: int = 256) -> tuple[torch
     return torch.cat(pooled), torch.cat(both)
 
 
-def calibrate(spec: str, world: Path, cache: Path, threads: int) -> list[dict]:
-    """Probe and zero-shot rows of one backbone on the world's dev split."""
+def calibrate(spec: str, world: Path, cache: Path, threads: int, teacher=None) -> list[dict]:
+    """Probe, zero-shot and (given the ``teacher``) transfer rows of one backbone on the world's dev split."""
     from mipd_kit.data.swig import load_situations
     from mipd_kit.eval.probes import linear_probe
     from mipd_kit.teachers.embedded import load_ov_split, zero_shot_verbs
@@ -125,6 +132,20 @@ def calibrate(spec: str, world: Path, cache: Path, threads: int) -> list[dict]:
     for z in zs:
         if z.mean == "image" and z.setting == "top1" and z.split in ("seen", "rare", "unseen_dev"):
             add(z.split, "zero_shot", "verb", z.value)
+    if teacher is not None and teacher is not model:
+        # T6: the teacher's zero-shot answers through the best linear map from these features to its embedding
+        from mipd_kit.eval.probes import ridge_transfer
+        from mipd_kit.teachers.embedded import class_embeddings, load_frame_space, verb_prompts
+        ytr, _ = features(teacher, [world / "images" / n for n in tr_names])
+        ydv, _ = features(teacher, [world / "images" / n for n in dv_names])
+        names, cls = class_embeddings(teacher, verb_prompts(load_frame_space(world / "imsitu_space.json")))
+        for who, emb in (("teacher", ydv), ("transfer", ridge_transfer(ttr, ytr, tdv))):
+            pred = [names[i] for i in (torch.nn.functional.normalize(emb, dim=-1) @ cls.T).argmax(1).tolist()]
+            for split in ("seen", "unseen_dev", "unseen_dev_compositional", "unseen_dev_novel"):
+                sel = [i for i, n in enumerate(dv_names) if dv[n].verb in ov.get(split, [])]
+                if sel:
+                    add(split, "transfer" if who == "transfer" else "teacher_zero_shot", "verb",
+                        100.0 * sum(pred[i] == dv[dv_names[i]].verb for i in sel) / len(sel))
     print(f"[calibrate] {spec}: {time.time() - t0:.1f}s", file=sys.stderr)
     return rows
 
@@ -180,6 +201,10 @@ def targets(rows: list[dict], t1: float = 75.0) -> list[tuple[str, str, bool]]:
         z = v.get((m, "unseen_dev", "zero_shot", "verb"))
         if z is not None:
             out.append((f"T3 zero-shot unseen_dev <= 15 ({m})", f"{z:.1f}", z <= 15.0))
+        t, tz = v.get((m, "unseen_dev", "transfer", "verb")), v.get((m, "unseen_dev", "teacher_zero_shot", "verb"))
+        if t is not None and tz:
+            out.append((f"T6 transfer probe keeps >= half the teacher's unseen_dev accuracy ({m})",
+                        f"{t:.1f} of {tz:.1f}", t >= 0.5 * tz))
     t_seen, t_un = v.get(("teacher", "seen", "zero_shot", "verb")), v.get(("teacher", "unseen_dev", "zero_shot", "verb"))
     b_seen, b_un = v.get(("baseline", "dev_seen", "top1", "verb")), v.get(("baseline", "unseen_dev", "top1", "verb"))
     if None not in (t_seen, b_seen):
@@ -217,6 +242,20 @@ def markdown(rows: list[dict], world: Path, command: str) -> str:
             maj = val.get((m, c[0], c[1], c[2] + "_majority"))
             cells.append("" if v is None else f"{v:.1f}" + (f" (majority {maj:.1f})" if maj is not None else ""))
         out.append(f"| `{m}` | " + " | ".join(cells) + " |")
+    tr = [r for r in rows if r["setting"] in ("transfer", "teacher_zero_shot")]
+    if tr:
+        splits = ("seen", "unseen_dev", "unseen_dev_compositional", "unseen_dev_novel")
+        out += ["", "Transfer probe (T6): the teacher's zero-shot verb top-1 on dev through the best linear map (ridge, "
+                "fit on the seen + rare training images) from the backbone's features (pooled + mean token) to the "
+                "teacher's embedding: what feature distillation could carry at best.", "",
+                "| backbone | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
+        tv = {(r["model"], r["setting"], r["split"]): r["value"] for r in tr}
+        for k, m in enumerate(dict.fromkeys(r["model"] for r in tr)):
+            for setting, label in (("teacher_zero_shot", "the teacher itself"), ("transfer", f"`{m}` -> teacher")):
+                if setting == "teacher_zero_shot" and k:
+                    continue  # the teacher's own answers once
+                out.append(f"| {label} | " + " | ".join(f"{tv[(m, setting, sp)]:.1f}" if (m, setting, sp) in tv else ""
+                                                      for sp in splits) + " |")
     runs = [r for r in rows if r["setting"] == "top1"]
     if runs:
         out += ["", "Students of the run (dev, mean over seeds): verb top-1 on seen and on dev-only unseen verbs, and the "
@@ -244,7 +283,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--backbone", action="append", default=[], help="released:NAME | size:NAME | random:NAME")
     ap.add_argument("--run", default=None, help="a run folder: T2, T3, T5 and the positive control from its "
                     "predictions-dev/ files")
-    ap.add_argument("--teacher", default="released:embedded-teacher-default", help="the run's teacher (--run)")
+    ap.add_argument("--teacher", default="released:embedded-teacher-default",
+                    help="the teacher: its zero-shot answers on dev (--run) and the target of the transfer probe (T6)")
     ap.add_argument("--cache", default="data/cache")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", required=True, help="output path without suffix (.json and .md are written)")
@@ -256,7 +296,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     command = shlex.join(["python", "benchmarks/calibrate_testbed.py", *args])
     if not a.backbone and not a.run:
         ap.error("give --backbone and/or --run")
-    rows = [r for spec in a.backbone for r in calibrate(spec, world, Path(a.cache), a.threads)]
+    teacher = load_backbone(a.teacher, world, Path(a.cache), a.threads) if a.backbone else None
+    rows = [r for spec in a.backbone for r in calibrate(spec, world, Path(a.cache), a.threads,
+                                                        None if spec == a.teacher else teacher)]
     if a.run:
         rows += run_rows(Path(a.run), world, a.teacher, Path(a.cache), a.threads)
     out = Path(a.out)

@@ -154,6 +154,13 @@ def _goals() -> tuple[Goal, ...]:
                           "mipd", b, split, 0.0))
     g.append(Goal("with the unlabeled pool: `mipd-kd-unlabeled` unseen >= 80% of the teacher's", "gsr", "ratio",
                   "mipd-kd-unlabeled", "teacher", "unseen", 0.8))
+    # the positive control of MIPD: perfect rationales must carry their signal to the unseen verbs
+    g.append(Goal("positive control: `mipd-oracle` >= 10 points above `mipd-feat` on unseen, interval above 0", "gsr",
+                  "diff", "mipd-oracle", "mipd-feat", "unseen", 10.0))
+    g.append(Goal("positive control: `mipd-oracle` above `mipd-oracle-shuffled` on unseen, interval above 0", "gsr",
+                  "diff", "mipd-oracle", "mipd-oracle-shuffled", "unseen", 0.0))
+    g.append(Goal("premise: `baseline` >= 5 points above the zero-shot `teacher` on seen", "gsr", "diff", "baseline",
+                  "teacher", "seen", 5.0, need_lo=False))
     for split in ("full", "unseen"):
         g.append(Goal(f"`clhoi` >= 2 mAP above `icn` on {split}, interval above 0", "hoi", "diff", "clhoi", "icn",
                       split, 2.0))

@@ -95,3 +95,36 @@ def linear_probe(train_x: torch.Tensor, train_y: Sequence[str], eval_x: torch.Te
     major = int(torch.bincount(y).argmax())
     maj = 100.0 * float((ey == major).float().mean()) if len(es) else float("nan")
     return ProbeResult(acc, maj, best, len(xs), len(es), len(classes))
+
+
+def ridge_transfer(train_x: torch.Tensor, train_y: torch.Tensor, eval_x: torch.Tensor,
+                   penalties: Sequence[float] = (0.1, 1.0, 10.0, 100.0, 1000.0), seed: int = 0) -> torch.Tensor:
+    """A linear map from one frozen feature to another, applied to new examples: ridge regression of ``train_y``
+    (N, E) on standardised ``train_x`` (N, D) (with a bias), the penalty chosen by the mean cosine of the predicted and
+    true targets on a seeded held-out fifth, refitted on all; returns the predictions for ``eval_x`` (M, E).
+
+    It measures what feature distillation could carry at best with a linear head: how much of a teacher's embedding
+    the student's frozen features let a student reproduce on examples unlike its training ones."""
+    x = train_x.detach().float()
+    mu, sd = x.mean(0), x.std(0).clamp(min=1e-6)
+
+    def design(z: torch.Tensor) -> torch.Tensor:
+        return torch.cat([(z.detach().float() - mu) / sd, torch.ones(len(z), 1)], 1)
+
+    def fit(xb: torch.Tensor, yb: torch.Tensor, lam: float) -> torch.Tensor:
+        eye = torch.eye(xb.shape[1])
+        eye[-1, -1] = 0.0  # the bias is not penalised
+        return torch.linalg.solve(xb.T @ xb + lam * eye, xb.T @ yb)
+
+    X, Y = design(x), train_y.detach().float()
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(X), generator=g)
+    n_hold = max(1, len(X) // 5)
+    hold, rest = perm[:n_hold], perm[n_hold:]
+    best, best_cos = penalties[0], -2.0
+    for lam in penalties:
+        pred = X[hold] @ fit(X[rest], Y[rest], lam)
+        cos = float(torch.nn.functional.cosine_similarity(pred, Y[hold], dim=-1).mean())
+        if cos > best_cos:
+            best, best_cos = lam, cos
+    return design(eval_x) @ fit(X, Y, best)

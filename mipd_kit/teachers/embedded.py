@@ -31,6 +31,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -166,9 +167,12 @@ class EmbeddedTeacherConfig:
             targets ``softmax(cos(caption_i, caption_j) / soft_target_temp)`` over the batch from the frozen MiniLM
             caption embeddings, so paraphrased captions of the same scene are not pushed apart as negatives.
         max_pairs: use at most this many pretraining pairs (None = all).
-        exclude_unseen: drop every pretraining pair whose image shows a verb of the world's unseen split
-            (``ov_split.json``): a backbone that never read about an unseen situation, while it sees the same kinds
-            of pictures (the student backbone: weaker in knowledge than the teacher, not in sight).
+        exclude_unseen: which pretraining pairs of the world's unseen verbs (``ov_split.json``) to drop: ``""``
+            none; ``"scenes"`` every pair whose image shows an unseen verb; ``"names"`` every pair whose caption names
+            an unseen verb (a SynthSitu caption word of it, ``captions.VERB_WORDS``), so the pictures of unseen
+            situations stay, described by their poses, relations and objects only: a backbone that has seen them
+            but never read what they are called (the student backbone: weaker in knowledge than the teacher, not in
+            sight).
         threads: torch threads while training (0 = leave torch's default).
         seed: seeds initialisation and data order.
         device: ``auto`` | ``cpu`` | ``cuda[:N]`` (``mipd_kit.machine.resolve_device``) for training and encoding;
@@ -189,7 +193,7 @@ class EmbeddedTeacherConfig:
     augment: bool = True
     soft_target_temp: float = 0.0
     max_pairs: Optional[int] = None
-    exclude_unseen: bool = False
+    exclude_unseen: str = ""
     threads: int = 0
     seed: int = 0
     device: str = "cpu"
@@ -203,15 +207,17 @@ class EmbeddedTeacherConfig:
     @classmethod
     def student(cls) -> "EmbeddedTeacherConfig":
         """The frozen student backbone (the CLIP ViT-L of this world beside the teacher's BLIP-2): half the width and
-        joint-space size, pretrained with the teacher's recipe on every caption pair except those of unseen-verb
-        scenes. It sees the world's poses, relations, objects and places, but never read about an unseen verb."""
-        return cls(width=64, embed_dim=128, exclude_unseen=True)
+        joint-space size, pretrained with the teacher's recipe for 20 epochs on every caption pair except those of
+        unseen-verb scenes. It sees the world's poses, relations, objects and places, but never read about an unseen
+        verb (benchmarks/calibrate_testbed.py: 10 epochs left its relation probe under the 60 aimed at; dropping
+        only the captions that name an unseen verb, ``"names"``, let it name them: zero-shot unseen_dev 21.6)."""
+        return cls(width=64, embed_dim=128, epochs=20, exclude_unseen="scenes")
 
     @classmethod
     def student_smoke(cls) -> "EmbeddedTeacherConfig":
         """The smoke student backbone: smaller than :meth:`smoke`, on fewer pairs, none of an unseen verb (seconds)."""
         return cls(image_size=32, width=16, grid=4, depth=1, embed_dim=32, epochs=2, batch_size=64,
-                   max_pairs=256, lr=3e-3, exclude_unseen=True)
+                   max_pairs=256, lr=3e-3, exclude_unseen="scenes")
 
     @classmethod
     def of_size(cls, size: str) -> "EmbeddedTeacherConfig":
@@ -482,16 +488,25 @@ def load_ov_split(world_dir: str | os.PathLike) -> dict[str, list[str]]:
 
 
 def pretraining_records(world_dir: str | os.PathLike, cfg: "EmbeddedTeacherConfig") -> list[dict]:
-    """The caption records ``cfg`` trains on: those of ``pretrain/captions.jsonl`` minus, with ``exclude_unseen``,
-    every pair whose ``verbs`` include a verb of the world's unseen split; then the first ``max_pairs``."""
+    """The caption records ``cfg`` trains on: those of ``pretrain/captions.jsonl`` minus those ``exclude_unseen``
+    drops (the pairs of unseen-verb scenes, or the pairs whose caption names an unseen verb); then the first
+    ``max_pairs``."""
     recs = read_captions(world_dir)
-    if cfg.exclude_unseen:
-        unseen = set(load_ov_split(world_dir)["unseen"])
+    unseen = set(load_ov_split(world_dir)["unseen"]) if cfg.exclude_unseen else set()
+    if cfg.exclude_unseen == "scenes":
         for n, r in enumerate(recs, 1):
             if not isinstance(r.get("verbs"), list):
                 raise DataError(f"{Path(world_dir) / 'pretrain' / 'captions.jsonl'}: line {n} lacks the 'verbs' list "
                                 "that exclude_unseen filters on")
         recs = [r for r in recs if not unseen.intersection(r["verbs"])]
+    elif cfg.exclude_unseen == "names":
+        from mipd_kit.data.synthsitu.captions import VERB_WORDS
+        words = sorted({w for v in unseen for w in (v.replace("_", " "), *VERB_WORDS.get(v, ()))}, key=len,
+                       reverse=True)
+        names = re.compile(r"\b(" + "|".join(re.escape(w) for w in words) + r")\b", re.IGNORECASE)
+        recs = [r for r in recs if not names.search(r["caption"])]
+    elif cfg.exclude_unseen:
+        raise ValueError(f"exclude_unseen must be '', 'scenes' or 'names', got {cfg.exclude_unseen!r}")
     if cfg.max_pairs is not None:
         recs = recs[:cfg.max_pairs]
     if not recs:
@@ -500,7 +515,7 @@ def pretraining_records(world_dir: str | os.PathLike, cfg: "EmbeddedTeacherConfi
 
 
 def data_fingerprint(world_dir: str | os.PathLike, max_pairs: Optional[int] = None,
-                     exclude_unseen: bool = False) -> str:
+                     exclude_unseen: str = "") -> str:
     """sha256 of the pretraining captions file and the world's meta.json (the corpus identity).
 
     The meta.json bytes are those of the world's ``v1`` form (``mipd_kit.data.synthsitu.generate.corpus_meta_bytes``):
@@ -517,8 +532,8 @@ def data_fingerprint(world_dir: str | os.PathLike, max_pairs: Optional[int] = No
     if meta is not None:
         h.update(meta)
     h.update(str(max_pairs).encode())
-    if exclude_unseen:  # the unseen verbs of the world's split decide which pairs are left
-        h.update(json.dumps(sorted(load_ov_split(w)["unseen"])).encode())
+    if exclude_unseen:  # the rule and the unseen verbs of the world's split decide which pairs are left
+        h.update(json.dumps([exclude_unseen, sorted(load_ov_split(w)["unseen"])]).encode())
     return h.hexdigest()[:16]
 
 
