@@ -38,6 +38,13 @@ class ProbeResult:
     classes: int
 
 
+def _holdout(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded held-out fifth of ``n`` examples and the rest (indices)."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    k = max(1, n // 5)
+    return perm[:k], perm[k:]
+
+
 def _fit(x: torch.Tensor, y: torch.Tensor, n_cls: int, lam: float, steps: int) -> torch.Tensor:
     """Softmax regression weights (D + 1, C) fitted by L-BFGS on standardised ``x`` (N, D) and labels ``y`` (N,)."""
     xb = torch.cat([x, torch.ones(len(x), 1)], 1)  # (N, D + 1) with the bias column
@@ -80,10 +87,7 @@ def linear_probe(train_x: torch.Tensor, train_y: Sequence[str], eval_x: torch.Te
     xs, es = (x - mu) / sd, (eval_x.detach().float() - mu) / sd
     y = torch.tensor([idx[c] for c in train_y])
     ey = torch.tensor([idx.get(c, -1) for c in eval_y])
-    g = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(len(xs), generator=g)
-    n_hold = max(1, len(xs) // 5)
-    hold, fit = perm[:n_hold], perm[n_hold:]
+    hold, fit = _holdout(len(xs), seed)
     best, best_acc = penalties[0], -1.0
     for lam in penalties:
         w = _fit(xs[fit], y[fit], len(classes), lam, steps)
@@ -117,10 +121,7 @@ def ridge_transfer(train_x: torch.Tensor, train_y: torch.Tensor, eval_x: torch.T
         return torch.linalg.solve(xb.T @ xb + lam * eye, xb.T @ yb)
 
     X, Y = design(x), train_y.detach().float()
-    g = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(len(X), generator=g)
-    n_hold = max(1, len(X) // 5)
-    hold, rest = perm[:n_hold], perm[n_hold:]
+    hold, rest = _holdout(len(X), seed)
     best, best_cos = penalties[0], -2.0
     for lam in penalties:
         pred = X[hold] @ fit(X[rest], Y[rest], lam)

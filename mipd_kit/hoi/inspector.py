@@ -31,6 +31,7 @@ from PIL import Image
 
 from mipd_kit.data.records import HOIImage, HOIVocab
 from mipd_kit.viz.browser import PANEL_SIZE, CaseBrowser, placeholder_image, side_by_side
+from mipd_kit.viz.cases import write_case_list
 from mipd_kit.viz.draw import draw_hoi_pairs
 
 from .viz import hoi_label, pair_matches, top_pairs
@@ -354,28 +355,12 @@ class HOICompareInspector(CaseBrowser):
     def export(self, path: str | os.PathLike) -> Path:
         """Write the visible pairs (image, tags, annotated HOIs, each model's top HOI, score and outcome) to
         ``path``: CSV for ``.csv``, else JSON."""
-        import csv
-        import io
-
         rows = [{"image": p.filename, "tags": "/".join(p.a.tags), "gt": "; ".join(p.a.gt_labels),
                  "contrast": p.contrast, **{f"{n}_{k}": v for n, c in zip(self.names, (p.a, p.b)) for k, v in
                                             (("top", c.top[0].label if c.top else None),
                                              ("score", round(c.confidence, 4)), ("outcome", c.outcome))}}
                 for p in self.visible_cases()]
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if out.suffix.lower() == ".csv":
-            buf = io.StringIO()
-            w = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["image"])
-            w.writeheader()
-            w.writerows(rows)
-            text = buf.getvalue()
-        else:
-            text = json.dumps(rows, indent=1) + "\n"
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, out)
-        return out
+        return write_case_list(rows, path)
 
     def _apply_filter(self, f: Mapping[str, Optional[str]]) -> list[HOIPairCase]:
         return filter_hoi_pairs(self.cases, **f)

@@ -485,13 +485,17 @@ def case_rows(cases: Iterable[Case | PairCase], names: tuple[str, str] = ("a", "
 
 
 def export_cases(cases: Iterable[Case | PairCase], path: str | Path, names: tuple[str, str] = ("a", "b")) -> Path:
-    """Write :func:`case_rows` to ``path``: CSV for ``.csv``, else JSON (a list of objects); atomic. Returns it."""
+    """Write :func:`case_rows` to ``path`` (:func:`write_case_list`). Returns it."""
+    return write_case_list(case_rows(cases, names), path)
+
+
+def write_case_list(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
+    """A case list for a paper figure: CSV for ``.csv``, else JSON (a list of objects); atomic. Returns the path."""
     import csv
     import io
     import json
-    import os
 
-    rows = case_rows(cases, names)
+    from ..fileio import atomic_write_text
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     if p.suffix.lower() == ".csv":
@@ -501,8 +505,6 @@ def export_cases(cases: Iterable[Case | PairCase], path: str | Path, names: tupl
         w.writerows(rows)
         text = buf.getvalue()
     else:
-        text = json.dumps(rows, indent=1) + "\n"
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, p)
+        text = json.dumps(list(rows), indent=1) + "\n"
+    atomic_write_text(p, text)
     return p
