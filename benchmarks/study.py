@@ -481,7 +481,7 @@ def aggregate(runs: Sequence[RunInfo], out: str | Path, n_boot: int = 10000) -> 
 
 # ----------------------------------------------------------------------------------------------- running
 def pipeline_command(config: str, world: int, run_dir: Path, weights: str = "released-any",
-                     sets: Sequence[str] = (), dry_run: bool = False) -> list[str]:
+                     sets: Sequence[str] = (), dry_run: bool = False, force: bool = False) -> list[str]:
     """The ``mipd run`` command of one world seed (the ``mipd`` beside this Python, else ``python -m mipd_kit.cli``)."""
     mipd = Path(sys.executable).parent / "mipd"
     cmd = [str(mipd)] if mipd.is_file() else [sys.executable, "-m", "mipd_kit.cli"]
@@ -491,7 +491,7 @@ def pipeline_command(config: str, world: int, run_dir: Path, weights: str = "rel
                 "--set", f"stages.distillation.params.student_backbone.weights={weights}"]
     for s in sets:
         cmd += ["--set", s]
-    return cmd + (["--dry-run"] if dry_run else [])
+    return cmd + (["--force"] if force else []) + (["--dry-run"] if dry_run else [])
 
 
 def preflight(config: str | Path, worlds: Sequence[int], weights: str = "released-any",
@@ -567,6 +567,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="passed to every `mipd run` (e.g. stages.distillation.params.threads=2)")
     ap.add_argument("--dry-run", action="store_true", help="pass --dry-run to `mipd run` and aggregate nothing")
+    ap.add_argument("--force", action="store_true", help="pass --force to `mipd run`: reuse a world's run folder made "
+                    "by another config (e.g. make reproduce's, without the study's --set values): its unchanged "
+                    "stages are kept, the changed ones re-run")
     a = ap.parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         given = parse_runs(a.run)
@@ -593,7 +596,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if w in given:
                 print(f"[study] world {w}: reading {given[w]} (--run)", flush=True)
                 continue
-            cmd = pipeline_command(str(config), w, folders[w], a.weights, [*STUDY_SETS, *a.sets], a.dry_run)
+            cmd = pipeline_command(str(config), w, folders[w], a.weights, [*STUDY_SETS, *a.sets], a.dry_run,
+                                   a.force)
             print(f"[study] world {w}: {' '.join(cmd)}", flush=True)
             code = subprocess.call(cmd, cwd=ROOT)
             if code:
