@@ -87,3 +87,15 @@ def test_same_seed_same_texts_and_the_shuffled_oracle_moves_positives(records, w
 
 def test_verb_words_cover_every_verb():
     assert set(VERB_WORDS) == {v.name for v in W.VERBS}
+
+
+def test_the_oracle_also_describes_the_unlabeled_pool(world):
+    # what the positive control on the pool route reads (stage rationales adds unlabeled_gt.json's images)
+    space = load_frame_space(world / "imsitu_space.json")
+    pool = load_situations(world / "unlabeled_gt.json")
+    recs = oracle_rationales(world, pool, {v: space.roles(v) for v in space.verbs})
+    got = collect(recs)
+    assert set(got) == set(pool) and all(c["glimpse"]["positive"] for c in got.values())
+    # the pool shows unseen verbs: their scenes are described, by their primitives only
+    unseen = [n for n, s in pool.items() if W.VERB_BY_NAME[s.verb].kind.startswith("unseen")]
+    assert unseen and all(pool[n].verb not in " ".join(got[n]["glimpse"]["positive"]) for n in unseen)

@@ -71,7 +71,8 @@ class Config:
             writes the main store's positives shuffled among images of the same verb
             (``rationales.controls.shuffle_positives``) to ``run_dir/rationales-shuffled.jsonl``; ``oracle``
             writes rationales from the world's ground truth (``rationales.oracle``, SynthSitu worlds only: the
-            positive control ``mipd-oracle``) to ``run_dir/rationales-oracle.jsonl``; ``oracle-shuffled`` those
+            positive control ``mipd-oracle``), for the training images and the unlabeled pool's
+            (``mipd-oracle-unlabeled``), to ``run_dir/rationales-oracle.jsonl``; ``oracle-shuffled`` those
             positives shuffled among images of the same verb (``mipd-oracle-shuffled``).
         concurrency: HTTP requests in flight per sampler; None keeps the JRGConfig's.
         send_images: attach the image to every prompt (vision chat models).
@@ -201,7 +202,11 @@ def write_control(cfg: Config, run_dir: Path, main: Outputs, control: str) -> Pa
         atomic_write_text(dest, "\n".join(lines) + "\n" if lines else "")
     elif control in ("oracle", "oracle-shuffled"):
         from ..rationales.oracle import oracle_rationales
+        from ..data.swig import load_situations
         space, sits = jrg.load_world(main.world, main.jrg.split)
+        pool_gt = Path(main.world) / "unlabeled_gt.json"  # the oracle also describes the unlabeled pool's images
+        if pool_gt.is_file():
+            sits = {**sits, **load_situations(pool_gt, space)}
         recs = oracle_rationales(main.world, sits, {v: space.roles(v) for v in space.verbs}, seed=cfg.seed)
         if control == "oracle-shuffled":
             recs = shuffle_positives(recs, sits, seed=cfg.seed)

@@ -87,6 +87,11 @@ ROWS: dict[str, Row] = {r.model: r for r in (
        "mipd-oracle with each image's oracle positives moved to another image of the same verb"),
     _s("upper", "upper", ("all_labels",), "",
        "ceiling: baseline also trained on the unlabeled pool's labels of every verb, unseen included"),
+    _s("mipd-feat-unlabeled", "feat-unlabeled", ("distill", "unlabeled"), "",
+       "mipd-feat + scene distillation on the unlabeled pool (no logit KD)"),
+    _s("mipd-oracle-unlabeled", "oracle-unlabeled", (*_PAPER, "unlabeled"), "oracle",
+       "positive control on the pool: mipd-oracle + distillation on the unlabeled pool, its targets aligned with "
+       "oracle descriptions of the pool's images"),
     _s("mipd-feat-kd-unlabeled", "feat-kd-unlabeled", ("distill", "kd", "unlabeled"), "",
        "mipd-feat-kd + distillation on the unlabeled pool"),
     _s("mipd-kd-unlabeled", "kd-unlabeled", (*_PAPER, "kd", "unlabeled"), "run",
@@ -108,7 +113,7 @@ STUDY_ROWS: tuple[str, ...] = ("teacher", "student-zs", "baseline", "mipd-feat",
 BY_VARIANT: dict[str, Row] = {r.variant: r for r in ROWS.values() if r.variant is not None}
 VARIANTS: tuple[str, ...] = ("baseline", "feat", "feat-kd", "glimpse", "gaze", "neg", "paper", "full", "unlabeled",
                              "template", "shuffled", "feat-kd-unlabeled", "kd-unlabeled", "oracle",
-                             "oracle-shuffled", "upper")
+                             "oracle-shuffled", "upper", "feat-unlabeled", "oracle-unlabeled")
 MODEL_NAMES: dict[str, str] = {v: BY_VARIANT[v].model for v in VARIANTS}
 USES: dict[str, frozenset] = {v: BY_VARIANT[v].uses for v in VARIANTS}
 
@@ -118,7 +123,8 @@ KEY_DIFFERENCES: tuple[tuple[str, str], ...] = (("mipd", "mipd-feat"), ("mipd", 
                                                ("mipd", "mipd-shuffled"),
                                                ("mipd-kd-unlabeled", "mipd-feat-kd-unlabeled"),
                                                ("mipd-oracle", "mipd-feat"), ("mipd-oracle", "mipd-oracle-shuffled"),
-                                               ("upper", "baseline"))
+                                               ("upper", "baseline"),
+                                               ("mipd-oracle-unlabeled", "mipd-feat-unlabeled"))
 
 
 def row_of(name: str) -> Row:

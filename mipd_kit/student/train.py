@@ -48,7 +48,8 @@ from .ingredients import AUTHORS_LOSSES, INGREDIENTS, MODEL_NAMES, USES, VARIANT
 from .model import OvGSRStudent, StudentVocab, build_student, centre_verb_logits, to_input
 
 Variant = Literal["baseline", "feat", "feat-kd", "glimpse", "gaze", "neg", "paper", "full", "unlabeled", "template",
-                  "shuffled", "feat-kd-unlabeled", "kd-unlabeled", "oracle", "oracle-shuffled", "upper"]
+                  "shuffled", "feat-kd-unlabeled", "kd-unlabeled", "oracle", "oracle-shuffled", "upper",
+                  "feat-unlabeled", "oracle-unlabeled"]
 
 
 class CheckpointMismatch(RuntimeError):
@@ -371,9 +372,10 @@ def verb_words_of(world_dir: str | os.PathLike, verbs: Sequence[str]) -> dict[st
 
 
 def with_rationales(world: World, collected: dict[str, Any], source: str) -> World:
-    """A copy of ``world`` whose NMPA material comes from other rationales (the ``template`` / ``shuffled``
-    controls): the same teacher features, the rationale bank and indices rebuilt from ``collected`` (gold-verb
-    negatives dropped), an NMPA cache of its own (NMPA trained on other rationales is another model)."""
+    """A copy of ``world`` whose NMPA material comes from other rationales (the ``template`` / ``shuffled`` /
+    ``oracle`` controls): the same teacher features, the rationale banks and indices of the training images (gold-verb
+    negatives dropped) and of the unlabeled pool (the source's positives of pool images, e.g. the oracle's) rebuilt
+    from ``collected``, an NMPA cache of its own (NMPA trained on other rationales is another model)."""
     if world.align is None or world.encode_texts is None:
         raise DataError("with_rationales: the world was prepared without teacher material")
     a = world.align
@@ -381,9 +383,13 @@ def with_rationales(world: World, collected: dict[str, Any], source: str) -> Wor
     collected, dropped = drop_gold_negatives(collected, gold, world.verb_words)
     align = build_align_data(a.images, a.role_names, a.boxes, a.box_exists, a.tokens, a.pooled, a.grid, collected,
                              world.encode_texts)
+    u = world.align_unlabeled  # the unlabeled pool's targets read the source's pool rationales, when it has some
+    align_u = u if u is None else build_align_data(u.images, u.role_names, u.boxes, u.box_exists, u.tokens, u.pooled,
+                                                   u.grid, collected, world.encode_texts)
     report = {**world.report, "rationales": align.coverage(), "gold_negatives_dropped": dropped,
               "rationale_source": source}
-    return dataclasses.replace(world, align=align, report=report, nmpa_cache={}, rationale_source=source)
+    return dataclasses.replace(world, align=align, align_unlabeled=align_u, report=report, nmpa_cache={},
+                               rationale_source=source)
 
 
 def make_split_data(sits: dict[str, Situation], vocab: StudentVocab, space: FrameSpace, x: torch.Tensor,
@@ -507,7 +513,7 @@ def prepare_world(world_dir: str | os.PathLike, cache_dir: str | os.PathLike, te
         R = vocab.max_roles
         align_u = build_align_data(unl.images, [[] for _ in unl.images], torch.zeros(len(unl), R, 4),
                                    torch.zeros(len(unl), R, dtype=torch.bool), tu_tokens, tu_pooled,
-                                   teacher.grid, {}, enc_texts)
+                                   teacher.grid, collected, enc_texts)  # positives of pool images, if any
         kd_u = scale * F.normalize(tu_pooled, dim=-1) @ cls.t()
     report = {"prepare_s": time.time() - t0, "rationales": align.coverage(), "n_train": len(tr),
               "n_dev": len(data["dev"]), "n_test": len(data["test"]), "n_unlabeled": len(unl_names),
