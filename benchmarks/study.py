@@ -54,7 +54,7 @@ HOI_SPLITS: tuple[str, ...] = ("full", "rare", "non_rare", "seen", "unseen")
 HOI_MODELS: tuple[str, ...] = ("teacher", "spatial_prior", "teacher_crop", "icn", "clhoi", "clhoi-logitctx",
                                 "clhoi-oracle", "clhoi-oracle-shuffled", "weak-mil", "upper")
 #: the GSR differences: the key differences of the ingredients table, and the gap the student backbone leaves
-GSR_PAIRS: tuple[tuple[str, str], ...] = (*KEY_DIFFERENCES, ("teacher", "student-zs"))
+GSR_PAIRS: tuple[tuple[str, str], ...] = (*KEY_DIFFERENCES, ("teacher", "student-zs"), ("baseline", "teacher"))
 #: the HOI differences: the context's contribution (icn, the logit-mix control) and every label-free baseline
 HOI_PAIRS: tuple[tuple[str, str], ...] = (("clhoi", "icn"), ("clhoi", "clhoi-logitctx"), ("clhoi", "spatial_prior"),
                                           ("clhoi", "teacher_crop"), ("clhoi", "teacher"), ("clhoi", "weak-mil"),
