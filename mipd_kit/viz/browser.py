@@ -99,7 +99,7 @@ class CaseBrowser:
             W.HBox(list(self.dropdowns.values())),
             W.HBox([self.w_prev, self.w_slider, self.w_next]),
             self.w_label,
-            W.HBox([self.w_image, self.w_details]),
+            W.HBox([self.w_image, self.w_details], layout=W.Layout(align_items="flex-start")),  # both from the top
         ])
         self.widget.add_class(css_class)
         self._set_filter(dict(initial))
