@@ -102,6 +102,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                     clip={"x": box["x"], "y": box["y"], "width": box["width"],
                                           "height": min(box["height"], 1300)})
                     label = page.locator(".mipd-compare-label").first.inner_text()
+                    shown = widget.inner_text()
                 finally:
                     browser.close()
         finally:
@@ -110,7 +111,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    (out / "compare.json").write_text(json.dumps({"run": str(a.run), "label": label, "seconds": round(time.time() - t0, 1),
+    seen = {"two_models": f"{a.model} top-5" in shown and f"{a.model_b} top-5" in shown,
+            "teacher_top5": "teacher" in shown and "zero-shot" in shown,
+            "gold_verb_rationales": "gold verb" in shown}  # its training rationales, or that it has none
+    (out / "compare.json").write_text(json.dumps({"run": str(a.run), "label": label, "shows": seen,
+                                                  "seconds": round(time.time() - t0, 1),
                                                   "command": " ".join(["python", "benchmarks/inspector_screenshot.py",
                                                                        *(argv or sys.argv[1:])])}, indent=1) + "\n")
     print(f"{out / 'compare.png'}: {label}")

@@ -195,3 +195,25 @@ def test_hoi_compare_on_the_smoke_run(smoke_run: dict, tmp_path: Path) -> None:
     assert "descriptions of training images of" in ins.details_html()
     rows = list(csv.DictReader(ins.export(tmp_path / "hoi.csv").open()))
     assert len(rows) == len(ins.visible_cases()) and {"clhoi_outcome", "icn_outcome"} <= set(rows[0])
+
+
+@pytest.mark.browser
+def test_compare_inspector_in_a_real_browser_on_the_smoke_run(smoke_run, root, tmp_path):
+    """Notebook 08 on the smoke run, in JupyterLab and headless Chromium: the comparison widget shows two models,
+    the teacher's zero-shot top-5 and the gold verb's training rationales (or that it has none: an unseen verb)
+    (benchmarks/inspector_screenshot.py, the script that makes the README's screenshot from a run)."""
+    from tests.test_browser import CHROMIUM
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium (apt-get install -y chromium)")
+    pytest.importorskip("playwright.sync_api", reason="the playwright python package is not installed")
+    if smoke_run["proc"].returncode != 0:
+        pytest.skip("the smoke run failed (test_smoke_pipeline_completes says why)")
+    sys.path.insert(0, str(root / "benchmarks"))
+    import inspector_screenshot
+
+    assert inspector_screenshot.main(["--run", str(smoke_run["run_dir"]), "--world", str(smoke_run["base"] / "world"),
+                                      "--out", str(tmp_path), "--split", "all"]) == 0
+    rec = json.loads((tmp_path / "compare.json").read_text())
+    assert all(rec["shows"].values()), rec
+    assert "mipd" in rec["label"] and "baseline" in rec["label"]
+    assert (tmp_path / "compare.png").stat().st_size > 10_000
