@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import secrets
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +23,7 @@ from typing import Optional, Sequence
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, _free_port, _wait_for_server  # noqa: E402
+from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, jupyterlab  # noqa: E402
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -56,31 +53,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                         "model": a.model, "model_b": a.model_b, "split": a.split,
                                         "contrast": a.contrast, "confusion_split": "unseen", "demo": False},
                             prepare_only=True, kernel_name="python3", progress_bar=False)
-        settings = t / "settings"
-        for rel, value in (("@jupyterlab/notebook-extension/tracker.jupyterlab-settings", {"windowingMode": "none"}),
-                           ("@jupyterlab/apputils-extension/notification.jupyterlab-settings", {"fetchNews": "false"})):
-            (settings / rel).parent.mkdir(parents=True, exist_ok=True)
-            (settings / rel).write_text(json.dumps(value))
-        port, token = _free_port(), secrets.token_hex(16)
-        env = dict(os.environ, JUPYTER_CONFIG_DIR=str(t / "jcfg"), JUPYTER_RUNTIME_DIR=str(t / "jrt"),
-                   HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-        cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-               f"--ServerApp.token={token}", "--ServerApp.open_browser=False", f"--ServerApp.root_dir={nbdir}",
-               f"--LabApp.workspaces_dir={t / 'ws'}", f"--LabApp.user_settings_dir={settings}",
-               "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
-        if os.geteuid() == 0:
-            cmd.append("--allow-root")
-        log = t / "lab.log"
-        with open(log, "w") as fh:
-            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=nbdir)
-        try:
-            _wait_for_server(f"http://127.0.0.1:{port}/api/status?token={token}", proc, log)
+        with jupyterlab(nbdir, t) as server:
             t0 = time.time()
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
                 try:
                     page = browser.new_page(viewport={"width": 1500, "height": 2400})
-                    page.goto(f"http://127.0.0.1:{port}/lab/tree/08_inspector.ipynb?token={token}", timeout=120_000)
+                    page.goto(f"{server['base']}/lab/tree/08_inspector.ipynb?token={server['token']}", timeout=120_000)
                     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
                     try:
                         page.wait_for_selector(".jp-Dialog .jp-mod-accept", timeout=8_000)
@@ -105,12 +84,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     shown = widget.inner_text()
                 finally:
                     browser.close()
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
     seen = {"two_models": f"{a.model} top-5" in shown and f"{a.model_b} top-5" in shown,
             "teacher_top5": "teacher" in shown and "zero-shot" in shown,
             "gold_verb_rationales": "gold verb" in shown}  # its training rationales, or that it has none

@@ -10,6 +10,7 @@ skips when ``/usr/bin/chromium`` (Debian's ``chromium`` package) is absent. Run 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -66,28 +67,35 @@ def lab(root: Path, tmp_path: Path):
                         parameters={"run_dir": str(run), "world_dir": str(world), "model": "mipd", "split": "all",
                                     "error": "all", "demo": False},
                         prepare_only=True, kernel_name="python3", progress_bar=False)
-    # all cells rendered (no virtual scrolling that leaves the widget out of the DOM), no news pop-up
-    settings = tmp_path / "settings"
+    with jupyterlab(nbdir, tmp_path) as server:
+        yield {"url": f"{server['base']}/lab/tree/08_inspector.ipynb?token={server['token']}", **server}
+
+
+@contextlib.contextmanager
+def jupyterlab(nbdir: Path, tmp: Path):
+    """A JupyterLab server on loopback serving ``nbdir``, its settings, workspaces and runtime files under ``tmp``:
+    every cell rendered (no virtual scrolling that leaves a widget out of the DOM), no news pop-up.
+    Yields ``{"base": http://127.0.0.1:PORT, "token", "port", "log"}``."""
+    settings = tmp / "settings"
     for rel, value in (("@jupyterlab/notebook-extension/tracker.jupyterlab-settings", {"windowingMode": "none"}),
                        ("@jupyterlab/apputils-extension/notification.jupyterlab-settings", {"fetchNews": "false"})):
         (settings / rel).parent.mkdir(parents=True, exist_ok=True)
         (settings / rel).write_text(json.dumps(value))
     port, token = _free_port(), secrets.token_hex(16)
-    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp_path / "jcfg"), JUPYTER_RUNTIME_DIR=str(tmp_path / "jrt"),
+    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp / "jcfg"), JUPYTER_RUNTIME_DIR=str(tmp / "jrt"),
                HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
            f"--ServerApp.token={token}", "--ServerApp.open_browser=False", f"--ServerApp.root_dir={nbdir}",
-           f"--LabApp.workspaces_dir={tmp_path / 'ws'}", f"--LabApp.user_settings_dir={settings}",
+           f"--LabApp.workspaces_dir={tmp / 'ws'}", f"--LabApp.user_settings_dir={settings}",
            "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
     if os.geteuid() == 0:
         cmd.append("--allow-root")
-    log = tmp_path / "lab.log"
+    log = tmp / "lab.log"
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=nbdir)
     try:
         _wait_for_server(f"http://127.0.0.1:{port}/api/status?token={token}", proc, log)
-        yield {"url": f"http://127.0.0.1:{port}/lab/tree/08_inspector.ipynb?token={token}", "log": log,
-               "port": port, "token": token}
+        yield {"base": f"http://127.0.0.1:{port}", "token": token, "port": port, "log": log}
     finally:
         proc.terminate()
         try:
