@@ -323,20 +323,7 @@ def test_jrg_never_stores_a_key_from_the_url_or_a_server_reply(tmp_path, monkeyp
 
 
 # ----------------------------------------------------------------------------------------------- mipd run
-COMMON = '''run_dir: str = "r"  # run folder
-world_dir: str = "w"  # world
-cache_dir: str = "c"  # cache
-seed: int = 0  # seed
-'''
-
-
-def _nb(path: Path, params: str, body: str) -> None:
-    nb = nbf.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    p = nbf.v4.new_code_cell(COMMON + params)
-    p.metadata["tags"] = ["parameters"]
-    nb.cells = [p, nbf.v4.new_code_cell(body)]
-    nbf.write(nb, path)
+from tests.test_pipeline_runner import _nb  # noqa: E402  (a one-stage test notebook)
 
 
 @pytest.fixture()

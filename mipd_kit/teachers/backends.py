@@ -66,8 +66,16 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
+
 class TeacherLoadError(RuntimeError):
     """A teacher cannot be built (unknown model, weights not available offline); the message says what to do."""
+
+
+def _offline_weights_error(model: str, e: OSError) -> TeacherLoadError:
+    """The error of Hugging Face weights that cannot be loaded offline, with how to get them."""
+    return TeacherLoadError(f"weights of {model!r} cannot be found offline ({e}). Download them on a machine with "
+                            f"internet (`huggingface-cli download {model}`) into the HF cache or a folder, and set "
+                            "model to that folder")
 
 
 @dataclass
@@ -436,10 +444,7 @@ class TransformersTeacher:
                     else:
                         model = tf.Blip2VisionModel.from_pretrained(cfg.model, torch_dtype=dt)
             except OSError as e:
-                raise TeacherLoadError(
-                    f"weights of {cfg.model!r} cannot be found offline ({e}). Download them on a machine with "
-                    f"internet (`huggingface-cli download {cfg.model}`) into the HF cache or a folder, and set "
-                    "model to that folder") from e
+                raise _offline_weights_error(cfg.model, e) from e
             ident = ("hf", cfg.model)
         self.arch = arch
         model = model.eval()
@@ -566,10 +571,7 @@ class Blip2Teacher:
             try:
                 model = tf.Blip2ForImageTextRetrieval.from_pretrained(cfg.model, torch_dtype=_DTYPES[cfg.precision])
             except OSError as e:
-                raise TeacherLoadError(
-                    f"weights of {cfg.model!r} cannot be found offline ({e}). Download them on a machine with "
-                    f"internet (`huggingface-cli download {cfg.model}`) into the HF cache or a folder, and set "
-                    "model to that folder") from e
+                raise _offline_weights_error(cfg.model, e) from e
             ident = ("hf", cfg.model)
         model = model.eval()
         vconf = model.config.vision_config
