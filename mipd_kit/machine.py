@@ -187,7 +187,10 @@ FORKED_THREADS = 1
 
 def _one_thread(fn: Callable[..., Any], args: tuple) -> Any:
     import torch
+
+    from .progress import set_worker
     torch.set_num_threads(FORKED_THREADS)
+    set_worker()  # its progress bars write their lines to the parent's stderr, from the first step on
     return fn(*args)
 
 
@@ -204,7 +207,9 @@ def fork_map(fn: Callable[..., Any], args: Sequence[tuple], workers: int, name: 
     workers.
 
     The side-by-side runners of the stages (students, NMPAs, CL-HOI rows) use it; each job must write only its own
-    files, so a failed job leaves the others' work on disk.
+    files, so a failed job leaves the others' work on disk. A job's progress bars (``mipd_kit.progress``) write to
+    the stderr the workers share with this process: a line at the end of their first epoch, then at most one per
+    ``MIN_INTERVAL`` s, and their last (count, epoch, elapsed, ETA).
 
     A job that raises stops the map once the jobs already running have finished (their files are kept; jobs not yet
     started are cancelled). A worker that dies (killed, out of memory, a crash in native code) is an error naming

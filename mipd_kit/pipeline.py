@@ -751,7 +751,8 @@ def run(cfg: RunConfig, out: Optional[str | Path] = None, force: bool = False, u
             ts = time.perf_counter()
             error: Optional[str] = None
             try:
-                with stage_clock(f"stage {name}", expected_s, LOG):  # a progress line every STAGE_CLOCK_S
+                # a progress line every STAGE_CLOCK_S; without a last duration, the notebook's own ETAs bound it
+                with stage_clock(f"stage {name}", expected_s, LOG, watch=logging.getLogger("papermill")):
                     _execute(nb_in, nb_out, params, nb_dir)
             except KeyboardInterrupt:
                 error = INTERRUPTED

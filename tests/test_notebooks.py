@@ -139,6 +139,13 @@ def test_smoke_run_log_has_progress_lines_with_eta(smoke_run: dict) -> None:
     for what in ("JRG: ", "NMPA seed 0: ", "student mipd seed 0: ", "CL-HOI clhoi seed 0: "):
         assert any(p.startswith(what) for p in with_eta), (what, progress[:20])
     assert any("rationales " in p and "/s)" in p for p in progress if p.startswith("JRG: "))
+    # per epoch: a student's and an NMPA's lines name the epoch beside the count and the ETA (the first epoch's end
+    # always writes one)
+    for what in ("NMPA seed 0: ", "student mipd seed 0: "):
+        assert any(re.search(r" eta \d\d:\d\d .*epoch \d+/\d+", p) for p in with_eta if p.startswith(what)), what
+    # the stage clock: an ETA (the stage's last duration, or a bound from its own lines) or "no estimate yet"
+    clock = [p for p in progress if re.match(r"stage \w+: \d+ ", p)]
+    assert clock and all(" eta " in p or p.endswith("(no estimate yet)") for p in clock), clock
     assert not any("without encryption" in line for line in log)
     # within each stage: the longest time without a line (progress, stage start or end) stays under 15 s
     gaps: dict[str, float] = {}

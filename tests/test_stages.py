@@ -262,10 +262,15 @@ def test_distillation_runs_the_rows_of_its_config(tiny_run, tmp_path) -> None:
         D.Config(rows=["mipd-everything"]).row_list()
 
 
-def test_distillation_workers_train_side_by_side_with_the_same_results(tiny_run, tmp_path, monkeypatch) -> None:
+def test_distillation_workers_train_side_by_side_with_the_same_results(tiny_run, tmp_path, monkeypatch,
+                                                                      capfd) -> None:
     """workers=2 trains the students in 2 forked 1-thread processes: the same rows, files and numbers as one
-    1-thread process (the same thread count: exact), in job order; a student failing in a worker is named."""
+    1-thread process (the same thread count: exact), in job order, and each student's progress lines (epoch,
+    elapsed, ETA) come from its worker; a student failing in a worker is named."""
+    import re
     import shutil
+
+    from mipd_kit.progress import progress_lines
 
     from mipd_kit.stages import distillation as D
     from mipd_kit.student.testing import hashed_text_embedder
@@ -278,9 +283,14 @@ def test_distillation_workers_train_side_by_side_with_the_same_results(tiny_run,
         shutil.copytree(d / "alone", run, ignore=shutil.ignore_patterns("checkpoints", "predictions", "curves", "nmpa"))
         cfg = _dist_cfg(d, variants=[], rows=["baseline", "mipd-feat", "mipd"], seeds=[0, 1], workers=n,
                         threads=n, study_bootstrap=100)
-        outs[n] = D.run(cfg, run, embed_texts=hashed_text_embedder())
+        outs[n] = D.run(cfg, run, embed_texts=hashed_text_embedder(), progress=True)
         assert sorted(p.name for p in (run / "predictions").iterdir()) == sorted(
             f"{m}-seed{s}.json" for m in ("baseline", "mipd-feat", "mipd") for s in (0, 1))
+        lines = progress_lines(capfd.readouterr().err)
+        for m in ("baseline", "mipd-feat", "mipd"):
+            assert any(re.match(rf"student {m} seed 1: \d+/\d+ step .* eta \d\d:\d\d .*epoch \d+/\d+", x)
+                       for x in lines), (n, m, lines)
+        assert (n == 2) == any(x.startswith("distillation jobs on 2 workers: 6/6 job") for x in lines)
     assert [key(r) for r in outs[2].rows] == [key(r) for r in outs[1].rows]
     assert {key(r): r.value for r in outs[2].rows} == {key(r): r.value for r in outs[1].rows}
     assert list(outs[2].timings) == list(outs[1].timings)

@@ -207,7 +207,7 @@ def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, **prepa
             if workers > 1:
                 # the NMPAs done before a failure keep their weights and done marks
                 from ..machine import FORKED_THREADS, fork_map
-                jobs = [(i, FORKED_THREADS, False, False) for i in range(len(todo))]
+                jobs = [(i, FORKED_THREADS, progress, False) for i in range(len(todo))]  # lines from the workers
                 entries = [e for e, _ in fork_map(_train_one, jobs, workers,
                                                   name=lambda i: f"alignment: NMPA {todo[i][0]}")]
                 models = [load_nmpa(out_dir / e["file"], ncfg, world.align) for (_, ncfg, _), e in zip(todo, entries)]

@@ -301,7 +301,7 @@ def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, teacher
         workers = 1  # one GPU process (or DDP under torchrun); forked workers are a CPU measure
     if workers > 1:
         from ..machine import FORKED_THREADS
-        done = train_side_by_side(jobs, run, cfg.resume, workers, FORKED_THREADS)
+        done = train_side_by_side(jobs, run, cfg.resume, workers, FORKED_THREADS, progress=progress)
     else:
         done = [(got, res.info["train_s"]) for got, res in
                 (run_variant(w, sc, run, resume=cfg.resume, progress=progress) for w, sc in jobs)]
@@ -320,13 +320,13 @@ def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, teacher
 _JOBS: list = []  # (world, StudentConfig) of train_side_by_side, inherited by the forked workers
 
 
-def _train_job(i: int, run: str, resume: bool, threads: int) -> tuple[list, float]:
+def _train_job(i: int, run: str, resume: bool, threads: int, progress: bool = False) -> tuple[list, float]:
     import torch
 
     from ..student.train import run_variant
     torch.set_num_threads(threads)
     w, sc = _JOBS[i]
-    got, res = run_variant(w, dataclasses.replace(sc, threads=threads), run, resume=resume)
+    got, res = run_variant(w, dataclasses.replace(sc, threads=threads), run, resume=resume, progress=progress)
     return got, float(res.info["train_s"])
 
 
@@ -340,17 +340,19 @@ def job_cost(world: Any, sc: Any) -> float:
     return cost
 
 
-def train_side_by_side(jobs: list, run: Path, resume: bool, workers: int, threads: int) -> list[tuple[list, float]]:
+def train_side_by_side(jobs: list, run: Path, resume: bool, workers: int, threads: int,
+                       progress: bool = False) -> list[tuple[list, float]]:
     """``run_variant`` of every (world, config) job in ``workers`` forked processes of ``threads`` torch threads;
     results in job order. Every job writes only its own files (checkpoint, predictions, curve), so a failed job
-    leaves the others' work on disk; its error is raised naming the student."""
+    leaves the others' work on disk; its error is raised naming the student. ``progress``: each student's (and its
+    own NMPA's) progress lines, per epoch with an ETA, from its worker (``mipd_kit.progress``)."""
     from ..machine import fork_map
 
     global _JOBS
     _JOBS = list(jobs)
     try:
         # longest first, so that no long job runs alone at the end (a job's result does not depend on the order)
-        return fork_map(_train_job, [(i, str(run), resume, threads) for i in range(len(jobs))], workers,
+        return fork_map(_train_job, [(i, str(run), resume, threads, progress) for i in range(len(jobs))], workers,
                         name=lambda i: f"distillation: student {jobs[i][1].model_name}-seed{jobs[i][1].seed}",
                         order=sorted(range(len(jobs)), key=lambda i: -job_cost(*jobs[i])))
     finally:
