@@ -2,9 +2,12 @@
 in headless Chromium (Debian's ``chromium``; Playwright drives it, nothing is downloaded).
 
 The comparison widget (``CompareInspector``: model A, model B and the ground truth on one test image, both top-5s,
-the teacher's zero-shot top-5 and the training rationales of the gold and predicted verbs) is filtered to a split and
-a contrast, then shot; so is the confusion browser. The run folder must hold ``predictions/`` (a run folder of
-``mipd run``, not a published report, which leaves them out).
+the teacher's zero-shot top-5, the training rationales of the gold and predicted verbs and the run's nearest training
+images) is filtered to a split and a contrast, then shot (``compare.png``). In the confusion browser
+(``ConfusionBrowser``) the last cell of the unseen-verb confusion is picked in its dropdown, and its grid shot
+(``confusion.png``) once the line above the grid names that cell; ``compare.json`` records what both widgets showed.
+The run folder must hold ``predictions/`` (a run folder of ``mipd run``, not a published report, which leaves them
+out).
 
     python benchmarks/inspector_screenshot.py --run reports/<run-id> --world data/synthsitu/quick-seed0 \\
         --out reports/browser --split unseen --contrast a_right_b_wrong
@@ -26,6 +29,29 @@ sys.path.insert(0, str(ROOT))
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, jupyterlab  # noqa: E402
 
 
+def _pick_last_cell(page, out: Path) -> dict:
+    """Pick the last cell of the confusion browser's dropdown, wait until the line above its grid names that cell,
+    shoot the browser; returns the cell (``gold -> predicted``), that line and the grid's size in pixels (empty
+    when the run has no confusion cell)."""
+    browser = page.locator(".mipd-confusion").first
+    browser.scroll_into_view_if_needed()
+    select = browser.locator("select").first
+    options = [o.replace("\xa0", " ") for o in select.locator("option").all_inner_texts()]  # ipywidgets: nbsp
+    if not options:
+        return {}
+    select.select_option(index=len(options) - 1)
+    cell = options[-1].rsplit(" (", 1)[0]  # "gold -> predicted (count)"
+    page.wait_for_function(
+        "(cell) => { const l = document.querySelector('.mipd-confusion-cases');"
+        " return l && l.innerText.includes(cell + ':'); }", arg=cell, timeout=60_000)
+    time.sleep(0.5)  # the grid's PNG arrives with the same state update
+    grid = page.evaluate("() => { const i = document.querySelector('.mipd-confusion-grid');"
+                         " return i ? [i.naturalWidth, i.naturalHeight] : null; }")
+    browser.screenshot(path=str(out / "confusion.png"))
+    return {"options": len(options), "cell": cell, "option": options[-1],
+            "cases": page.locator(".mipd-confusion-cases").first.inner_text(), "grid_px": grid}
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", required=True, help="a run folder with predictions/")
@@ -35,6 +61,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--model-b", default="baseline")
     ap.add_argument("--split", default="unseen")
     ap.add_argument("--contrast", default="all")
+    ap.add_argument("--cache", default="", help="the run's feature cache (default: the one its stages used)")
     a = ap.parse_args(list(sys.argv[1:] if argv is None else argv))
     if not CHROMIUM.exists():
         print(f"{CHROMIUM} is absent: apt-get install -y chromium", file=sys.stderr)
@@ -51,7 +78,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         pm.execute_notebook(str(ROOT / "notebooks" / "08_inspector.ipynb"), str(nbdir / "08_inspector.ipynb"),
                             parameters={"run_dir": str(Path(a.run).resolve()), "world_dir": str(Path(a.world).resolve()),
                                         "model": a.model, "model_b": a.model_b, "split": a.split,
-                                        "contrast": a.contrast, "confusion_split": "unseen", "demo": False},
+                                        "contrast": a.contrast, "confusion_split": "unseen", "demo": False,
+                                        **({"cache_dir": str(Path(a.cache).resolve())} if a.cache else {})},
                             prepare_only=True, kernel_name="python3", progress_bar=False)
         with jupyterlab(nbdir, t) as server:
             t0 = time.time()
@@ -82,12 +110,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                           "height": min(box["height"], 1300)})
                     label = page.locator(".mipd-compare-label").first.inner_text()
                     shown = widget.inner_text()
+                    confusion = _pick_last_cell(page, out)
+                except Exception:
+                    page.screenshot(path=str(out / "failure.png"), full_page=True)
+                    (out / "failure.txt").write_text(page.locator("body").inner_text())
+                    raise
                 finally:
                     browser.close()
     seen = {"two_models": f"{a.model} top-5" in shown and f"{a.model_b} top-5" in shown,
             "teacher_top5": "teacher" in shown and "zero-shot" in shown,
-            "gold_verb_rationales": "gold verb" in shown}  # its training rationales, or that it has none
+            "gold_verb_rationales": "gold verb" in shown,  # its training rationales, or that it has none
+            "nearest_training_images": "nearest training images (any verb;" in shown,
+            "confusion_cell_grid": bool(confusion.get("grid_px")) and confusion.get("cell", "") in confusion.get(
+                "cases", "!")}
     (out / "compare.json").write_text(json.dumps({"run": str(a.run), "label": label, "shows": seen,
+                                                  "confusion": confusion,
                                                   "seconds": round(time.time() - t0, 1),
                                                   "command": " ".join(["python", "benchmarks/inspector_screenshot.py",
                                                                        *(argv or sys.argv[1:])])}, indent=1) + "\n")

@@ -179,6 +179,12 @@ def test_compare_and_confusion_widgets_on_the_smoke_run(smoke_run: dict, tmp_pat
     assert unseen and all("unseen" in p.split_tags for p in unseen)
     assert ins.rendered_image().width >= 3 * 256
     assert len(ins.teacher_top5(unseen[0].image)) == 5 and "teacher (zero-shot)" in ins.details_html()
+    # the run's nearest training images, by the student backbone's cached pooled features (the cache of status.json)
+    assert ins.neighbours is not None and ins.neighbours.source == "student backbone"
+    near = ins.nearest(unseen[0].image)
+    assert len(near) == 5 and all(n.verb != unseen[0].gt_verb for n in near)  # an unseen verb has no training image
+    assert [n.similarity for n in near] == sorted((n.similarity for n in near), reverse=True)
+    assert "nearest training images (any verb; student backbone features" in ins.details_html()
     # a seen case's gold verb has training rationales in a run (test images never do)
     ins.set_filter(split="seen")
     assert "(training images the student was distilled from)" in ins.details_html()
@@ -207,7 +213,8 @@ def test_hoi_compare_on_the_smoke_run(smoke_run: dict, tmp_path: Path) -> None:
 @pytest.mark.browser
 def test_compare_inspector_in_a_real_browser_on_the_smoke_run(smoke_run, root, tmp_path):
     """Notebook 08 on the smoke run, in JupyterLab and headless Chromium: the comparison widget shows two models,
-    the teacher's zero-shot top-5 and the gold verb's training rationales (or that it has none: an unseen verb)
+    the teacher's zero-shot top-5, the gold verb's training rationales (or that it has none: an unseen verb) and the
+    run's nearest training images; picking a cell of the unseen-verb confusion shows that cell's cases as a grid
     (benchmarks/inspector_screenshot.py, the script that makes the README's screenshot from a run)."""
     from tests.test_browser import CHROMIUM
     if not CHROMIUM.exists():
@@ -224,3 +231,17 @@ def test_compare_inspector_in_a_real_browser_on_the_smoke_run(smoke_run, root, t
     assert all(rec["shows"].values()), rec
     assert "mipd" in rec["label"] and "baseline" in rec["label"]
     assert (tmp_path / "compare.png").stat().st_size > 10_000
+    # the confusion browser: the cell picked in the browser shows that cell's cases, in the grid's order, and the
+    # grid has their rows (4 columns of 160 + 16 px)
+    from mipd_kit.viz.cases import cell_cases
+    from mipd_kit.viz.inspector import open_inspector
+
+    conf = rec["confusion"]
+    gold, pred = conf["cell"].split(" -> ")
+    want = cell_cases(open_inspector(smoke_run["run_dir"], smoke_run["base"] / "world", model="mipd").cases,
+                      gold, pred, split="unseen")[:16]
+    assert conf["options"] >= 2 and want, conf  # a cell other than the one shown first
+    assert conf["cases"].split(": ", 2)[2].split() == [c.image for c in want], conf
+    assert f"{len(want)} case(s)" in conf["cases"] or "(the first 16 in the grid)" in conf["cases"], conf
+    assert conf["grid_px"] == [4 * 160, -(-len(want) // 4) * (160 + 16)], conf
+    assert (tmp_path / "confusion.png").stat().st_size > 5_000

@@ -8,8 +8,9 @@ truth side by side, boxes with role labels) and wraps the case list in a thin ``
 Images are looked up as ``image_root / case.image``; a missing image is drawn as a grey placeholder of the
 annotated size and counted in :attr:`Inspector.missing_images` (real-mode SWiG predictions without the images).
 :class:`CompareInspector` (:func:`open_compare`) shows two models of a run on the same image with the training
-rationales of the gold and the predicted verbs; :class:`ConfusionBrowser` goes from a cell of the unseen-verb confusion
-to a grid of its cases; both export the case list on display (CSV / JSON).
+rationales of the gold and the predicted verbs and the run's nearest training images (:mod:`mipd_kit.viz.neighbours`);
+:class:`ConfusionBrowser` goes from a cell of the unseen-verb confusion to a grid of its cases; both export the case
+list on display (CSV / JSON).
 
 ``write_demo`` writes a tiny SWiG-format world with predictions and rationales so that the inspector (and the
 analysis notebook) can be tried without running the pipeline; its numbers mean nothing.
@@ -30,6 +31,7 @@ from .browser import PANEL_SIZE, CaseBrowser, placeholder_image, png_bytes, side
 from .cases import (CONTRASTS, ERROR_TYPES, SORT_KEYS, SPLIT_NAMES, Case, PairCase, cell_cases, export_cases,
                     filter_cases, filter_pairs, pair_cases, prediction_models, training_rationales, verb_confusion)
 from .draw import draw_frame
+from .neighbours import Neighbour, TrainingNeighbours, describe, load_training_neighbours
 
 
 # -- drawing -----------------------------------------------------------------------------------------------------
@@ -334,9 +336,22 @@ def rationales_html(verb: str, items: Mapping[str, Sequence[Mapping[str, Any]]],
     return "".join(out) + "</ul>"
 
 
+def neighbours_html(items: Sequence[Neighbour], image_root: Optional[Path], heading: str, empty: str) -> str:
+    """Nearest training images as thumbnails, each captioned with its gold verb and cosine similarity."""
+    e = html.escape
+    if not items:
+        return f"<div class='mipd-neighbours'><b>{e(heading)}</b>: <i>{e(empty)}</i></div>"
+    cells = "".join(
+        f"<span style='display:inline-block;text-align:center;margin:2px;vertical-align:top' title='{e(n.image)}'>"
+        f"{_thumb_html(image_root / n.image if image_root is not None else None) or '[no image]'}<br>"
+        f"<span style='font-size:11px'>{e(n.verb)} {n.similarity:.2f}</span></span>" for n in items)
+    return f"<div class='mipd-neighbours'><b>{e(heading)}</b><br>{cells}</div>"
+
+
 class CompareInspector(CaseBrowser):
     """Two models on the same test images: A's frame, B's frame and the ground truth side by side; the top-5 verbs
-    of both and the training rationales of the gold verb and of each model's predicted verb.
+    of both, the training rationales of the gold verb and of each model's predicted verb, and the run's nearest
+    training images of the test image (any verb, and of each of those verbs).
 
     Args:
         pairs: from :func:`mipd_kit.viz.cases.pair_cases`.
@@ -347,15 +362,21 @@ class CompareInspector(CaseBrowser):
             ``teacher_zero_shot.json``), shown beside the two models; None: not shown.
         image_root: folder the images (test and training) are relative to.
         split, verb, contrast: initial filter (see :func:`filter_pairs`).
+        neighbours: the run's cached pooled embeddings
+            (:func:`mipd_kit.viz.neighbours.load_training_neighbours`); None: no nearest training images shown.
+        k_neighbours: how many nearest training images per row.
     """
 
     def __init__(self, pairs: Sequence[PairCase], names: tuple[str, str] = ("mipd", "baseline"),
                  rationales: Optional[Sequence[Any]] = None, train_verbs: Optional[Mapping[str, str]] = None,
                  image_root: Optional[str | os.PathLike] = None, split: Optional[str] = None,
                  verb: Optional[str] = None, contrast: Optional[str] = None, panel: int = 256,
-                 teacher: Optional[Mapping[str, Sequence[Sequence[Any]]]] = None):
+                 teacher: Optional[Mapping[str, Sequence[Sequence[Any]]]] = None,
+                 neighbours: Optional[TrainingNeighbours] = None, k_neighbours: int = 5):
         pairs = list(pairs)
         self.names = names
+        self.neighbours = neighbours
+        self.k_neighbours = k_neighbours
         self.teacher = dict(teacher or {})
         self.rationales = list(rationales or [])
         self.train_verbs = dict(train_verbs or {})
@@ -381,6 +402,11 @@ class CompareInspector(CaseBrowser):
         if verb not in self._rat_cache:
             self._rat_cache[verb] = training_rationales(self.rationales, self.train_verbs, verb)
         return self._rat_cache[verb]
+
+    def nearest(self, image: str, verb: Optional[str] = None) -> list[Neighbour]:
+        """The run's ``k_neighbours`` nearest training images of test image ``image`` (of gold verb ``verb`` when
+        given); empty without cached features."""
+        return self.neighbours.of(image, self.k_neighbours, verb) if self.neighbours is not None else []
 
     def export(self, path: str | os.PathLike) -> Path:
         """Write the visible pairs to ``path`` (CSV for ``.csv``, else JSON) and return it."""
@@ -419,12 +445,24 @@ class CompareInspector(CaseBrowser):
         parts = [f"<div style='font-size:12px;padding-left:10px'><table><tr>{''.join(cols)}</tr></table>"]
         verbs = [("gold verb", pair.gt_verb)] + [(f"{n}'s verb", c.pred_verb) for n, c in zip(self.names, (pair.a, pair.b))
                                                  if c.pred_verb and c.pred_verb != pair.gt_verb]
+        nb = self.neighbours
+        if nb is not None:
+            parts.append(neighbours_html(self.nearest(pair.image), self.image_root,
+                                         f"nearest training images (any verb; {describe(nb)})",
+                                         "this test image has no cached features"))
         seen: set[str] = set()
         for heading, v in verbs:
             if v in seen:
                 continue
             seen.add(v)
             parts.append(rationales_html(v, self.verb_rationales(v), self.image_root, heading))
+            if nb is not None:
+                parts.append(neighbours_html(self.nearest(pair.image, v), self.image_root,
+                                             f"nearest training images of {v} ({nb.source} features)",
+                                             "no training image has this verb (unseen)" if not nb.has_verb(v)
+                                             else "this test image has no cached features"))
+        if nb is None:
+            parts.append(f"<div class='mipd-neighbours'><i>{html.escape(describe(nb))}</i></div>")
         return "".join(parts) + "</div>"
 
 
@@ -459,13 +497,14 @@ class ConfusionBrowser:
         cases: from :func:`build_cases`.
         split: which cases the matrix counts (default ``unseen``).
         image_root: folder the images are relative to.
+        cols / limit: the grid's columns and the most cases it shows (a line above it names the cell and its images).
     """
 
     def __init__(self, cases: Sequence[Case], split: str = "unseen",
-                 image_root: Optional[str | os.PathLike] = None, cols: int = 4):
+                 image_root: Optional[str | os.PathLike] = None, cols: int = 4, limit: int = 16):
         import ipywidgets as W
 
-        self.cases, self.split, self.cols = list(cases), split, cols
+        self.cases, self.split, self.cols, self.limit = list(cases), split, cols, limit
         self.image_root = Path(image_root) if image_root is not None else None
         self.cells = verb_confusion(self.cases, split)
         self._cell: Optional[tuple[str, str]] = None
@@ -474,7 +513,10 @@ class ConfusionBrowser:
                                  description="cell", layout=W.Layout(width="480px"))
         self.w_matrix = W.HTML(value=self.matrix_html())
         self.w_grid = W.Image(format="png")
-        self.widget = W.VBox([self.w_matrix, self.w_cell, self.w_grid])
+        self.w_grid.add_class("mipd-confusion-grid")
+        self.w_cases = W.HTML()
+        self.w_cases.add_class("mipd-confusion-cases")
+        self.widget = W.VBox([self.w_matrix, self.w_cell, self.w_cases, self.w_grid])
         self.widget.add_class("mipd-confusion")
         self.w_cell.observe(lambda ch: self.select_cell(*ch["new"]) if ch["new"] else None, names="value")
         if self.cells:
@@ -498,11 +540,23 @@ class ConfusionBrowser:
         """Show the cases of one cell as a grid; returns them."""
         self._cell = (gt_verb, pred_verb)
         got = self.cell_cases()
-        self._grid = case_grid(got, self.image_root, cols=self.cols)
+        self._grid = case_grid(got, self.image_root, cols=self.cols, limit=self.limit)
         self.w_grid.value = png_bytes(self._grid)
+        self.w_cases.value = self.cases_html()
         if self.w_cell.value != (gt_verb, pred_verb) and (gt_verb, pred_verb) in self.cells:
             self.w_cell.value = (gt_verb, pred_verb)
         return got
+
+    def cases_html(self) -> str:
+        """The selected cell and the images of the grid, in grid order (left to right, top to bottom)."""
+        if self._cell is None:
+            return ""
+        e = html.escape
+        got = self.cell_cases()
+        shown = got[:self.limit]
+        more = f" (the first {len(shown)} in the grid)" if len(got) > len(shown) else ""
+        return (f"<div style='font-size:12px'><b>{e(self._cell[0])} -> {e(self._cell[1])}</b>: {len(got)} case(s)"
+                f"{more}: <span class='mipd-confusion-images'>{e(' '.join(c.image for c in shown))}</span></div>")
 
     def cell_cases(self) -> list[Case]:
         """The cases of the selected cell (empty before a selection)."""
@@ -523,10 +577,13 @@ class ConfusionBrowser:
 
 def open_compare(run_dir: str | os.PathLike, world_dir: str | os.PathLike, model_a: str = "mipd",
                  model_b: str = "baseline", seed: int = 0, test_file: str = "test.json",
-                 image_root: Optional[str | os.PathLike] = None, **filters: Any) -> CompareInspector:
+                 image_root: Optional[str | os.PathLike] = None, cache_dir: Optional[str | os.PathLike] = None,
+                 **filters: Any) -> CompareInspector:
     """The comparison inspector of two prediction files of a run (:func:`prediction_models` lists them), with the
-    judged rationales of the run's training images (``rationales.jsonl``, ``world_dir/train.json``) and the
-    teacher's zero-shot top-5 (``teacher_zero_shot.json``, when the run has it).
+    judged rationales of the run's training images (``rationales.jsonl``, ``world_dir/train.json``), the
+    teacher's zero-shot top-5 (``teacher_zero_shot.json``, when the run has it) and the nearest training images by
+    the pooled features the run cached (model A's student backbone, else its teacher: ``cache_dir``, else the
+    cache its stages used; :func:`mipd_kit.viz.neighbours.load_training_neighbours`).
 
     Raises:
         FileNotFoundError: a predictions file or the ground truth is absent (naming it and the models present).
@@ -556,5 +613,7 @@ def open_compare(run_dir: str | os.PathLike, world_dir: str | os.PathLike, model
                    if train_path.is_file() else {})
     zs_path = run / "teacher_zero_shot.json"  # the teacher stage's top-5 of its eval split
     teacher = json.loads(zs_path.read_text()).get("top5", {}) if zs_path.is_file() else None
-    return CompareInspector(pair_cases(a, b), (model_a, model_b), records, train_verbs,
-                            image_root if image_root is not None else world / "images", teacher=teacher, **filters)
+    root = Path(image_root) if image_root is not None else world / "images"
+    neighbours = load_training_neighbours(run, world, cache_dir, model_a, seed, test_file, root)
+    return CompareInspector(pair_cases(a, b), (model_a, model_b), records, train_verbs, root, teacher=teacher,
+                            neighbours=neighbours, **filters)
