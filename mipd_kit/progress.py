@@ -247,14 +247,14 @@ def parse_eta(line: str) -> Optional[tuple[str, float]]:
 def lower_bound_eta(seen: Mapping[str, tuple[float, float]], now: float,
                     horizon: float = 3 * STAGE_CLOCK_S) -> Optional[tuple[float, str]]:
     """The longest remaining time among the loops seen running (``seen``: desc -> (time seen, its ETA in s then)),
-    counted down to ``now``; loops not seen for ``horizon`` s are over. A stage ends no sooner than its longest running
-    loop, so this bounds the stage's ETA from below. ``(seconds, desc)``, or None when no loop is running."""
+    counted down to ``now``; loops not seen for ``horizon`` s, or whose time is up (a finished loop says
+    ``eta 00:00``), are over. A stage ends no sooner than its longest running loop, so this bounds the stage's ETA
+    from below. ``(seconds, desc)``, or None when no loop is running."""
     best: Optional[tuple[float, str]] = None
     for desc, (t, eta) in seen.items():
-        if now - t <= horizon:
-            left = max(0.0, eta - (now - t))
-            if best is None or left > best[0]:
-                best = (left, desc)
+        left = eta - (now - t)
+        if now - t <= horizon and left > 0 and (best is None or left > best[0]):
+            best = (left, desc)
     return best
 
 

@@ -143,7 +143,7 @@ def test_eta_of_a_progress_line_and_the_lower_bound_of_running_loops() -> None:
     assert parse_eta("the eta 01:00 of nothing") is None
     seen = {"a": (100.0, 30.0), "b": (110.0, 25.0), "old": (10.0, 999.0)}
     assert lower_bound_eta(seen, 120.0) == (15.0, "b")  # a: 30 - 20 = 10, b: 25 - 10 = 15; old: over
-    assert lower_bound_eta({"a": (0.0, 5.0)}, 20.0) == (0.0, "a")
+    assert lower_bound_eta({"a": (0.0, 5.0), "done": (19.0, 0.0)}, 20.0) is None  # its time is up; finished
     assert lower_bound_eta({}, 0.0) is None
 
 
