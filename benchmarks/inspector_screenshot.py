@@ -4,13 +4,14 @@ in headless Chromium (Debian's ``chromium``; Playwright drives it, nothing is do
 The comparison widget (``CompareInspector``: model A, model B and the ground truth on one test image, both top-5s,
 the teacher's zero-shot top-5, the training rationales of the gold and predicted verbs and the run's nearest training
 images) is filtered to a split and a contrast, then shot (``compare.png``). In the confusion browser
-(``ConfusionBrowser``) the last cell of the unseen-verb confusion is picked in its dropdown, and its grid shot
-(``confusion.png``) once the line above the grid names that cell; ``compare.json`` records what both widgets showed.
+(``ConfusionBrowser``) a cell of the unseen-verb confusion (``--cell``, default the last) is picked in its dropdown,
+and its grid shot (``confusion.png``) once the line above the grid names that cell; ``compare.json`` records what both
+widgets showed.
 The run folder must hold ``predictions/`` (a run folder of ``mipd run``, not a published report, which leaves them
 out).
 
     python benchmarks/inspector_screenshot.py --run reports/<run-id> --world data/synthsitu/quick-seed0 \\
-        --out reports/browser --split unseen --contrast a_right_b_wrong
+        --out reports/browser --split unseen --contrast a_right_b_wrong --cell "chasing -> walking"
 """
 
 from __future__ import annotations
@@ -29,18 +30,20 @@ sys.path.insert(0, str(ROOT))
 from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, jupyterlab  # noqa: E402
 
 
-def _pick_last_cell(page, out: Path) -> dict:
-    """Pick the last cell of the confusion browser's dropdown, wait until the line above its grid names that cell,
-    shoot the browser; returns the cell (``gold -> predicted``), that line and the grid's size in pixels (empty
-    when the run has no confusion cell)."""
+def _pick_cell(page, out: Path, want: str = "") -> dict:
+    """Pick cell ``want`` (``gold -> predicted``; empty or absent: the last one) in the confusion browser's dropdown,
+    wait until the line above its grid names that cell, shoot the browser; returns the cell, that line and the
+    grid's size in pixels (empty when the run has no confusion cell)."""
     browser = page.locator(".mipd-confusion").first
-    browser.scroll_into_view_if_needed()
+    browser.evaluate("e => e.scrollIntoView({block: 'start'})")
     select = browser.locator("select").first
     options = [o.replace("\xa0", " ") for o in select.locator("option").all_inner_texts()]  # ipywidgets: nbsp
     if not options:
         return {}
-    select.select_option(index=len(options) - 1)
-    cell = options[-1].rsplit(" (", 1)[0]  # "gold -> predicted (count)"
+    cells = [o.rsplit(" (", 1)[0] for o in options]  # "gold -> predicted (count)"
+    k = cells.index(want) if want in cells else len(cells) - 1
+    select.select_option(index=k)
+    cell = cells[k]
     page.wait_for_function(
         "(cell) => { const l = document.querySelector('.mipd-confusion-cases');"
         " return l && l.innerText.includes(cell + ':'); }", arg=cell, timeout=60_000)
@@ -48,7 +51,7 @@ def _pick_last_cell(page, out: Path) -> dict:
     grid = page.evaluate("() => { const i = document.querySelector('.mipd-confusion-grid');"
                          " return i ? [i.naturalWidth, i.naturalHeight] : null; }")
     browser.screenshot(path=str(out / "confusion.png"))
-    return {"options": len(options), "cell": cell, "option": options[-1],
+    return {"options": len(options), "cell": cell, "option": options[k],
             "cases": page.locator(".mipd-confusion-cases").first.inner_text(), "grid_px": grid}
 
 
@@ -62,6 +65,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--split", default="unseen")
     ap.add_argument("--contrast", default="all")
     ap.add_argument("--cache", default="", help="the run's feature cache (default: the one its stages used)")
+    ap.add_argument("--cell", default="", help="confusion cell to pick, 'gold -> predicted' (default: the last)")
     a = ap.parse_args(list(sys.argv[1:] if argv is None else argv))
     if not CHROMIUM.exists():
         print(f"{CHROMIUM} is absent: apt-get install -y chromium", file=sys.stderr)
@@ -102,7 +106,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         " return l && l.innerText.includes('/'); }", timeout=300_000)
                     page.wait_for_selector("img.mipd-compare-image", timeout=60_000)
                     widget = page.locator(".mipd-compare").first
-                    widget.scroll_into_view_if_needed()
+                    widget.evaluate("e => e.scrollIntoView({block: 'start'})")  # its top under the toolbar, even
+                    # when the widget is taller than the viewport
                     time.sleep(1.0)
                     box = widget.bounding_box()  # the widget's top within a tall viewport: no page chrome over it
                     page.screenshot(path=str(out / "compare.png"),
@@ -110,7 +115,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                           "height": min(box["height"], 1300)})
                     label = page.locator(".mipd-compare-label").first.inner_text()
                     shown = widget.inner_text()
-                    confusion = _pick_last_cell(page, out)
+                    confusion = _pick_cell(page, out, a.cell)
                 except Exception:
                     page.screenshot(path=str(out / "failure.png"), full_page=True)
                     (out / "failure.txt").write_text(page.locator("body").inner_text())
