@@ -195,10 +195,14 @@ def test_distillation_consumes_alignment_nmpa_weights_with_the_same_metrics(tiny
         D.run(_dist_cfg(d, nmpa_epochs=5), d / "with04", embed_texts=hashed_text_embedder())
 
 
-def test_alignment_workers_train_the_nmpas_side_by_side_with_the_same_weights(tiny_run, tmp_path) -> None:
+def test_alignment_workers_train_the_nmpas_side_by_side_with_the_same_weights(tiny_run, tmp_path, capfd) -> None:
     """workers=2: the NMPAs of 2 seeds in 2 forked 1-thread processes give the index entries (histories) and weight
-    files of one 1-thread process, and the same alignment report."""
+    files of one 1-thread process, and the same alignment report; each NMPA's progress lines (epoch, ETA) come
+    from its worker."""
+    import re
     import shutil
+
+    from mipd_kit.progress import progress_lines
 
     from mipd_kit.stages import alignment as A
     from mipd_kit.student.testing import hashed_text_embedder
@@ -212,7 +216,11 @@ def test_alignment_workers_train_the_nmpas_side_by_side_with_the_same_weights(ti
         torch.set_num_threads(n)
         acfg = dataclasses.replace(A.Config.smoke(), world_dir=str(d / "w"), cache_dir=str(d / "c"),
                                    teacher_config={"backend": "tiny"}, variants=["full"], seeds=[0, 1], workers=n)
-        outs[n] = A.run(acfg, run, embed_texts=hashed_text_embedder())
+        outs[n] = A.run(acfg, run, embed_texts=hashed_text_embedder(), progress=True)
+        lines = progress_lines(capfd.readouterr().err)
+        for seed in (0, 1):
+            assert any(re.match(rf"NMPA seed {seed}: \d+/\d+ step .* eta \d\d:\d\d .*epoch \d+/\d+", x)
+                       for x in lines), (n, seed, lines)
     torch.set_num_threads(1)
     one, two = outs[1], outs[2]
     assert len(one.index["models"]) == 2 and list(one.index["models"]) == list(two.index["models"])
