@@ -484,7 +484,7 @@ class TransformersTeacher:
         if self.text is None:
             name = self.cfg.text_model
             if name == "minilm":
-                from .embedded import minilm_encode
+                from .text import minilm_encode
 
                 def enc(texts):
                     t, m, s = minilm_encode(texts)
