@@ -19,6 +19,10 @@ Public API (the frozen MiniLM is :mod:`mipd_kit.teachers.text`; zero-shot scorin
 
 Checkpoints are ``model.safetensors`` + ``config.json`` (config, data fingerprint, training history); loading
 never unpickles. Releases (``mipd pretrain``) store the weights in fp16 and load as float32 modules.
+
+This file holds one model's whole life (config, architecture, its pretraining corpus and contrastive training,
+checkpoints, released weights, CLI: about 750 lines), as nanoGPT keeps a model and its trainer close; what other
+models share with it is elsewhere (the frozen MiniLM in ``text.py``, zero-shot scoring in ``zero_shot.py``).
 """
 
 from __future__ import annotations
