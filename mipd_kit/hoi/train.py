@@ -39,10 +39,10 @@ of the context path), ``clhoi-oracle-shuffled`` (those descriptions on another i
 weakly supervised baseline) and ``upper`` (the ICN trained from pair-level labels: the ceiling).
 
 Besides the HICO-DET mAP rows, every prediction file is also scored as V-COCO scenario-1 role AP
-(``mipd_kit.stages.clhoi_runs.vcoco_eval``): the test split written in the V-COCO instance format (``mipd_kit.data.synthsitu.vcoco``) at
-``run_dir/clhoi/vcoco_test.json``, the predictions at ``run_dir/predictions/vcoco-<model>-seed<k>.json``, so
-``mipd eval-vcoco --gt run_dir/clhoi/vcoco_test.json --pred run_dir/predictions/vcoco-clhoi-seed0.json`` gives the same
-numbers.
+(``mipd_kit.stages.clhoi_runs.vcoco_eval``): the test split written in the V-COCO instance format
+(``mipd_kit.data.synthsitu.vcoco``) at ``run_dir/clhoi/vcoco_test.json``, the predictions at
+``run_dir/predictions/vcoco-<model>-seed<k>.json``, so ``mipd eval-vcoco --gt run_dir/clhoi/vcoco_test.json --pred
+run_dir/predictions/vcoco-clhoi-seed0.json`` gives the same numbers.
 
 Student detection score (``cfg.score = "pair_prior"``): the student's HOI distribution of the pair times the same
 geometric prior ``exp(-gap)`` as ``spatial_prior`` (other choices in ``scoring.student_pair_scores``).

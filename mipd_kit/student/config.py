@@ -51,7 +51,7 @@ class StudentConfig:
     """Student training configuration (weights follow the authors' code unless noted).
 
     Attributes:
-        variant: which MIPD ablation to train (see the module docstring).
+        variant: which row of the study to train (:data:`mipd_kit.student.ingredients.ROWS`: its ingredients).
         backbone: ``"cnn"`` (embedded: small image encoder trained end to end) or ``"cached"`` (real mode).
         image_size, width, d_model, heads, dec_layers: model size. in_dim / num_tokens: cached-feature shape
             (set automatically with a frozen backbone).
