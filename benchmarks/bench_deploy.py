@@ -91,7 +91,7 @@ def get_teacher(a: argparse.Namespace) -> Any:
         from mipd_kit.teachers.embedded import EmbeddedTeacher, EmbeddedTeacherConfig
         torch.manual_seed(0)
         return EmbeddedTeacher(EmbeddedTeacherConfig()).eval()
-    from mipd_kit.student.train import load_teacher_kind
+    from mipd_kit.stages.student_runs import load_teacher_kind
     return load_teacher_kind("embedded", a.world, a.cache_dir, smoke=a.teacher == "smoke")
 
 
@@ -114,8 +114,11 @@ def prepare_student(a: argparse.Namespace, work: Path) -> dict[str, Any]:
         from mipd_kit.data.swig import load_frame_space
         from mipd_kit.student.checkpoint import describe_frozen
         from mipd_kit.student.model import build_student
-        from mipd_kit.student.train import StudentConfig, build_vocab, save_checkpoint
-        from mipd_kit.teachers.embedded import class_embeddings, minilm_encode, verb_prompts
+        from mipd_kit.student.checkpoint import save_checkpoint
+        from mipd_kit.student.config import StudentConfig
+        from mipd_kit.student.data import build_vocab
+        from mipd_kit.teachers.text import minilm_encode
+        from mipd_kit.teachers.zero_shot import class_embeddings, verb_prompts
         world = Path(a.world)
         teacher = get_teacher(a)
         space = load_frame_space(world / "imsitu_space.json")
@@ -138,7 +141,7 @@ def prepare_student(a: argparse.Namespace, work: Path) -> dict[str, Any]:
     # the teacher path's zero-shot verb table, computed once here (a deployed teacher would ship it, as the student
     # ships its tables): the children measure the image tower + scoring, not the text encoder
     from mipd_kit.data.swig import load_frame_space
-    from mipd_kit.teachers.embedded import class_embeddings, verb_prompts
+    from mipd_kit.teachers.zero_shot import class_embeddings, verb_prompts
     teacher = get_teacher(a)
     _, table = class_embeddings(teacher, verb_prompts(load_frame_space(Path(a.world) / "imsitu_space.json")))
     torch.save(table, work / "teacher_table.pt")

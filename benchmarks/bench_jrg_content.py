@@ -39,7 +39,7 @@ from mipd_kit.rationales.content import PRIMITIVES, mentioned  # noqa: E402
 from mipd_kit.rationales.store import read_rationales  # noqa: E402
 from mipd_kit.stages import rationales as R  # noqa: E402
 from mipd_kit.stages.teacher import build  # noqa: E402
-from mipd_kit.teachers.embedded import teacher_evidence  # noqa: E402
+from mipd_kit.teachers.zero_shot import teacher_evidence  # noqa: E402
 
 
 def subset_world(world: Path, out: Path, n: int, seed: int) -> Path:

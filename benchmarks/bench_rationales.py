@@ -73,10 +73,11 @@ def find_evidence(arg: str | None, world: Path, run: Path) -> str:
                 return str(cand)
     import torch
     from mipd_kit.teachers import embedded as E
+    from mipd_kit.teachers.zero_shot import teacher_evidence
     torch.set_num_threads(1)
     cfg = E.EmbeddedTeacherConfig.smoke()
     teacher = E.load_or_train(world, run / "cache", cfg)
-    E.teacher_evidence(teacher, world, dst)
+    teacher_evidence(teacher, world, dst)
     return "smoke embedded teacher (computed)"
 
 

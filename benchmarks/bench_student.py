@@ -37,7 +37,11 @@ def child_train(a: argparse.Namespace) -> dict:
 
     import torch
 
-    from mipd_kit.student.train import StudentConfig, attach_targets, fit, load_teacher_kind, prepare_world
+    from mipd_kit.stages.student_runs import load_teacher_kind
+    from mipd_kit.student.config import StudentConfig
+    from mipd_kit.student.data import prepare_world
+    from mipd_kit.student.targets import attach_targets
+    from mipd_kit.student.train import fit
     torch.set_num_threads(a.threads)
     teacher = load_teacher_kind("embedded", a.world, a.cache_dir, smoke=a.smoke_teacher)
     rat = Path(a.run_dir) / "rationales.jsonl"
@@ -69,8 +73,8 @@ def child_vocab(a: argparse.Namespace) -> dict:
 
     from mipd_kit.data.splits import OvSplit
     from mipd_kit.data.swig import load_frame_space
-    from mipd_kit.student.train import build_vocab
-    from mipd_kit.teachers.embedded import minilm_encode
+    from mipd_kit.student.data import build_vocab
+    from mipd_kit.teachers.text import minilm_encode
     world = Path(a.world)
     vocab = build_vocab(load_frame_space(world / "imsitu_space.json"), OvSplit.load(world / "ov_split.json").trainable,
                         lambda t: minilm_encode(t, with_tokens=False)[2], 256, 128)
@@ -88,7 +92,9 @@ def child_student_infer(a: argparse.Namespace) -> dict:
     from safetensors.torch import load_file
 
     from mipd_kit.student.model import StudentVocab, build_student
-    from mipd_kit.student.train import StudentConfig, load_pixels, to_input
+    from mipd_kit.student.config import StudentConfig
+    from mipd_kit.student.data import load_pixels
+    from mipd_kit.student.model import to_input
     torch.set_num_threads(a.threads)
     rss_import = _rss_mb()  # interpreter + torch + mipd_kit, before any model or image
     world = Path(a.world)
@@ -126,7 +132,7 @@ def child_teacher_infer(a: argparse.Namespace) -> dict:
     from PIL import Image
 
     from mipd_kit.rationales.store import collect, read_rationales
-    from mipd_kit.student.train import load_teacher_kind
+    from mipd_kit.stages.student_runs import load_teacher_kind
     torch.set_num_threads(a.threads)
     rss_import = _rss_mb()  # same imports as the student child, before any model or image
     world = Path(a.world)
@@ -152,7 +158,7 @@ def child_teacher_infer(a: argparse.Namespace) -> dict:
             (txt @ img.unsqueeze(-1)).squeeze(-1).argmax(-1)
             n_texts += len(texts)
     dt = time.perf_counter() - t0
-    from mipd_kit.teachers.embedded import minilm
+    from mipd_kit.teachers.text import minilm
     pbytes = sum(p.numel() * p.element_size() for p in teacher.parameters())
     pbytes += sum(p.numel() * p.element_size() for p in minilm().parameters())
     return {"images": len(paths), "texts": n_texts, "seconds": dt, "images_per_s": len(paths) / dt,

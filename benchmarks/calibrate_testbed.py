@@ -99,7 +99,8 @@ def calibrate(spec: str, world: Path, cache: Path, threads: int, teacher=None) -
     """Probe, zero-shot and (given the ``teacher``) transfer rows of one backbone on the world's dev split."""
     from mipd_kit.data.swig import load_situations
     from mipd_kit.eval.probes import linear_probe
-    from mipd_kit.teachers.embedded import load_ov_split, zero_shot_verbs
+    from mipd_kit.data.splits import load_ov_split
+    from mipd_kit.teachers.zero_shot import zero_shot_verbs
     ov = load_ov_split(world)
     trainable = set(ov["seen"]) | set(ov["rare"])
     tr = {k: s for k, s in load_situations(world / "train.json").items() if s.verb in trainable}
@@ -135,7 +136,8 @@ def calibrate(spec: str, world: Path, cache: Path, threads: int, teacher=None) -
     if teacher is not None and teacher is not model:
         # T6: the teacher's zero-shot answers through the best linear map from these features to its embedding
         from mipd_kit.eval.probes import ridge_transfer
-        from mipd_kit.teachers.embedded import class_embeddings, load_frame_space, verb_prompts
+        from mipd_kit.data.swig import load_frame_space
+        from mipd_kit.teachers.zero_shot import class_embeddings, verb_prompts
         ytr, _ = features(teacher, [world / "images" / n for n in tr_names])
         ydv, _ = features(teacher, [world / "images" / n for n in dv_names])
         names, cls = class_embeddings(teacher, verb_prompts(load_frame_space(world / "imsitu_space.json")))
@@ -155,7 +157,8 @@ def run_rows(run: Path, world: Path, teacher: str, cache: Path, threads: int) ->
     teacher's zero-shot answers on dev: verb top-1 on seen and on dev-only unseen verbs per model (mean over its
     seeds), and the share of seen dev images whose top-1 verb is an unseen verb."""
     from mipd_kit.data.swig import load_situations
-    from mipd_kit.teachers.embedded import load_ov_split, zero_shot_verbs
+    from mipd_kit.data.splits import load_ov_split
+    from mipd_kit.teachers.zero_shot import zero_shot_verbs
     ov = load_ov_split(world)
     unseen = set(ov["unseen"])
     dv = load_situations(world / "dev.json")

@@ -102,7 +102,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     from mipd_kit.hoi.controls import description_precision_recall
     from mipd_kit.hoi.descriptions import DESCRIBE_PROMPT, DescriptionStore, prompt_key
-    from mipd_kit.hoi.train import MODELS, labelled_training_images, load_hoi_world, dev_world, run_clhoi
+    from mipd_kit.hoi.config import MODELS
+    from mipd_kit.hoi.world import dev_world, labelled_training_images, load_hoi_world
+    from mipd_kit.stages.clhoi_runs import run_clhoi
     from mipd_kit.metrics import paired_bootstrap, seed_stats
     from mipd_kit.overrides import split_set
     from mipd_kit.stages.cl_hoi import Config

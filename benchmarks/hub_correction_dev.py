@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     from mipd_kit.metrics import MetricRow, write_rows
     from mipd_kit.stages import distillation as st
     from mipd_kit.student.model import build_student, centre_verb_logits
-    from mipd_kit.student.train import evaluate_predictions, predict_swig
+    from mipd_kit.student.evaluate import evaluate_predictions, predict_swig
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", required=True, help="a finished run folder (its distillation stage done)")

@@ -101,7 +101,7 @@ def student_vocab(fr: RealFrames, text_dim: int = CLIP_JOINT, scene_dim: int = C
 def student_config(device: str = "cpu", amp: bool = False, batch_size: int = 32) -> Any:
     """The real-mode student of the authors' setup: cached CLIP ViT-L/14-336 tokens, hidden 512, 8 heads, one decoder
     layer, variant ``full`` (every loss term)."""
-    from mipd_kit.student.train import StudentConfig
+    from mipd_kit.student.config import StudentConfig
 
     return dataclasses.replace(StudentConfig(variant="full"), backbone="cached", in_dim=CLIP_DIM,
                                num_tokens=CLIP_TOKENS, d_model=512, heads=8, dec_layers=1, batch_size=batch_size,
@@ -110,7 +110,7 @@ def student_config(device: str = "cpu", amp: bool = False, batch_size: int = 32)
 
 def student_data(vocab: Any, n: int, seed: int = 0, feature_dtype: torch.dtype = torch.float16) -> Any:
     """``n`` synthetic samples at real shapes: features as a cache stores them (fp16), labels of trainable verbs."""
-    from mipd_kit.student.train import StudentData
+    from mipd_kit.student.data import StudentData
 
     g = torch.Generator().manual_seed(seed)
     R = vocab.max_roles

@@ -30,9 +30,11 @@ def top1_by_split(rows) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mipd_kit.student.train import (config_from_args, evaluate_predictions, fit, load_teacher_kind,
-                                        predict_swig, prepare_world)
-    from mipd_kit.teachers.embedded import zero_shot_verbs
+    from mipd_kit.stages.student_runs import config_from_args, load_teacher_kind
+    from mipd_kit.student.data import prepare_world
+    from mipd_kit.student.evaluate import evaluate_predictions, predict_swig
+    from mipd_kit.student.train import fit
+    from mipd_kit.teachers.zero_shot import zero_shot_verbs
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--world", required=True)
     ap.add_argument("--cache-dir", default="data/cache")

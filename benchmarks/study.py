@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GSR_SPLITS: tuple[str, ...] = ("seen", "rare", "unseen_compositional", "unseen_novel", "unseen", "unseen_test", "all")
 GSR_METRICS: tuple[str, ...] = ("verb", "grnd_value")
 HOI_SPLITS: tuple[str, ...] = ("full", "rare", "non_rare", "seen", "unseen")
-#: the HOI models of CL-HOI in report order (``mipd_kit.hoi.train.MODELS``)
+#: the HOI models of CL-HOI in report order (``mipd_kit.hoi.config.MODELS``)
 HOI_MODELS: tuple[str, ...] = ("teacher", "spatial_prior", "teacher_crop", "icn", "clhoi", "clhoi-logitctx",
                                 "clhoi-oracle", "clhoi-oracle-shuffled", "weak-mil", "upper")
 #: the GSR differences: the key differences of the ingredients table, and the gap the student backbone leaves

@@ -14,7 +14,9 @@ import torch
 
 from mipd_kit.data.synthsitu.generate import SynthConfig, generate
 from mipd_kit.student.testing import hashed_text_embedder
-from mipd_kit.student.train import StudentConfig, fit, prepare_world
+from mipd_kit.student.config import StudentConfig
+from mipd_kit.student.data import prepare_world
+from mipd_kit.student.train import fit
 from mipd_kit.teachers.tiny import TinyRandomTeacher
 
 

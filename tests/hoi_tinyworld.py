@@ -95,7 +95,9 @@ def tiny_pair_data(tmp_path: Path, **cfg_kw):
     """A CL-HOI config (tiny teacher, one seed, one epoch, one thread) and the label-free training ``PairData`` of a
     freshly written tiny HOI world (for the device tests)."""
     from mipd_kit.hoi.features import encode_texts
-    from mipd_kit.hoi.train import CLHOIConfig, load_hoi_world, make_proposals, pair_data_for
+    from mipd_kit.hoi.config import CLHOIConfig
+    from mipd_kit.hoi.prepare import make_proposals, pair_data_for
+    from mipd_kit.hoi.world import load_hoi_world
     from mipd_kit.teachers.tiny import TinyRandomTeacher
 
     world = write_tiny_hoi_world(tmp_path / "hoi")

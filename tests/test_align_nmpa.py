@@ -7,7 +7,7 @@ import torch
 
 from mipd_kit.align.nmpa import NMPAConfig, aligned_targets, alignment_report, build_align_data, train_nmpa
 from mipd_kit.student.testing import hashed_text_embedder, write_tiny_world
-from mipd_kit.student.train import prepare_world
+from mipd_kit.student.data import prepare_world
 from mipd_kit.teachers.tiny import TinyRandomTeacher
 
 

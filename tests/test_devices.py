@@ -18,7 +18,11 @@ from hoi_tinyworld import tiny_pair_data
 from mipd_kit import machine
 from mipd_kit.machine import resolve_device
 from mipd_kit.student.testing import hashed_text_embedder, write_tiny_world
-from mipd_kit.student.train import StudentConfig, attach_targets, compute_losses, fit, prepare_world, predict_swig
+from mipd_kit.student.config import StudentConfig
+from mipd_kit.student.data import prepare_world
+from mipd_kit.student.evaluate import predict_swig
+from mipd_kit.student.targets import attach_targets
+from mipd_kit.student.train import compute_losses, fit
 from mipd_kit.teachers.tiny import TinyRandomTeacher
 
 META = torch.device("meta")
@@ -86,6 +90,7 @@ def test_student_forward_and_losses_follow_the_device(tiny):
 def test_student_fit_moves_model_and_batches(tiny, monkeypatch):
     """``fit`` sends the model and every batch through ``to_device`` to the resolved device; the trained model and
     its predictions' source tensors live there."""
+    import mipd_kit.student.data as D
     import mipd_kit.student.train as T
 
     seen: list[tuple[str, torch.device]] = []
@@ -95,7 +100,8 @@ def test_student_fit_moves_model_and_batches(tiny, monkeypatch):
         seen.append((type(x).__name__, device))
         return real(x, device)
 
-    monkeypatch.setattr(T, "to_device", recording)
+    monkeypatch.setattr(T, "to_device", recording)  # the model
+    monkeypatch.setattr(D, "to_device", recording)  # the batches (StudentData.take)
     res = fit(tiny, _cfg("unlabeled", device="auto"))
     want = resolve_device("auto")
     assert ("OvGSRStudent", want) in seen

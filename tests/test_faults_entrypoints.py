@@ -431,8 +431,8 @@ def test_stage_configs_validate_at_construction():
     # the library configs behind `mipd clhoi` and `mipd train-student` use the same validator
     from dataclasses import replace
 
-    from mipd_kit.hoi.train import CLHOIConfig
-    from mipd_kit.student.train import StudentConfig
+    from mipd_kit.hoi.config import CLHOIConfig
+    from mipd_kit.student.config import StudentConfig
     with pytest.raises(ValueError, match="CLHOIConfig: epochs must be a positive integer, got -1"):
         replace(CLHOIConfig.smoke(), epochs=-1).validate()
     with pytest.raises(ValueError, match="StudentConfig: lr must be > 0, got -1"):

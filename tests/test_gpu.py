@@ -20,7 +20,9 @@ import torch
 from hoi_tinyworld import tiny_pair_data
 
 from mipd_kit.student.testing import hashed_text_embedder, write_tiny_world
-from mipd_kit.student.train import StudentConfig, fit, prepare_world
+from mipd_kit.student.config import StudentConfig
+from mipd_kit.student.data import prepare_world
+from mipd_kit.student.train import fit
 from mipd_kit.teachers.tiny import TinyRandomTeacher
 
 pytestmark = [pytest.mark.gpu,

@@ -16,7 +16,9 @@ from mipd_kit.data.records import HOIImage
 from mipd_kit.data.synthsitu import world as W
 from mipd_kit.hoi import controls as C
 from mipd_kit.hoi import losses as L
-from mipd_kit.hoi.train import CONTROL_MODELS, LABEL_FREE_MODELS, CLHOIConfig, load_hoi_world, run_clhoi
+from mipd_kit.hoi.config import CONTROL_MODELS, LABEL_FREE_MODELS, CLHOIConfig
+from mipd_kit.hoi.world import load_hoi_world
+from mipd_kit.stages.clhoi_runs import run_clhoi
 
 
 def _synthsitu_prompts() -> list[str]:

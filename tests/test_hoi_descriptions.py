@@ -107,7 +107,9 @@ def test_describer_errors_are_skipped_and_bad_records_named(world, tmp_path):
 def test_captioner_describes_training_images_once_for_all_seeds(world, tmp_path):
     """The embedded default: the captioner (trained on the world's pretraining captions, on the teacher's tokens)
     describes each training image through the Sampler path; a second run reuses the store."""
-    from mipd_kit.hoi.train import CLHOIConfig, image_descriptions, load_hoi_world
+    from mipd_kit.hoi.config import CLHOIConfig
+    from mipd_kit.hoi.prepare import image_descriptions
+    from mipd_kit.hoi.world import load_hoi_world
     from mipd_kit.teachers.tiny import TinyRandomTeacher
 
     w = load_hoi_world(world)
@@ -239,7 +241,7 @@ def test_vcoco_writer_round_trips_through_the_evaluator(world, tmp_path, capsys)
 
 
 def test_dev_split_is_seeded_disjoint_and_label_free_for_training(world):
-    from mipd_kit.hoi.train import LabelFreeImage, dev_world, load_hoi_world
+    from mipd_kit.hoi.world import dev_world, LabelFreeImage, load_hoi_world
 
     w = load_hoi_world(world)
     a, b = dev_world(w, 0.3, 0), dev_world(w, 0.3, 0)

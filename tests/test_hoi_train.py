@@ -15,8 +15,11 @@ from hoi_tinyworld import write_tiny_hoi_world
 from mipd_kit.data.hico import load_hico_instances
 from mipd_kit.data.records import DataError
 from mipd_kit.eval.hico import evaluate_hico
-from mipd_kit.hoi.train import (CLHOIConfig, LabelFreeImage, load_hoi_world, main, results_table, run_clhoi,
-                                strip_labels, train_student)
+from mipd_kit.hoi.config import CLHOIConfig
+from mipd_kit.hoi.scoring import results_table
+from mipd_kit.hoi.train import train_student
+from mipd_kit.hoi.world import LabelFreeImage, load_hoi_world, strip_labels
+from mipd_kit.stages.clhoi_runs import main, run_clhoi
 from mipd_kit.metrics import read_rows
 
 
@@ -208,7 +211,8 @@ def test_student_score_modes(world, tmp_path):
     """``joint`` scores sum over an image's pairs to the LSE-pooled image distribution; every mode is >= 0 and 0
     outside the candidates."""
     from mipd_kit.hoi import losses as L
-    from mipd_kit.hoi.train import image_probs, pair_data_for, make_proposals, student_pair_scores
+    from mipd_kit.hoi.prepare import make_proposals, pair_data_for
+    from mipd_kit.hoi.scoring import image_probs, student_pair_scores
     from mipd_kit.hoi.features import encode_texts
     from mipd_kit.teachers.tiny import TinyRandomTeacher
 
@@ -259,7 +263,7 @@ def test_notebook_parameters_mirror_the_config(root):
 
 def test_vllm_descriptions_through_a_sampler(world, tmp_path):
     """Real-mode path: a Sampler describes images; the descriptions feed the context target of training."""
-    from mipd_kit.hoi.train import describe_images, read_descriptions
+    from mipd_kit.hoi.prepare import describe_images, read_descriptions
     from mipd_kit.language.base import Response
     from mipd_kit.teachers.tiny import TinyRandomTeacher
 

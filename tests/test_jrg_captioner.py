@@ -29,7 +29,8 @@ from mipd_kit.rationales.controls import shuffle_positives
 from mipd_kit.rationales.jrg import JRGFailed, load_world
 from mipd_kit.rationales.store import collect, read_rationales
 from mipd_kit.stages import rationales as R
-from mipd_kit.teachers.embedded import EmbeddedTeacher, EmbeddedTeacherConfig, save_teacher, teacher_evidence
+from mipd_kit.teachers.embedded import EmbeddedTeacher, EmbeddedTeacherConfig, save_teacher
+from mipd_kit.teachers.zero_shot import teacher_evidence
 
 
 @pytest.fixture(scope="module")

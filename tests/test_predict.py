@@ -20,7 +20,8 @@ from mipd_kit.eval.swig import evaluate_swig_report
 from mipd_kit.student.checkpoint import FORMAT, CheckpointFormatError, read_student_file
 from mipd_kit.student.predict import Predictor, PredictError
 from mipd_kit.student.testing import hashed_text_embedder
-from mipd_kit.student.train import CheckpointMismatch, StudentConfig
+from mipd_kit.student.checkpoint import CheckpointMismatch
+from mipd_kit.student.config import StudentConfig
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +176,7 @@ def test_new_verbs_at_inference(st):
     assert torch.allclose(p.model.verb_emb[-2:], F.normalize(e[:2], dim=-1), atol=1e-6)
     assert torch.allclose(p.model.role_emb[-1], e[2], atol=1e-6)
     from mipd_kit.data.records import FrameSpace, VerbDef
-    from mipd_kit.teachers.embedded import class_embeddings, verb_prompts
+    from mipd_kit.teachers.zero_shot import class_embeddings, verb_prompts
     from mipd_kit.teachers.tiny import TinyRandomTeacher
     _, te = class_embeddings(TinyRandomTeacher(), verb_prompts(FrameSpace(
         {"surfing": VerbDef("surfing", "", "", ("agent", "surfboard"))}, {})))

@@ -30,8 +30,8 @@ def test_parse_value_is_yaml_and_reads_json_values_the_same(text: str, value) ->
 
 
 def test_every_set_option_uses_the_one_parser(tmp_path: Path, capsys) -> None:
-    from mipd_kit.hoi.train import main as clhoi_main
-    from mipd_kit.student.train import config_from_args
+    from mipd_kit.stages.clhoi_runs import main as clhoi_main
+    from mipd_kit.stages.student_runs import config_from_args
 
     # ".5" and "{...}" in YAML flow style were strings for the old JSON readers
     c = config_from_args("neg", 0, True, ["w_neg=.5", "nmpa.w_neg=.25"])
@@ -62,8 +62,9 @@ def test_teacher_block_resolves_once_and_ignores_the_run_seed() -> None:
 
 
 def test_one_factory_for_every_entry_point(tmp_path: Path) -> None:
-    from mipd_kit.hoi.train import CLHOIConfig, build_teacher as hoi_teacher
-    from mipd_kit.student.train import load_teacher_kind
+    from mipd_kit.hoi.config import CLHOIConfig
+    from mipd_kit.hoi.prepare import build_teacher as hoi_teacher
+    from mipd_kit.stages.student_runs import load_teacher_kind
     from mipd_kit.teachers.tiny import TinyRandomTeacher
 
     t = build_teacher(TeacherConfig.from_dict({"backend": "tiny"}))
@@ -306,7 +307,7 @@ def test_distillation_workers_train_side_by_side_with_the_same_results(tiny_run,
     run = tmp_path / "w-fail"
     shutil.copytree(d / "alone", run, ignore=shutil.ignore_patterns("checkpoints", "predictions", "curves", "nmpa"))
     cfg = _dist_cfg(d, variants=[], rows=["baseline", "mipd"], seeds=[0], workers=2, threads=2)
-    import mipd_kit.student.train as T  # a config with lr=nan is refused at construction: fail inside the worker
+    import mipd_kit.stages.student_runs as T  # a config with lr=nan is refused at construction: fail inside the worker
 
     def diverges(*a, **k):
         raise FloatingPointError("the loss is not finite (planted)")
@@ -323,7 +324,7 @@ def test_side_by_side_jobs_start_longest_first() -> None:
     from types import SimpleNamespace
 
     from mipd_kit.stages import distillation as D
-    from mipd_kit.student.train import StudentConfig
+    from mipd_kit.student.config import StudentConfig
 
     run_w, control_w = SimpleNamespace(rationale_source="run"), SimpleNamespace(rationale_source="template")
     cost = {name: D.job_cost(w, StudentConfig(variant=v, unlabeled_ratio=1.0)) for name, w, v in
@@ -398,7 +399,8 @@ def test_teacher_stage_runs_the_one_teacher(tiny_run) -> None:
 def test_cl_hoi_stage_equals_the_library_run(tmp_path: Path) -> None:
     from hoi_tinyworld import write_tiny_hoi_world
 
-    from mipd_kit.hoi.train import CLHOIConfig, run_clhoi
+    from mipd_kit.hoi.config import CLHOIConfig
+    from mipd_kit.stages.clhoi_runs import run_clhoi
     from mipd_kit.stages import cl_hoi as H
 
     world = write_tiny_hoi_world(tmp_path / "w")

@@ -22,7 +22,10 @@ def _worker(world: str, cache: str, out: str) -> None:
     from safetensors.torch import save_file
 
     from mipd_kit.student.testing import hashed_text_embedder
-    from mipd_kit.student.train import StudentConfig, fit, init_distributed, prepare_world
+    from mipd_kit.student.config import StudentConfig
+    from mipd_kit.student.data import prepare_world
+    from mipd_kit.student.distributed import init_distributed
+    from mipd_kit.student.train import fit
     from mipd_kit.teachers.tiny import TinyRandomTeacher
 
     torch.set_num_threads(1)
@@ -45,7 +48,7 @@ def test_ddp_two_processes_match_one(tmp_path):
     from safetensors.torch import load_file
 
     from mipd_kit.student.testing import hashed_text_embedder, write_tiny_world
-    from mipd_kit.student.train import prepare_world
+    from mipd_kit.student.data import prepare_world
     from mipd_kit.teachers.tiny import TinyRandomTeacher
 
     info = write_tiny_world(tmp_path / "w")

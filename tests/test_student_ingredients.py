@@ -13,7 +13,10 @@ from mipd_kit.metrics import paired_bootstrap, paired_difference_rows, read_rows
 from mipd_kit.student.ingredients import (AUTHORS_LOSSES, BY_VARIANT, MODEL_NAMES, ROWS, STUDY_ROWS, USES, VARIANTS,
                                           drop_gold_negatives, markdown_table, names_verb, row_of)
 from mipd_kit.student.testing import hashed_text_embedder, write_tiny_world
-from mipd_kit.student.train import StudentConfig, attach_targets, compute_losses, prepare_world
+from mipd_kit.student.config import StudentConfig
+from mipd_kit.student.data import prepare_world
+from mipd_kit.student.targets import attach_targets
+from mipd_kit.student.train import compute_losses
 from mipd_kit.teachers.tiny import TinyRandomTeacher
 
 

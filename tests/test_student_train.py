@@ -10,8 +10,14 @@ from mipd_kit.data.records import DataError
 from mipd_kit.data.splits import LeakageError
 from mipd_kit.student.model import build_student
 from mipd_kit.student.testing import hashed_text_embedder, write_tiny_world
-from mipd_kit.student.train import (VARIANTS, CheckpointMismatch, StudentConfig, attach_targets, config_from_args, fit,
-                                    prepare_world, run_variant, to_input)
+from mipd_kit.stages.student_runs import config_from_args, run_variant
+from mipd_kit.student.checkpoint import CheckpointMismatch
+from mipd_kit.student.config import StudentConfig
+from mipd_kit.student.data import prepare_world
+from mipd_kit.student.ingredients import VARIANTS
+from mipd_kit.student.model import to_input
+from mipd_kit.student.targets import attach_targets
+from mipd_kit.student.train import fit
 from mipd_kit.teachers.tiny import TinyRandomTeacher
 
 
@@ -191,7 +197,7 @@ def test_config_overrides():
 
 def test_cli_main_writes_metrics_and_predictions(tmp_path):
     from mipd_kit.metrics import read_rows
-    from mipd_kit.student.train import main
+    from mipd_kit.stages.student_runs import main
     info = write_tiny_world(tmp_path / "w", n_per_verb=4)
     from mipd_kit.rationales.store import Rationale
     recs = []
@@ -213,7 +219,7 @@ def test_cli_main_writes_metrics_and_predictions(tmp_path):
 
 
 def test_runnable_variants_names_the_reason(tiny):
-    from mipd_kit.student.train import runnable_variants
+    from mipd_kit.student.targets import runnable_variants
     _, w, _ = tiny
     ok, skipped = runnable_variants(w, list(VARIANTS))
     assert ok == list(VARIANTS) and skipped == {}
@@ -240,7 +246,7 @@ def test_report_tables_from_rows():
 def test_report_and_readme_rows_cover_every_variant():
     from mipd_kit.analysis import README_GSR_MODELS
     from mipd_kit.student.report import MODEL_ORDER
-    from mipd_kit.student.train import MODEL_NAMES
+    from mipd_kit.student.ingredients import MODEL_NAMES
     assert MODEL_ORDER[:2] == ("teacher", "student-zs")
     assert set(MODEL_ORDER[2:]) == {MODEL_NAMES[v] for v in VARIANTS} and len(set(MODEL_ORDER)) == len(MODEL_ORDER)
     assert set(MODEL_ORDER) <= set(README_GSR_MODELS)

@@ -106,7 +106,8 @@ def test_student_backbone_corpus_filters(pair):
     import re
 
     from mipd_kit.data.synthsitu.captions import VERB_WORDS
-    from mipd_kit.teachers.embedded import EmbeddedTeacherConfig, load_ov_split, pretraining_records, read_captions
+    from mipd_kit.data.splits import load_ov_split
+    from mipd_kit.teachers.embedded import EmbeddedTeacherConfig, pretraining_records, read_captions
     _, v2 = pair
     unseen = set(load_ov_split(v2)["unseen"])
     every = read_captions(v2)

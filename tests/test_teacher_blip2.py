@@ -106,8 +106,8 @@ def test_tokens_and_texts_are_cached(teacher: Blip2Teacher, tmp_path) -> None:
 def test_zero_shot_and_one_nmpa_step(teacher: Blip2Teacher, tmp_path) -> None:
     from mipd_kit.align.nmpa import NMPAConfig, aligned_targets, build_nmpa, train_nmpa
     from mipd_kit.student.testing import hashed_text_embedder, write_tiny_world
-    from mipd_kit.student.train import prepare_world
-    from mipd_kit.teachers.embedded import zero_shot_verbs
+    from mipd_kit.student.data import prepare_world
+    from mipd_kit.teachers.zero_shot import zero_shot_verbs
 
     info = write_tiny_world(tmp_path / "w", n_per_verb=4)
     preds, rows = zero_shot_verbs(teacher, tmp_path / "w", split="test")

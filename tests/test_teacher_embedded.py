@@ -15,7 +15,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from teacher_toyworld import VERBS, write_toy_world  # noqa: E402
 
 from mipd_kit.data.records import DataError  # noqa: E402
+from mipd_kit.data.swig import load_frame_space  # noqa: E402
 from mipd_kit.teachers import embedded as E  # noqa: E402
+from mipd_kit.teachers import text as TX  # noqa: E402
+from mipd_kit.teachers import zero_shot as Z  # noqa: E402
 from mipd_kit.teachers.base import Teacher  # noqa: E402
 from mipd_kit.teachers.cache import cached_image_features, cached_text_features  # noqa: E402
 
@@ -39,15 +42,15 @@ def trained(world, cfg, tmp_path_factory):
 
 
 def test_minilm_is_the_real_sentence_encoder():
-    st = E.minilm()
-    assert E.minilm() is st  # cached
+    st = TX.minilm()
+    assert TX.minilm() is st  # cached
     texts = ["a person rides a horse", "a dog"]
-    tokens, mask, sent = E.minilm_encode(texts)
+    tokens, mask, sent = TX.minilm_encode(texts)
     ref = torch.as_tensor(st.encode(texts, convert_to_numpy=True))
     torch.testing.assert_close(sent, ref, atol=1e-4, rtol=1e-4)
     assert tokens.shape == (2, mask.shape[1], 384) and mask.sum(1).tolist()[0] > mask.sum(1).tolist()[1]
     # semantics: a paraphrase is closer than an unrelated sentence
-    _, _, s = E.minilm_encode(["a man riding a horse", "someone on horseback", "a bowl of soup"], with_tokens=False)
+    _, _, s = TX.minilm_encode(["a man riding a horse", "someone on horseback", "a bowl of soup"], with_tokens=False)
     assert float(s[0] @ s[1]) > float(s[0] @ s[2])
 
 
@@ -113,7 +116,7 @@ def test_encode_shapes(trained):
 
 def test_zero_shot_rows_and_predictions(trained, world):
     t, _ = trained
-    preds, rows = E.zero_shot_verbs(t, world, "test")
+    preds, rows = Z.zero_shot_verbs(t, world, "test")
     test = json.loads((world / "test.json").read_text())
     assert set(preds) == set(test)
     assert all(len(p) == 5 and p[0][1] >= p[-1][1] for p in preds.values())
@@ -133,7 +136,7 @@ def test_verb_accuracy_rows_pure():
     gt = {"a": "x", "b": "x", "c": "y"}
     top5 = {"a": ["x", "y"], "b": ["y", "x"], "c": ["x", "y"]}
     rows = {(r.split, r.setting, r.mean): r.value for r in
-            E.verb_accuracy_rows(gt, top5, {"seen": ["x"], "unseen": ["y"], "rare": []})}
+            Z.verb_accuracy_rows(gt, top5, {"seen": ["x"], "unseen": ["y"], "rare": []})}
     assert rows[("all", "top1", "image")] == pytest.approx(100 / 3)
     assert rows[("all", "top1", "verb")] == pytest.approx(25.0)  # x: 1/2, y: 0
     assert rows[("seen", "top5", "image")] == 100.0 and rows[("unseen", "top1", "image")] == 0.0
@@ -141,8 +144,8 @@ def test_verb_accuracy_rows_pure():
 
 
 def test_verb_prompts_use_the_frame_space(world):
-    space = E.load_frame_space(world / "imsitu_space.json")
-    prompts = E.verb_prompts(space)
+    space = load_frame_space(world / "imsitu_space.json")
+    prompts = Z.verb_prompts(space)
     assert set(prompts) == set(VERBS)
     assert any("the agent kicks the item" in p and "strike something with the foot" in p for p in prompts["kicking"])
 
@@ -150,7 +153,7 @@ def test_verb_prompts_use_the_frame_space(world):
 def test_teacher_evidence(trained, world, tmp_path):
     t, _ = trained
     out = tmp_path / "teacher_evidence.json"
-    ev = E.teacher_evidence(t, world, out)
+    ev = Z.teacher_evidence(t, world, out)
     assert json.loads(out.read_text()) == ev
     train = json.loads((world / "train.json").read_text())
     assert set(ev) == set(train)
@@ -210,14 +213,14 @@ def test_noun_prompts_score_synonym_groups_once():
     from mipd_kit.data.records import FrameSpace, NounDef
     space = FrameSpace({}, {"dog": NounDef("dog", ("dog", "puppy")), "puppy": NounDef("puppy", ("puppy", "dog")), "cat": NounDef("cat", ("cat",)),
                             "": NounDef("", ())})
-    prompts = E.noun_prompts(space)
+    prompts = Z.noun_prompts(space)
     assert set(prompts) == {"dog", "cat", ""}  # the canonical id represents its synonyms
     assert "a photo of a puppy." in prompts["dog"] and "a photo of a nothing." in prompts[""]
 
 
 def test_zero_shot_table_orders_splits():
-    rows = E.verb_accuracy_rows({"a": "x", "b": "y"}, {"a": ["x"], "b": ["x", "y"]},
+    rows = Z.verb_accuracy_rows({"a": "x", "b": "y"}, {"a": ["x"], "b": ["x", "y"]},
                                 {"seen": ["x"], "unseen": ["y"], "rare": []})
-    table = E.zero_shot_table(rows)
+    table = Z.zero_shot_table(rows)
     assert list(table.index) == ["all", "seen", "unseen"]
     assert table.loc["unseen", ("image", "top5")] == 100.0 and table.loc["unseen", ("image", "top1")] == 0.0

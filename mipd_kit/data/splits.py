@@ -35,6 +35,9 @@ from typing import Iterable, Literal, Mapping, Optional, Sequence
 from mipd_kit.data.records import DataError, Situation
 
 MAIN_SPLITS = ("seen", "rare", "unseen")
+#: every split name a metric row may carry (``all`` first), in report order
+SPLIT_NAMES = ("all", "seen", "rare", "unseen", "unseen_compositional", "unseen_novel", "unseen_dev", "unseen_test",
+               "unseen_dev_compositional", "unseen_dev_novel")
 SplitName = Literal["seen", "rare", "unseen"]
 
 
@@ -294,6 +297,26 @@ def guard_training(situations: Mapping[str, Situation], split: OvSplit,
             raise LeakageError(f"training data contains {n} images of {len(d)} {what} verbs "
                                f"({sorted(d)[:5]}...), e.g. {ex}; split rule: {split.rule}")
     return dict(situations)
+
+
+def load_ov_split(world_dir: str | os.PathLike) -> dict[str, list[str]]:
+    """``ov_split.json`` as {split name: verbs} for the names in ``SPLIT_NAMES`` (``all`` excluded)."""
+    p = Path(world_dir) / "ov_split.json"
+    try:
+        d = json.loads(p.read_text())
+    except FileNotFoundError as e:
+        raise DataError(f"{p}: file not found") from e
+    except json.JSONDecodeError as e:
+        raise DataError(f"{p}: not valid JSON ({e})") from e
+    out = {}
+    for k in SPLIT_NAMES[1:]:
+        if k in d:
+            out[k] = list(d[k])
+    for k in ("seen", "unseen"):
+        if k not in out:
+            raise DataError(f"{p}: lacks the {k!r} verb list")
+    out.setdefault("rare", [])
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- CLI

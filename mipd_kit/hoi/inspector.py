@@ -239,7 +239,7 @@ def open_hoi_inspector(run_dir: str | os.PathLike, world_dir: str | os.PathLike,
             stage that writes it).
         ValueError: the predictions file is not valid JSON or a detection is malformed (the message names it).
     """
-    from .train import load_hoi_world
+    from .world import load_hoi_world
 
     run, world = Path(run_dir), Path(world_dir)
     pred_path = run / "predictions" / f"hoi-{model}-seed{seed}.json"

@@ -228,7 +228,7 @@ def evaluation_requests(world_dir: str | os.PathLike, holdout_frac: float, *, sp
         gaze: add gaze requests for the GSR images.
     """
     from mipd_kit.data.swig import load_situations
-    from mipd_kit.teachers.embedded import load_ov_split
+    from mipd_kit.data.splits import load_ov_split
     world = Path(world_dir)
     reqs: list[dict] = []
     held = [r["image"] for r in read_pretrain_captions(world) if is_heldout(r["image"], holdout_frac)]

@@ -95,7 +95,7 @@ def _ensure_world(world: Path, size: str) -> bool:
 
 
 def _zero_shot(teacher, world: Path, split: str) -> list[dict]:
-    from mipd_kit.teachers.embedded import zero_shot_verbs
+    from mipd_kit.teachers.zero_shot import zero_shot_verbs
     _, rows = zero_shot_verbs(teacher, world, split)
     return [{"split": r.split, "setting": r.setting, "mean": r.mean, "value": round(float(r.value), 2)}
             for r in rows]
@@ -114,6 +114,7 @@ def pretrain(cfg: PretrainConfig, command: str = "", progress: bool = False) -> 
     from mipd_kit.fileio import read_json
     from mipd_kit.machine import machine_facts
     from mipd_kit.teachers import embedded as E
+    from mipd_kit.teachers.text import minilm_version
     from mipd_kit.weights import get_release, release_name, weights_dir, write_release
 
     t_all = time.time()
@@ -153,7 +154,7 @@ def pretrain(cfg: PretrainConfig, command: str = "", progress: bool = False) -> 
                 entry = {"kind": "teacher", "role": role, **common, "size": size_name,
                          "data_fingerprint": mcfg.data_fingerprint(world),
                          "config": _strip(trained_record.get("config", {})),
-                         "training_key": mcfg.training_key(), "minilm": E.minilm_version(),
+                         "training_key": mcfg.training_key(), "minilm": minilm_version(),
                          "fingerprint": model.fingerprint,
                          "training": {"wall_time_s": trained_record.get("wall_time_s"),
                                       "steps": trained_record.get("steps"),

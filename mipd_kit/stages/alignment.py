@@ -100,7 +100,7 @@ class Config:
 
     def nmpa_configs(self) -> dict[str, Any]:
         """Fingerprint -> NMPA config, one per distinct config the students of ``seeds`` x ``variants`` train."""
-        from ..student.train import StudentConfig
+        from ..student.config import StudentConfig
         out: dict[str, Any] = {}
         for s in self.seeds:
             for v in self.variants:
@@ -170,7 +170,8 @@ def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, **prepa
     from ..align.nmpa import alignment_report
     from ..metrics import merge_rows, row
     from ..machine import resolve_device
-    from ..student.train import StudentConfig, prepare_world
+    from ..student.config import StudentConfig
+    from ..student.data import prepare_world
     from .teacher import build, run_device
 
     torch.manual_seed(cfg.seed)

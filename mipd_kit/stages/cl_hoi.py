@@ -1,10 +1,10 @@
-"""Stage ``cl_hoi`` (notebook ``07_cl_hoi.ipynb``): CL-HOI students and baselines (``mipd_kit.hoi.train``),
-distilled from the run's teacher.
+"""Stage ``cl_hoi`` (notebook ``07_cl_hoi.ipynb``): CL-HOI students and baselines (``mipd_kit.hoi.train``, run by
+``mipd_kit.stages.clhoi_runs``), distilled from the run's teacher.
 
 It needs only the world and the teacher, so changes to the rationale / judge / MIPD stages do not re-run it. The
 stage's ``Config`` holds the CL-HOI fields the pipeline sets (the rest keep ``CLHOIConfig``'s defaults);
 ``python -m mipd_kit.stages.cl_hoi --world DIR --run-dir DIR [--smoke] [--set KEY=VALUE ...]`` runs it without the
-notebook, ``mipd clhoi`` remains the library's CLI.
+notebook; ``mipd clhoi`` (``mipd_kit.stages.clhoi_runs``) runs ``CLHOIConfig`` directly.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ USES_TEACHER = True
 
 @dataclass
 class Config:
-    """Stage ``cl_hoi`` (the notebook's parameters are these fields; see ``mipd_kit.hoi.train.CLHOIConfig``).
+    """Stage ``cl_hoi`` (the notebook's parameters are these fields; see ``mipd_kit.hoi.config.CLHOIConfig``).
 
     Attributes:
         world_dir / cache_dir: the run's world and caches.
@@ -67,7 +67,7 @@ class Config:
             non_rare_first, unseen_object, unseen_verb, uc0..uc4: the world's hoi_zero_shot.json, then the bundled
             standard HICO-DET splits) into clhoi/zero_shot/<split>.json, as ``mipd eval-hico --zero-shot`` does.
             Training uses no HOI label, so one run serves every split.
-        controls: control rows trained beside the label-free ones (``mipd_kit.hoi.train.CONTROL_MODELS``:
+        controls: control rows trained beside the label-free ones (``mipd_kit.hoi.config.CONTROL_MODELS``:
             clhoi-oracle, clhoi-oracle-shuffled, weak-mil, upper); they read hoi_train.json's labels on purpose
             (``mipd_kit.hoi.controls``). [] = the label-free rows only.
     """
@@ -116,7 +116,7 @@ class Config:
 
     def clhoi_config(self, run_dir: str | os.PathLike) -> Any:
         """The library's ``CLHOIConfig`` for this stage (teacher fields describing the run's teacher block)."""
-        from ..hoi.train import CONTROL_MODELS, LABEL_FREE_MODELS, CLHOIConfig
+        from ..hoi.config import CONTROL_MODELS, LABEL_FREE_MODELS, CLHOIConfig
 
         bad = [c for c in self.controls if c not in CONTROL_MODELS]
         if bad:
@@ -158,7 +158,10 @@ class Outputs:
 def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, teacher: Any = None) -> Outputs:
     """Proposal report, then ``run_clhoi`` with the run's teacher (rows into ``run_dir/metrics.json``, predictions,
     ``clhoi/summary.json``), then ``clhoi/results.md``."""
-    from ..hoi.train import load_hoi_world, proposal_report, results_table, run_clhoi
+    from ..hoi.prepare import proposal_report
+    from ..hoi.scoring import results_table
+    from ..hoi.world import load_hoi_world
+    from .clhoi_runs import run_clhoi
     from .teacher import build
 
     ccfg = cfg.clhoi_config(run_dir)

@@ -11,11 +11,11 @@ students are the from-scratch CNN on pixels (the ``edge`` student) and ``student
 The paired differences of :data:`mipd_kit.student.ingredients.KEY_DIFFERENCES` over the student seeds are written
 as rows of task ``gsr-study`` with ``lo`` / ``hi`` (``mipd_kit.metrics.paired_difference_rows``).
 
-The stage config turns into one ``mipd_kit.student.train.StudentConfig`` per variant and seed
+The stage config turns into one ``mipd_kit.student.config.StudentConfig`` per variant and seed
 (:func:`student_config`); the world and the teacher's material are prepared once (:func:`prepare`, which passes the
 config's ``verb_text`` to the vocabulary); NMPA comes from stage ``alignment`` (``run_dir/nmpa``: its settings and
 its weights, loaded instead of retrained, :func:`load_alignment`); the training loop itself is the library's
-(``mipd_kit.student.train.fit``).
+(``mipd_kit.student.train.fit``, through ``mipd_kit.stages.student_runs.run_variant``).
 
 ``python -m mipd_kit.stages.distillation --world DIR --run-dir DIR [--smoke] [--set KEY=VALUE ...]`` runs it
 without the notebook; ``mipd train-student`` remains the per-variant CLI.
@@ -51,7 +51,7 @@ class Config:
         seeds: student seeds (default run: [0, 1, 2]).
         rows: the rows to produce, model names of ``mipd_kit.student.ingredients.ROWS`` (null: ``STUDY_ROWS``,
             unless ``variants`` is given; then those only).
-        variants: further students by variant name (``mipd_kit.student.train.VARIANTS``; the older form).
+        variants: further students by variant name (``mipd_kit.student.ingredients.VARIANTS``; the older form).
         rationale_files: rationale source -> rationales.jsonl of the control rows (``template``, ``shuffled``);
             a source not given is read from ``run_dir/rationales-<source>.jsonl``, and its rows are skipped with the
             reason when that file is absent.
@@ -150,7 +150,7 @@ def student_config(cfg: Config, variant: str, seed: int, nmpa_base: Any = None,
     device and bf16 autocast are the run's (the ``teacher:`` block's ``device`` / ``amp``); with a
     ``student_backbone``, ``backbone="cached"``, ``feature_shape`` (tokens, width of its cached features) and, when
     the config's ``use_pooled``, ``pooled_dim`` (the width of its pooled embedding)."""
-    from ..student.train import StudentConfig
+    from ..student.config import StudentConfig
     from .teacher import run_device
 
     c = StudentConfig.smoke(variant) if cfg.student_smoke else StudentConfig(variant=variant)  # type: ignore[arg-type]
@@ -178,7 +178,7 @@ def student_config(cfg: Config, variant: str, seed: int, nmpa_base: Any = None,
 def prepare(cfg: Config, run_dir: str | os.PathLike, teacher: Any = None, **kw: Any) -> tuple[Any, Any]:
     """The teacher (the run's, unless given) and the prepared world, whose vocabulary follows the config's
     ``verb_text`` (also when set through ``overrides``). ``kw`` goes to ``prepare_world`` (tests: ``embed_texts``)."""
-    from ..student.train import prepare_world
+    from ..student.data import prepare_world
     from .teacher import build
 
     base = student_config(cfg, "full", cfg.seed_list[0])
@@ -235,7 +235,7 @@ def plan_rows(cfg: Config, run_dir: str | os.PathLike, world: Any) -> tuple[list
     (never silent): a control whose rationales file is absent, a row the world cannot support
     (``runnable_variants``)."""
     from ..rationales.store import collect, read_rationales
-    from ..student.train import runnable_variants, with_rationales
+    from ..student.targets import runnable_variants, with_rationales
 
     worlds: dict[str, Any] = {"run": world, "": world}
     plan, skipped = [], {}
@@ -266,7 +266,8 @@ def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, teacher
     ``run_dir/metrics.json``."""
     from ..metrics import aggregate_seeds, merge_rows, paired_difference_rows
     from ..student.ingredients import KEY_DIFFERENCES
-    from ..student.train import run_variant, teacher_rows
+    from ..student.evaluate import teacher_rows
+    from .student_runs import run_variant
 
     run = Path(run_dir)
     teacher, world = prepare(cfg, run, teacher=teacher, **prepare_kw)
@@ -323,7 +324,7 @@ _JOBS: list = []  # (world, StudentConfig) of train_side_by_side, inherited by t
 def _train_job(i: int, run: str, resume: bool, threads: int, progress: bool = False) -> tuple[list, float]:
     import torch
 
-    from ..student.train import run_variant
+    from .student_runs import run_variant
     torch.set_num_threads(threads)
     w, sc = _JOBS[i]
     got, res = run_variant(w, dataclasses.replace(sc, threads=threads), run, resume=resume, progress=progress)

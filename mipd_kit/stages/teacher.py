@@ -97,8 +97,9 @@ def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False) -> Outp
     """Build the teacher, evaluate it zero-shot (rows merged into ``run_dir/metrics.json``, its top-5 verbs per
     image in ``run_dir/teacher_zero_shot.json``), write ``run_dir/teacher_evidence.json`` and fill the feature
     cache."""
+    from ..data.swig import load_frame_space
     from ..metrics import merge_rows
-    from ..teachers import embedded as E
+    from ..teachers import zero_shot as Z
     from ..teachers.cache import cache_world_features, cached_text_features
 
     run_dir = Path(run_dir)
@@ -106,17 +107,17 @@ def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False) -> Outp
     t0 = time.time()
     teacher = build(cfg.teacher_config, cfg.world_dir, cfg.cache_dir, progress=progress)
     seconds["build"] = time.time() - t0
-    preds, rows = E.zero_shot_verbs(teacher, cfg.world_dir, cfg.eval_split, seed=cfg.seed)
+    preds, rows = Z.zero_shot_verbs(teacher, cfg.world_dir, cfg.eval_split, seed=cfg.seed)
     merge_rows(run_dir / "metrics.json", rows)
     from ..fileio import write_json
     write_json(run_dir / ZERO_SHOT_FILE, {"split": cfg.eval_split, "top5": preds}, indent=None)
-    evidence = E.teacher_evidence(teacher, cfg.world_dir, run_dir / "teacher_evidence.json")
+    evidence = Z.teacher_evidence(teacher, cfg.world_dir, run_dir / "teacher_evidence.json")
     feats: dict[str, Any] = {}
     if cfg.extract_features:
         t0 = time.time()
         feats = cache_world_features(teacher, cfg.world_dir, cfg.cache_dir, batch_size=cfg.feature_batch_size)
-        space = E.load_frame_space(Path(cfg.world_dir) / "imsitu_space.json")
-        prompts = [p for ps in E.verb_prompts(space).values() for p in ps]
+        space = load_frame_space(Path(cfg.world_dir) / "imsitu_space.json")
+        prompts = [p for ps in Z.verb_prompts(space).values() for p in ps]
         feats["verb-prompts"] = cached_text_features(teacher, prompts, cfg.cache_dir, dataset="verb-prompts")
         seconds["features"] = time.time() - t0
     return Outputs(teacher, preds, rows, evidence, feats, seconds)

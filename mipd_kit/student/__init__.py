@@ -1,7 +1,9 @@
 """student: the Ov-GSR student of MIPD, its losses and its training (single process or torchrun DDP).
 
-Public API: :func:`~mipd_kit.student.model.build_student`, :class:`~mipd_kit.student.train.StudentConfig`,
-:func:`~mipd_kit.student.train.prepare_world`, :func:`~mipd_kit.student.train.fit`,
-:func:`~mipd_kit.student.train.run_variant`, :func:`~mipd_kit.student.train.predict_swig`,
-``mipd train-student`` (:func:`~mipd_kit.student.train.main`); tables in :mod:`mipd_kit.student.report`.
+One file per job: :mod:`~mipd_kit.student.config` (``StudentConfig``), :mod:`~mipd_kit.student.model`
+(``build_student``), :mod:`~mipd_kit.student.data` (``prepare_world``), :mod:`~mipd_kit.student.targets`
+(``attach_targets``), :mod:`~mipd_kit.student.train` (``fit``), :mod:`~mipd_kit.student.checkpoint` (checkpoint I/O),
+:mod:`~mipd_kit.student.evaluate` (``predict_swig``), :mod:`~mipd_kit.student.predict` (``mipd predict``); tables in
+:mod:`mipd_kit.student.report`. Run folders are written by the app (``mipd_kit.stages.student_runs``:
+``run_variant``, ``mipd train-student``).
 """

@@ -1,5 +1,6 @@
-"""What a student checkpoint carries so that it can be used without its world: the frozen vocabulary and the names
-of the frozen models that made it (format ``mipd-student/2``).
+"""Student checkpoint I/O: the training checkpoint (weights, optimizer state, progress; resumed under the same config
+fingerprint), the dev-selected student file, and what both carry so that a student can be used without its world:
+the frozen vocabulary and the names of the frozen models that made it (format ``mipd-student/2``).
 
 A student's training checkpoint (``run_dir/checkpoints/<model>-seed<k>.safetensors``, and its dev-selected weights
 ``....safetensors.best``) is a safetensors file. Besides the weights (``model.*`` / unprefixed in ``.best``) and the
@@ -27,6 +28,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from .config import StudentConfig
 from .model import StudentVocab
 
 FORMAT = "mipd-student/2"
@@ -35,6 +37,11 @@ VOCAB_TENSORS: tuple[str, ...] = ("verb_emb", "noun_emb", "role_emb", "verb_role
 
 class CheckpointFormatError(ValueError):
     """A file that is not a usable student checkpoint (corrupt, too old, or inconsistent); the message names it."""
+
+
+class CheckpointMismatch(RuntimeError):
+    """A checkpoint was written by a different training configuration."""
+
 
 
 def text_encoder_name(embed: Optional[Callable[..., Any]]) -> Optional[str]:
@@ -178,3 +185,91 @@ def read_student_file(path: str | os.PathLike) -> StudentFile:
     else:
         weights = {k: v for k, v in tensors.items() if not k.startswith(("vocab.", "opt."))}
     return StudentFile(path, config, meta["fingerprint"], vocab, weights, weights_from, meta)
+
+
+# ----------------------------------------------------------------------------------------------- training checkpoints
+def _state_to_flat(model: torch.nn.Module, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    flat = {f"model.{k}": v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+    sd = opt.state_dict()
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            t = v if torch.is_tensor(v) else torch.tensor(v)
+            flat[f"opt.{pid}.{k}"] = t.detach().cpu().clone().contiguous()
+    return flat, {"param_groups": sd["param_groups"]}
+
+
+def save_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, cfg: StudentConfig,
+                    epoch: int, extra: dict, vocab: Optional[StudentVocab] = None) -> None:
+    """safetensors checkpoint: weights + optimizer state; metadata holds the config fingerprint and progress.
+
+    With ``vocab`` the file also carries the frozen vocabulary and the names of the frozen models that made it
+    (format ``mipd-student/2``, :mod:`mipd_kit.student.checkpoint`), so ``mipd predict`` needs nothing else.
+    """
+    from safetensors.torch import save_file
+    flat, meta = _state_to_flat(model, opt)
+    meta = {"fingerprint": cfg.fingerprint(), "config": json.dumps(dataclasses.asdict(cfg)), "epoch": str(epoch),
+            "optimizer": json.dumps(meta), "extra": json.dumps(extra)}
+    if vocab is not None:
+        vt, vm = vocab_payload(vocab)
+        flat.update(vt)
+        meta.update(vm)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(flat, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module, opt: Optional[torch.optim.Optimizer], cfg: StudentConfig) -> tuple[int, dict]:
+    """Load a checkpoint written by the same config; returns (finished epochs, extra).
+
+    Raises:
+        CheckpointMismatch: the checkpoint's config fingerprint differs (names both fingerprints and the path).
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("fingerprint") != cfg.fingerprint():
+        other = json.loads(meta.get("config", "{}"))
+        mine = dataclasses.asdict(cfg)
+        diff = sorted(k for k in set(other) | set(mine) if other.get(k) != mine.get(k))
+        raise CheckpointMismatch(f"{path}: checkpoint written by another config (fingerprint {meta.get('fingerprint')} "
+                                 f"!= {cfg.fingerprint()}; differing fields {diff}); delete it or use another run dir")
+    flat = load_file(str(path))
+    model.load_state_dict({k[6:]: v for k, v in flat.items() if k.startswith("model.")})
+    if opt is not None:
+        state: dict[int, dict] = {}
+        for k, v in flat.items():
+            if k.startswith("opt."):
+                _, pid, name = k.split(".", 2)
+                state.setdefault(int(pid), {})[name] = v
+        opt.load_state_dict({"state": state, "param_groups": json.loads(meta["optimizer"])["param_groups"]})
+    return int(meta["epoch"]), json.loads(meta.get("extra", "{}"))
+
+
+def finished_checkpoint(path: Optional[Path], cfg: StudentConfig, n_train: int) -> bool:
+    """True when ``path`` holds every epoch (:meth:`StudentConfig.epochs_for` ``n_train`` images) of this config (same
+    fingerprint): resuming it trains nothing. A mismatching file is left for :func:`load_checkpoint` to refuse."""
+    if path is None or not Path(path).is_file():
+        return False
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+    except Exception:  # noqa: BLE001 -- a torn file: load_checkpoint names it
+        return False
+    return meta.get("fingerprint") == cfg.fingerprint() and int(meta.get("epoch", -1)) >= cfg.epochs_for(n_train)
+
+
+def save_student_file(path: Path, state: dict[str, torch.Tensor], cfg: StudentConfig, vocab: StudentVocab,
+                      epoch: int) -> None:
+    """The dev-selected weights as a self-contained student file (``<checkpoint>.best``: weights, vocabulary,
+    config; what ``mipd predict`` and the ONNX export load), written atomically."""
+    from safetensors.torch import save_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    vt, vm = vocab_payload(vocab)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({**{k: v.cpu().contiguous() for k, v in state.items()}, **vt}, str(tmp),
+              metadata={"fingerprint": cfg.fingerprint(), "config": json.dumps(dataclasses.asdict(cfg)),
+                        "epoch": str(epoch), **vm})
+    os.replace(tmp, path)

@@ -40,7 +40,7 @@ from torch import nn
 
 from .checkpoint import CheckpointFormatError
 from .predict import Predictor, PredictError
-from .train import CheckpointMismatch
+from .checkpoint import CheckpointMismatch
 
 ATOL = 1e-4
 OUTPUTS: tuple[str, ...] = ("verbs", "scores", "nouns", "boxes", "exists")

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import StudentConfig
+
 
 @dataclass
 class StudentVocab:
@@ -123,12 +125,12 @@ class OvGSRStudent(nn.Module):
     """Ov-GSR student. See the module docstring.
 
     Args:
-        cfg: a ``StudentConfig`` (fields ``backbone``, ``width``, ``d_model``, ``heads``, ``dec_layers``,
-            ``image_size``, ``in_dim``).
+        cfg: the model's fields are ``backbone``, ``width``, ``d_model``, ``heads``, ``dec_layers``,
+            ``image_size``, ``in_dim``, ``num_tokens``, ``pooled_dim`` and ``verb_head``.
         vocab: the frozen vocabulary.
     """
 
-    def __init__(self, cfg: Any, vocab: StudentVocab):
+    def __init__(self, cfg: StudentConfig, vocab: StudentVocab):
         super().__init__()
         d = cfg.d_model
         self.backbone_kind = cfg.backbone
@@ -141,7 +143,7 @@ class OvGSRStudent(nn.Module):
         self.inp = nn.Sequential(nn.Linear(in_w, d), nn.LayerNorm(d))
         self.pos = nn.Parameter(torch.randn(1, n_tok, d) * 0.02)
         self.scene_mlp = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
-        self.pooled_dim = int(getattr(cfg, "pooled_dim", 0) or 0)
+        self.pooled_dim = int(cfg.pooled_dim or 0)
         tdim = vocab.verb_emb.shape[1]
         self.register_buffer("verb_emb", F.normalize(vocab.verb_emb.float(), dim=-1), persistent=False)
         self.register_buffer("noun_emb", F.normalize(vocab.noun_emb.float(), dim=-1), persistent=False)
@@ -361,7 +363,7 @@ def centre_verb_logits(model: OvGSRStudent, inputs: Any, alpha: float, batch_siz
     return norms
 
 
-def build_student(cfg: Any, vocab: StudentVocab) -> OvGSRStudent:
+def build_student(cfg: StudentConfig, vocab: StudentVocab) -> OvGSRStudent:
     """Explicit factory over ``cfg.backbone`` (``"cnn"`` embedded, ``"cached"`` real mode)."""
     if cfg.backbone == "cnn":
         if cfg.image_size % 8:

@@ -28,9 +28,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..data.records import DataError
-from .checkpoint import CheckpointFormatError, StudentFile, read_student_file
+from .checkpoint import CheckpointFormatError, CheckpointMismatch, StudentFile, read_student_file
+from .config import StudentConfig
+from .evaluate import frame_of
 from .model import OvGSRStudent, StudentVocab, build_student
-from .train import CheckpointMismatch, StudentConfig, _frame
 
 ImageLike = Union[str, Path, Image.Image]
 
@@ -42,11 +43,11 @@ class PredictError(ValueError):
 def text_embedder(name: Optional[str]) -> Callable[[list[str]], torch.Tensor]:
     """Rebuild a student's text encoder by the name its checkpoint records (explicit factory).
 
-    ``"minilm"``: the frozen MiniLM of ``mipd_kit.teachers.embedded`` (mean-pooled sentence embeddings);
+    ``"minilm"``: the frozen MiniLM of ``mipd_kit.teachers.text`` (mean-pooled sentence embeddings);
     ``"hashed:<dim>"``: the test fixture's bag-of-words embedder (``mipd_kit.student.testing``).
     """
     if name == "minilm":
-        from ..teachers.embedded import minilm_encode
+        from ..teachers.text import minilm_encode
         return lambda texts: minilm_encode(list(texts), with_tokens=False)[2]
     if isinstance(name, str) and name.startswith("hashed:"):
         from .testing import hashed_text_embedder
@@ -207,7 +208,7 @@ class Predictor:
         te = None
         if self.cfg.verb_head in ("teacher", "dual"):
             from ..data.records import FrameSpace, VerbDef
-            from ..teachers.embedded import class_embeddings, verb_prompts
+            from ..teachers.zero_shot import class_embeddings, verb_prompts
             try:
                 teacher = self._frozen("teacher")
             except PredictError as e:
@@ -302,7 +303,7 @@ class Predictor:
                 for t in range(p["verbs"].shape[1]):
                     vi = int(p["verbs"][j, t])
                     verbs.append({"verb": self.vocab.verbs[vi], "score": float(p["scores"][j, t]),
-                                  "frame": _frame(self.vocab, vi, p["nouns"][j, t], p["boxes"][j, t],
+                                  "frame": frame_of(self.vocab, vi, p["nouns"][j, t], p["boxes"][j, t],
                                                   p["exists"][j, t], size)})
                 out[key] = {"verbs": verbs}
         return out

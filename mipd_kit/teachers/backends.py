@@ -28,6 +28,9 @@ paths); every stage builds it with :func:`build_teacher`, so all stages distil f
 The fingerprint hashes the backend, model name, pretrained tag, preprocessing and the weights themselves
 (sha256 of the state dict), so a cache can never serve features of other weights.
 
+The file is long (about 680 lines) because each backend's loading, preprocessing and token conventions sit beside
+the one factory that names them; every backend is a class of its own.
+
 On a GPU machine, e.g.::
 
     build_teacher(TeacherConfig(backend="open_clip", model="ViT-L-14-336", pretrained="openai", device="cuda"))
@@ -484,7 +487,7 @@ class TransformersTeacher:
         if self.text is None:
             name = self.cfg.text_model
             if name == "minilm":
-                from .embedded import minilm_encode
+                from .text import minilm_encode
 
                 def enc(texts):
                     t, m, s = minilm_encode(texts)
