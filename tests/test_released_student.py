@@ -145,3 +145,10 @@ def test_release_command_writes_an_fp16_entry_and_refuses_what_would_not_work(tm
     save_file(load_file(str(ckpt)), str(ckpt), metadata={**meta, "sources": json.dumps(src)})
     assert cli.main(["release-student", "--run", str(run), "--out", str(tmp_path / "w2")]) == 2
     assert "not a weights release" in capsys.readouterr().err and not (tmp_path / "w2" / RELEASE).exists()
+
+
+def test_no_release_found_is_one_line_and_exit_2(images, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(W.ENV_VAR, str(tmp_path))  # a weights folder without the student
+    assert cli.main(["predict", str(images[0])]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"no release named '{RELEASE}'" in err
