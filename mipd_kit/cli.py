@@ -44,6 +44,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train-student": ("mipd_kit.stages.student_runs", "main", "train an Ov-GSR student (baseline / MIPD variants)"),
     "predict": ("mipd_kit.student.predict", "main", "a trained student on image files: verbs, frames, boxes (SWiG format)"),
     "export-onnx": ("mipd_kit.student.export", "main", "export a trained student to ONNX, checked against torch"),
+    "release-student": ("mipd_kit.student.release", "main", "release a run's student as the package's default (fp16)"),
     "clhoi": ("mipd_kit.stages.clhoi_runs", "main", "train and evaluate CL-HOI"),
     "check": ("mipd_kit.check", "main", "check every input a run will need (files, weights, GPU, LLM, disk)"),
     "run": ("mipd_kit.check", "run_main", "check the inputs (mipd check), then run the notebook pipeline"),

@@ -30,7 +30,8 @@ from mipd_kit.teachers.base import open_image
 from mipd_kit import weights as W
 
 ROOT = Path(__file__).resolve().parents[1]
-RELEASE_FILES = {"teacher": {"config.json", "model.safetensors"}, "captioner": {"captioner.json", "model.safetensors"}}
+RELEASE_FILES = {"teacher": {"config.json", "model.safetensors"}, "captioner": {"captioner.json", "model.safetensors"},
+                 "student": {"model.safetensors"}}
 
 
 # ----------------------------------------------------------------------------------------------- committed weights

@@ -32,7 +32,25 @@ from .config import StudentConfig
 from .model import StudentVocab
 
 FORMAT = "mipd-student/2"
+#: the released student (``mipd_kit.weights``; made by ``mipd release-student``) that ``mipd predict`` and
+#: ``mipd export-onnx`` use when no checkpoint is given, and the one file of a student release
+RELEASE = "embedded-student-default"
+RELEASE_FILE = "model.safetensors"
 VOCAB_TENSORS: tuple[str, ...] = ("verb_emb", "noun_emb", "role_emb", "verb_roles", "train_verbs", "verb_emb_teacher")
+
+
+def released_checkpoint(name: str = RELEASE, root: Optional[str | os.PathLike] = None) -> Path:
+    """The verified file of student release ``name`` (its sha256 checked against the weights manifest).
+
+    Raises:
+        CheckpointFormatError: no such release (the package ships none, or ``$MIPD_WEIGHTS_DIR`` points elsewhere),
+            or its file is missing or differs from the manifest.
+    """
+    from ..weights import ReleaseError, resolve
+    try:
+        return resolve(name, root) / RELEASE_FILE
+    except ReleaseError as e:
+        raise CheckpointFormatError(f"released student: {e}") from e
 
 
 class CheckpointFormatError(ValueError):

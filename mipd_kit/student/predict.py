@@ -1,12 +1,16 @@
 """``mipd predict``: a trained Ov-GSR student on any image file -> top-k verbs, each with its frame (role -> noun)
 and a box per role, in the SWiG prediction format (docs/data-formats.md) that ``mipd eval-swig`` reads.
 
+Without ``--checkpoint`` the student is the released one (``embedded-student-default`` in ``mipd_kit.weights``: the
+default run's ``mipd`` row on the released frozen backbone), so ``mipd predict IMAGE`` works right after install.
+
 Python (notebooks)::
 
-    from mipd_kit.student.predict import Predictor
-    p = Predictor.from_checkpoint("runs/x/checkpoints/mipd-seed0.safetensors")
+    from mipd_kit.student.predict import Predictor, student_inspector
+    p = Predictor.from_checkpoint("runs/x/checkpoints/mipd-seed0.safetensors")  # None: the released student
     preds = p.predict(["photo.jpg"], top_k=5)          # {"photo.jpg": {"verbs": [...]}}
     p.add_verbs(["juggling", "surfing:agent+tool"])    # open vocabulary: text embeddings computed now
+    student_inspector("data/synthsitu/quick-seed0", limit=200)  # the error inspector, no run folder needed
 
 Everything comes from the checkpoint (format ``mipd-student/2``, :mod:`mipd_kit.student.checkpoint`): the config,
 the vocabularies and frozen text tables, the name of the text encoder of the verb / noun / role tables and of the
@@ -28,7 +32,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..data.records import DataError
-from .checkpoint import CheckpointFormatError, CheckpointMismatch, StudentFile, read_student_file
+from .checkpoint import (RELEASE, CheckpointFormatError, CheckpointMismatch, StudentFile, read_student_file,
+                         released_checkpoint)
 from .config import StudentConfig
 from .evaluate import frame_of
 from .model import OvGSRStudent, StudentVocab, build_student
@@ -108,16 +113,18 @@ class Predictor:
 
     # -- loading ---------------------------------------------------------------------------------------------------
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "cpu", teacher: Any = None, backbone: Any = None,
+    def from_checkpoint(cls, path: Optional[str | Path] = None, device: str = "cpu", teacher: Any = None,
+                        backbone: Any = None,
                         text_encoder: Optional[Callable[[list[str]], torch.Tensor]] = None) -> "Predictor":
-        """Load a format-2 student checkpoint (training checkpoint or its ``.best``; the ``.best`` weights win).
+        """Load a format-2 student checkpoint (training checkpoint or its ``.best``; the ``.best`` weights win);
+        ``path=None``: the released student (``embedded-student-default`` of ``mipd_kit.weights``).
 
         Raises:
             CheckpointFormatError: missing, corrupt, too old or not a student checkpoint.
             CheckpointMismatch: the weights do not fit the config and vocabulary the file names.
         """
         from ..machine import resolve_device
-        sf = read_student_file(path)
+        sf = read_student_file(released_checkpoint() if path is None else path)
         cfg = _config(sf)
         model = _model(sf, cfg)
         dev = resolve_device(device)
@@ -331,6 +338,30 @@ class Predictor:
         return written
 
 
+def student_inspector(world_dir: str | Path, checkpoint: Optional[str | Path] = None, test_file: str = "test.json",
+                      limit: Optional[int] = None, top_k: int = 5, device: str = "cpu", **filters: Any) -> Any:
+    """The Ov-GSR error inspector (:class:`mipd_kit.viz.inspector.Inspector`) of a student on a world's images, no
+    run folder needed: the student (default: the released one) predicts the images of ``world_dir/<test_file>``
+    (the first ``limit`` when given) and the cases are built against that file and ``world_dir/ov_split.json``.
+
+    Raises:
+        DataError: ``world_dir`` lacks ``test_file``; CheckpointFormatError / CheckpointMismatch: a refused checkpoint.
+    """
+    from ..viz.cases import build_cases, load_situations, load_split
+    from ..viz.inspector import Inspector
+    world = Path(world_dir)
+    gt_path = world / test_file
+    if not gt_path.is_file():
+        raise DataError(f"{gt_path}: not found (a SWiG-format ground-truth file of the world)")
+    gt = load_situations(gt_path)
+    if limit is not None:
+        gt = dict(list(gt.items())[:limit])
+    pred = Predictor.from_checkpoint(checkpoint, device=device)
+    preds = pred.predict([world / "images" / name for name in gt], top_k=top_k)
+    split = load_split(world / "ov_split.json") if (world / "ov_split.json").is_file() else None
+    return Inspector(build_cases(gt, preds, split), image_root=world / "images", **filters)
+
+
 def _write_bytes(path: Path, data: bytes) -> None:
     import os
 
@@ -380,7 +411,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     predicted and written); 2 when the checkpoint (or a new verb) is refused."""
     p = argparse.ArgumentParser(prog="mipd predict", description=__doc__.split("\n")[0])
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format PIL reads)")
-    p.add_argument("--checkpoint", required=True, help="student checkpoint (run_dir/checkpoints/<model>-seed<k>.safetensors)")
+    p.add_argument("--checkpoint", default=None,
+                   help="student checkpoint (run_dir/checkpoints/<model>-seed<k>.safetensors; "
+                   f"default: the released student {RELEASE})")
     p.add_argument("--top-k", type=int, default=5, help="verbs per image (default 5)")
     p.add_argument("--out", default=None, help="write the SWiG-format predictions JSON here (default: print them)")
     p.add_argument("--draw", default=None, metavar="DIR", help="draw each image's best verb and frame into DIR")

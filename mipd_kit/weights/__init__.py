@@ -1,13 +1,13 @@
 """Released embedded weights: the toolkit's own "pretrained weights", shipped in the package with a manifest.
 
 The embedded teacher and the embedded captioner are trained once by a committed command (``mipd pretrain``,
-``mipd_kit.language.pretrain``) and saved here as fp16 safetensors, the way ``pretrained="openai"`` names released
-CLIP weights for open_clip. ``manifest.json`` lists each release by name (``embedded-teacher-default``,
-``embedded-captioner-default``, ...) with, per file, its sha256 and size, and how the release was made: the exact
-command, the data fingerprint of the world's pretraining corpus, the training config, the training wall time and
-machine, and (teacher) the zero-shot numbers. A release is resolved to its folder only after every file's sha256
-matched the manifest; the whole folder is kept under :data:`MAX_TOTAL_BYTES` (each replacement adds its size to the
-git history, so releases are replaced rarely).
+``mipd_kit.language.pretrain``; the default student: ``mipd release-student`` from a finished run) and saved here
+as fp16 safetensors, the way ``pretrained="openai"`` names released CLIP weights for open_clip. ``manifest.json``
+lists each release by name (``embedded-teacher-default``, ``embedded-captioner-default``, ...) with, per file, its
+sha256 and size, and how the release was made: the exact command, the data fingerprint of the world's pretraining
+corpus, the training config, the training wall time and machine, and (teacher) the zero-shot numbers. A release is
+resolved to its folder only after every file's sha256 matched the manifest; the whole folder is kept under
+:data:`MAX_TOTAL_BYTES` (each replacement adds its size to the git history, so releases are replaced rarely).
 
 This module is the lowest layer (beside ``fileio``): it knows files, hashes and the manifest, not models.
 
@@ -35,7 +35,7 @@ ENV_VAR = "MIPD_WEIGHTS_DIR"
 MAX_TOTAL_BYTES = 30_000_000
 MANIFEST = "manifest.json"
 FORMAT = "mipd-weights/1"
-KINDS = ("teacher", "captioner")
+KINDS = ("teacher", "captioner", "student")
 
 
 class ReleaseError(DataError):
