@@ -28,6 +28,8 @@ def reference_fingerprint(cfg: StudentConfig) -> str:
     if not d["pooled_dim"]:
         d.pop("pooled_dim")
         d.pop("use_pooled")
+    if not d["text_anchor"]:
+        d.pop("text_anchor")
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -79,6 +79,9 @@ class StudentConfig:
         w_neg, neg_kind: student negative-guided term weight (5, the authors') and form, for the rows with ``neg``;
             it acts on the student's own negative projection (``OvGSRStudent.neg_proj``), never on the verb head's
             input, and negatives naming the image's gold verb are dropped before training.
+        text_anchor: for the rows whose targets come from NMPA: add the mean embedding of each image's positive
+            glimpse rationales, scaled to ``text_anchor`` times the target's length, to its scene target
+            (:func:`mipd_kit.align.nmpa.text_anchored`); 0 = the aligned feature alone, the authors' target.
         unlabeled_ratio: unlabeled images per labelled image in a step (``unlabeled`` variant).
         select_on_dev: keep the epoch with the best dev verb top-1 on *trainable* verbs (never test).
         strict_rationales: fail if any training image lacks rationales (default: train with what exists).
@@ -129,6 +132,7 @@ class StudentConfig:
     kd_t: float = 2.0
     w_neg: float = 5.0
     neg_kind: Literal["authors", "margin", "infonce"] = "authors"
+    text_anchor: float = _set_only(0.0, lambda c: bool(c.text_anchor))
     unlabeled_ratio: float = 1.0
     select_on_dev: bool = True
     strict_rationales: bool = _runtime(False)

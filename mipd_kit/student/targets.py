@@ -106,6 +106,9 @@ def attach_targets(world: World, cfg: StudentConfig, progress: bool = False) -> 
     else:
         model = None
         tg = aligned_targets(None, a)
+    if model is not None and cfg.text_anchor:
+        from ..align.nmpa import text_anchored
+        tg["scene"] = text_anchored(tg["scene"], a, cfg.text_anchor)
     tr.scene_t, tr.role_t = tg["scene"], tg["roles"]
     if u["neg"]:
         from ..align.nmpa import pooled_each, pooled_mean
@@ -117,6 +120,9 @@ def attach_targets(world: World, cfg: StudentConfig, progress: bool = False) -> 
     if u["unlabeled"] and world.unlabeled is not None:
         un = dataclasses.replace(world.unlabeled)
         un.scene_t = aligned_targets(model, world.align_unlabeled)["scene"] if model is not None else world.align_unlabeled.pooled
+        if model is not None and cfg.text_anchor:
+            from ..align.nmpa import text_anchored
+            un.scene_t = text_anchored(un.scene_t, world.align_unlabeled, cfg.text_anchor)
         un.kd = world.kd_unlabeled if u["kd"] else None
     elif u["unlabeled"]:
         raise DataError(f"variant {cfg.variant!r} needs the world's unlabeled pool (unlabeled.json); none was loaded")
