@@ -21,7 +21,7 @@ import os
 import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Hashable, Iterable, Optional, Sequence
+from typing import Any, Callable, Hashable, Iterable, Optional, Sequence
 
 from mipd_kit.fileio import file_lock, write_json
 
@@ -245,3 +245,13 @@ def paired_difference_rows(rows: Iterable[MetricRow], pairs: Sequence[tuple[str,
             out.append(MetricRow(study_task or f"{task}-study", name, None, split, setting, f"{metric}_diff_std",
                                  mean, st.std))
     return out
+
+
+def markdown_table(header: Sequence[str], body: Sequence[Sequence[Any]]) -> str:
+    """A Markdown (pipe) table through ``pandas.DataFrame.to_markdown`` (tabulate): cells as given (no number
+    parsing, no padding), so each row reads ``| a | b |``; the separator line spans each column's width."""
+    import pandas as pd
+
+    df = pd.DataFrame([[str(c) for c in r] for r in body], columns=[str(h) for h in header])
+    return df.to_markdown(index=False, tablefmt="pipe", stralign=None, numalign=None, disable_numparse=True)
+

@@ -62,7 +62,7 @@ import torch
 import torch.nn.functional as F
 
 from mipd_kit.data.records import DataError, HOIImage, HOIVocab
-from mipd_kit.metrics import MetricRow, aggregate_seeds, merge_rows
+from mipd_kit.metrics import MetricRow, aggregate_seeds, markdown_table, merge_rows
 
 from . import losses as L
 from .descriptions import DESCRIBE_PROMPT  # noqa: F401  (re-exported: its earlier home)
@@ -1010,11 +1010,9 @@ def results_table(rows: Sequence[MetricRow], setting: str = "default", metric: s
     splits = [s for s in order if any(k[1] == s for k in means)]
     if setting == "scenario_1":  # V-COCO: the mean over classes only
         splits = ["full"] if any(k[1] == "full" for k in means) else []
-    lines = [f"| model ({setting}) | " + " | ".join(splits) + " |", "|---" * (len(splits) + 1) + "|"]
-    for m in models:
-        cells = [f"{means[(m, s)]:.2f} ± {stds.get((m, s), 0.0):.2f}" if (m, s) in means else "-" for s in splits]
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return markdown_table([f"model ({setting})", *splits],
+                          [[m] + [f"{means[(m, s)]:.2f} ± {stds.get((m, s), 0.0):.2f}" if (m, s) in means else "-"
+                                  for s in splits] for m in models])
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
