@@ -9,8 +9,8 @@ Rows of a study (task ``gsr-study`` / ``hoi-study``: paired differences between 
 ``"hi"``, the bounds of a 95% paired bootstrap interval (:func:`paired_bootstrap`); other rows have neither key.
 
 The file is strict JSON: a value that is undefined (NaN, e.g. a mean over a split with no ground truth, or an
-infinite one) is written as ``null`` and read back as ``float("nan")``; a bare ``NaN`` written by older versions is
-still read. Aggregation helpers are pure functions over lists of rows.
+infinite one) is written as ``null`` and read back as ``float("nan")``; a bare ``NaN`` in a file is
+read as ``float("nan")`` too. Aggregation helpers are pure functions over lists of rows.
 """
 
 from __future__ import annotations

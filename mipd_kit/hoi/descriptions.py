@@ -23,7 +23,7 @@ open, as ``rationales.store.JsonlLog``)::
 
 A record's key is ``(image, backend, prompt)``: re-running the stage (another seed, a resumed run) calls the
 describer only for images without a record of the same describer and prompt; another describer starts a new set
-beside the old one.
+beside the existing ones, which are kept.
 """
 
 from __future__ import annotations

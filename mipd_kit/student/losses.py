@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torchvision.ops import box_convert
 
 # The NMPA losses live one layer down (align never imports student); the student uses negative_guided too, and
-# they are re-exported here so ``mipd_kit.student.losses.negative_guided`` keeps working.
+# they are re-exported here, so that every loss of the student is importable from ``mipd_kit.student.losses``.
 from ..align.losses import contrastive_alignment, negative_guided, per_sample_mean as _per_sample_mean
 
 __all__ = ["verb_ce", "noun_ce", "box_cxcywh_to_xyxy", "generalized_iou", "box_l1", "box_giou", "box_exists_bce",

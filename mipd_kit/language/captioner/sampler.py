@@ -239,7 +239,7 @@ class CaptionerSampler:
                 self.token_cache_hits += 1
                 return hit[0], hit[1], ident, hit[2]
             # the chains of one image run side by side: the first request encodes it, the others wait for that
-            # result instead of each encoding the same image (the stage's largest cost before)
+            # result instead of each encoding the same image (encoding is the largest cost of a request)
             fut = self._inflight.get(key)
             owner = fut is None
             if owner:
