@@ -63,7 +63,7 @@ ENV_PACKAGES: tuple[str, ...] = (
 
 STATUS_FILE = "status.json"
 
-#: stage parameters of earlier versions that the run config's ``teacher:`` block replaces (for the error message).
+#: stage parameter names whose settings the run config's ``teacher:`` block holds -> where (for the error message).
 MOVED_TO_TEACHER_BLOCK: dict[str, str] = {
     "teacher_smoke": "teacher.size: smoke | default", "teacher_size": "teacher.size: smoke | default",
     "teacher": "teacher.backend", "teacher_checkpoint": "teacher.backend: checkpoint + teacher.checkpoint",

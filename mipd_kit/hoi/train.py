@@ -65,7 +65,7 @@ from mipd_kit.data.records import DataError, HOIImage, HOIVocab
 from mipd_kit.metrics import MetricRow, aggregate_seeds, markdown_table, merge_rows
 
 from . import losses as L
-from .descriptions import DESCRIBE_PROMPT  # noqa: F401  (re-exported: its earlier home)
+from .descriptions import DESCRIBE_PROMPT  # noqa: F401  (re-exported: importable from here too)
 from .descriptions import (DESCRIBE_BATCH, DescriptionStore, build_describer, describe_into_store, describe_messages,
                            encode_descriptions)
 from .features import (PairData, build_pair_data, crop_embeddings, encode_images, encode_texts, normalise_spatial,
@@ -143,7 +143,8 @@ class CLHOIConfig:
             the student only through the VLT's InfoNCE target and the pairs' attention to the VLT's tokens.
         describe_tau: temperature of the description's HOI logits.
         descriptions_file: optional JSON ``{filename: text}`` of VLLM descriptions (real mode): the ``clhoi``
-            VLT target (no describer call); for ``clhoi-logitctx`` mixed into the logit-mix target as before.
+            VLT target (no describer call); for ``clhoi-logitctx`` mixed into the logit-mix target, as a describer's
+            descriptions are.
         models: which rows to produce: any of ``LABEL_FREE_MODELS`` (default: all of them) and
             ``CONTROL_MODELS`` (``clhoi-oracle``, ``clhoi-oracle-shuffled``, ``weak-mil``, ``upper``: they read
             ``hoi_train.json``'s labels, each in its one stated way, see ``controls.py``).

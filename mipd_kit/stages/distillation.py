@@ -51,7 +51,8 @@ class Config:
         seeds: student seeds (default run: [0, 1, 2]).
         rows: the rows to produce, model names of ``mipd_kit.student.ingredients.ROWS`` (null: ``STUDY_ROWS``,
             unless ``variants`` is given; then those only).
-        variants: further students by variant name (``mipd_kit.student.train.VARIANTS``; the older form).
+        variants: further students by variant name (``mipd_kit.student.train.VARIANTS``; ``rows`` names them by
+            model name).
         rationale_files: rationale source -> rationales.jsonl of the control rows (``template``, ``shuffled``);
             a source not given is read from ``run_dir/rationales-<source>.jsonl``, and its rows are skipped with the
             reason when that file is absent.

@@ -10,7 +10,7 @@ The variants and the ingredients each switches on are one table, :data:`mipd_kit
 (``mipd-feat-kd``), ``paper`` (``mipd``: the paper's ingredients, no logit KD), ``full`` (``mipd-kd``: + logit KD),
 ``template`` / ``shuffled`` (``mipd-template`` / ``mipd-shuffled``: ``paper`` on control rationales),
 ``feat-kd-unlabeled`` / ``kd-unlabeled`` (the unlabeled pair), and the ablation steps ``glimpse``, ``gaze``, ``neg``
-and the older ``unlabeled`` (``mipd-unlabeled`` = ``mipd-kd-unlabeled``). Every variant shares the supervised losses
+and ``unlabeled`` (``mipd-unlabeled``, the same ingredients as ``mipd-kd-unlabeled``). Every variant shares the supervised losses
 and their weights (the authors', :data:`mipd_kit.student.ingredients.AUTHORS_LOSSES`).
 
 DDP: each optimisation step draws one *global* batch from a seeded permutation; rank ``r`` takes every
@@ -43,7 +43,7 @@ from ..data.records import DataError, FrameSpace, Situation
 from ..machine import autocast, resolve_device, to_device
 from . import losses as L
 from .checkpoint import describe_frozen, text_encoder_name, vocab_payload
-# one table of variants, model names and ingredients (re-exported here, where they used to live)
+# one table of variants, model names and ingredients (mipd_kit.student.ingredients; re-exported for callers of train)
 from .ingredients import AUTHORS_LOSSES, INGREDIENTS, MODEL_NAMES, USES, VARIANTS, drop_gold_negatives  # noqa: F401
 from .model import OvGSRStudent, StudentVocab, build_student, centre_verb_logits, to_input
 
