@@ -63,9 +63,9 @@ def model_sort_key(model: str, order: Sequence[str] = MAIN_MODELS) -> tuple:
 
 
 def _md_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in body]
-    return lines + [""]
+    from .metrics import markdown_table
+
+    return markdown_table(header, body).splitlines() + [""]
 
 
 #: per-model statistics of the predictions, not accuracies: their own section (:func:`_concentration_section`)

@@ -399,7 +399,7 @@ def check_llm(confs: dict[str, Any], timeout: float = 10.0) -> list[Item]:
     items = []
     for who, url, model, key_env in endpoints(confs):
         base = url.rstrip("/")
-        keys = "stages.rationales.params.base_url=... / model=..." if who.startswith("rationales") else \
+        keys = "stages.rationales.params.generator.openai.base_url=... / model=..." if who.startswith("rationales") else \
             "stages.cl_hoi.params.describer_sampler.openai.base_url=... / model=..."
         remedy = (f"start an OpenAI-compatible server serving {model!r} at {base} (e.g. vllm serve {model}), or "
                   f"--set {keys} (docs/real-mode.md, The LLM endpoint)")

@@ -8,7 +8,9 @@ table of range rules by field name.
 - **ranges** from :data:`RANGE_RULES` by field name (``epochs >= 1``, ``lr > 0``, ``batch_size >= 1``, ``top_k >=
   1``, ``concurrency >= 1``, ``rounds >= 1``, ``workers >= 1``...), and the fields with a meaning of their own:
   ``device`` (:data:`DEVICE_PATTERN`), ``seeds`` (a non-empty list of integers), ``api_key_env`` (a variable
-  name, never a key: :func:`mipd_kit.redaction.check_api_key_env`), ``base_url`` (an ``http(s)://host`` URL).
+  name, never a key: :func:`mipd_kit.redaction.check_api_key_env`), ``base_url`` (an ``http(s)://host`` URL);
+- the same range rules inside the nested mappings of the dict fields a config lists in ``CHECKED_BLOCKS`` (a stage's
+  ``generator:`` / ``judge:`` sampler blocks).
 
 :func:`check_config` raises one ``ValueError`` naming them all; stage configs call it from ``__post_init__``, so the
 notebooks, ``python -m mipd_kit.stages.<name>`` and ``mipd run`` (also ``--dry-run``) refuse the same values.
@@ -148,6 +150,21 @@ def config_problems(cfg: Any, values: Optional[Mapping[str, Any]] = None) -> lis
             out.append(f"{name} must be {_type_name(tp)}, got {v!r}"[:300])
             continue
         out += value_problems(name, v)
+        if name in getattr(cls, "CHECKED_BLOCKS", ()) and isinstance(v, Mapping):
+            out += block_problems(v, name)
+    return out
+
+
+def block_problems(block: Mapping[str, Any], where: str) -> list[str]:
+    """The range and meaning problems (:func:`value_problems`) of every value in a nested mapping by its key, each
+    named by its path (``generator.openai.concurrency must be ...``). A config class lists the dict fields checked
+    this way in ``CHECKED_BLOCKS``."""
+    out: list[str] = []
+    for k, v in block.items():
+        if isinstance(v, Mapping):
+            out += block_problems(v, f"{where}.{k}")
+        else:
+            out += [f"{where}.{p}" for p in value_problems(str(k), v)]
     return out
 
 

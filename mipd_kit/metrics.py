@@ -9,8 +9,8 @@ Rows of a study (task ``gsr-study`` / ``hoi-study``: paired differences between 
 ``"hi"``, the bounds of a 95% paired bootstrap interval (:func:`paired_bootstrap`); other rows have neither key.
 
 The file is strict JSON: a value that is undefined (NaN, e.g. a mean over a split with no ground truth, or an
-infinite one) is written as ``null`` and read back as ``float("nan")``; a bare ``NaN`` written by older versions is
-still read. Aggregation helpers are pure functions over lists of rows.
+infinite one) is written as ``null`` and read back as ``float("nan")``; a bare ``NaN`` in a file is
+read as ``float("nan")`` too. Aggregation helpers are pure functions over lists of rows.
 """
 
 from __future__ import annotations
@@ -18,11 +18,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Hashable, Iterable, Optional, Sequence
+from typing import Any, Callable, Hashable, Iterable, Optional, Sequence
 
 from mipd_kit.fileio import file_lock, write_json
 
@@ -175,7 +174,8 @@ def aggregate_seeds(rows: Iterable[MetricRow]) -> list[MetricRow]:
 # ----------------------------------------------------------------------------------------------- paired bootstrap
 def paired_bootstrap(a: Sequence[float], b: Sequence[float], level: float = 0.95, n_boot: int = 10000,
                      seed: int = 0) -> tuple[float, float, float]:
-    """Mean paired difference ``mean(a_i - b_i)`` and its percentile bootstrap interval (Efron & Tibshirani, 1993).
+    """Mean paired difference ``mean(a_i - b_i)`` and its percentile bootstrap interval (Efron & Tibshirani, 1993),
+    computed by ``scipy.stats.bootstrap`` (``paired=True``, ``method="percentile"``).
 
     The pairs (e.g. the same world seed and student seed for two models) are resampled with replacement ``n_boot``
     times; the interval is the ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of the resampled means. With
@@ -185,7 +185,8 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], level: float = 0.95
         a, b: paired values, same length >= 1.
         level: coverage of the interval (0.95).
         n_boot: bootstrap resamples.
-        seed: seeds the resampling (the interval is a function of the data and the seed).
+        seed: seeds the resampling (``numpy.random.default_rng(seed)``: the interval is a function of the data and
+            the seed).
 
     Returns:
         ``(mean difference, lo, hi)``.
@@ -194,18 +195,17 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], level: float = 0.95
         raise ValueError(f"paired_bootstrap needs two equally long non-empty sequences, got {len(a)} and {len(b)}")
     if not 0 < level < 1:
         raise ValueError(f"paired_bootstrap level must be in (0, 1), got {level}")
-    d = [float(x) - float(y) for x, y in zip(a, b)]
-    n = len(d)
-    rng = random.Random(seed)
-    means = sorted(sum(d[rng.randrange(n)] for _ in range(n)) / n for _ in range(n_boot))
+    import numpy as np
+    from scipy.stats import bootstrap
 
-    def q(p: float) -> float:  # linear interpolation between order statistics
-        x = p * (len(means) - 1)
-        i = int(math.floor(x))
-        j = min(i + 1, len(means) - 1)
-        return means[i] + (means[j] - means[i]) * (x - i)
-
-    return statistics.fmean(d), q((1 - level) / 2), q((1 + level) / 2)
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    d = x - y
+    mean = statistics.fmean(d.tolist())
+    if np.all(d == d[0]):  # every resample has the same mean (scipy would warn of degenerate data)
+        return mean, float(d[0]), float(d[0])
+    res = bootstrap((x, y), lambda u, v, axis: np.mean(u - v, axis=axis), paired=True, vectorized=True,
+                    n_resamples=n_boot, confidence_level=level, method="percentile", rng=np.random.default_rng(seed))
+    return mean, float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def paired_difference_rows(rows: Iterable[MetricRow], pairs: Sequence[tuple[str, str]], task: str = "gsr",
@@ -245,3 +245,13 @@ def paired_difference_rows(rows: Iterable[MetricRow], pairs: Sequence[tuple[str,
             out.append(MetricRow(study_task or f"{task}-study", name, None, split, setting, f"{metric}_diff_std",
                                  mean, st.std))
     return out
+
+
+def markdown_table(header: Sequence[str], body: Sequence[Sequence[Any]]) -> str:
+    """A Markdown (pipe) table through ``pandas.DataFrame.to_markdown`` (tabulate): cells as given (no number
+    parsing, no padding), so each row reads ``| a | b |``; the separator line spans each column's width."""
+    import pandas as pd
+
+    df = pd.DataFrame([[str(c) for c in r] for r in body], columns=[str(h) for h in header])
+    return df.to_markdown(index=False, tablefmt="pipe", stralign=None, numalign=None, disable_numparse=True)
+

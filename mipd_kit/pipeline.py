@@ -63,7 +63,7 @@ ENV_PACKAGES: tuple[str, ...] = (
 
 STATUS_FILE = "status.json"
 
-#: stage parameters of earlier versions that the run config's ``teacher:`` block replaces (for the error message).
+#: stage parameter names whose settings the run config's ``teacher:`` block holds -> where (for the error message).
 MOVED_TO_TEACHER_BLOCK: dict[str, str] = {
     "teacher_smoke": "teacher.size: smoke | default", "teacher_size": "teacher.size: smoke | default",
     "teacher": "teacher.backend", "teacher_checkpoint": "teacher.backend: checkpoint + teacher.checkpoint",
@@ -201,7 +201,11 @@ def validate(cfg: RunConfig) -> dict[str, dict[str, dict[str, Any]]]:
                               "the run config's top-level teacher: block")
         unknown = sorted(set(st.params) - set(spec) - set(COMMON_PARAMS))
         moved = sorted(set(unknown) & set(MOVED_TO_TEACHER_BLOCK))
-        if moved:
+        stage_moved = _moved_params(name)  # flat keys that a stage's nested blocks hold (its MOVED_PARAMS)
+        if set(unknown) & set(stage_moved):
+            problems.append(f"stages.{name}.params: " + "; ".join(
+                f"{k} is set in {stage_moved[k]}" for k in unknown if k in stage_moved))
+        elif moved:
             problems.append(
                 f"stages.{name}.params: {moved} moved to the run config's teacher: block ("
                 + "; ".join(f"{k} -> {MOVED_TO_TEACHER_BLOCK[k]}" for k in moved) + ")")
@@ -220,6 +224,13 @@ def validate(cfg: RunConfig) -> dict[str, dict[str, dict[str, Any]]]:
     if problems:
         raise ConfigError(f"{cfg.source}: {len(problems)} problem(s):\n  " + "\n  ".join(problems))
     return specs
+
+
+def _moved_params(name: str) -> dict[str, str]:
+    """A standard stage's ``MOVED_PARAMS``: flat keys its nested blocks hold -> where to set them (for the error)."""
+    from .stages import STAGE_MODULES, stage_module
+
+    return dict(getattr(stage_module(name), "MOVED_PARAMS", {})) if name in STAGE_MODULES else {}
 
 
 def stage_value_problems(name: str, params: dict[str, Any]) -> list[str]:

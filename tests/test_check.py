@@ -31,7 +31,7 @@ def lines(capsys) -> list[str]:
 def test_real_smoke_config_is_all_ok_with_its_endpoint(root: Path, tmp_path: Path, capsys) -> None:
     with LoopbackServer() as srv:
         rc = check.main(["--config", str(root / "configs" / "real_smoke.yaml"),
-                         "--set", f"stages.rationales.params.base_url={srv.base_url}",
+                         "--set", f"stages.rationales.params.generator.openai.base_url={srv.base_url}",
                          "--set", f"cache_dir={tmp_path / 'cache'}", "--set", f"world_dir={tmp_path / 'world'}"])
         posts = srv.stats["requests"]
     out = lines(capsys)
@@ -52,7 +52,7 @@ def test_embedded_configs_pass_with_nothing_missing(root: Path, tmp_path: Path, 
 def test_endpoint_without_the_model_is_a_problem(root: Path, tmp_path: Path, capsys) -> None:
     with LoopbackServer(models=["other-model"]) as srv:
         rc = check.main(["--config", str(root / "configs" / "real_smoke.yaml"),
-                         "--set", f"stages.rationales.params.base_url={srv.base_url}",
+                         "--set", f"stages.rationales.params.generator.openai.base_url={srv.base_url}",
                          "--set", f"cache_dir={tmp_path}"])
         assert srv.stats["requests"] == 0  # no completion is tried for a model the server does not list
     llm = [line for line in lines(capsys) if line.split()[1] == "llm"]
@@ -63,7 +63,7 @@ def test_swig_real_on_this_machine_lists_every_missing_input(root: Path, tmp_pat
     import torch
     rc = check.main(["--config", str(root / "configs" / "swig_real.yaml"), "--set", f"world_dir={tmp_path / 'w'}",
                      "--set", f"cache_dir={tmp_path / 'cache'}",
-                     "--set", f"stages.rationales.params.base_url={dead_url()}"])
+                     "--set", f"stages.rationales.params.generator.openai.base_url={dead_url()}"])
     out = lines(capsys)
     assert rc == 2
     problems = {line.split()[1] for line in out if line.startswith("problem")}
@@ -83,7 +83,7 @@ def test_swig_real_on_this_machine_lists_every_missing_input(root: Path, tmp_pat
 def test_mipd_run_checks_first_and_no_check_skips(root: Path, tmp_path: Path, capsys) -> None:
     args = ["run", "--config", str(root / "configs" / "swig_real.yaml"), "--set", f"world_dir={tmp_path / 'w'}",
             "--set", f"reports_dir={tmp_path / 'r'}", "--set", f"cache_dir={tmp_path / 'c'}",
-            "--set", f"stages.rationales.params.base_url={dead_url()}", "--dry-run"]
+            "--set", f"stages.rationales.params.generator.openai.base_url={dead_url()}", "--dry-run"]
     assert cli.main(args) == 2
     err = capsys.readouterr().err
     assert "problem world" in err and "--no-check" in err
@@ -99,7 +99,7 @@ def test_a_swig_world_with_a_missing_image_an_unknown_verb_and_a_changed_file(ro
     w = tmp_path / "w"
     write_tiny_world(w, n_per_verb=2)
     base = ["--config", str(root / "configs" / "swig_real.yaml"), "--set", f"world_dir={w}",
-            "--set", f"cache_dir={tmp_path / 'c'}", "--set", f"stages.rationales.params.base_url={dead_url()}"]
+            "--set", f"cache_dir={tmp_path / 'c'}", "--set", f"stages.rationales.params.generator.openai.base_url={dead_url()}"]
     check.main(base)
     out = {line.split()[1]: line for line in lines(capsys)}
     assert out["world"].startswith("ok ") and out["split"].startswith("ok ")

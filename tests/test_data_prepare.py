@@ -140,7 +140,7 @@ def test_swig_world_is_laid_out_resumed_and_checked(tmp_path: Path, server: File
     capsys.readouterr()
     check.main(["--config", str(root / "configs" / "swig_real.yaml"), "--set", f"world_dir={world}",
                 "--set", f"cache_dir={tmp_path / 'cache'}",
-                "--set", "stages.rationales.params.base_url=http://127.0.0.1:9/v1"])
+                "--set", "stages.rationales.params.generator.openai.base_url=http://127.0.0.1:9/v1"])
     out = {line.split()[1]: line for line in capsys.readouterr().out.splitlines()[:-1]}
     assert out["world"].startswith("ok ") and out["split"].startswith("ok ") and out["checksum"].startswith("ok ")
 

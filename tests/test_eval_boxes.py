@@ -72,3 +72,22 @@ def test_hoi_viz_hit_uses_the_official_plus_one_rule():
     assert B.iou_continuous(gt, det) < 0.5 <= B.iou_pixel(gt, det)
     assert pair_matches(gt, gt, det, det)
     assert not pair_matches(gt, gt, det, [10, 10, 12, 12])
+
+
+def test_continuous_convention_and_the_student_giou_equal_torchvision_ops():
+    """torchvision.ops is the reference: the continuous IoU is ``box_iou``'s and the student loss's element-wise GIoU
+    is ``generalized_box_iou``'s diagonal, bit for bit on boxes of positive size (the pixel / qpic conventions of the
+    evaluators are the protocols' own, with their +1, and stay in mipd_kit.eval.boxes)."""
+    import torch
+    from torchvision.ops import box_iou, generalized_box_iou
+
+    from mipd_kit.student.losses import box_cxcywh_to_xyxy, generalized_iou
+
+    g = torch.Generator().manual_seed(0)
+    a = box_cxcywh_to_xyxy(torch.rand(64, 4, generator=g) * 0.5 + 0.25)  # (64, 4) float32, positive sizes
+    b = box_cxcywh_to_xyxy(torch.rand(64, 4, generator=g) * 0.5 + 0.25)
+    assert torch.equal(generalized_iou(a, b), generalized_box_iou(a, b).diagonal())
+    a64, b64 = a.double() * 100, b.double() * 100
+    ours = B.paired_iou(a64.numpy(), b64.numpy(), "continuous")
+    np.testing.assert_array_equal(ours, box_iou(a64, b64).diagonal().numpy())
+    assert (ours > 0).any() and (ours == 0).any()  # overlapping and disjoint pairs both checked

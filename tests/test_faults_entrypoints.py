@@ -389,7 +389,7 @@ def test_a_key_given_as_api_key_env_is_refused_before_any_file(leaky_project, ca
     for dry in ([], ["--dry-run"]):
         out = leaky_project / f"smoke-run{len(dry)}"
         assert _mipd("run", "--config", ROOT / "configs" / "smoke.yaml", "--out", out, *dry, "--set",
-                     f"stages.rationales.params.api_key_env={KEY}") == 2
+                     f"stages.rationales.params.generator.openai.api_key_env={KEY}") == 2
         err = capsys.readouterr().err
         assert "api_key_env must be the NAME" in err and "Traceback" not in err
         assert KEY not in err and not out.exists()
@@ -397,7 +397,7 @@ def test_a_key_given_as_api_key_env_is_refused_before_any_file(leaky_project, ca
 
 def test_dry_run_lists_every_bad_parameter_at_once(tmp_path, capsys):
     sets = ["stages.cl_hoi.params.epochs=three", "stages.cl_hoi.params.lr=-1", "stages.distillation.params.epochs=-1",
-            "stages.rationales.params.rounds=0", "stages.rationales.params.concurrency=0",
+            "stages.rationales.params.rounds=0", "stages.rationales.params.generator.openai.concurrency=0",
             "stages.alignment.params.nmpa_batch_size=0"]
     argv = ["run", "--config", ROOT / "configs" / "smoke.yaml", "--out", tmp_path / "r", "--dry-run"]
     for s in sets:
@@ -408,10 +408,24 @@ def test_dry_run_lists_every_bad_parameter_at_once(tmp_path, capsys):
     for needle in ("cl_hoi.params: epochs must be int, got 'three'", "cl_hoi.params: lr must be > 0",
                    "distillation.params: epochs must be a positive integer",
                    "rationales.params: rounds must be a positive integer",
-                   "rationales.params: concurrency must be a positive integer",
+                   "rationales.params: generator.openai.concurrency must be a positive integer",
                    "alignment.params: nmpa_batch_size must be a positive integer"):
         assert needle in err, (needle, err)
     assert not (tmp_path / "r").exists()
+
+
+def test_a_flat_sampler_key_of_the_rationales_stage_names_its_block(tmp_path, capsys):
+    """The rationales stage's sampler settings live in its generator: / judge: blocks; a flat key is refused before
+    anything runs, with where it goes."""
+    argv = ["run", "--config", ROOT / "configs" / "smoke.yaml", "--out", tmp_path / "r", "--dry-run",
+            "--set", "stages.rationales.params.base_url=http://127.0.0.1:9/v1", "--set", "stages.rationales.params.top_p=0.5"]
+    assert _mipd(*argv) == 2
+    err = capsys.readouterr().err
+    assert "base_url is set in generator: {openai: {base_url: ...}}" in err, err
+    assert "top_p is set in generator: {captioner: {top_p: ...}}" in err and not (tmp_path / "r").exists()
+    argv = [*argv[:6], "--set", "stages.rationales.params.generator.openai.modle=x"]
+    assert _mipd(*argv) == 2
+    assert "generator.openai: unknown key(s) ['modle']" in capsys.readouterr().err
 
 
 def test_stage_configs_validate_at_construction():
@@ -420,8 +434,9 @@ def test_stage_configs_validate_at_construction():
                          (lambda: cl_hoi.Config(lr=-1.0), "lr must be > 0"),
                          (lambda: cl_hoi.Config(seeds=[]), "seeds must be a non-empty list"),
                          (lambda: distillation.Config(epochs=-1), "epochs"),
-                         (lambda: rationales.Config(concurrency=0), "concurrency must be a positive integer"),
-                         (lambda: rationales.Config(api_key_env=KEY), "api_key_env must be the NAME"),
+                         (lambda: rationales.Config(judge={"openai": {"concurrency": 0}}),
+                          "judge.openai.concurrency must be a positive integer"),
+                         (lambda: rationales.Config(generator={"openai": {"api_key_env": KEY}}), "api_key_env must be the NAME"),
                          (lambda: teacher.Config(feature_batch_size="64"), "feature_batch_size must be int")):
         with pytest.raises(ValueError, match=needle.replace("(", r"\(")):
             make()

@@ -214,7 +214,8 @@ def test_batcher_thread_stops_before_a_fork_and_at_exit_and_serves_again(env) ->
     locks and OpenMP team half-held) and resumed after; forked workers get their own; requests still work after."""
     import threading
 
-    from mipd_kit.language.captioner import CaptionerSampler, _stop_batchers
+    from mipd_kit.language.captioner import CaptionerSampler
+    from mipd_kit.language.captioner.batcher import stop_batchers
     from mipd_kit.machine import fork_map
     from mipd_kit.stages.teacher import build
 
@@ -227,7 +228,7 @@ def test_batcher_thread_stops_before_a_fork_and_at_exit_and_serves_again(env) ->
     first = s(_glimpse_request(0)).text
     worker = s._batcher.worker
     assert worker is not None and worker.is_alive()  # idles a second for more requests
-    _stop_batchers()  # what runs before every fork and at exit
+    stop_batchers()  # what runs before every fork and at exit
     assert not worker.is_alive() and s._batcher.worker is None
     assert s(_glimpse_request(0)).text == first  # a new worker on the next request
     _FORK_SAMPLER = s

@@ -131,7 +131,7 @@ def test_cached_decoding_is_the_full_forward(world, teacher, captioner):
 
 
 def test_sampler_token_cache_encodes_each_image_once(world, teacher, captioner, tmp_path, monkeypatch):
-    import mipd_kit.language.captioner as cap_mod
+    import mipd_kit.language.captioner.sampler as cap_mod  # where the sampler looks encode_tokens up
     calls = []
     real = cap_mod.encode_tokens
     monkeypatch.setattr(cap_mod, "encode_tokens", lambda t, ims, **kw: calls.append(len(ims)) or real(t, ims, **kw))
@@ -163,7 +163,7 @@ def test_sampler_concurrent_requests_for_one_image_encode_it_once(world, teacher
     import time
     from concurrent.futures import ThreadPoolExecutor
 
-    import mipd_kit.language.captioner as cap_mod
+    import mipd_kit.language.captioner.sampler as cap_mod  # where the sampler looks encode_tokens up
     calls = []
     real = cap_mod.encode_tokens
     gate = threading.Event()

@@ -55,3 +55,32 @@ def test_read_rows_rejects_bad_files(tmp_path):
     with pytest.raises(ValueError, match="row 0"):
         read_rows(p)
     assert read_rows(tmp_path / "absent.json") == []
+
+
+def test_state_hash_and_lr_schedule_shared_by_the_embedded_models():
+    """One state hash and one warm-up + cosine schedule (mipd_kit.torch_utils) for the teacher and the captioner."""
+    import math
+
+    import torch
+
+    from mipd_kit.torch_utils import state_hash, warmup_cosine_lr
+
+    a = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3), "b": torch.zeros(0)}
+    assert state_hash(a) == state_hash(dict(reversed(list(a.items()))))  # name order, not insertion order
+    assert state_hash(a) != state_hash({**a, "w": a["w"].clone().add_(1e-3)})
+    assert state_hash(a) != state_hash({**a, "w": a["w"].double()})  # dtype is part of it
+    lrs = [warmup_cosine_lr(s, 100, 1.0, 0.1) for s in range(100)]
+    assert lrs[:10] == [(s + 1) / 10 for s in range(10)] and lrs[9] == 1.0
+    assert all(x >= y for x, y in zip(lrs[9:], lrs[10:])) and math.isclose(lrs[10], 1.0)
+    assert warmup_cosine_lr(0, 3, 2.0, 0.0) == 2.0  # at least one warm-up step
+
+
+def test_markdown_table_rows_read_as_written():
+    """markdown_table (DataFrame.to_markdown) keeps each cell as given: ``| a | b |`` rows, a pipe separator."""
+    from mipd_kit.metrics import markdown_table
+
+    lines = markdown_table(["model", "seen"], [["teacher", "59.1 ± 0.0"], ["mipd-kd-unlabeled", 7], ["x", "0010"]]) \
+        .splitlines()
+    assert lines[0] == "| model | seen |" and lines[2:] == ["| teacher | 59.1 ± 0.0 |", "| mipd-kd-unlabeled | 7 |",
+                                                              "| x | 0010 |"]
+    assert lines[1].startswith("|-") and set(lines[1]) <= set("|-") and lines[1].count("|") == 3

@@ -72,3 +72,56 @@ def test_package_data_is_declared_for_every_asset(root):
     patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["mipd_kit"]
     assets = [p.relative_to(root / "mipd_kit").as_posix() for p in (root / "mipd_kit").rglob("assets/*") if p.is_file()]
     assert assets and all(any(fnmatch.fnmatch(a, pat) for pat in patterns) for a in assets), (assets, patterns)
+
+
+def _third_party_imports(pkg) -> dict[str, str]:
+    """Top-level third-party modules imported anywhere under ``pkg`` -> one file importing it. Imports inside a
+    ``try`` whose handler catches ``ImportError`` are optional (the code runs without them) and left out."""
+    import ast
+    import sys
+
+    def optional(node: ast.AST, parents: dict) -> bool:
+        while node in parents:
+            node = parents[node]
+            if isinstance(node, ast.Try) and any(
+                    h.type is not None and "ImportError" in ast.unparse(h.type) for h in node.handlers):
+                return True
+        return False
+
+    found: dict[str, str] = {}
+    for path in sorted(pkg.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        parents = {c: p for p in ast.walk(tree) for c in ast.iter_child_nodes(p)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top in sys.stdlib_module_names or top == "mipd_kit" or optional(node, parents):
+                    continue
+                found.setdefault(top, str(path.relative_to(pkg.parent)))
+    return found
+
+
+def test_every_imported_package_is_declared(root):
+    """Each third-party module that ``mipd_kit/`` imports belongs to a distribution named in pyproject.toml (the
+    dependencies or an extra; environment.yml equals them, see above), not only to something a declared package
+    happens to pull in."""
+    from importlib.metadata import packages_distributions
+
+    py = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    reqs = [*py["dependencies"], *(r for extra in py["optional-dependencies"].values() for r in extra)]
+    declared = {re.split(r"[<>=!~\[; ]", _norm(r))[0] for r in reqs}
+    dists = packages_distributions()
+    imports = _third_party_imports(root / "mipd_kit")
+    assert {"torch", "numpy", "PIL"} <= set(imports), sorted(imports)  # the walk sees the package's imports
+    missing = {}
+    for module, where in sorted(imports.items()):
+        names = {_norm(d) for d in dists.get(module, [module])}
+        if not names & declared:
+            missing[module] = f"{where} (distribution {sorted(names)})"
+    assert not missing, f"imported but not declared in pyproject.toml / environment.yml: {missing}"

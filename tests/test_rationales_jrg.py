@@ -242,11 +242,22 @@ def test_empty_replies_and_unreadable_images_are_counted(toy):
 def test_config_from_notebook_parameters():
     from mipd_kit.rationales.jrg import config_from_params
 
-    cfg = config_from_params(smoke=False, backend="openai", judge_backend="embedded", base_url="http://h:1/v1",
-                             model="m", api_key_env="MY_KEY", concurrency=3, rounds=5, max_images=0, seed=7)
+    gen = {"openai": {"base_url": "http://h:1/v1", "model": "m", "api_key_env": "MY_KEY", "concurrency": 3}}
+    cfg = config_from_params(smoke=False, backend="openai", judge_backend="embedded", generator=gen, rounds=5,
+                             max_images=0, seed=7)
     assert (cfg.generator.backend, cfg.judge.backend) == ("openai", "embedded")
     assert cfg.generator.openai.base_url == "http://h:1/v1" and cfg.generator.openai.api_key_env == "MY_KEY"
     assert cfg.generator.openai.concurrency == 3 and cfg.rounds == 5 and cfg.max_images == 0 and cfg.judge.seed == 7
+    assert cfg.generator.openai.timeout_s == JRGConfig().generator.openai.timeout_s  # what the block leaves out
+    # the judge's endpoint is the generator's unless its own block names another field
+    both = config_from_params(backend="openai", generator=gen, judge={"openai": {"model": "judge-m"}})
+    assert both.judge.openai.base_url == "http://h:1/v1" and both.judge.openai.model == "judge-m"
+    assert both.generator.openai.model == "m" and both.judge.purpose == "judge"
+    for bad, needle in (({"openai": {"modle": "m"}}, "generator.openai: unknown key(s) ['modle']"),
+                        ({"backend": "hf"}, "generator.backend: the backend is chosen by the stage"),
+                        ({"top_p": 0.5}, "generator: unknown key(s) ['top_p']")):
+        with pytest.raises(ValueError, match=re.escape(needle)):
+            config_from_params(backend="openai", generator=bad)
     smoke = config_from_params()  # notebook defaults: the smoke config, embedded, values kept
     assert smoke.max_images == JRGConfig.smoke().max_images and smoke.generator.backend == "embedded"
 

@@ -50,7 +50,7 @@ def real_smoke(root: Path, tmp_path_factory) -> dict:
     base = tmp_path_factory.mktemp("real_smoke")
     with LoopbackServer(lenient_responder()) as srv:
         cmd = [sys.executable, "-m", "mipd_kit.cli", "run", "--config", str(root / "configs" / "real_smoke.yaml"),
-               "--set", f"stages.rationales.params.base_url={srv.base_url}",
+               "--set", f"stages.rationales.params.generator.openai.base_url={srv.base_url}",
                "--set", f"reports_dir={base / 'reports'}", "--set", f"world_dir={base / 'world'}",
                "--set", f"cache_dir={base / 'cache'}", "--set", "run_id=real-smoke", "--quiet"]
         proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=1800)

@@ -53,8 +53,8 @@ def test_open_clip_shapes_and_fingerprint(open_clip_teacher):
         t.model.logit_scale.add_(1.0)  # the weights changed -> a different fingerprint
     t2 = build_teacher(TeacherConfig(backend="open_clip", model="ViT-S-32-alt", pretrained=None, image_size=64))
     assert t2.fingerprint == fp  # same seed, same random weights
-    from mipd_kit.teachers.backends import state_hash
-    assert state_hash(t.model) != state_hash(t2.model)
+    from mipd_kit.torch_utils import state_hash
+    assert state_hash(t.model.state_dict()) != state_hash(t2.model.state_dict())
 
 
 def test_open_clip_cache_round_trip(open_clip_teacher, tmp_path):

@@ -6,15 +6,17 @@ Boxes are ``[x1, y1, x2, y2]``. Three conventions, each named, never chosen sile
   dataset authors' ho-rcnn code) and of V-COCO's ``vsrl_eval.py`` (``get_overlap``): coordinates are inclusive pixel
   indices, so a width is ``x2 - x1 + 1``; boxes overlap only when that +1 intersection width and height are
   positive.
-- ``"continuous"`` -- areas ``(x2 - x1) * (y2 - y1)``, no +1 (SWiG / CoFormer grounding, torchvision's ``box_iou``,
-  the CL-HOI proposal recall). Boxes that only touch have IoU 0.
+- ``"continuous"`` -- areas ``(x2 - x1) * (y2 - y1)``, no +1 (SWiG / CoFormer grounding, the CL-HOI proposal
+  recall): the diagonal of ``torchvision.ops.box_iou``, bit for bit (tests/test_eval_boxes.py). Boxes that only touch
+  have IoU 0.
 - ``"qpic"`` -- QPIC's ``compute_IOU`` (``datasets/hico_eval.py``, copied by CDN, GEN-VLKT, ...): +1-pixel areas,
   but no overlap unless the *raw* intersection ``x2 - x1`` and ``y2 - y1`` is positive.
 
 Where there is no overlap the IoU is 0 (``vsrl_eval.py`` would divide 0 by 0, giving NaN, for two boxes whose
 +1 areas are both 0; no threshold accepts either value). :func:`paired_iou` is the vectorised form (NumPy, aligned
 rows), :func:`iou` the scalar one for Python loops; their operations are the same, in the same order, so they agree
-bit for bit (tests/test_eval_boxes.py).
+bit for bit (tests/test_eval_boxes.py). The evaluators keep this NumPy float64 module rather than ``torchvision.ops``: the
+pixel and qpic conventions are the protocols' own, and they score aligned pairs of rows, not every pair of two sets.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ open, as ``rationales.store.JsonlLog``)::
 
 A record's key is ``(image, backend, prompt)``: re-running the stage (another seed, a resumed run) calls the
 describer only for images without a record of the same describer and prompt; another describer starts a new set
-beside the old one.
+beside the existing ones, which are kept.
 """
 
 from __future__ import annotations
@@ -198,25 +198,16 @@ def build_describer(kind: str, teacher: Any, world_dir: str | os.PathLike, cache
         seed: the captioner's sampling seed.
         sampler: settings for ``kind="sampler"``.
     """
+    from mipd_kit.language.factory import CaptionerSamplerConfig, SamplerConfig, build_sampler
     if kind == "captioner":
-        from mipd_kit.language.captioner import CaptionerSampler
         cap = get_captioner(world_dir, cache_dir, teacher, captioner_size, captioner_checkpoint, captioner_weights)
-        return CaptionerSampler(cap, teacher, temperature=temperature, seed=seed, batch_size=DESCRIBE_BATCH)
+        ccfg = CaptionerSamplerConfig(temperature=temperature, seed=seed, batch_size=DESCRIBE_BATCH)
+        return build_sampler(SamplerConfig(backend="captioner", captioner=ccfg), captioner=cap, teacher=teacher)
     if kind == "sampler":
-        from mipd_kit.language.factory import CaptionerSamplerConfig, SamplerConfig, build_sampler
-        from mipd_kit.language.hf_local import HFLocalConfig
-        from mipd_kit.language.openai_http import OpenAIHTTPConfig
         d = dict(sampler or {})
         if not d.get("backend"):
             raise ValueError("describer 'sampler' needs describer_sampler.backend (e.g. 'openai')")
-        try:
-            scfg = SamplerConfig(backend=d["backend"], purpose="generator", seed=int(d.get("seed", 0)),
-                                 openai=OpenAIHTTPConfig(**dict(d.get("openai") or {})),
-                                 hf=HFLocalConfig(**dict(d.get("hf") or {})),
-                                 captioner=CaptionerSamplerConfig(**dict(d.get("captioner") or {})))
-        except TypeError as e:
-            raise ValueError(f"describer_sampler: {e}") from e
-        return build_sampler(scfg)
+        return build_sampler(SamplerConfig.from_dict(d, "describer_sampler", purpose="generator"))
     raise ValueError(f"unknown describer {kind!r}; choose 'captioner' or 'sampler'")
 
 

@@ -33,7 +33,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from mipd_kit.data.records import Box, DataError, HOIImage, HOIVocab
-# proposal recall is measured in continuous coordinates (no +1); box_iou keeps its old name here
+# proposal recall is measured in continuous coordinates (no +1), with the one IoU of mipd_kit.eval.boxes
 from mipd_kit.eval.boxes import iou_continuous as box_iou
 
 #: Detector label that marks a human.

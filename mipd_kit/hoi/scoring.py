@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mipd_kit.metrics import MetricRow
+from mipd_kit.metrics import MetricRow, markdown_table
 
 from . import losses as L
 from .config import CLHOIConfig
@@ -108,8 +108,6 @@ def results_table(rows: Sequence[MetricRow], setting: str = "default", metric: s
     splits = [s for s in order if any(k[1] == s for k in means)]
     if setting == "scenario_1":  # V-COCO: the mean over classes only
         splits = ["full"] if any(k[1] == "full" for k in means) else []
-    lines = [f"| model ({setting}) | " + " | ".join(splits) + " |", "|---" * (len(splits) + 1) + "|"]
-    for m in models:
-        cells = [f"{means[(m, s)]:.2f} ± {stds.get((m, s), 0.0):.2f}" if (m, s) in means else "-" for s in splits]
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return markdown_table([f"model ({setting})", *splits],
+                          [[m] + [f"{means[(m, s)]:.2f} ± {stds.get((m, s), 0.0):.2f}" if (m, s) in means else "-"
+                                  for s in splits] for m in models])

@@ -1,9 +1,14 @@
-"""``build_sampler(cfg)``: the explicit factory over language backends (an if/elif over the backend name)."""
+"""``build_sampler(cfg)``: the one way to build a language backend (an explicit if/elif over the backend name), and
+the configs that name one (``SamplerConfig``, with one nested block per backend).
+
+This module imports no backend (nor torch) until ``build_sampler`` is called: a config can be read and checked
+cheaply, and no backend module imports this one.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal, Optional
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal, Mapping, Optional
 
 from mipd_kit.language.base import Sampler
 from mipd_kit.language.hf_local import HFLocalConfig
@@ -24,6 +29,8 @@ class CaptionerSamplerConfig:
         temperature, top_p: sampling controls (temperature <= 0: greedy).
         seed: sampling seed (combined with a hash of the messages).
         max_attempts: re-samples of an empty generation before ``SamplerError``.
+        batch_size: requests of several threads decoded together, up to this many (1 = each alone; see
+            ``CaptionerSampler.batch_size``).
     """
 
     checkpoint: str = ""
@@ -32,6 +39,7 @@ class CaptionerSamplerConfig:
     top_p: float = 0.9
     seed: int = 0
     max_attempts: int = 3
+    batch_size: int = 1
 
 
 @dataclass
@@ -60,13 +68,53 @@ class SamplerConfig:
     hf: HFLocalConfig = field(default_factory=HFLocalConfig)
     captioner: CaptionerSamplerConfig = field(default_factory=CaptionerSamplerConfig)
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = "sampler", **defaults: Any) -> "SamplerConfig":
+        """A config from a mapping of its fields (a YAML block; ``defaults`` fill what it leaves out), see
+        :meth:`updated`."""
+        return cls(**defaults).updated(d, where)
 
-def build_sampler(cfg: SamplerConfig, *, threshold: Optional[float] = None) -> Sampler:
-    """Build the sampler named by ``cfg.backend``.
+    def updated(self, d: Mapping[str, Any], where: str = "sampler") -> "SamplerConfig":
+        """A copy with the fields that the mapping ``d`` names set: ``openai`` / ``hf`` / ``captioner`` are mappings
+        of their configs' fields, set field by field (what they leave out keeps this config's value).
+
+        Raises:
+            ValueError: an unknown key or a nested block that is not a mapping, naming ``where`` and the key.
+        """
+        _no_unknown(type(self), d, where)
+        vals = {k: v for k, v in d.items() if k not in NESTED_CONFIGS}
+        for name, sub in NESTED_CONFIGS.items():
+            block = d.get(name)
+            if block is None:
+                continue
+            if not isinstance(block, Mapping):
+                raise ValueError(f"{where}.{name} must be a mapping of {sub.__name__} fields, got {block!r}")
+            _no_unknown(sub, block, f"{where}.{name}")
+            vals[name] = replace(getattr(self, name), **dict(block))
+        return replace(self, **vals)
+
+
+#: the nested blocks of ``SamplerConfig``: field name -> the backend's config class (a new backend with settings adds
+#: its config here and as a field of ``SamplerConfig``)
+NESTED_CONFIGS: dict[str, type] = {"openai": OpenAIHTTPConfig, "hf": HFLocalConfig, "captioner": CaptionerSamplerConfig}
+
+
+def _no_unknown(cls: type, d: Mapping[str, Any], where: str) -> None:
+    unknown = sorted(set(d) - {f.name for f in fields(cls)})
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; {cls.__name__} has {sorted(f.name for f in fields(cls))}")
+
+
+def build_sampler(cfg: SamplerConfig, *, threshold: Optional[float] = None, captioner: Any = None,
+                  teacher: Any = None) -> Sampler:
+    """Build the sampler named by ``cfg.backend`` (the one place any backend is constructed).
 
     Args:
         cfg: backend choice and settings.
         threshold: embedded judge's accept threshold (the judge prompt states it too).
+        captioner, teacher: backend ``captioner``: an already loaded captioner and the teacher it reads (a run's,
+            from ``mipd_kit.language.captioner.captioner_for``); without them ``cfg.captioner.checkpoint`` (and
+            ``.teacher``) are loaded.
     """
     if cfg.backend == "embedded":
         from mipd_kit.language.embedded import EmbeddedGenerator, EmbeddedJudge
@@ -85,6 +133,13 @@ def build_sampler(cfg: SamplerConfig, *, threshold: Optional[float] = None) -> S
     if cfg.backend == "captioner":
         if cfg.purpose != "generator":
             raise ValueError("the captioner backend only writes descriptions; use it with purpose 'generator'")
-        from mipd_kit.language.captioner import build_captioner_sampler
-        return build_captioner_sampler(cfg.captioner)
+        from mipd_kit.language.captioner.sampler import CaptionerSampler
+        from mipd_kit.language.captioner.train import load_captioner_with_teacher
+        c = cfg.captioner
+        if captioner is None:
+            captioner, teacher = load_captioner_with_teacher(c.checkpoint, c.teacher)
+        elif teacher is None:
+            raise ValueError("build_sampler: a loaded captioner needs the teacher it reads (teacher=...)")
+        return CaptionerSampler(captioner, teacher, temperature=c.temperature, top_p=c.top_p, seed=c.seed,
+                                max_attempts=c.max_attempts, batch_size=c.batch_size)
     raise ValueError(f"unknown language backend {cfg.backend!r}; choose one of {BACKENDS}")

@@ -1,13 +1,17 @@
-"""OpenAI-compatible chat-completions backend (vLLM, llama.cpp server, Ollama, hosted APIs) over plain HTTP.
+"""OpenAI-compatible chat-completions backend (vLLM, llama.cpp server, Ollama, hosted APIs) through the official
+``openai`` Python client.
 
-``POST {base_url}/chat/completions`` with ``{"model", "messages", "temperature", "max_tokens", "seed"}``; the reply
-text is ``choices[0].message.content``. ``base_url`` is the API root including ``/v1`` (e.g.
+``POST {base_url}/chat/completions`` with ``{"model", "messages", "temperature", "max_tokens", "seed"}`` (the
+client's ``chat.completions`` call, its raw response read); the reply text is ``choices[0].message.content``. ``base_url`` is the API root including ``/v1`` (e.g.
 ``http://127.0.0.1:8080/v1``). The API key is read **only** from the environment variable named by
 ``api_key_env`` (never from a file or config value); when that variable is unset no ``Authorization`` header is
 sent (local servers usually need none).
 
-Robustness: a connect/read timeout per request; retries with exponential back-off and full jitter on
-connection errors, timeouts, 408/409/429 and 5xx, honouring ``Retry-After`` (seconds or HTTP date, capped);
+Robustness: a connect/read timeout per request (the client's ``timeout``); retries with exponential back-off and full
+jitter on connection errors, timeouts, 408/409/429 and 5xx, honouring ``Retry-After`` (seconds or HTTP date, capped).
+The retries are this sampler's, not the client's (``max_retries=0``): the back-off is configurable
+(``backoff_s`` / ``backoff_max_s``), a 200 reply whose body is not the expected JSON is retried too, and every attempt
+is counted in ``stats``;
 401/403 raise :class:`~mipd_kit.language.base.SamplerAuthError` at once (naming the endpoint and the variable,
 never the key) and other 4xx fail at once; a body that is not the expected JSON is retried and then raises
 :class:`~mipd_kit.language.base.SamplerError` naming the endpoint. Concurrency is bounded: at most
@@ -40,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import httpx
+import openai
 
 from mipd_kit.language.base import Message, Response, SamplerAuthError, SamplerError, redact
 from mipd_kit.redaction import env_name_ok, looks_like_key, register_key_env, register_secret
@@ -145,7 +149,7 @@ def config_secrets(cfg: OpenAIHTTPConfig) -> list[str]:
 class OpenAIHTTPSampler:
     """A :class:`~mipd_kit.language.base.Sampler` talking to an OpenAI-compatible server.
 
-    Thread-safe: one ``httpx.Client`` with a connection pool, a semaphore bounding in-flight requests.
+    Thread-safe: one ``openai.OpenAI`` client (its connection pool), a semaphore bounding in-flight requests.
     ``stats`` counts requests, retries, errors by kind (read it for throughput and failure reports).
     """
 
@@ -166,8 +170,10 @@ class OpenAIHTTPSampler:
         self._sem = threading.BoundedSemaphore(cfg.concurrency)
         self._stats_lock = threading.Lock()
         self.stats: dict[str, int] = {"requests": 0, "retries": 0, "ok": 0, "failed": 0}
-        limits = httpx.Limits(max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency)
-        self._client = httpx.Client(timeout=httpx.Timeout(cfg.timeout_s), limits=limits)
+        # the key is set (or the header left out) per request, read from api_key_env at that moment: the client's
+        # own api_key is a placeholder it requires and never sends
+        self._client = openai.OpenAI(base_url=cfg.base_url, api_key="set-per-request", timeout=cfg.timeout_s,
+                                     max_retries=0)
 
     @property
     def fingerprint(self) -> str:
@@ -199,13 +205,10 @@ class OpenAIHTTPSampler:
         with self._stats_lock:
             self.stats[key] = self.stats.get(key, 0) + n
 
-    def _headers(self) -> dict[str, str]:
-        h = {"Content-Type": "application/json"}
-        if self.cfg.api_key_env:
-            key = os.environ.get(self.cfg.api_key_env)
-            if key:
-                h["Authorization"] = f"Bearer {key}"
-        return h
+    def _headers(self) -> dict[str, Any]:
+        """``Authorization: Bearer <key>`` when ``api_key_env`` names a set variable, else no such header."""
+        key = os.environ.get(self.cfg.api_key_env) if self.cfg.api_key_env else None
+        return {"Authorization": f"Bearer {key}" if key else openai.Omit()}
 
     def _backoff(self, attempt: int, retry_after: Optional[float]) -> float:
         cap = self.cfg.backoff_max_s
@@ -232,36 +235,38 @@ class OpenAIHTTPSampler:
             self._count("requests")
             try:
                 with self._sem:
-                    r = self._client.post(self.url, json=body, headers=self._headers())
-            except (httpx.TimeoutException, httpx.TransportError) as e:
-                last = self._redact(f"{type(e).__name__}: {e}")
-                self._count("connection_errors")
-            else:
-                if r.status_code in (401, 403):
+                    r = self._client.chat.completions.with_raw_response.create(
+                        **body, extra_headers=self._headers()).http_response
+            except openai.APIStatusError as e:
+                code, r = e.status_code, e.response
+                if code in (401, 403):
                     self._count("failed")
                     raise SamplerAuthError(self._redact(
-                        f"{self.url}: HTTP {r.status_code}, the endpoint refused the credentials (wrong or missing API "
-                        f"key? the key is read from ${self.cfg.api_key_env or '<none>'}): {r.text[:200]}"))
-                if r.status_code in RETRY_STATUS:
-                    last = self._redact(f"HTTP {r.status_code}: {r.text[:200]}")
-                    self._count(f"http_{r.status_code}")
-                    retry_after = _retry_after(r.headers.get("retry-after"))
-                elif r.status_code >= 400:
+                        f"{self.url}: HTTP {code}, the endpoint refused the credentials (wrong or missing API "
+                        f"key? the key is read from ${self.cfg.api_key_env or '<none>'}): {r.text[:200]}")) from None
+                if code not in RETRY_STATUS:
                     self._count("failed")
-                    raise SamplerError(self._redact(f"{self.url}: HTTP {r.status_code}: {r.text[:300]}"))
-                else:
-                    text = _reply_text(r)
-                    if text is not None:
-                        self._count("ok")
-                        meta = {"backend": "openai", "model": self.cfg.model, "attempts": attempt + 1,
-                                "latency_s": time.perf_counter() - t0}
-                        try:
-                            meta["usage"] = r.json().get("usage")
-                        except ValueError:
-                            pass
-                        return Response(text, tuple(messages), meta)
-                    last = self._redact(f"malformed body: {r.text[:200]!r}")
-                    self._count("malformed")
+                    raise SamplerError(self._redact(f"{self.url}: HTTP {code}: {r.text[:300]}")) from None
+                last = self._redact(f"HTTP {code}: {r.text[:200]}")
+                self._count(f"http_{code}")
+                retry_after = _retry_after(r.headers.get("retry-after"))
+            except openai.APIConnectionError as e:  # refused, dropped, timed out (APITimeoutError)
+                cause = e.__cause__ or e
+                last = self._redact(f"{type(cause).__name__}: {cause}")
+                self._count("connection_errors")
+            else:
+                text = _reply_text(r)
+                if text is not None:
+                    self._count("ok")
+                    meta = {"backend": "openai", "model": self.cfg.model, "attempts": attempt + 1,
+                            "latency_s": time.perf_counter() - t0}
+                    try:
+                        meta["usage"] = r.json().get("usage")
+                    except ValueError:
+                        pass
+                    return Response(text, tuple(messages), meta)
+                last = self._redact(f"malformed body: {r.text[:200]!r}")
+                self._count("malformed")
             if attempt < self.cfg.max_retries:
                 self._count("retries")
                 self._sleep(self._backoff(attempt, retry_after))
@@ -287,7 +292,7 @@ class OpenAIHTTPSampler:
             return list(ex.map(one, batch))
 
 
-def _reply_text(r: httpx.Response) -> Optional[str]:
+def _reply_text(r: Any) -> Optional[str]:
     """``choices[0].message.content`` as a string, or ``None`` when the body is not the expected JSON."""
     try:
         d = r.json()

@@ -1,6 +1,6 @@
 """Control rationale sets for ablations: what the rationales' *content* adds.
 
-* ``template`` (a generator backend, not here): the old embedded template generator, which fills the teacher's top
+* ``template`` (a generator backend, not here): the embedded template generator, which fills the teacher's top
   verb's frame abstract with nouns -- the label rewritten.
 * ``shuffled`` (:func:`shuffle_positives`): a post-processing of a finished store. Every image's positives are
   replaced by the positives of *another image of the same verb* (same kind, same role), so the set keeps each

@@ -42,7 +42,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
@@ -507,16 +507,21 @@ def _model_name(cfg: JRGConfig, generator: Sampler) -> str:
 
 
 def config_from_params(*, smoke: bool = True, backend: str = "embedded", judge_backend: str = "",
-                       base_url: str = "", model: str = "", api_key_env: str = "", hf_model: str = "",
-                       rounds: int = 0, max_images: int = -1, workers: int = 0, concurrency: int = 0,
-                       send_images: bool = False, imsitu_templates: str = "", seed: int = 0) -> JRGConfig:
-    """A :class:`JRGConfig` from flat notebook / pipeline parameters (0, -1 or "" keep the config's value).
+                       generator: Optional[Mapping[str, Any]] = None, judge: Optional[Mapping[str, Any]] = None,
+                       rounds: int = 0, max_images: int = -1, workers: int = 0, send_images: bool = False,
+                       imsitu_templates: str = "", seed: int = 0) -> JRGConfig:
+    """A :class:`JRGConfig` from notebook / pipeline parameters (0, -1 or "" keep the config's value).
 
     ``backend`` is the generator's: ``captioner`` (the embedded captioner, images sent in the messages),
-    ``template`` (the embedded template generator; ``embedded`` is its old name), ``shuffled`` (a captioner run
+    ``template`` (the embedded template generator; ``embedded`` names the same), ``shuffled`` (a captioner run
     whose positives the stage then shuffles, see ``controls``), ``openai`` or ``hf``. ``judge_backend`` defaults to
-    the embedded judge for the local generators and to ``backend`` for ``openai`` / ``hf``. HTTP settings apply to
-    both samplers.
+    the embedded judge for the local generators and to ``backend`` for ``openai`` / ``hf``.
+
+    ``generator`` / ``judge`` are the two samplers' settings: ``SamplerConfig`` fields other than ``backend`` and
+    ``purpose`` (``seed``, ``p_top``, ``malformed_rate``) and the nested ``openai`` / ``hf`` / ``captioner`` blocks
+    of their configs' fields. What the judge's ``openai`` / ``hf`` blocks leave out is taken from the generator's
+    (one endpoint for both unless the judge names another). Both samplers' seeds (and the captioner's) default to
+    ``seed``. Raises ``ValueError`` naming an unknown key (``generator.openai.modle``).
     """
     local = {"captioner": "captioner", "shuffled": "captioner", "template": "embedded", "embedded": "embedded"}
     if backend in local:
@@ -535,19 +540,21 @@ def config_from_params(*, smoke: bool = True, backend: str = "embedded", judge_b
         cfg.workers = workers
     cfg.send_images = send_images
     cfg.imsitu_templates = imsitu_templates
-    for sc, b in ((cfg.generator, backend), (cfg.judge, judge_backend or backend)):
-        sc.backend = b  # type: ignore[assignment]
-        sc.seed = seed
-        if base_url:
-            sc.openai.base_url = base_url
-        if model:
-            sc.openai.model = model
-        if api_key_env:
-            sc.openai.api_key_env = api_key_env
-        if concurrency > 0:
-            sc.openai.concurrency = concurrency
-        if hf_model:
-            sc.hf.model = hf_model
+    gen, jud = dict(generator or {}), dict(judge or {})
+    for nested in ("openai", "hf"):  # the judge's endpoint is the generator's unless it names its own
+        if gen.get(nested) or jud.get(nested):
+            jud[nested] = {**dict(gen.get(nested) or {}), **dict(jud.get(nested) or {})}
+    samplers = []
+    for name, sc, b, block in (("generator", cfg.generator, backend, gen),
+                               ("judge", cfg.judge, judge_backend or backend, jud)):
+        for k in ("backend", "purpose"):
+            if k in block:
+                raise ValueError(f"{name}.{k}: the backend is chosen by the stage's backend / judge_backend, not in "
+                                 f"the {name} block")
+        sc = sc.updated({"seed": seed, **block, "captioner": {"seed": seed, **dict(block.get("captioner") or {})}},
+                        name)
+        samplers.append(replace(sc, backend=b))
+    cfg.generator, cfg.judge = samplers
     return cfg
 
 

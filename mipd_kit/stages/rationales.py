@@ -5,7 +5,7 @@ The default generator is the embedded captioner (``backend="captioner"``): it lo
 messages) and writes free text; the judge is the embedded, answer-free judge. The captioner is obtained by
 :func:`captioner_for_run` only (the released captioner when it matches, else trained once on the world's
 pretraining captions with the run's teacher, then loaded from ``cache_dir``). It also describes the unlabeled pool (``"unjudged"`` records, ``unlabeled=True``).
-Controls: ``backend="template"`` (the old template generator; ``embedded`` is its old name) and
+Controls: ``backend="template"`` (the embedded template generator; ``embedded`` names the same) and
 ``backend="shuffled"`` (a captioner run into ``run_dir/jrg_source/``, whose positives are then shuffled among
 images of the same verb into ``run_dir/rationales.jsonl``, see ``mipd_kit.rationales.controls``).
 
@@ -21,19 +21,29 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, ClassVar, Optional, Sequence
 
 from ..checks import check_config
+from ..language.factory import BACKENDS as SAMPLER_BACKENDS
 from . import stage_main
 
 INPUTS: tuple[str, ...] = ("data", "teacher")
-BACKENDS: tuple[str, ...] = ("captioner", "template", "embedded", "shuffled", "openai", "hf")
+#: generator backends: every language backend, and the controls template (the embedded template generator, also
+#: called embedded) and shuffled (a captioner run whose positives are shuffled)
+BACKENDS: tuple[str, ...] = tuple(dict.fromkeys(("captioner", "template", "embedded", "shuffled", *SAMPLER_BACKENDS)))
 OUTPUTS: tuple[str, ...] = ("rationales.jsonl", "jrg_stats.json")
 USES_TEACHER = True
 #: generator backends that need the captioner (and so the run's teacher)
 CAPTIONER_BACKENDS = ("captioner", "shuffled")
 #: control rationale sets the stage can write beside its store (``rationales-<control>.jsonl``)
 CONTROLS: tuple[str, ...] = ("template", "shuffled", "oracle", "oracle-shuffled")
+#: flat sampler keys that the ``generator:`` / ``judge:`` blocks hold (for the error naming where each one goes)
+MOVED_PARAMS: dict[str, str] = {
+    "base_url": "generator: {openai: {base_url: ...}} (the judge block takes what it leaves out from the generator's)",
+    "model": "generator: {openai: {model: ...}}", "api_key_env": "generator: {openai: {api_key_env: ...}}",
+    "concurrency": "generator: {openai: {concurrency: ...}}", "hf_model": "generator: {hf: {model: ...}}",
+    "temperature": "generator: {captioner: {temperature: ...}}", "top_p": "generator: {captioner: {top_p: ...}}",
+}
 
 
 @dataclass
@@ -47,23 +57,23 @@ class Config:
             reads this teacher's patch tokens).
         jrg_smoke: True: JRGConfig.smoke() with 8 images and 2 rounds, and CaptionerConfig.smoke(); False: every
             training image, 3 rounds, CaptionerConfig().
-        backend: generator backend: captioner (the embedded captioner, looks at the image), template (the old
-            embedded template generator; embedded is its old name), shuffled (control: captioner positives of
+        backend: generator backend: captioner (the embedded captioner, looks at the image), template (the
+            embedded template generator; embedded names the same), shuffled (control: captioner positives of
             another image of the same verb), openai (OpenAI-compatible HTTP) or hf (local transformers).
         judge_backend: judge backend; empty: the embedded judge for captioner / template / shuffled, else backend.
-        temperature / top_p: captioner sampling controls.
+        generator: the generator's sampler settings, ``SamplerConfig`` fields without ``backend`` / ``purpose``:
+            ``{openai: {base_url, model, api_key_env, concurrency, ...}, hf: {model, ...}, captioner: {temperature,
+            top_p, ...}, seed, ...}``; keys left out keep the library's defaults (``seed``: the stage's).
+        judge: the judge's sampler settings, as ``generator``; what its ``openai`` / ``hf`` blocks leave out is
+            taken from the generator's (one endpoint serves both unless the judge names another).
         unlabeled: the captioner also describes the unlabeled pool (records with polarity "unjudged").
         max_unlabeled: unlabeled images to describe; None: 16 for jrg_smoke, else all; 0 means all.
-        base_url: openai backend: API root including /v1 (vLLM, llama.cpp server, Ollama, hosted).
-        model: openai backend: model name.
-        api_key_env: openai backend: NAME of the environment variable holding the key, never the key itself.
-        hf_model: hf backend: local model folder.
         rounds: refinement rounds; None keeps the JRGConfig's.
         max_images: training images to process; None keeps the JRGConfig's, 0 means all.
         workers: rationale chains in parallel; None keeps the JRGConfig's (raised to ``captioner_batch`` for the
             captioner backends, so that a batch can fill).
         captioner_batch: captioner backends: requests of parallel chains decoded together, up to this many
-            (``CaptionerSampler.batch_size``; 1 = one at a time; 64 decodes 146 rationales/s on the default world on 2
+            (the generator's ``captioner.batch_size``; 1 = one at a time; 64 decodes 146 rationales/s on the default world on 2
             cores against 137 with 32 -- the same texts: a row's draws depend on its seed only).
         controls: control rationale sets written beside the main store for the distillation stage's control rows
             (``mipd-template``, ``mipd-shuffled``): ``template`` runs the template generator on the same images into
@@ -74,7 +84,6 @@ class Config:
             positive control ``mipd-oracle``), for the training images and the unlabeled pool's
             (``mipd-oracle-unlabeled``), to ``run_dir/rationales-oracle.jsonl``; ``oracle-shuffled`` those
             positives shuffled among images of the same verb (``mipd-oracle-shuffled``).
-        concurrency: HTTP requests in flight per sampler; None keeps the JRGConfig's.
         send_images: attach the image to every prompt (vision chat models).
         imsitu_templates: imSitu generation_templates.tab for frame sentences (real mode); empty: frame abstracts.
         toy_if_missing: write the tiny 3-verb toy world/evidence when world_dir or teacher evidence is absent.
@@ -88,24 +97,22 @@ class Config:
     jrg_smoke: bool = False
     backend: str = "captioner"
     judge_backend: str = ""
-    temperature: float = 0.7
-    top_p: float = 0.9
+    generator: dict = field(default_factory=dict)
+    judge: dict = field(default_factory=dict)
     unlabeled: bool = True
     max_unlabeled: Optional[int] = None
-    base_url: str = "http://127.0.0.1:8080/v1"
-    model: str = "local-model"
-    api_key_env: str = "OPENAI_API_KEY"
-    hf_model: str = ""
     rounds: Optional[int] = None
     max_images: Optional[int] = None
     workers: Optional[int] = None
     captioner_batch: int = 64
     controls: list = field(default_factory=list)
-    concurrency: Optional[int] = None
     send_images: bool = False
     imsitu_templates: str = ""
     toy_if_missing: bool = True
     n_samples: int = 4
+
+    #: dict fields whose nested values ``mipd_kit.checks`` checks by key (``api_key_env``, ``base_url``, ``top_p``...)
+    CHECKED_BLOCKS: ClassVar[tuple[str, ...]] = ("generator", "judge")
 
     @classmethod
     def smoke(cls) -> "Config":
@@ -114,11 +121,13 @@ class Config:
         return cls(world_dir="data/synthsitu/smoke-seed0", jrg_smoke=True, teacher_config=dict(SMOKE_TEACHER))
 
     def __post_init__(self) -> None:
-        for k in ("rounds", "workers", "concurrency"):
+        for k in ("rounds", "workers"):
             v = getattr(self, k)
             if v is not None and (not isinstance(v, int) or v < 1):
                 raise ValueError(f"rationales: {k} must be a positive integer or null (the config's value), got "
                                  f"{v!r}; 0 no longer means 'keep the config value'")
+        if "batch_size" in dict(self.generator.get("captioner") or {}):
+            raise ValueError("rationales: generator.captioner.batch_size is set by captioner_batch")
         bad = [c for c in self.controls if c not in CONTROLS]
         if bad:
             raise ValueError(f"rationales: controls {bad} not among {CONTROLS}")
@@ -130,16 +139,19 @@ class Config:
             raise ValueError(f"rationales: max_images must be >= 0 (0 = all) or null (the config's value), got "
                              f"{self.max_images!r}")
         check_config(self, "rationales")  # types and ranges of every field (mipd_kit.checks)
+        self.jrg_config()  # unknown keys of the generator / judge blocks (their values: CHECKED_BLOCKS)
 
     def jrg_config(self) -> Any:
-        """The library's ``JRGConfig`` (through ``jrg.config_from_params``, whose 0 / -1 mean "keep")."""
+        """The library's ``JRGConfig`` (through ``jrg.config_from_params``, whose 0 / -1 mean "keep"); the
+        generator's ``captioner.batch_size`` is ``captioner_batch``."""
         from ..rationales import jrg
 
+        generator = {**self.generator, "captioner": {**dict(self.generator.get("captioner") or {}),
+                                                     "batch_size": max(1, self.captioner_batch)}}
         return jrg.config_from_params(
-            smoke=self.jrg_smoke, backend=self.backend, judge_backend=self.judge_backend, base_url=self.base_url,
-            model=self.model, api_key_env=self.api_key_env, hf_model=self.hf_model, rounds=self.rounds or 0,
-            max_images=-1 if self.max_images is None else self.max_images, workers=self.workers or 0,
-            concurrency=self.concurrency or 0, send_images=self.send_images, imsitu_templates=self.imsitu_templates,
+            smoke=self.jrg_smoke, backend=self.backend, judge_backend=self.judge_backend, generator=generator,
+            judge=self.judge, rounds=self.rounds or 0, max_images=-1 if self.max_images is None else self.max_images,
+            workers=self.workers or 0, send_images=self.send_images, imsitu_templates=self.imsitu_templates,
             seed=self.seed)
 
 
@@ -235,22 +247,22 @@ def _run_main(cfg: Config, run_dir: str | os.PathLike) -> Outputs:
     jcfg = dataclasses.replace(cfg, backend=backend).jrg_config()
     if backend not in CAPTIONER_BACKENDS:
         return Outputs(world, jcfg, jrg.run_jrg(jcfg, world, run_dir))
-    from ..language.captioner import CaptionerSampler
+    from ..language.factory import build_sampler
     from .teacher import build
 
     teacher = build(cfg.teacher_config, cfg.world_dir, cfg.cache_dir)
     captioner = captioner_for_run(cfg.world_dir, cfg.cache_dir, teacher, cfg.jrg_smoke,
                                   weights=str(cfg.teacher_config.get("weights", "auto")))
-    generator = CaptionerSampler(captioner, teacher, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed,
-                                 batch_size=max(1, cfg.captioner_batch))
+    generator = build_sampler(jcfg.generator, captioner=captioner, teacher=teacher)
+    cap = jcfg.generator.captioner
     if cfg.workers is None and cfg.captioner_batch > jcfg.workers:
         jcfg = dataclasses.replace(jcfg, workers=cfg.captioner_batch)
     n_unl = cfg.max_unlabeled if cfg.max_unlabeled is not None else (16 if cfg.jrg_smoke else 0)
     unlabeled = None
     if cfg.unlabeled:
         unlabeled = lambda store: jrg.describe_unlabeled(  # noqa: E731
-            captioner, teacher, world, store, max_images=n_unl, temperature=cfg.temperature, top_p=cfg.top_p,
-            seed=cfg.seed)
+            captioner, teacher, world, store, max_images=n_unl, temperature=cap.temperature, top_p=cap.top_p,
+            seed=cap.seed)
     if backend == "captioner":
         return Outputs(world, jcfg, jrg.run_jrg(jcfg, world, run_dir, generator=generator, unlabeled=unlabeled))
     return Outputs(world, jcfg, _shuffled(cfg, jcfg, world, run_dir, generator, unlabeled))

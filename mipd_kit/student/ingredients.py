@@ -68,7 +68,7 @@ def _s(model: str, variant: str, uses: Iterable[str], rationales: RationaleSourc
 
 _PAPER = ("distill", "glimpse", "gaze", "neg")
 
-#: every row, in report order: references, then the students of the study, then the older ablation steps
+#: every row, in report order: references, then the students of the study, then the ablation steps
 ROWS: dict[str, Row] = {r.model: r for r in (
     Row("teacher", "reference", None, frozenset(), "", "the embedded teacher zero-shot (the BLIP-2 of this world)"),
     Row("student-zs", "reference", None, frozenset(), "",

@@ -17,9 +17,10 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from torchvision.ops import box_convert
 
 # The NMPA losses live one layer down (align never imports student); the student uses negative_guided too, and
-# they are re-exported here so ``mipd_kit.student.losses.negative_guided`` keeps working.
+# they are re-exported here, so that every loss of the student is importable from ``mipd_kit.student.losses``.
 from ..align.losses import contrastive_alignment, negative_guided, per_sample_mean as _per_sample_mean
 
 __all__ = ["verb_ce", "noun_ce", "box_cxcywh_to_xyxy", "generalized_iou", "box_l1", "box_giou", "box_exists_bce",
@@ -64,13 +65,17 @@ def noun_ce(logits: torch.Tensor, targets: torch.Tensor, role_mask: torch.Tensor
 
 
 def box_cxcywh_to_xyxy(b: torch.Tensor) -> torch.Tensor:
-    """(..., 4) centre/size -> corners."""
-    cx, cy, w, h = b.unbind(-1)
-    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1)
+    """(..., 4) centre/size -> corners (``torchvision.ops.box_convert``)."""
+    return box_convert(b, "cxcywh", "xyxy")
 
 
 def generalized_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Element-wise GIoU of (..., 4) xyxy boxes (Rezatofighi et al., CVPR 2019)."""
+    """Element-wise GIoU of (..., 4) xyxy boxes (Rezatofighi et al., CVPR 2019).
+
+    The diagonal of ``torchvision.ops.generalized_box_iou`` (bit for bit on boxes of positive size,
+    tests/test_eval_boxes.py), without its (N, M) matrix of every pair; torchvision's element-wise
+    ``generalized_box_iou_loss`` adds its eps to the denominators instead of clamping them, which would move every
+    training number by float rounding."""
     area_a = (a[..., 2] - a[..., 0]).clamp(min=0) * (a[..., 3] - a[..., 1]).clamp(min=0)
     area_b = (b[..., 2] - b[..., 0]).clamp(min=0) * (b[..., 3] - b[..., 1]).clamp(min=0)
     lt = torch.maximum(a[..., :2], b[..., :2])

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
-from ..metrics import MetricRow, seed_stats
+from ..metrics import MetricRow, markdown_table, seed_stats
 from .ingredients import ROWS
 
 #: every row of the ingredients table (``mipd_kit.student.ingredients.ROWS``): the teacher and the models of the
@@ -42,12 +42,9 @@ def ablation_table(rows: Sequence[MetricRow], setting: str = "top1", metric: str
     """Markdown table: one line per model, one column per split, ``mean ± std`` over seeds (n seeds shown)."""
     got = _collect(rows, setting, metric, mean)
     present = [m for m in models if any(k[0] == m for k in got)] + sorted({k[0] for k in got} - set(models))
-    head = f"| model ({setting}, {metric}, per-{mean}) | n | " + " | ".join(splits) + " |"
-    lines = [head, "|" + "---|" * (len(splits) + 2)]
-    for m in present:
-        n = max((len(got.get((m, s), [])) for s in splits), default=0)
-        lines.append(f"| {m} | {n} | " + " | ".join(_fmt(got.get((m, s))) for s in splits) + " |")
-    return "\n".join(lines)
+    body = [[m, max((len(got.get((m, s), [])) for s in splits), default=0), *(_fmt(got.get((m, s))) for s in splits)]
+            for m in present]
+    return markdown_table([f"model ({setting}, {metric}, per-{mean})", "n", *splits], body)
 
 
 def frame_table(rows: Sequence[MetricRow], split: str = "unseen", setting: str = "top1",
@@ -56,10 +53,8 @@ def frame_table(rows: Sequence[MetricRow], split: str = "unseen", setting: str =
     """Markdown table of the five SWiG metrics for one split and setting (``gt_verb`` for nouns and boxes)."""
     cols = {mt: _collect(rows, setting, mt) for mt in metrics}
     present = [m for m in models if any((m, split) in c for c in cols.values())]
-    lines = [f"| model ({split}, {setting}) | " + " | ".join(metrics) + " |", "|" + "---|" * (len(metrics) + 1)]
-    for m in present:
-        lines.append(f"| {m} | " + " | ".join(_fmt(cols[mt].get((m, split))) for mt in metrics) + " |")
-    return "\n".join(lines)
+    return markdown_table([f"model ({split}, {setting})", *metrics],
+                          [[m, *(_fmt(cols[mt].get((m, split))) for mt in metrics)] for m in present])
 
 
 def load_curves(run_dir: str | Path) -> dict[str, dict]:
@@ -112,8 +107,5 @@ def study_table(rows: Sequence[MetricRow], setting: str = "top1", metric: str = 
         cells.setdefault(r.model, {})[r.split] = f"{r.value:+.1f} [{lo}, {hi}]"
     if not cells:
         return "(no paired differences: fewer than two models of a pair, or no seeds)"
-    head = f"| difference ({setting}, {metric}, per-{mean}) | " + " | ".join(splits) + " |"
-    lines = [head, "|" + "---|" * (len(splits) + 1)]
-    for model, c in cells.items():
-        lines.append(f"| {model} | " + " | ".join(c.get(s, "–") for s in splits) + " |")
-    return "\n".join(lines)
+    return markdown_table([f"difference ({setting}, {metric}, per-{mean})", *splits],
+                          [[model, *(c.get(s, "–") for s in splits)] for model, c in cells.items()])

@@ -11,8 +11,8 @@ The variants and the ingredients each switches on are one table, :data:`mipd_kit
 (``mipd-feat-kd``), ``paper`` (``mipd``: the paper's ingredients, no logit KD), ``full`` (``mipd-kd``: + logit KD),
 ``template`` / ``shuffled`` (``mipd-template`` / ``mipd-shuffled``: ``paper`` on control rationales),
 ``feat-kd-unlabeled`` / ``kd-unlabeled`` (the unlabeled pair), and the ablation steps ``glimpse``, ``gaze``, ``neg``
-and ``unlabeled`` (``mipd-unlabeled`` = ``mipd-kd-unlabeled``). Every variant shares the supervised losses and their
-weights (the authors', :data:`mipd_kit.student.ingredients.AUTHORS_LOSSES`).
+and ``unlabeled`` (``mipd-unlabeled``, the same ingredients as ``mipd-kd-unlabeled``). Every variant shares the supervised losses
+and their weights (the authors', :data:`mipd_kit.student.ingredients.AUTHORS_LOSSES`).
 
 The rest of the student's training is one file per job: :mod:`~mipd_kit.student.config` (``StudentConfig``),
 :mod:`~mipd_kit.student.data` (``prepare_world``), :mod:`~mipd_kit.student.targets` (``attach_targets``),

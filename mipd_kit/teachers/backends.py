@@ -50,6 +50,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..torch_utils import state_hash
 from .base import Encoded
 from .embedded import WEIGHTS_CHOICES
 
@@ -251,17 +252,6 @@ class TeacherConfig:
         return find_teacher_release(self.embedded_config())
 
 
-def state_hash(module: torch.nn.Module) -> str:
-    """sha256 of a module's state dict (names, shapes, dtypes, bytes)."""
-    h = hashlib.sha256()
-    for k, v in sorted(module.state_dict().items()):
-        v = v.detach().cpu().contiguous()
-        h.update(f"{k}|{tuple(v.shape)}|{v.dtype}|".encode())
-        if v.numel():
-            h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
 def _fingerprint(*parts: object) -> str:
     return hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()[:16]
 
@@ -343,7 +333,7 @@ class OpenClipTeacher:
         self.grid = (g, g)
         self.dtype = _DTYPES[cfg.precision]
         self._fp = _fingerprint("open_clip", name, cfg.pretrained, f"size{self.image_size}", self.mean, self.std,
-                                "bicubic-centrecrop", state_hash(model))
+                                "bicubic-centrecrop", state_hash(model.state_dict()))
 
     @property
     def fingerprint(self) -> str:
@@ -462,7 +452,7 @@ class TransformersTeacher:
         self.text = None
         self._fp = _fingerprint("transformers", arch, *ident, f"size{self.image_size}", CLIP_MEAN, CLIP_STD,
                                 "bicubic-centrecrop", cfg.text_model if arch != "clip" else "clip-text",
-                                state_hash(model))
+                                state_hash(model.state_dict()))
         self.model = model.to(cfg.device)
         self.dtype = next(model.parameters()).dtype
 
@@ -585,7 +575,7 @@ class Blip2Teacher:
         if cfg.vision_config is None:
             self.tokenizer = tf.AutoTokenizer.from_pretrained(cfg.model)
         self._fp = _fingerprint("transformers", "blip2-itc", *ident, f"size{self.image_size}", CLIP_MEAN, CLIP_STD,
-                                "bicubic-squash", "query-mean", state_hash(model))
+                                "bicubic-squash", "query-mean", state_hash(model.state_dict()))
         self.model = model.to(cfg.device)
         self.dtype = next(model.vision_model.parameters()).dtype  # the Q-Former may stay fp32 (_keep_in_fp32_modules)
         self.qdtype = next(model.qformer.parameters()).dtype

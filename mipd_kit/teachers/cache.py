@@ -38,7 +38,7 @@ from PIL import Image
 
 from ..data.records import DataError
 from ..fileio import atomic_write_text, file_lock, unique_tmp
-from .base import Encoded, Teacher, open_image  # open_image re-exported: it lived here before
+from .base import Encoded, Teacher, open_image  # noqa: F401  (open_image re-exported: importable from here too)
 
 FORMAT = "mipd-feature-cache/1"
 #: rows per shard (a killed run loses at most one shard of work)

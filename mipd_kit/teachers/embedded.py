@@ -50,6 +50,7 @@ from ..data.records import DataError
 from ..data.splits import load_ov_split
 from ..machine import resolve_device, to_device
 from .base import Encoded
+from ..torch_utils import state_hash, warmup_cosine_lr
 from .text import MINILM_DIM, minilm_encode, minilm_version
 
 #: fixed image normalisation (pixels in [0, 1])
@@ -199,17 +200,6 @@ class ImageTower(nn.Module):
         return t, pooled
 
 
-def _hash_state(state: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha256()
-    for k in sorted(state):
-        v = state[k].detach().cpu().contiguous()
-        h.update(k.encode())
-        h.update(str(tuple(v.shape)).encode())
-        h.update(str(v.dtype).encode())
-        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
-    return h.hexdigest()
-
-
 def preprocess(images: Sequence[Image.Image], size: int) -> torch.Tensor:
     """PIL images -> (B, 3, size, size) float tensor normalised with the fixed mean/std."""
     arr = np.stack([np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.uint8)
@@ -243,7 +233,7 @@ class EmbeddedTeacher(nn.Module):
         if self._fingerprint is None:
             pre = f"resize{self.cfg.image_size}-bilinear-mean{PIXEL_MEAN}-std{PIXEL_STD}"
             h = hashlib.sha256(f"embedded|{minilm_version()}|{pre}|".encode())
-            h.update(_hash_state(self.state_dict()).encode())
+            h.update(state_hash(self.state_dict()).encode())
             self._fingerprint = h.hexdigest()[:16]
         return self._fingerprint
 
@@ -416,14 +406,6 @@ def caption_embeddings(captions: Sequence[str], cache_dir: str | os.PathLike) ->
 
 
 # ----------------------------------------------------------------------------------------------- training
-def _lr_at(step: int, total: int, cfg: EmbeddedTeacherConfig) -> float:
-    warm = max(1, int(cfg.warmup_frac * total))
-    if step < warm:
-        return cfg.lr * (step + 1) / warm
-    p = (step - warm) / max(1, total - warm)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * p))
-
-
 def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Random translation (reflect pad + crop), per sample, of uint8 (B, 3, S, S)."""
     S = x.shape[-1]
@@ -482,7 +464,7 @@ def train_teacher(world_dir: str | os.PathLike, cache_dir: str | os.PathLike, cf
                 x = to_device((x / 255.0 - PIXEL_MEAN) / PIXEL_STD, dev)  # augmented on the CPU, then moved
                 e, ci = to_device(emb[idx], dev), to_device(cap_ids[idx], dev)
                 for g in opt.param_groups:
-                    g["lr"] = _lr_at(step, total, cfg)
+                    g["lr"] = warmup_cosine_lr(step, total, cfg.lr, cfg.warmup_frac)
                 _, img_emb = model.image(x)
                 target = None
                 if cfg.soft_target_temp > 0:
