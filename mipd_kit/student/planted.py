@@ -1,9 +1,13 @@
 """A planted-signal world: unseen verbs that only rationale words can name, for the pipeline's positive-control test.
 
-Six verbs, each a pair of visual primitives: the colour of an "item" square (red, green, blue) and where it is drawn
-against a white "person" bar (above, below). Each verb's definition says exactly that ("a red item below the person");
-its abstract names the same two primitives ("AGENT red below"); its name is an arbitrary word. Two verbs (``dunking`` = red below, ``raising`` = blue above) are unseen: no labelled
-training image shows them; the unlabeled pool shows every verb.
+Nine verbs, each a pair of visual primitives: the colour of an "item" square and where it is drawn against a white
+"person" bar (above, below). Each verb's definition says exactly that ("a red item below the person"), its abstract
+names the same two primitives ("AGENT red below"), its name is an arbitrary word. Six verbs are seen (red, green,
+blue, above or below). Three are unseen: a yellow, a purple and a cyan item, all above the person. No labelled
+training image shows them or those colours, so no label can teach what "yellow" looks like (labels do teach the
+places, and a verb table of primitive words lets a student compose primitives it has seen apart: hence novel
+colours, and one place for all three, so that a student that only knows "an unfamiliar colour above" is at chance,
+33%, among them). The unlabeled pool shows every verb.
 
 The oracle rationales of every training and pool image say what the image shows in the same primitive words. With a
 teacher whose image features know nothing (``mipd_kit.teachers.tiny.TinyRandomTeacher``: a random CNN, hashed
@@ -25,12 +29,16 @@ from PIL import Image, ImageDraw
 
 from ..data.records import FrameSpace, NounDef, Situation, VerbDef
 
-COLOURS = {"red": (220, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 220)}
+COLOURS = {"red": (220, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 220), "yellow": (230, 210, 30),
+           "purple": (150, 40, 170), "cyan": (40, 210, 210)}
 PLACES = ("above", "below")
 #: (colour, place) -> verb name (arbitrary words: the name says nothing about the primitives)
 VERBS = {("red", "above"): "lofting", ("red", "below"): "dunking", ("green", "above"): "hoisting",
-         ("green", "below"): "sinking", ("blue", "above"): "raising", ("blue", "below"): "dropping"}
-UNSEEN = ("dunking", "raising")
+         ("green", "below"): "sinking", ("blue", "above"): "raising", ("blue", "below"): "dropping",
+         ("yellow", "above"): "heaving", ("purple", "above"): "vaulting", ("cyan", "above"): "tossing"}
+#: the unseen verbs: an item of a colour no labelled training image shows (a novel primitive), all drawn above the
+#: person, so that telling them apart takes the colour's word
+UNSEEN = ("heaving", "vaulting", "tossing")
 
 
 def description(colour: str, place: str) -> str:
