@@ -105,8 +105,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from mipd_kit.hoi.train import MODELS, labelled_training_images, load_hoi_world, dev_world, run_clhoi
     from mipd_kit.metrics import paired_bootstrap, seed_stats
     from mipd_kit.overrides import split_set
-    from mipd_kit.stages.cl_hoi import Config
-    from mipd_kit.stages.teacher import build
+    from mipd_kit.app.stages.cl_hoi import Config
+    from mipd_kit.app.stages.teacher import build
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--world", required=True)

@@ -170,7 +170,7 @@ def test_control_rows_are_off_by_default_and_read_labels_only_when_asked(world, 
 def test_stage_controls_parameter_adds_the_rows(world, tmp_path):
     import dataclasses
 
-    from mipd_kit.stages import cl_hoi as H
+    from mipd_kit.app.stages import cl_hoi as H
 
     cfg = dataclasses.replace(H.Config.smoke(), world_dir=str(world), cache_dir=str(tmp_path / "c"),
                               teacher_config={"backend": "tiny"}, epochs=2, vcoco=False,

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from mipd_kit.config import STAGE_ORDER
+from mipd_kit.app.config import STAGE_ORDER
 
 pytestmark = pytest.mark.slow
 
 
 def _mipd_run(root: Path, base: Path, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "mipd_kit.cli", "run", "--config", str(root / "configs" / "smoke.yaml"),
+    cmd = [sys.executable, "-m", "mipd_kit.app.cli", "run", "--config", str(root / "configs" / "smoke.yaml"),
            "--set", f"reports_dir={base / 'reports'}", "--set", f"world_dir={base / 'world'}",
            "--set", f"cache_dir={base / 'cache'}", "--set", "run_id=smoke", "--quiet", *extra]
     return subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=1800)

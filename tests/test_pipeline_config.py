@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from mipd_kit.analysis import aggregate, render_results_md
-from mipd_kit.config import STAGE_ORDER, ConfigError, RunConfig, apply_overrides, parse_set
+from mipd_kit.app.analysis import aggregate, render_results_md
+from mipd_kit.app.config import STAGE_ORDER, ConfigError, RunConfig, apply_overrides, parse_set
 from mipd_kit.metrics import row
-from mipd_kit.pipeline import config_diff, notebook_parameters, stage_fingerprints
+from mipd_kit.app.pipeline import config_diff, notebook_parameters, stage_fingerprints
 
 
 @pytest.mark.parametrize("expr,key,value", [

@@ -238,7 +238,7 @@ def test_report_tables_from_rows():
 
 
 def test_report_and_readme_rows_cover_every_variant():
-    from mipd_kit.analysis import README_GSR_MODELS
+    from mipd_kit.app.analysis import README_GSR_MODELS
     from mipd_kit.student.report import MODEL_ORDER
     from mipd_kit.student.train import MODEL_NAMES
     assert MODEL_ORDER[:2] == ("teacher", "student-zs")

@@ -499,7 +499,7 @@ def build_align_data(images: Sequence[str], roles: Sequence[Sequence[str]], boxe
 
 def save_nmpa(model: NMPA, path: str | Any) -> None:
     """Write the module's weights to a safetensors file (atomically: ``name.tmp`` then ``os.replace``); the config
-    that built it is recorded by the caller (``mipd_kit.stages.alignment`` keeps it in ``nmpa/index.json``)."""
+    that built it is recorded by the caller (``mipd_kit.app.stages.alignment`` keeps it in ``nmpa/index.json``)."""
     import os
     from pathlib import Path
 

@@ -13,7 +13,7 @@ The run folder gets ``config.yaml`` (resolved), ``environment.json``, ``run.log`
 The run's teacher is the config's ``teacher:`` block; every notebook that declares a ``teacher_config`` parameter
 receives it, so all stages use one teacher (each stage's record in ``status.json`` has its ``teacher_fingerprint``).
 
-Resume: the stages form a graph (``mipd_kit.stages``: each stage's INPUTS). A stage's fingerprint = sha256 of its
+Resume: the stages form a graph (``mipd_kit.app.stages``: each stage's INPUTS). A stage's fingerprint = sha256 of its
 parameters, the common parameters, the notebook file's hash, the teacher's fingerprint (stages that use the teacher)
 and the fingerprints of its inputs -- not of every earlier stage. A stage that finished with the same fingerprint
 (and whose declared outputs still exist) is skipped, unless one of its inputs runs again. A failing stage stops the run; ``status.json`` and ``results.md`` say which stage failed and
@@ -46,13 +46,13 @@ from typing import Any, Optional, Sequence
 import yaml
 
 from .config import COMMON_PARAMS, TEACHER_PARAM, ConfigError, RunConfig, file_hash, fingerprint
-from .fileio import atomic_write_text, redact_file
-from .fileio import dumps as strict_dumps
-from .redaction import redact, redact_obj
-from .machine import machine_facts
-from .progress import ConsoleFormatter, is_progress_line, stage_clock
+from ..fileio import atomic_write_text, redact_file
+from ..fileio import dumps as strict_dumps
+from ..redaction import redact, redact_obj
+from ..machine import machine_facts
+from ..progress import ConsoleFormatter, is_progress_line, stage_clock
 
-LOG = logging.getLogger("mipd_kit.pipeline")
+LOG = logging.getLogger("mipd_kit.app.pipeline")
 
 #: packages recorded in environment.json (missing ones are recorded as null).
 ENV_PACKAGES: tuple[str, ...] = (
@@ -226,7 +226,7 @@ def stage_value_problems(name: str, params: dict[str, Any]) -> list[str]:
     """Every problem of a standard stage's params by its ``Config``'s own checks (types and ranges,
     :mod:`mipd_kit.checks`, then the config's ``__post_init__``); for a stage this package does not know (a custom
     notebook), the range rules by parameter name (``epochs``, ``lr``, ``api_key_env``...) only."""
-    from .checks import config_problems, value_problems
+    from ..checks import config_problems, value_problems
     from .stages import STAGE_MODULES, stage_module
 
     if name not in STAGE_MODULES:
@@ -243,7 +243,7 @@ def stage_value_problems(name: str, params: dict[str, Any]) -> list[str]:
 
 
 def stage_graph(cfg: RunConfig) -> dict[str, tuple[str, ...]]:
-    """Stage -> the configured stages it reads (its ``mipd_kit.stages`` module's INPUTS); a stage the package does
+    """Stage -> the configured stages it reads (its ``mipd_kit.app.stages`` module's INPUTS); a stage the package does
     not know reads every earlier stage.
 
     Raises:
@@ -324,7 +324,7 @@ def git_info(root: Path) -> dict[str, Any]:
 def teacher_weights(cfg: RunConfig) -> dict[str, Any]:
     """Which weights the run's teacher uses (``TeacherConfig.weights_plan``): a release by name + sha256, or
     training on the world and why; ``{"error": ...}`` when the teacher block cannot say."""
-    from .teachers.backends import TeacherConfig
+    from ..teachers.backends import TeacherConfig
     try:
         tc = TeacherConfig.from_dict(cfg.teacher_config()).with_paths(cfg.path("world_dir"), cfg.path("cache_dir"))
         return {"teacher": tc.weights_plan()}
@@ -607,7 +607,7 @@ def publish_inspector(cfg: RunConfig, run_dir: Path) -> Optional[Path]:
     ``predictions/``, vs ``baseline`` or another model) into ``run_dir/notebooks``; returns the executed notebook,
     or None when the run has no GSR predictions or the notebook is absent. Not a stage: nothing reads it, so a
     failure is logged and the run stays complete."""
-    from .viz.cases import prediction_models
+    from ..viz.cases import prediction_models
 
     nb_in = cfg.path("notebooks_dir") / INSPECTOR_NOTEBOOK
     models = prediction_models(run_dir)

@@ -17,7 +17,7 @@ config's ``verb_text`` to the vocabulary); NMPA comes from stage ``alignment`` (
 its weights, loaded instead of retrained, :func:`load_alignment`); the training loop itself is the library's
 (``mipd_kit.student.train.fit``).
 
-``python -m mipd_kit.stages.distillation --world DIR --run-dir DIR [--smoke] [--set KEY=VALUE ...]`` runs it
+``python -m mipd_kit.app.stages.distillation --world DIR --run-dir DIR [--smoke] [--set KEY=VALUE ...]`` runs it
 without the notebook; ``mipd train-student`` remains the per-variant CLI.
 """
 
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from ..checks import check_config
+from ...checks import check_config
 from . import stage_main
 
 INPUTS: tuple[str, ...] = ("data", "rationales", "alignment")
@@ -125,7 +125,7 @@ class Config:
 
     def row_list(self) -> list[Any]:
         """The ingredients-table rows to produce, in order, without repeats (``rows``, then ``variants``)."""
-        from ..student.ingredients import STUDY_ROWS, row_of
+        from ...student.ingredients import STUDY_ROWS, row_of
         names = list(self.rows) if self.rows is not None else ([] if self.variants else list(STUDY_ROWS))
         out: list[Any] = []
         for n in [*names, *self.variants]:
@@ -150,7 +150,7 @@ def student_config(cfg: Config, variant: str, seed: int, nmpa_base: Any = None,
     device and bf16 autocast are the run's (the ``teacher:`` block's ``device`` / ``amp``); with a
     ``student_backbone``, ``backbone="cached"``, ``feature_shape`` (tokens, width of its cached features) and, when
     the config's ``use_pooled``, ``pooled_dim`` (the width of its pooled embedding)."""
-    from ..student.train import StudentConfig
+    from ...student.train import StudentConfig
     from .teacher import run_device
 
     c = StudentConfig.smoke(variant) if cfg.student_smoke else StudentConfig(variant=variant)  # type: ignore[arg-type]
@@ -178,7 +178,7 @@ def student_config(cfg: Config, variant: str, seed: int, nmpa_base: Any = None,
 def prepare(cfg: Config, run_dir: str | os.PathLike, teacher: Any = None, **kw: Any) -> tuple[Any, Any]:
     """The teacher (the run's, unless given) and the prepared world, whose vocabulary follows the config's
     ``verb_text`` (also when set through ``overrides``). ``kw`` goes to ``prepare_world`` (tests: ``embed_texts``)."""
-    from ..student.train import prepare_world
+    from ...student.train import prepare_world
     from .teacher import build
 
     base = student_config(cfg, "full", cfg.seed_list[0])
@@ -198,7 +198,7 @@ def load_alignment(world: Any, run_dir: str | os.PathLike) -> tuple[Any, dict[st
     Returns:
         (NMPA base config or None, fingerprint -> file loaded).
     """
-    from ..align.nmpa import NMPAConfig, aligned_targets, load_nmpa
+    from ...align.nmpa import NMPAConfig, aligned_targets, load_nmpa
     from .alignment import NMPA_DIR, read_index
 
     index = read_index(run_dir)
@@ -234,8 +234,8 @@ def plan_rows(cfg: Config, run_dir: str | os.PathLike, world: Any) -> tuple[list
     """The student rows to train, each with the world whose rationales it uses, and the skipped rows with the reason
     (never silent): a control whose rationales file is absent, a row the world cannot support
     (``runnable_variants``)."""
-    from ..rationales.store import collect, read_rationales
-    from ..student.train import runnable_variants, with_rationales
+    from ...rationales.store import collect, read_rationales
+    from ...student.train import runnable_variants, with_rationales
 
     worlds: dict[str, Any] = {"run": world, "": world}
     plan, skipped = [], {}
@@ -264,9 +264,9 @@ def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, teacher
     """Produce every row of the config for every seed: reference rows (teacher, student-zs), students (predictions /
     curves / checkpoints), seed aggregates and the ``gsr-study`` paired differences, merged into
     ``run_dir/metrics.json``."""
-    from ..metrics import aggregate_seeds, merge_rows, paired_difference_rows
-    from ..student.ingredients import KEY_DIFFERENCES
-    from ..student.train import run_variant, teacher_rows
+    from ...metrics import aggregate_seeds, merge_rows, paired_difference_rows
+    from ...student.ingredients import KEY_DIFFERENCES
+    from ...student.train import run_variant, teacher_rows
 
     run = Path(run_dir)
     teacher, world = prepare(cfg, run, teacher=teacher, **prepare_kw)
@@ -300,7 +300,7 @@ def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, teacher
     if workers > 1 and any(sc.device != "cpu" for _, sc in jobs):
         workers = 1  # one GPU process (or DDP under torchrun); forked workers are a CPU measure
     if workers > 1:
-        from ..machine import FORKED_THREADS
+        from ...machine import FORKED_THREADS
         done = train_side_by_side(jobs, run, cfg.resume, workers, FORKED_THREADS)
     else:
         done = [(got, res.info["train_s"]) for got, res in
@@ -323,7 +323,7 @@ _JOBS: list = []  # (world, StudentConfig) of train_side_by_side, inherited by t
 def _train_job(i: int, run: str, resume: bool, threads: int) -> tuple[list, float]:
     import torch
 
-    from ..student.train import run_variant
+    from ...student.train import run_variant
     torch.set_num_threads(threads)
     w, sc = _JOBS[i]
     got, res = run_variant(w, dataclasses.replace(sc, threads=threads), run, resume=resume)
@@ -344,7 +344,7 @@ def train_side_by_side(jobs: list, run: Path, resume: bool, workers: int, thread
     """``run_variant`` of every (world, config) job in ``workers`` forked processes of ``threads`` torch threads;
     results in job order. Every job writes only its own files (checkpoint, predictions, curve), so a failed job
     leaves the others' work on disk; its error is raised naming the student."""
-    from ..machine import fork_map
+    from ...machine import fork_map
 
     global _JOBS
     _JOBS = list(jobs)

@@ -12,7 +12,7 @@ epochs, batch size) and writes::
 Stage ``distillation`` takes its NMPA settings from ``index.json`` and loads these weights instead of training
 NMPA again (standalone, without this stage's output, it trains them itself and says so).
 
-``python -m mipd_kit.stages.alignment --world DIR --run-dir DIR [--smoke] [--seeds 0,1,2]`` runs it without the
+``python -m mipd_kit.app.stages.alignment --world DIR --run-dir DIR [--smoke] [--seeds 0,1,2]`` runs it without the
 notebook.
 """
 
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from ..checks import check_config
+from ...checks import check_config
 from . import stage_main
 
 INPUTS: tuple[str, ...] = ("data", "rationales")
@@ -94,13 +94,13 @@ class Config:
 
     def nmpa_base(self) -> Any:
         """The NMPA settings of this stage (``seed``, ``w_neg`` and ``use_instances`` are set per student)."""
-        from ..align.nmpa import NMPAConfig
+        from ...align.nmpa import NMPAConfig
         return dataclasses.replace(NMPAConfig(), scene_prompt=self.scene_prompt, neg_kind=self.neg_kind,
                                    w_neg=self.w_neg, epochs=self.nmpa_epochs, batch_size=self.nmpa_batch_size)
 
     def nmpa_configs(self) -> dict[str, Any]:
         """Fingerprint -> NMPA config, one per distinct config the students of ``seeds`` x ``variants`` train."""
-        from ..student.train import StudentConfig
+        from ...student.train import StudentConfig
         out: dict[str, Any] = {}
         for s in self.seeds:
             for v in self.variants:
@@ -144,9 +144,9 @@ def _train_one(i: int, threads: int, progress: bool, keep_model: bool) -> tuple[
     with ``keep_model`` (in this process), the model (a worker returns None: the parent loads the weights)."""
     import torch
 
-    from ..align.nmpa import save_nmpa, train_nmpa
-    from ..fileio import atomic_write_text
-    from ..machine import resolve_device
+    from ...align.nmpa import save_nmpa, train_nmpa
+    from ...fileio import atomic_write_text
+    from ...machine import resolve_device
 
     st = _NMPA_JOBS
     if threads:
@@ -167,10 +167,10 @@ def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, **prepa
     ``prepare_world`` (tests: ``embed_texts``)."""
     import torch
 
-    from ..align.nmpa import alignment_report
-    from ..metrics import merge_rows, row
-    from ..machine import resolve_device
-    from ..student.train import StudentConfig, prepare_world
+    from ...align.nmpa import alignment_report
+    from ...metrics import merge_rows, row
+    from ...machine import resolve_device
+    from ...student.train import StudentConfig, prepare_world
     from .teacher import build, run_device
 
     torch.manual_seed(cfg.seed)
@@ -185,8 +185,8 @@ def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, **prepa
     trained: dict[str, tuple[Any, list]] = {}
     device, amp = run_device(cfg.teacher_config)
     if world.align.coverage()["images_with_glimpse"] > 0:
-        from ..align.nmpa import load_nmpa
-        from ..weights import file_sha256
+        from ...align.nmpa import load_nmpa
+        from ...weights import file_sha256
 
         source = file_sha256(rationales_path) if Path(rationales_path).is_file() else ""
         todo = []
@@ -206,7 +206,7 @@ def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, **prepa
         try:
             if workers > 1:
                 # the NMPAs done before a failure keep their weights and done marks
-                from ..machine import FORKED_THREADS, fork_map
+                from ...machine import FORKED_THREADS, fork_map
                 jobs = [(i, FORKED_THREADS, False, False) for i in range(len(todo))]
                 entries = [e for e, _ in fork_map(_train_one, jobs, workers,
                                                   name=lambda i: f"alignment: NMPA {todo[i][0]}")]

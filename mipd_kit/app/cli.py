@@ -45,9 +45,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "predict": ("mipd_kit.student.predict", "main", "a trained student on image files: verbs, frames, boxes (SWiG format)"),
     "export-onnx": ("mipd_kit.student.export", "main", "export a trained student to ONNX, checked against torch"),
     "clhoi": ("mipd_kit.hoi.train", "main", "train and evaluate CL-HOI"),
-    "check": ("mipd_kit.check", "main", "check every input a run will need (files, weights, GPU, LLM, disk)"),
-    "run": ("mipd_kit.check", "run_main", "check the inputs (mipd check), then run the notebook pipeline"),
-    "publish": ("mipd_kit.report", "main", "publish a finished run as the committed report (sampled rationales)"),
+    "check": ("mipd_kit.app.check", "main", "check every input a run will need (files, weights, GPU, LLM, disk)"),
+    "run": ("mipd_kit.app.check", "run_main", "check the inputs (mipd check), then run the notebook pipeline"),
+    "publish": ("mipd_kit.app.report", "main", "publish a finished run as the committed report (sampled rationales)"),
 }
 
 
@@ -68,7 +68,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(usage())
         return 0
     if args[0] in ("--version", "-V"):
-        from . import __version__
+        from .. import __version__
         print(f"mipd_kit {__version__}")
         return 0
     name, rest = args[0], args[1:]
@@ -81,7 +81,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def error_line(e: BaseException) -> str:
     """One line saying what went wrong, secrets redacted (:func:`mipd_kit.redaction.redact`)."""
-    from .redaction import redact
+    from ..redaction import redact
 
     return redact(_error_text(e))
 

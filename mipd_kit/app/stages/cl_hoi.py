@@ -3,7 +3,7 @@ distilled from the run's teacher.
 
 It needs only the world and the teacher, so changes to the rationale / judge / MIPD stages do not re-run it. The
 stage's ``Config`` holds the CL-HOI fields the pipeline sets (the rest keep ``CLHOIConfig``'s defaults);
-``python -m mipd_kit.stages.cl_hoi --world DIR --run-dir DIR [--smoke] [--set KEY=VALUE ...]`` runs it without the
+``python -m mipd_kit.app.stages.cl_hoi --world DIR --run-dir DIR [--smoke] [--set KEY=VALUE ...]`` runs it without the
 notebook, ``mipd clhoi`` remains the library's CLI.
 """
 
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from ..checks import check_config
+from ...checks import check_config
 from . import stage_main
 
 INPUTS: tuple[str, ...] = ("data",)
@@ -116,7 +116,7 @@ class Config:
 
     def clhoi_config(self, run_dir: str | os.PathLike) -> Any:
         """The library's ``CLHOIConfig`` for this stage (teacher fields describing the run's teacher block)."""
-        from ..hoi.train import CONTROL_MODELS, LABEL_FREE_MODELS, CLHOIConfig
+        from ...hoi.train import CONTROL_MODELS, LABEL_FREE_MODELS, CLHOIConfig
 
         bad = [c for c in self.controls if c not in CONTROL_MODELS]
         if bad:
@@ -134,7 +134,7 @@ def clhoi_teacher_fields(teacher_config: Optional[Mapping[str, Any]]) -> dict[st
     run's teacher block in CL-HOI's own records, plus the run's ``device`` / ``amp``; only the latter for backends
     CL-HOI's fields cannot name (open_clip, transformers), whose teacher :func:`run` passes to ``run_clhoi`` directly
     as for every backend."""
-    from ..teachers import TeacherConfig
+    from ...teachers import TeacherConfig
 
     t = TeacherConfig.from_dict(dict(teacher_config or {}), where="teacher_config")
     run = {"device": t.device, "amp": bool(t.amp), "captioner_weights": t.weights}  # the run's device and weights
@@ -158,7 +158,7 @@ class Outputs:
 def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, teacher: Any = None) -> Outputs:
     """Proposal report, then ``run_clhoi`` with the run's teacher (rows into ``run_dir/metrics.json``, predictions,
     ``clhoi/summary.json``), then ``clhoi/results.md``."""
-    from ..hoi.train import load_hoi_world, proposal_report, results_table, run_clhoi
+    from ...hoi.train import load_hoi_world, proposal_report, results_table, run_clhoi
     from .teacher import build
 
     ccfg = cfg.clhoi_config(run_dir)
@@ -183,9 +183,9 @@ def evaluate_zero_shot_splits(cfg: Config, world: Any, prediction_files: Mapping
                               out: Path) -> dict[str, Path]:
     """Official-protocol mAP rows of every prediction file on every split of ``cfg.zero_shot_splits`` (each name
     resolved as ``mipd eval-hico --zero-shot`` resolves it), written to ``out/zero_shot/<split>.json``."""
-    from ..data.hico import resolve_zero_shot
-    from ..eval.hico import default_split_files, evaluate_hico, load_predictions
-    from ..metrics import write_rows
+    from ...data.hico import resolve_zero_shot
+    from ...eval.hico import default_split_files, evaluate_hico, load_predictions
+    from ...metrics import write_rows
 
     written: dict[str, Path] = {}
     for spec in cfg.zero_shot_splits:

@@ -40,10 +40,10 @@ from typing import Any, Optional
 
 import yaml
 
-from .overrides import ConfigError, parse_value  # noqa: F401  (re-exported: the app's names)
+from ..overrides import ConfigError, parse_value  # noqa: F401  (re-exported: the app's names)
 
 #: project root: the folder holding the ``mipd_kit`` package (an editable install keeps it in the repository).
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 #: canonical stage order and notebooks (analysis runs last).
 STAGE_ORDER: tuple[tuple[str, str], ...] = (
@@ -230,7 +230,7 @@ class RunConfig:
         Raises:
             ConfigError: unknown keys or choices, naming the config file.
         """
-        from .teachers.backends import TeacherConfig
+        from ..teachers.backends import TeacherConfig
 
         raw = self.substitute(copy.deepcopy(self.teacher))
         if isinstance(raw.get("seed"), str) and raw["seed"].lstrip("-").isdigit():
@@ -249,7 +249,7 @@ class RunConfig:
     def teacher_fingerprint(self) -> str:
         """Identity of the run's teacher: its config (without device, threads, folders) and the world it is trained
         on; the same for every stage that uses the teacher."""
-        from .teachers.backends import TeacherConfig
+        from ..teachers.backends import TeacherConfig
 
         ident = TeacherConfig.from_dict(self.teacher_config()).identity()
         return fingerprint({"teacher": ident, "world_dir": str(self.path("world_dir"))})

@@ -1,6 +1,6 @@
 """``mipd publish``: turn a finished run folder into the small report committed beside the code.
 
-A run folder (``reports/<run-id>/``, see ``mipd_kit.pipeline``) holds gigabytes of predictions, checkpoints and the
+A run folder (``reports/<run-id>/``, see ``mipd_kit.app.pipeline``) holds gigabytes of predictions, checkpoints and the
 full rationale store; the committed report (``reports/latest-default/``) keeps what a reader needs to check the
 numbers and see the rationales without running anything:
 
