@@ -130,7 +130,7 @@ def test_missing_output_is_a_failure_and_reruns_on_resume(project: Path) -> None
     cfg = RunConfig.load(project / "cfg.yaml", ["stages.b.outputs=[never.txt]"])
     res = run(cfg, quiet=True)
     assert res.state == "failed" and res.failed_stage == "b"
-    assert "did not write its expected output" in res.error and "never.txt" in res.error
+    assert "stage 'b'" in res.error and "did not write its declared output" in res.error and "never.txt" in res.error
 
 
 def test_deleted_output_makes_the_stage_run_again(project: Path) -> None:

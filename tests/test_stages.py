@@ -345,13 +345,13 @@ def test_notebooks_are_what_the_one_builder_writes() -> None:
     import importlib.util
 
     from mipd_kit.app.pipeline import notebook_parameters
-    from mipd_kit.app.stages import STAGE_MODULES
+    from mipd_kit.app.registry import STAGES
 
     spec = importlib.util.spec_from_file_location("nb_build", ROOT / "notebooks" / "build.py")
     builder = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(builder)
     assert builder.main(["--check"]) == 0
-    assert sorted(builder.GENERATED.values()) == sorted(f"mipd_kit.app.stages.{m}" for m in STAGE_MODULES.values())
+    assert builder.GENERATED == {s.notebook: s.module for s in STAGES}
     for nb, name in builder.GENERATED.items():
         mod = importlib.import_module(name)
         params = notebook_parameters(ROOT / "notebooks" / nb)

@@ -67,10 +67,11 @@ class Item:
 def stage_configs(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     """Each enabled standard stage's ``Config`` built from the parameters the runner would pass (run seed, folders,
     teacher block), so that their own checks (``__post_init__``) run; stages of one's own notebooks are skipped."""
-    from .stages import STAGE_MODULES, stage_module
+    from .registry import stage_specs
+    from .stages import stage_module
     out = {}
     for name, st in cfg.stages.items():
-        if not st.enabled or name not in STAGE_MODULES:
+        if not st.enabled or name not in stage_specs():
             continue
         mod = stage_module(name)
         fields = {f.name for f in dataclasses.fields(mod.Config)}

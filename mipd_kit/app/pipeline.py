@@ -46,6 +46,7 @@ from typing import Any, Optional, Sequence
 import yaml
 
 from .config import COMMON_PARAMS, TEACHER_PARAM, ConfigError, RunConfig, file_hash, fingerprint
+from .registry import stage_specs
 from ..fileio import atomic_write_text, redact_file
 from ..fileio import dumps as strict_dumps
 from ..redaction import redact, redact_obj
@@ -227,9 +228,9 @@ def stage_value_problems(name: str, params: dict[str, Any]) -> list[str]:
     :mod:`mipd_kit.checks`, then the config's ``__post_init__``); for a stage this package does not know (a custom
     notebook), the range rules by parameter name (``epochs``, ``lr``, ``api_key_env``...) only."""
     from ..checks import config_problems, value_problems
-    from .stages import STAGE_MODULES, stage_module
+    from .stages import stage_module
 
-    if name not in STAGE_MODULES:
+    if name not in stage_specs():
         return [p for k, v in params.items() for p in value_problems(k, v)]
     cls = stage_module(name).Config
     problems = config_problems(cls, params)
@@ -277,8 +278,12 @@ def dependants(cfg: RunConfig, stage: str) -> list[str]:
 
 
 def uses_teacher(cfg: RunConfig, name: str) -> bool:
-    """Whether the stage's notebook declares the ``teacher_config`` parameter (then it gets the run's teacher)."""
+    """Whether an enabled stage gets the run's teacher: its registry entry's ``uses_teacher`` (a standard stage on
+    its own notebook), else whether its notebook declares the ``teacher_config`` parameter."""
     st = cfg.stages[name]
+    spec = stage_specs().get(name)
+    if st.enabled and spec is not None and st.notebook == spec.notebook:
+        return spec.uses_teacher
     nb = cfg.path("notebooks_dir") / st.notebook
     return st.enabled and nb.is_file() and TEACHER_PARAM in notebook_parameters(nb)
 
@@ -447,7 +452,7 @@ def _check_not_foreign(run_dir: Path, force: bool) -> None:
 
 def _output_paths(cfg: RunConfig, name: str, run_dir: Path) -> list[Path]:
     out = []
-    for o in cfg.stages[name].outputs:
+    for o in cfg.stage_outputs(name):
         p = Path(cfg.substitute(o, run_dir))
         out.append(p if p.is_absolute() else run_dir / p)
     return out
@@ -761,7 +766,7 @@ def run(cfg: RunConfig, out: Optional[str | Path] = None, force: bool = False, u
             if error is None:
                 missing = missing_outputs(cfg, name, run_dir)
                 if missing:
-                    error = ("the notebook finished but did not write its expected output(s): "
+                    error = (f"stage {name!r}: the notebook finished but did not write its declared output(s): "
                              + ", ".join(str(m) for m in missing))
             _copy_split(cfg, run_dir)
             rec["seconds"] = round(time.perf_counter() - ts, 2)

@@ -30,9 +30,6 @@ from typing import Any, Optional, Sequence
 from ...checks import check_config
 from . import stage_main
 
-INPUTS: tuple[str, ...] = ("data", "rationales")
-OUTPUTS: tuple[str, ...] = ("nmpa/index.json",)
-USES_TEACHER = True
 
 #: the folder of the run where the NMPA weights go.
 NMPA_DIR = "nmpa"

@@ -9,10 +9,6 @@ from typing import Any
 
 from ...checks import check_config
 
-INPUTS: tuple[str, ...] = ("data", "teacher", "rationales", "judge", "alignment", "distillation", "cl_hoi")
-OUTPUTS: tuple[str, ...] = ("results.md",)
-USES_TEACHER = False
-
 
 @dataclass
 class Config:

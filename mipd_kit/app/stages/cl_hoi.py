@@ -20,10 +20,6 @@ from typing import Any, Mapping, Optional, Sequence
 from ...checks import check_config
 from . import stage_main
 
-INPUTS: tuple[str, ...] = ("data",)
-OUTPUTS: tuple[str, ...] = ("clhoi/results.md",)
-USES_TEACHER = True
-
 
 @dataclass
 class Config:

@@ -19,10 +19,6 @@ from typing import Any, Optional, Sequence
 from ...checks import check_config
 from . import stage_main
 
-INPUTS: tuple[str, ...] = ()
-OUTPUTS: tuple[str, ...] = ("${world_dir}/meta.json", "${world_dir}/ov_split.json")
-USES_TEACHER = False
-
 
 @dataclass
 class Config:

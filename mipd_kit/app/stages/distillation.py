@@ -33,11 +33,8 @@ from typing import Any, Optional, Sequence
 from ...checks import check_config
 from . import stage_main
 
-INPUTS: tuple[str, ...] = ("data", "rationales", "alignment")
 #: the paper's student on the smoke world: the weaker embedded image-text backbone, frozen, features cached
 SMOKE_STUDENT_BACKBONE = {"backend": "embedded", "size": "student-smoke", "seed": 0}
-OUTPUTS: tuple[str, ...] = ("predictions", "predictions-dev", "curves", "checkpoints", "results_mipd.md")
-USES_TEACHER = True
 
 
 @dataclass

@@ -14,10 +14,6 @@ from typing import Any, Optional
 
 from ...checks import check_config
 
-INPUTS: tuple[str, ...] = ("data", "teacher", "rationales")
-OUTPUTS: tuple[str, ...] = ("rationales_authors.json",)
-USES_TEACHER = False
-
 
 @dataclass
 class Config:

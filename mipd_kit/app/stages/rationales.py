@@ -26,10 +26,7 @@ from typing import Any, Optional, Sequence
 from ...checks import check_config
 from . import stage_main
 
-INPUTS: tuple[str, ...] = ("data", "teacher")
 BACKENDS: tuple[str, ...] = ("captioner", "template", "embedded", "shuffled", "openai", "hf")
-OUTPUTS: tuple[str, ...] = ("rationales.jsonl", "jrg_stats.json")
-USES_TEACHER = True
 #: generator backends that need the captioner (and so the run's teacher)
 CAPTIONER_BACKENDS = ("captioner", "shuffled")
 #: control rationale sets the stage can write beside its store (``rationales-<control>.jsonl``)

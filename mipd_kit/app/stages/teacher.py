@@ -20,11 +20,8 @@ from typing import Any, Mapping, Optional, Sequence
 from ...checks import check_config
 from . import stage_main
 
-INPUTS: tuple[str, ...] = ("data",)
-OUTPUTS: tuple[str, ...] = ("teacher_evidence.json", "teacher_zero_shot.json")
 #: the teacher's zero-shot top-5 verbs per image of ``eval_split`` (what the inspector shows beside the students).
 ZERO_SHOT_FILE = "teacher_zero_shot.json"
-USES_TEACHER = True
 
 #: the notebooks' default ``teacher_config`` (smoke-sized embedded teacher, seed 0).
 SMOKE_TEACHER: dict[str, Any] = {"backend": "embedded", "size": "smoke", "seed": 0}
