@@ -219,7 +219,7 @@ def test_runnable_variants_names_the_reason(tiny):
     assert ok == list(VARIANTS) and skipped == {}
     no_rat = dataclasses.replace(w, align=dataclasses.replace(w.align, glimpse_pos=torch.full_like(w.align.glimpse_pos, -1)))
     ok, skipped = runnable_variants(no_rat, list(VARIANTS))
-    assert ok == ["baseline", "feat", "feat-kd", "feat-kd-unlabeled", "upper", "feat-unlabeled"] and "rationales" in skipped["full"]
+    assert ok == ["baseline", "feat", "feat-kd", "upper", "feat-unlabeled", "feat-kd-unlabeled"] and "rationales" in skipped["full"]
     ok, skipped = runnable_variants(dataclasses.replace(w, unlabeled_gt=None), ["upper", "baseline"])
     assert ok == ["baseline"] and "unlabeled_gt.json" in skipped["upper"]
     with pytest.raises(ValueError, match="unknown variant"):

@@ -44,12 +44,9 @@ from ..machine import autocast, resolve_device, to_device
 from . import losses as L
 from .checkpoint import describe_frozen, text_encoder_name, vocab_payload
 # one table of variants, model names and ingredients (re-exported here, where they used to live)
-from .ingredients import AUTHORS_LOSSES, INGREDIENTS, MODEL_NAMES, USES, VARIANTS, drop_gold_negatives  # noqa: F401
+from .ingredients import (AUTHORS_LOSSES, INGREDIENTS, MODEL_NAMES, USES, VARIANTS, Variant,  # noqa: F401
+                          drop_gold_negatives)
 from .model import OvGSRStudent, StudentVocab, build_student, centre_verb_logits, to_input
-
-Variant = Literal["baseline", "feat", "feat-kd", "glimpse", "gaze", "neg", "paper", "full", "unlabeled", "template",
-                  "shuffled", "feat-kd-unlabeled", "kd-unlabeled", "oracle", "oracle-shuffled", "upper",
-                  "feat-unlabeled", "oracle-unlabeled"]
 
 
 class CheckpointMismatch(RuntimeError):
