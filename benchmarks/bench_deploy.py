@@ -284,10 +284,10 @@ def figure(results: list[dict], path: Path) -> None:
         ax.set_title(title, fontsize=10)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    from mipd_kit.fileio import atomic_path
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def markdown(a: argparse.Namespace, info: dict, results: list[dict], machine: str, argv: Sequence[str]) -> str:

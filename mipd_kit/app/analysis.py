@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
+from ..fileio import atomic_write_text
 from ..metrics import MetricRow, SeedStats, aggregate_seeds, group_seeds, merge_rows, read_rows, seed_stats
 from ..student.report import MODEL_ORDER as STUDENT_MODEL_ORDER
 from ..student.report import SPLITS as STUDENT_SPLITS
@@ -276,9 +277,7 @@ def write_results(run_dir: str | os.PathLike, status: Optional[Mapping] = None) 
     text = render_results_md(read_rows(run / "metrics.json"), figs, status, notes,
                              concentration=info.get("concentration"))
     out = run / "results.md"
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, out)
+    atomic_write_text(out, text)
     return out
 
 

@@ -47,7 +47,7 @@ import yaml
 
 from .config import COMMON_PARAMS, TEACHER_PARAM, ConfigError, RunConfig, file_hash, fingerprint
 from .registry import stage_specs
-from ..fileio import atomic_write_text, redact_file
+from ..fileio import atomic_symlink, atomic_write_text, redact_file
 from ..fileio import dumps as strict_dumps
 from ..redaction import redact, redact_obj
 from ..machine import machine_facts
@@ -114,15 +114,27 @@ def _atomic_write(path: Path, text: str) -> None:
     atomic_write_text(path, redact(text))
 
 
-def read_status(run_dir: Path) -> dict[str, Any]:
-    """The run's ``status.json`` (an empty skeleton when absent)."""
+def read_status(run_dir: Path, required: bool = False) -> dict[str, Any]:
+    """The run's ``status.json``: an empty skeleton when absent, unless ``required``.
+
+    Raises:
+        PipelineError: the file is absent (``required``), unreadable, not JSON or not a JSON object; the message
+            names it.
+    """
     p = Path(run_dir) / STATUS_FILE
     if not p.exists():
+        if required:
+            raise PipelineError(f"{p} is absent: {run_dir} is not a run folder made by `mipd run`")
         return {"stages": {}}
     try:
-        return json.loads(p.read_text())
+        status = json.loads(p.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise PipelineError(f"{p}: not valid JSON ({e}); delete it to start the run's stages afresh") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise PipelineError(f"{p}: cannot read the run status ({e})") from e
+    if not isinstance(status, dict):
+        raise PipelineError(f"{p}: expected a JSON object")
+    return status
 
 
 def notebook_parameters(path: Path) -> dict[str, dict[str, Any]]:
@@ -539,11 +551,7 @@ def _update_latest(run_dir: Path, reports_dir: Path) -> None:
         return
     link = run_dir.parent / "latest"
     if link.is_symlink() or not link.exists():
-        tmp = run_dir.parent / f".latest.{os.getpid()}.tmp"
-        if tmp.is_symlink() or tmp.exists():
-            tmp.unlink()
-        tmp.symlink_to(run_dir.name)
-        os.replace(tmp, link)
+        atomic_symlink(link, run_dir.name)
     else:
         LOG.warning("%s exists and is not a symlink; not updating it", link)
 

@@ -62,6 +62,7 @@ import torch
 import torch.nn.functional as F
 
 from mipd_kit.data.records import DataError, HOIImage, HOIVocab
+from mipd_kit.fileio import atomic_write_text
 from mipd_kit.metrics import MetricRow, aggregate_seeds, merge_rows
 
 from . import losses as L
@@ -441,9 +442,7 @@ def describe_images(sampler: Any, image_paths: Sequence[str | os.PathLike], out_
         out[Path(p).name] = sampler(describe_messages(p, inline=False)).text.strip()
     q = Path(out_path)
     q.parent.mkdir(parents=True, exist_ok=True)
-    tmp = q.with_name(q.name + ".tmp")
-    tmp.write_text(json.dumps(out, indent=1))
-    os.replace(tmp, q)
+    atomic_write_text(q, json.dumps(out, indent=1))
     return out
 
 

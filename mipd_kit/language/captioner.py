@@ -60,6 +60,7 @@ from PIL import Image
 from torch import nn
 
 from mipd_kit.data.records import DataError
+from mipd_kit.fileio import replace_dir
 from mipd_kit.language.base import Message, Response, SamplerError, SamplerRequestError
 
 if TYPE_CHECKING:  # the config lives with the factory, which must not import torch
@@ -659,9 +660,7 @@ def save_captioner(captioner: Captioner, ckpt_dir: str | os.PathLike, extra: Opt
             "teacher_fingerprint": captioner.teacher_fingerprint, "fingerprint": captioner.fingerprint,
             "info": captioner.info, **(extra or {})}
     (tmp / "captioner.json").write_text(json.dumps(meta, indent=1))
-    if d.exists():
-        shutil.rmtree(d)
-    os.replace(tmp, d)
+    replace_dir(tmp, d)
     return d
 
 

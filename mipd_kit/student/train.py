@@ -41,6 +41,7 @@ from PIL import Image
 from ..align.nmpa import AlignData, NMPAConfig, aligned_targets, build_align_data, train_nmpa
 from ..data.records import DataError, FrameSpace, Situation
 from ..machine import autocast, resolve_device, to_device
+from ..fileio import atomic_path
 from . import losses as L
 from .checkpoint import describe_frozen, text_encoder_name, vocab_payload
 # one table of variants, model names and ingredients (re-exported here, where they used to live)
@@ -730,9 +731,8 @@ def save_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimiz
         flat.update(vt)
         meta.update(vm)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(flat, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(flat, str(tmp), metadata=meta)
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, opt: Optional[torch.optim.Optimizer], cfg: StudentConfig) -> tuple[int, dict]:
@@ -935,11 +935,10 @@ def save_student_file(path: Path, state: dict[str, torch.Tensor], cfg: StudentCo
     from safetensors.torch import save_file
     path.parent.mkdir(parents=True, exist_ok=True)
     vt, vm = vocab_payload(vocab)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({**{k: v.cpu().contiguous() for k, v in state.items()}, **vt}, str(tmp),
-              metadata={"fingerprint": cfg.fingerprint(), "config": json.dumps(dataclasses.asdict(cfg)),
-                        "epoch": str(epoch), **vm})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file({**{k: v.cpu().contiguous() for k, v in state.items()}, **vt}, str(tmp),
+                  metadata={"fingerprint": cfg.fingerprint(), "config": json.dumps(dataclasses.asdict(cfg)),
+                            "epoch": str(epoch), **vm})
 
 
 # ----------------------------------------------------------------------------------------------- inference

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ...checks import check_config
+from ...fileio import atomic_write_text
 from . import stage_main
 
 
@@ -142,7 +143,6 @@ def _train_one(i: int, threads: int, progress: bool, keep_model: bool) -> tuple[
     import torch
 
     from ...align.nmpa import save_nmpa, train_nmpa
-    from ...fileio import atomic_write_text
     from ...machine import resolve_device
 
     st = _NMPA_JOBS
@@ -217,9 +217,7 @@ def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, **prepa
             index["models"][key] = entry
             trained[key] = (model, entry["history"])
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / (INDEX + ".tmp")
-    tmp.write_text(json.dumps(index, indent=1) + "\n")
-    os.replace(tmp, out_dir / INDEX)
+    atomic_write_text(out_dir / INDEX, json.dumps(index, indent=1) + "\n")
 
     shown_seed = cfg.seed if cfg.seed in [int(s) for s in cfg.seeds] else int(cfg.seeds[0])
     shown = StudentConfig(variant="full", seed=shown_seed, nmpa=cfg.nmpa_base()).nmpa_config().fingerprint()

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from ...checks import check_config
+from ...fileio import atomic_write_text
 from . import stage_main
 
 
@@ -169,8 +170,7 @@ def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, teacher
                   + results_table(res.rows, "scenario_1", "role_ap"))
     out = Path(run_dir) / "clhoi"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.md.tmp").write_text(table + "\n")
-    os.replace(out / "results.md.tmp", out / "results.md")
+    atomic_write_text(out / "results.md", table + "\n")
     evaluate_zero_shot_splits(cfg, world, res.prediction_files, out)
     return Outputs(ccfg, world, prop, res, table)
 
