@@ -1,4 +1,5 @@
-"""Analysis of a run folder: results tables, the rare-bias picture, unseen-verb confusion, grounding by role, resources.
+"""Analysis of a run folder: results tables, the rare-bias picture, unseen-verb confusion, grounding by role,
+resources.
 
 Everything notebook ``06_analysis`` shows comes from here (logic lives in the package, not in notebooks); the pure
 analyses over cases are the library's (:mod:`mipd_kit.viz.analyses`):

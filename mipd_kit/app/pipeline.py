@@ -13,12 +13,13 @@ The run folder gets ``config.yaml`` (resolved), ``environment.json``, ``run.log`
 The run's teacher is the config's ``teacher:`` block; every notebook that declares a ``teacher_config`` parameter
 receives it, so all stages use one teacher (each stage's record in ``status.json`` has its ``teacher_fingerprint``).
 
-Resume: the stages form a graph (``mipd_kit.app.stages``: each stage's INPUTS). A stage's fingerprint = sha256 of its
-parameters, the common parameters, the notebook file's hash, the teacher's fingerprint (stages that use the teacher)
-and the fingerprints of its inputs -- not of every earlier stage. A stage that finished with the same fingerprint
-(and whose declared outputs still exist) is skipped, unless one of its inputs runs again. A failing stage stops the run; ``status.json`` and ``results.md`` say which stage failed and
-why; everything written before it stays. Running the same run id again continues where it stopped. A run folder made
-by a different config is refused unless ``--force`` (the old ``config.yaml`` is then kept as ``config.prev-*.yaml``).
+Resume: the stages form a graph (each stage's ``inputs`` in the stage registry, :mod:`mipd_kit.app.registry`). A
+stage's fingerprint = sha256 of its parameters, the common parameters, the notebook file's hash, the teacher's
+fingerprint (stages that use the teacher) and the fingerprints of its inputs -- not of every earlier stage. A stage
+that finished with the same fingerprint (and whose declared outputs still exist) is skipped, unless one of its
+inputs runs again. A failing stage stops the run; ``status.json`` and ``results.md`` say which stage failed and why;
+everything written before it stays. Running the same run id again continues where it stopped. A run folder made by a
+different config is refused unless ``--force`` (the old ``config.yaml`` is then kept as ``config.prev-*.yaml``).
 Fingerprints do not cover the library's source: after editing ``mipd_kit``, ``--rerun STAGE`` runs that stage and its
 dependants again.
 """
@@ -256,7 +257,7 @@ def stage_value_problems(name: str, params: dict[str, Any]) -> list[str]:
 
 
 def stage_graph(cfg: RunConfig) -> dict[str, tuple[str, ...]]:
-    """Stage -> the configured stages it reads (its ``mipd_kit.app.stages`` module's INPUTS); a stage the package does
+    """Stage -> the configured stages it reads (its registry ``inputs``); a stage the registry does
     not know reads every earlier stage.
 
     Raises:
@@ -302,7 +303,7 @@ def uses_teacher(cfg: RunConfig, name: str) -> bool:
 
 def stage_fingerprints(cfg: RunConfig) -> dict[str, str]:
     """Graph fingerprints: a stage's params, the common params, its notebook's hash, the run's teacher fingerprint
-    (stages that use the teacher) and the fingerprints of its INPUTS (:func:`stage_graph`) -- not every earlier
+    (stages that use the teacher) and the fingerprints of its inputs (:func:`stage_graph`) -- not every earlier
     stage, so e.g. a judge parameter re-runs neither the teacher nor CL-HOI."""
     nb_dir = cfg.path("notebooks_dir")
     common = {"seed": cfg.seed, "world_dir": str(cfg.path("world_dir")), "cache_dir": str(cfg.path("cache_dir"))}
