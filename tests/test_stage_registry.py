@@ -84,6 +84,8 @@ def test_order_notebooks_and_docs_table_come_from_the_registry() -> None:
         assert uses_teacher(cfg, s.name) == s.uses_teacher, s.name
         assert cfg.stage_outputs(s.name)[:len(s.outputs)] == list(s.outputs), s.name
     assert set(stage_graph(cfg)["analysis"]) == {s.name for s in STAGES} - {"analysis"}
+    own = RunConfig.from_dict({"stages": {"data": {"notebook": "mine.ipynb", "outputs": ["x.json"]}}})
+    assert own.stage_outputs("data") == ["x.json"]  # a standard stage on one's own notebook: its own outputs only
 
 
 @pytest.fixture()

@@ -70,8 +70,8 @@ class StageConfig:
         name: stage name (``data``, ``teacher``, ...).
         notebook: notebook file name inside ``notebooks_dir`` (a standard stage's: from the stage registry).
         params: parameters passed to papermill (besides the common ones).
-        outputs: files or folders the stage must produce besides the declared outputs of a standard stage
-            (``${run_dir}``-relative unless absolute; :meth:`RunConfig.stage_outputs` joins both).
+        outputs: files or folders the stage must produce besides the declared outputs of a standard stage on its
+            own notebook (``${run_dir}``-relative unless absolute; :meth:`RunConfig.stage_outputs` joins both).
         enabled: a disabled stage is not executed (state ``skipped``).
     """
 
@@ -298,10 +298,11 @@ class RunConfig:
         return out
 
     def stage_outputs(self, name: str) -> list[str]:
-        """The files a stage must leave behind: the declared outputs of a standard stage (stage registry), then the
-        config's own ``outputs``, without repeats (unsubstituted)."""
-        spec = stage_specs().get(name)
-        return list(dict.fromkeys([*(spec.outputs if spec else ()), *self.stages[name].outputs]))
+        """The files a stage must leave behind: the declared outputs of a standard stage run on its own notebook
+        (stage registry), then the config's own ``outputs``, without repeats (unsubstituted)."""
+        st, spec = self.stages[name], stage_specs().get(name)
+        declared = spec.outputs if spec is not None and st.notebook == spec.notebook else ()
+        return list(dict.fromkeys([*declared, *st.outputs]))
 
     def stage_params(self, name: str, run_dir: Path, teacher: bool = False) -> dict[str, Any]:
         """All parameters papermill receives for a stage: the common ones, the run's teacher block as
