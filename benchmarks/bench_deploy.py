@@ -91,7 +91,7 @@ def get_teacher(a: argparse.Namespace) -> Any:
         from mipd_kit.teachers.embedded import EmbeddedTeacher, EmbeddedTeacherConfig
         torch.manual_seed(0)
         return EmbeddedTeacher(EmbeddedTeacherConfig()).eval()
-    from mipd_kit.stages.student_runs import load_teacher_kind
+    from mipd_kit.app.stages.student_runs import load_teacher_kind
     return load_teacher_kind("embedded", a.world, a.cache_dir, smoke=a.teacher == "smoke")
 
 
@@ -287,10 +287,10 @@ def figure(results: list[dict], path: Path) -> None:
         ax.set_title(title, fontsize=10)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    from mipd_kit.fileio import atomic_path
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def markdown(a: argparse.Namespace, info: dict, results: list[dict], machine: str, argv: Sequence[str]) -> str:

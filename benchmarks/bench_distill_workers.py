@@ -29,7 +29,7 @@ from mipd_kit.metrics import merge_rows, row  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mipd_kit.stages import distillation as st
+    from mipd_kit.app.stages import distillation as st
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", required=True, help="a finished run folder (its world, rationales, distillation params)")

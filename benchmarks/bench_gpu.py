@@ -56,7 +56,7 @@ def stage_times(run_dir: str | Path) -> dict[str, Optional[float]]:
 def bench_pipeline(a: argparse.Namespace) -> dict[str, Any]:
     cfg = ROOT / "configs" / ("smoke.yaml" if a.smoke else "default.yaml")
     out = Path(a.run_dir) if a.run_dir else Path(tempfile.mkdtemp(prefix="bench-gpu-run-"))
-    cmd = [sys.executable, "-m", "mipd_kit.cli", "run", "--config", str(cfg), "--out", str(out),
+    cmd = [sys.executable, "-m", "mipd_kit.app.cli", "run", "--config", str(cfg), "--out", str(out),
            "--set", f"teacher.device={a.device}", "--set", f"teacher.amp={'true' if a.amp else 'false'}"]
     t0 = time.perf_counter()
     p = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)

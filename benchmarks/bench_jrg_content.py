@@ -37,8 +37,8 @@ from mipd_kit.machine import machine_facts  # noqa: E402
 from mipd_kit.metrics import merge_rows, row  # noqa: E402
 from mipd_kit.rationales.content import PRIMITIVES, mentioned  # noqa: E402
 from mipd_kit.rationales.store import read_rationales  # noqa: E402
-from mipd_kit.stages import rationales as R  # noqa: E402
-from mipd_kit.stages.teacher import build  # noqa: E402
+from mipd_kit.app.stages import rationales as R  # noqa: E402
+from mipd_kit.app.stages.teacher import build  # noqa: E402
 from mipd_kit.teachers.zero_shot import teacher_evidence  # noqa: E402
 
 

@@ -57,7 +57,7 @@ def find_world(arg: str | None, tmp: Path) -> tuple[Path, str]:
         if (w / "train.json").exists() and (w / "meta.json").exists():
             return w, name
     w = tmp / "world"
-    subprocess.run([sys.executable, "-m", "mipd_kit.cli", "synth", "--out", str(w), "--seed", "0", "--size", "smoke"],
+    subprocess.run([sys.executable, "-m", "mipd_kit.app.cli", "synth", "--out", str(w), "--seed", "0", "--size", "smoke"],
                    check=True, cwd=ROOT)
     return w, "smoke-seed0 (generated)"
 

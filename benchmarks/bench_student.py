@@ -37,7 +37,7 @@ def child_train(a: argparse.Namespace) -> dict:
 
     import torch
 
-    from mipd_kit.stages.student_runs import load_teacher_kind
+    from mipd_kit.app.stages.student_runs import load_teacher_kind
     from mipd_kit.student.config import StudentConfig
     from mipd_kit.student.data import prepare_world
     from mipd_kit.student.targets import attach_targets
@@ -132,7 +132,7 @@ def child_teacher_infer(a: argparse.Namespace) -> dict:
     from PIL import Image
 
     from mipd_kit.rationales.store import collect, read_rationales
-    from mipd_kit.stages.student_runs import load_teacher_kind
+    from mipd_kit.app.stages.student_runs import load_teacher_kind
     torch.set_num_threads(a.threads)
     rss_import = _rss_mb()  # same imports as the student child, before any model or image
     world = Path(a.world)

@@ -104,11 +104,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from mipd_kit.hoi.descriptions import DESCRIBE_PROMPT, DescriptionStore, prompt_key
     from mipd_kit.hoi.config import MODELS
     from mipd_kit.hoi.world import dev_world, labelled_training_images, load_hoi_world
-    from mipd_kit.stages.clhoi_runs import run_clhoi
+    from mipd_kit.app.stages.clhoi_runs import run_clhoi
     from mipd_kit.metrics import paired_bootstrap, seed_stats
     from mipd_kit.overrides import split_set
-    from mipd_kit.stages.cl_hoi import Config
-    from mipd_kit.stages.teacher import build
+    from mipd_kit.app.stages.cl_hoi import Config
+    from mipd_kit.app.stages.teacher import build
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--world", required=True)

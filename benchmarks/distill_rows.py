@@ -31,7 +31,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--cache", default=None, help="the cache folder (default: the run config's cache_dir)")
     a = ap.parse_args(list(sys.argv[1:] if argv is None else argv))
     from mipd_kit.overrides import known_fields
-    from mipd_kit.stages import distillation as D
+    from mipd_kit.app.stages import distillation as D
 
     run = Path(a.run_dir)
     cfg = yaml.safe_load((run / "config.yaml").read_text())

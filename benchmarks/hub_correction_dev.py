@@ -33,9 +33,9 @@ SPLITS = ("seen", "rare", "unseen_dev", "unseen_dev_compositional", "unseen_dev_
 def main(argv: list[str] | None = None) -> int:
     from safetensors.torch import load_file
 
-    from mipd_kit.analysis import prediction_concentration
+    from mipd_kit.viz.analyses import prediction_concentration
     from mipd_kit.metrics import MetricRow, write_rows
-    from mipd_kit.stages import distillation as st
+    from mipd_kit.app.stages import distillation as st
     from mipd_kit.student.model import build_student, centre_verb_logits
     from mipd_kit.student.evaluate import evaluate_predictions, predict_swig
 

@@ -30,7 +30,7 @@ def top1_by_split(rows) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mipd_kit.stages.student_runs import config_from_args, load_teacher_kind
+    from mipd_kit.app.stages.student_runs import config_from_args, load_teacher_kind
     from mipd_kit.student.data import prepare_world
     from mipd_kit.student.evaluate import evaluate_predictions, predict_swig
     from mipd_kit.student.train import fit

@@ -482,9 +482,9 @@ def aggregate(runs: Sequence[RunInfo], out: str | Path, n_boot: int = 10000) -> 
 # ----------------------------------------------------------------------------------------------- running
 def pipeline_command(config: str, world: int, run_dir: Path, weights: str = "released-any",
                      sets: Sequence[str] = (), dry_run: bool = False, force: bool = False) -> list[str]:
-    """The ``mipd run`` command of one world seed (the ``mipd`` beside this Python, else ``python -m mipd_kit.cli``)."""
+    """The ``mipd run`` command of one world seed (the ``mipd`` beside this Python, else ``python -m mipd_kit.app.cli``)."""
     mipd = Path(sys.executable).parent / "mipd"
-    cmd = [str(mipd)] if mipd.is_file() else [sys.executable, "-m", "mipd_kit.cli"]
+    cmd = [str(mipd)] if mipd.is_file() else [sys.executable, "-m", "mipd_kit.app.cli"]
     cmd += ["run", "--config", config, "--set", f"seed={world}", "--out", str(run_dir)]
     if weights != "config":
         cmd += ["--set", f"teacher.weights={weights}",
@@ -504,7 +504,7 @@ def preflight(config: str | Path, worlds: Sequence[int], weights: str = "release
     Raises:
         StudyError: naming the config and the bad key or value.
     """
-    from mipd_kit.config import RunConfig
+    from mipd_kit.app.config import RunConfig
     from mipd_kit.overrides import ConfigError
     from mipd_kit.teachers.backends import TeacherConfig
 

@@ -13,7 +13,7 @@ table of range rules by field name.
   ``generator:`` / ``judge:`` sampler blocks).
 
 :func:`check_config` raises one ``ValueError`` naming them all; stage configs call it from ``__post_init__``, so the
-notebooks, ``python -m mipd_kit.stages.<name>`` and ``mipd run`` (also ``--dry-run``) refuse the same values.
+notebooks, ``python -m mipd_kit.app.stages.<name>`` and ``mipd run`` (also ``--dry-run``) refuse the same values.
 """
 
 from __future__ import annotations

@@ -5,6 +5,12 @@
 - ``atomic_write_text(path, text)``: write to a uniquely named temporary file in the same folder, then
   ``os.replace`` it into place; two writers never share a temporary name and a reader sees the old or the new file,
   never a half-written one. A killed writer leaves at most a ``.*.tmp`` file behind.
+- ``atomic_write_bytes`` / ``atomic_open`` (a file object for streamed writes) / ``atomic_path`` (a temporary
+  name for a writer that takes a file name: safetensors, ``torch.save``, an image's ``save``): the same guarantee.
+- ``move_into_place``: a finished file (or folder) renamed onto its final name; ``replace_dir``: a finished folder
+  swapped in for an existing one (the old one removed after, restored if the swap fails); ``atomic_symlink``: a
+  symlink replaced in one step. Every atomic write of the package goes through these (``os.replace`` appears here
+  only).
 - ``dumps`` / ``write_json``: strict JSON (RFC 8259): a float that is NaN or infinite is written as ``null``
   (meaning "undefined", e.g. a metric with no ground truth in that split) instead of the bare ``NaN`` that strict
   parsers reject.
@@ -22,6 +28,7 @@ import fcntl
 import json
 import math
 import os
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -79,13 +86,72 @@ def unique_tmp(path: str | os.PathLike) -> Path:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` atomically (unique temporary file + ``os.replace``)."""
-    tmp = unique_tmp(path)
-    try:
+    with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (unique temporary file + ``os.replace``)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A unique temporary name next to ``path`` for a writer that takes a file (or folder) name; moved onto ``path``
+    when the ``with`` block ends without an error, removed when it raises."""
+    p = Path(path)
+    tmp = unique_tmp(p)
+    try:
+        yield tmp
+        os.replace(tmp, p)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str = "utf-8") -> Iterator[Any]:
+    """A file object (``mode`` ``"w"`` or ``"wb"``) on a temporary file next to ``path``, moved onto ``path`` when the
+    ``with`` block ends without an error (streamed writes: JSON lines, ``json.dump``)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, encoding=None if "b" in mode else encoding) as f:
+            yield f
+
+
+def move_into_place(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Rename a finished file or folder ``src`` onto ``dest`` in one step (same file system; a file at ``dest`` is
+    replaced); returns ``dest``."""
+    os.replace(src, dest)
+    return Path(dest)
+
+
+def replace_dir(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Swap the finished folder ``src`` in for ``dest``: an existing ``dest`` is moved aside, ``src`` renamed onto
+    it, then the old one removed; if the rename fails the old folder is put back. Returns ``dest``."""
+    dest = Path(dest)
+    old = None
+    if dest.exists():
+        old = unique_tmp(dest).with_suffix(".old")
+        os.replace(dest, old)
+    try:
+        os.replace(src, dest)
+    except BaseException:
+        if old is not None:
+            os.replace(old, dest)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return dest
+
+
+def atomic_symlink(link: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Point the symlink ``link`` at ``target`` in one step (a new link under a unique name, renamed onto ``link``)."""
+    with atomic_path(link) as tmp:
+        tmp.symlink_to(target)
 
 
 def finite_or_none(obj: Any) -> Any:

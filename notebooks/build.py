@@ -2,7 +2,7 @@
 
 For every ``notebooks/NN_*.ipynb``:
 
-* a stage with a typed ``Config`` in ``mipd_kit.stages`` gets its ``parameters`` cell generated from
+* the notebook of a stage of the stage registry (``mipd_kit.app.registry``) gets its ``parameters`` cell generated from
   ``Config.smoke()`` (one line per field: name, type, smoke default, the field's help from the Config docstring),
   so a notebook parameter cannot drift from its config field;
 * cell ids become ``c00``, ``c01``, ... and outputs / execution counts are cleared,
@@ -22,20 +22,13 @@ from pathlib import Path
 
 import nbformat as nbf
 
+from mipd_kit.app.registry import notebook_modules
+
 ROOT = Path(__file__).resolve().parents[1]
 NB_DIR = ROOT / "notebooks"
 
-#: notebook -> the stage module whose Config generates its parameters cell.
-GENERATED: dict[str, str] = {
-    "00_data.ipynb": "mipd_kit.stages.data",
-    "01_teacher_features.ipynb": "mipd_kit.stages.teacher",
-    "02_rationales.ipynb": "mipd_kit.stages.rationales",
-    "03_judge.ipynb": "mipd_kit.stages.judge",
-    "04_alignment.ipynb": "mipd_kit.stages.alignment",
-    "05_distillation.ipynb": "mipd_kit.stages.distillation",
-    "06_analysis.ipynb": "mipd_kit.stages.analysis",
-    "07_cl_hoi.ipynb": "mipd_kit.stages.cl_hoi",
-}
+#: notebook -> the stage module whose Config generates its parameters cell (from the stage registry).
+GENERATED: dict[str, str] = notebook_modules()
 
 #: the common parameters every notebook declares first (the runner injects absolute paths).
 COMMON = [

@@ -50,8 +50,8 @@ def test_an_unfinished_run_has_no_verdict(tmp_path):
 
 def test_every_pass_of_a_stage_is_read_from_run_log(tmp_path):
     run = _run(tmp_path)
-    (run / "run.log").write_text("2026 INFO mipd_kit.pipeline: stage teacher       done in 50.0s\n"
-                                 "2026 INFO mipd_kit.pipeline: stage teacher       done in 3.5s\n")
+    (run / "run.log").write_text("2026 INFO mipd_kit.app.pipeline: stage teacher       done in 50.0s\n"
+                                 "2026 INFO mipd_kit.app.pipeline: stage teacher       done in 3.5s\n")
     assert bench_reproduce.passes(run) == {"teacher": [50.0, 3.5]}
     _, md = bench_reproduce.report(run, 15, "test")
     assert "| teacher | done | 54 | 0.9 | 50 + 4 |" in md and "between the last pass and the sum" in md

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mipd_kit import check, cli
+from mipd_kit.app import check, cli
 from mipd_kit.language.loopback import LoopbackServer
 
 

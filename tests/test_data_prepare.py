@@ -136,7 +136,7 @@ def test_swig_world_is_laid_out_resumed_and_checked(tmp_path: Path, server: File
     P.prepare("swig", data, table=pins, mirror=server.url)
     assert server.sent == before
     # the world is what configs/swig_real.yaml reads: mipd check finds its files, images, split and checksums
-    from mipd_kit import check
+    from mipd_kit.app import check
     capsys.readouterr()
     check.main(["--config", str(root / "configs" / "swig_real.yaml"), "--set", f"world_dir={world}",
                 "--set", f"cache_dir={tmp_path / 'cache'}",
@@ -164,7 +164,7 @@ def test_a_corrupted_download_is_refused_naming_the_file(tmp_path: Path, server:
 
 def test_cli_refuses_a_file_that_is_not_the_pinned_one(tmp_path: Path, server: FileServer, capsys) -> None:
     """The real pinned table through ``mipd data prepare --mirror``: a train file that is not the pinned revision's."""
-    from mipd_kit import cli
+    from mipd_kit.app import cli
     (server.folder / "instances_train2015.json").write_text('{"filenames": []}')
     rc = cli.main(["data", "prepare", "hico", "--root", str(tmp_path / "d"), "--mirror", server.url, "--no-images"])
     err = capsys.readouterr().err

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from mipd_kit.analysis import readme_tables
+from mipd_kit.app.analysis import readme_tables
 from mipd_kit.metrics import read_rows
 
 #: linked from the README, written on other branches of the same change (remove once merged)

@@ -10,7 +10,7 @@ from deploy_students import smoke_students
 pytest.importorskip("onnx", reason="onnx is not installed (pip install 'mipd_kit[deploy]')")
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'mipd_kit[deploy]')")
 
-from mipd_kit import cli  # noqa: E402
+from mipd_kit.app import cli  # noqa: E402
 from mipd_kit.student.export import ATOL, check_inputs, check_onnx, example_input, export_onnx  # noqa: E402
 from mipd_kit.student.predict import Predictor  # noqa: E402
 

@@ -529,8 +529,8 @@ def test_run_outside_reports_writes_no_latest_link(tmp_path):
     import nbformat as nbf
     import yaml
 
-    from mipd_kit.config import RunConfig
-    from mipd_kit.pipeline import run
+    from mipd_kit.app.config import RunConfig
+    from mipd_kit.app.pipeline import run
 
     nbs = tmp_path / "nbs"
     nbs.mkdir()
@@ -621,7 +621,7 @@ def test_sigkill_during_a_pipeline_stage_then_resume(tmp_path):
            "stages": {"a": {"notebook": "a.ipynb", "params": {}, "outputs": ["a.txt"]},
                       "b": {"notebook": "b.ipynb", "params": {}, "outputs": ["b.txt"]}}}
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    cmd = [sys.executable, "-m", "mipd_kit.cli", "run", "--config", str(tmp_path / "cfg.yaml"), "--quiet"]
+    cmd = [sys.executable, "-m", "mipd_kit.app.cli", "run", "--config", str(tmp_path / "cfg.yaml"), "--quiet"]
     p = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          start_new_session=True)
     run_dir = tmp_path / "reports" / "r1"

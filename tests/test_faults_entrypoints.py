@@ -1,6 +1,6 @@
 """Fault tier of the entry points: every ``mipd`` subcommand fails cleanly.
 
-Each case runs a subcommand through ``mipd_kit.cli.main`` (the one error boundary) and asserts: exit code 2 (130
+Each case runs a subcommand through ``mipd_kit.app.cli.main`` (the one error boundary) and asserts: exit code 2 (130
 after Ctrl-C), one line on stderr naming the file or option, no traceback, nothing already computed lost and no
 half-written output. Secrets: a planted key reaches a run through every door (the config, the environment, a URL,
 a notebook's output, a stage's error, a server's reply) and is then looked for in every file of the run folder and
@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import yaml
 
-from mipd_kit import cli
+from mipd_kit.app import cli
 from test_faults import _go, _one_line_error, _spawn, _wait_ready, hico_files, swig_files  # noqa: F401 (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -184,7 +184,7 @@ def test_an_evaluator_whose_out_appears_while_it_scores_keeps_the_other_rows(swi
 
 EVAL_CHILD = """
 import sys
-from mipd_kit.cli import main
+from mipd_kit.app.cli import main
 import mipd_kit.eval.swig  # imports done before the start signal
 print("ready", flush=True)
 sys.stdin.readline()
@@ -429,7 +429,7 @@ def test_a_flat_sampler_key_of_the_rationales_stage_names_its_block(tmp_path, ca
 
 
 def test_stage_configs_validate_at_construction():
-    from mipd_kit.stages import cl_hoi, distillation, rationales, teacher
+    from mipd_kit.app.stages import cl_hoi, distillation, rationales, teacher
     for make, needle in ((lambda: cl_hoi.Config(epochs=0), "epochs must be a positive integer"),
                          (lambda: cl_hoi.Config(lr=-1.0), "lr must be > 0"),
                          (lambda: cl_hoi.Config(seeds=[]), "seeds must be a non-empty list"),
@@ -493,7 +493,7 @@ def test_run_out_that_cannot_be_a_run_folder_is_one_line(where, tmp_path, capsys
 
 
 def test_full_disk_while_saving_the_run_status_is_one_line_and_logged(leaky_project, monkeypatch, capsys):
-    import mipd_kit.pipeline as pipeline
+    import mipd_kit.app.pipeline as pipeline
     real = pipeline.atomic_write_text
 
     def full_for_status(path, text):
@@ -510,7 +510,7 @@ def test_full_disk_while_saving_the_run_status_is_one_line_and_logged(leaky_proj
 
 
 def test_full_disk_for_run_log_drops_log_lines_without_tracebacks(leaky_project, monkeypatch, capsys):
-    import mipd_kit.pipeline as pipeline
+    import mipd_kit.app.pipeline as pipeline
 
     def execute(nb_in, nb_out, params, cwd):  # the stage's work, without a kernel
         Path(params["run_dir"], "x.txt").write_text("done")
@@ -523,7 +523,7 @@ def test_full_disk_for_run_log_drops_log_lines_without_tracebacks(leaky_project,
 
 
 def test_ctrl_c_in_a_run_stage_is_one_line_130_and_recorded(leaky_project, monkeypatch, capsys):
-    import mipd_kit.pipeline as pipeline
+    import mipd_kit.app.pipeline as pipeline
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt

@@ -18,7 +18,7 @@ from mipd_kit.hoi import controls as C
 from mipd_kit.hoi import losses as L
 from mipd_kit.hoi.config import CONTROL_MODELS, LABEL_FREE_MODELS, CLHOIConfig
 from mipd_kit.hoi.world import load_hoi_world
-from mipd_kit.stages.clhoi_runs import run_clhoi
+from mipd_kit.app.stages.clhoi_runs import run_clhoi
 
 
 def _synthsitu_prompts() -> list[str]:
@@ -172,7 +172,7 @@ def test_control_rows_are_off_by_default_and_read_labels_only_when_asked(world, 
 def test_stage_controls_parameter_adds_the_rows(world, tmp_path):
     import dataclasses
 
-    from mipd_kit.stages import cl_hoi as H
+    from mipd_kit.app.stages import cl_hoi as H
 
     cfg = dataclasses.replace(H.Config.smoke(), world_dir=str(world), cache_dir=str(tmp_path / "c"),
                               teacher_config={"backend": "tiny"}, epochs=2, vcoco=False,

@@ -19,7 +19,7 @@ from mipd_kit.hoi.config import CLHOIConfig
 from mipd_kit.hoi.scoring import results_table
 from mipd_kit.hoi.train import train_student
 from mipd_kit.hoi.world import LabelFreeImage, load_hoi_world, strip_labels
-from mipd_kit.stages.clhoi_runs import main, run_clhoi
+from mipd_kit.app.stages.clhoi_runs import main, run_clhoi
 from mipd_kit.metrics import read_rows
 
 
@@ -251,7 +251,7 @@ def test_notebook_parameters_mirror_the_config(root):
     fields = {f.name for f in dataclasses.fields(CLHOIConfig)}
     assert {"run_dir", "world_dir", "cache_dir", "seed"} <= set(names)
     # teacher_config: the run's teacher block, injected like the common parameters (not a CLHOIConfig field);
-    # zero_shot_splits: the stage's extra evaluation of the written predictions (mipd_kit.stages.cl_hoi);
+    # zero_shot_splits: the stage's extra evaluation of the written predictions (mipd_kit.app.stages.cl_hoi);
     # controls: the control rows the stage adds to CLHOIConfig.models
     assert set(names) - {"run_dir", "world_dir", "cache_dir", "seed", "teacher_config", "zero_shot_splits",
                          "controls"} <= fields

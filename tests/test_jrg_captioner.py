@@ -28,7 +28,7 @@ from mipd_kit.rationales.content import names_verb
 from mipd_kit.rationales.controls import shuffle_positives
 from mipd_kit.rationales.jrg import JRGFailed, load_world
 from mipd_kit.rationales.store import collect, read_rationales
-from mipd_kit.stages import rationales as R
+from mipd_kit.app.stages import rationales as R
 from mipd_kit.teachers.embedded import EmbeddedTeacher, EmbeddedTeacherConfig, save_teacher
 from mipd_kit.teachers.zero_shot import teacher_evidence
 
@@ -159,7 +159,7 @@ def test_refinement_resamples_and_avoids_the_rejected_words(captioner_run) -> No
 
 def test_avoid_and_begin_hooks_of_the_captioner_sampler(env) -> None:
     from mipd_kit.language.captioner import CaptionerSampler, tokenize
-    from mipd_kit.stages.teacher import build
+    from mipd_kit.app.stages.teacher import build
 
     teacher = build(env["teacher_config"], env["world"], env["cache"])
     cap = R.captioner_for_run(env["world"], env["cache"], teacher, smoke=True)
@@ -184,7 +184,7 @@ def test_batched_sampler_serves_parallel_requests_with_the_same_texts(env) -> No
     from concurrent.futures import ThreadPoolExecutor
 
     from mipd_kit.language.captioner import CaptionerSampler
-    from mipd_kit.stages.teacher import build
+    from mipd_kit.app.stages.teacher import build
 
     teacher = build(env["teacher_config"], env["world"], env["cache"])
     cap = R.captioner_for_run(env["world"], env["cache"], teacher, smoke=True)
@@ -217,7 +217,7 @@ def test_batcher_thread_stops_before_a_fork_and_at_exit_and_serves_again(env) ->
     from mipd_kit.language.captioner import CaptionerSampler
     from mipd_kit.language.captioner.batcher import stop_batchers
     from mipd_kit.machine import fork_map
-    from mipd_kit.stages.teacher import build
+    from mipd_kit.app.stages.teacher import build
 
     global _FORK_SAMPLER
     teacher = build(env["teacher_config"], env["world"], env["cache"])
@@ -356,7 +356,7 @@ def test_controls_are_written_beside_the_store_for_the_control_rows(env) -> None
     """``controls: [template, shuffled]`` leaves rationales-template.jsonl (the template generator on the same images)
     and rationales-shuffled.jsonl (the main store's positives moved to another image of the same verb), the files the
     distillation stage's mipd-template / mipd-shuffled rows read."""
-    from mipd_kit.stages import distillation as D
+    from mipd_kit.app.stages import distillation as D
 
     d = _run_dir(env, "controls")
     out = R.run(_cfg(env, controls=["template", "shuffled"], unlabeled=False), d)
@@ -408,7 +408,7 @@ def test_a_captioner_that_emits_nothing_is_a_counted_failure(env, monkeypatch) -
     assert not st["run"]["aborted"]
     with pytest.raises(SamplerRequestError, match="emitted nothing"):
         from mipd_kit.language.captioner import CaptionerSampler
-        from mipd_kit.stages.teacher import build
+        from mipd_kit.app.stages.teacher import build
         teacher = build(env["teacher_config"], env["world"], env["cache"])
         CaptionerSampler(R.captioner_for_run(env["world"], env["cache"], teacher, True), teacher)(
             [{"role": "user", "content": [{"type": "image_path",

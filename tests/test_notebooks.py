@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from mipd_kit.config import STAGE_ORDER
+from mipd_kit.app.registry import stage_order
 
 pytestmark = pytest.mark.slow
 
 
 def _mipd_run(root: Path, base: Path, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "mipd_kit.cli", "run", "--config", str(root / "configs" / "smoke.yaml"),
+    cmd = [sys.executable, "-m", "mipd_kit.app.cli", "run", "--config", str(root / "configs" / "smoke.yaml"),
            "--set", f"reports_dir={base / 'reports'}", "--set", f"world_dir={base / 'world'}",
            "--set", f"cache_dir={base / 'cache'}", "--set", "run_id=smoke", "--quiet", *extra]
     return subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=1800)
@@ -30,7 +30,7 @@ def _mipd_run(root: Path, base: Path, *extra: str) -> subprocess.CompletedProces
 
 @pytest.fixture(scope="session")
 def smoke_run(root: Path, tmp_path_factory) -> dict:
-    missing = [nb for _, nb in STAGE_ORDER if not (root / "notebooks" / nb).is_file()]
+    missing = [nb for _, nb in stage_order() if not (root / "notebooks" / nb).is_file()]
     if missing:
         pytest.skip(f"the smoke pipeline needs notebooks that do not exist yet: {missing}")
     base = tmp_path_factory.mktemp("smoke")
@@ -45,8 +45,8 @@ def test_smoke_pipeline_completes(smoke_run: dict) -> None:
     assert proc.returncode == 0, (
         f"mipd run failed at stage {status.get('failed_stage')!r}: {status.get('error')}\n{proc.stderr[-3000:]}")
     assert status["state"] == "done"
-    assert [s["state"] for s in status["stages"].values()] == ["done"] * len(STAGE_ORDER)
-    for _, nb in STAGE_ORDER:
+    assert [s["state"] for s in status["stages"].values()] == ["done"] * len(stage_order())
+    for _, nb in stage_order():
         assert (run_dir / "notebooks" / nb).is_file(), nb
     for f in ("config.yaml", "environment.json", "run.log", "ov_split.json", "metrics.json", "results.md"):
         assert (run_dir / f).is_file(), f

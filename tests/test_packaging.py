@@ -9,7 +9,7 @@ import tomllib
 import pytest
 import yaml
 
-from mipd_kit import cli
+from mipd_kit.app import cli
 
 
 def _norm(req: str) -> str:

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from mipd_kit.analysis import (grounding_by_role, per_verb_accuracy, prediction_concentration, primitive_neighbours,
-                               run_analysis, unseen_confusion)
+from mipd_kit.app.analysis import run_analysis
+from mipd_kit.viz.analyses import (grounding_by_role, per_verb_accuracy, prediction_concentration, primitive_neighbours,
+                                   unseen_confusion)
 from mipd_kit.data.records import Situation
 from mipd_kit.metrics import read_rows, row, write_rows
 from mipd_kit.viz.cases import build_cases
@@ -132,7 +133,7 @@ def test_analysis_notebook_html_embeds_its_figures(root: Path, tmp_path: Path) -
 
 
 def test_readme_tables_aggregate_seeds_and_skip_absent_models():
-    from mipd_kit.analysis import readme_tables
+    from mipd_kit.app.analysis import readme_tables
     from mipd_kit.metrics import row
     rows = [row("gsr", "baseline", "seen", "top1", "verb", v, seed=s, mean="image") for s, v in ((0, 10.0), (1, 20.0))]
     rows += [row("gsr", "small_cnn", "seen", "top1", "verb", 64.0, seed=0, mean="image"),
@@ -153,7 +154,7 @@ def test_readme_tables_aggregate_seeds_and_skip_absent_models():
 def test_every_committed_benchmark_json_is_tidy_rows(root):
     """The analysis stage reads reports/bench/*.json as metric rows: a benchmark that writes anything else there
     (samples, raw dumps) breaks every pipeline run; such files belong in a subfolder."""
-    from mipd_kit.analysis import read_bench
+    from mipd_kit.app.analysis import read_bench
 
     files = sorted((root / "reports" / "bench").glob("*.json"))
     assert files and read_bench(root / "reports" / "bench")

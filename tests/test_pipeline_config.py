@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from mipd_kit.analysis import aggregate, render_results_md
-from mipd_kit.config import STAGE_ORDER, ConfigError, RunConfig, apply_overrides, parse_set
+from mipd_kit.app.analysis import aggregate, render_results_md
+from mipd_kit.app.config import ConfigError, RunConfig, apply_overrides, parse_set
+from mipd_kit.app.registry import stage_order
 from mipd_kit.metrics import row
-from mipd_kit.pipeline import config_diff, notebook_parameters, stage_fingerprints
+from mipd_kit.app.pipeline import config_diff, notebook_parameters, stage_fingerprints
 
 
 @pytest.mark.parametrize("expr,key,value", [
@@ -95,7 +96,7 @@ def test_yaml_roundtrip_and_hash() -> None:
 @pytest.mark.parametrize("name", ["default.yaml", "full.yaml", "smoke.yaml"])
 def test_shipped_configs(root: Path, name: str) -> None:
     cfg = RunConfig.load(root / "configs" / name)
-    assert [(n, s.notebook) for n, s in cfg.stages.items()] == list(STAGE_ORDER)
+    assert [(n, s.notebook) for n, s in cfg.stages.items()] == list(stage_order())
     # params of the notebooks that exist already must be valid parameters of them
     for n, st in cfg.stages.items():
         nb = cfg.path("notebooks_dir") / st.notebook

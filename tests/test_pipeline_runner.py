@@ -9,9 +9,9 @@ import nbformat as nbf
 import pytest
 import yaml
 
-from mipd_kit import pipeline
-from mipd_kit.config import ConfigError, RunConfig
-from mipd_kit.pipeline import PipelineError, main, run
+from mipd_kit.app import pipeline
+from mipd_kit.app.config import ConfigError, RunConfig
+from mipd_kit.app.pipeline import PipelineError, main, run
 
 COMMON = '''run_dir: str = "../reports/nb-smoke"  # run folder
 world_dir: str = "../data/w"  # world
@@ -130,7 +130,7 @@ def test_missing_output_is_a_failure_and_reruns_on_resume(project: Path) -> None
     cfg = RunConfig.load(project / "cfg.yaml", ["stages.b.outputs=[never.txt]"])
     res = run(cfg, quiet=True)
     assert res.state == "failed" and res.failed_stage == "b"
-    assert "did not write its expected output" in res.error and "never.txt" in res.error
+    assert "stage 'b'" in res.error and "did not write its declared output" in res.error and "never.txt" in res.error
 
 
 def test_deleted_output_makes_the_stage_run_again(project: Path) -> None:
@@ -222,7 +222,7 @@ def test_concurrent_run_on_the_same_folder_is_refused(project: Path) -> None:
 
 
 def test_until_dry_run_and_cli_dispatch(project: Path, capsys) -> None:
-    from mipd_kit.cli import main as mipd
+    from mipd_kit.app.cli import main as mipd
 
     assert mipd(["run", "--config", str(project / "cfg.yaml"), "--dry-run"]) == 0
     out = capsys.readouterr().out

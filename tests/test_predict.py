@@ -12,7 +12,7 @@ from deploy_students import smoke_students, write_photo
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from mipd_kit import cli
+from mipd_kit.app import cli
 from mipd_kit.data.records import DataError
 from mipd_kit.data.splits import OvSplit
 from mipd_kit.data.swig import load_frame_space, load_situations

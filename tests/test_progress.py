@@ -49,7 +49,7 @@ def test_console_formatter_keeps_only_progress_lines() -> None:
     fmt = ConsoleFormatter("[mipd run] %(message)s")
     rec = logging.LogRecord("papermill", logging.WARNING, __file__, 1, text, None, None)
     assert fmt.format(rec) == "[mipd run] " + text.splitlines()[1]
-    own = logging.LogRecord("mipd_kit.pipeline", logging.INFO, __file__, 1, "stage data running", None, None)
+    own = logging.LogRecord("mipd_kit.app.pipeline", logging.INFO, __file__, 1, "stage data running", None, None)
     assert fmt.format(own) == "[mipd run] stage data running"
     assert not is_progress_line("stage data running") and not is_progress_line("elapsed 3 s")
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mipd_kit import cli
-from mipd_kit.config import PROJECT_ROOT, RunConfig, project_root_of
+from mipd_kit.app import cli
+from mipd_kit.app.config import PROJECT_ROOT, RunConfig, project_root_of
 
 
 def write_project(base: Path, in_configs: bool) -> Path:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mipd_kit import report
+from mipd_kit.app import report
 from mipd_kit.data.records import DataError
 from mipd_kit.data.synthsitu.generate import SynthConfig, generate
 from mipd_kit.rationales.store import read_rationales
@@ -65,7 +65,7 @@ def _run(tmp: Path, world: Path, state: str = "done", records: list[dict] | None
     (run / "results.md").write_text("# results\n")
     (run / "results_mipd.md").write_text("# mipd\n")
     (run / "config.yaml").write_text("seed: 0\n")
-    (run / "run.log").write_text("INFO mipd_kit.pipeline: stage data done in 1.0s\n")
+    (run / "run.log").write_text("INFO mipd_kit.app.pipeline: stage data done in 1.0s\n")
     (run / "figures" / "a.png").write_bytes((world / "images" / "test_000000.png").read_bytes())
     (run / "predictions").mkdir()
     (run / "predictions" / "big.json").write_text("{}")  # not published

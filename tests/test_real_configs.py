@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from mipd_kit import pipeline
-from mipd_kit.check import stage_configs  # each stage's Config built as the runner would (its checks run)
-from mipd_kit.config import RunConfig
+from mipd_kit.app import pipeline
+from mipd_kit.app.check import stage_configs  # each stage's Config built as the runner would (its checks run)
+from mipd_kit.app.config import RunConfig
 from mipd_kit.teachers import TeacherConfig
 
 REAL = ("swig_real.yaml", "hico_real.yaml", "real_smoke.yaml")
@@ -32,7 +32,7 @@ def test_real_config_validates_against_the_notebooks_and_stage_configs(root: Pat
         for r in d.row_list():
             if r.kind != "student":
                 continue
-            from mipd_kit.stages.distillation import student_config
+            from mipd_kit.app.stages.distillation import student_config
             sc = student_config(d, r.variant, d.seed_list[0], feature_shape=(577, 1024))
             assert sc.backbone == "cached"
         TeacherConfig.from_dict(d.student_backbone)

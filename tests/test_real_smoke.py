@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from mipd_kit.config import RunConfig
+from mipd_kit.app.config import RunConfig
 from mipd_kit.language.loopback import LoopbackServer, embedded_responder
 
 pytestmark = pytest.mark.slow
@@ -49,7 +49,7 @@ def lenient_responder() -> Any:
 def real_smoke(root: Path, tmp_path_factory) -> dict:
     base = tmp_path_factory.mktemp("real_smoke")
     with LoopbackServer(lenient_responder()) as srv:
-        cmd = [sys.executable, "-m", "mipd_kit.cli", "run", "--config", str(root / "configs" / "real_smoke.yaml"),
+        cmd = [sys.executable, "-m", "mipd_kit.app.cli", "run", "--config", str(root / "configs" / "real_smoke.yaml"),
                "--set", f"stages.rationales.params.generator.openai.base_url={srv.base_url}",
                "--set", f"reports_dir={base / 'reports'}", "--set", f"world_dir={base / 'world'}",
                "--set", f"cache_dir={base / 'cache'}", "--set", "run_id=real-smoke", "--quiet"]
@@ -74,7 +74,7 @@ def test_real_smoke_config_is_the_real_path(root: Path) -> None:
 
 
 def test_student_backbone_makes_a_cached_feature_student() -> None:
-    from mipd_kit.stages import distillation as D
+    from mipd_kit.app.stages import distillation as D
 
     cfg = D.Config(student_smoke=True, student_backbone={"backend": "tiny"})
     sc = D.student_config(cfg, "full", 0, feature_shape=(17, 32))

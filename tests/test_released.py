@@ -21,7 +21,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mipd_kit import cli
+from mipd_kit.app import cli
 from mipd_kit.data.synthsitu.generate import SynthConfig, generate
 from mipd_kit.language import captioner as C
 from mipd_kit.teachers import TeacherConfig, build_teacher
@@ -251,7 +251,7 @@ def test_teacher_config_switch_release_or_retrain(release, monkeypatch, tmp_path
     assert cap_any.weights["name"] == "embedded-captioner-smoke"
     # CL-HOI's describer follows the run's teacher.weights (the stage passes it as captioner_weights)
     from mipd_kit.hoi.descriptions import get_captioner
-    from mipd_kit.stages.cl_hoi import clhoi_teacher_fields
+    from mipd_kit.app.stages.cl_hoi import clhoi_teacher_fields
     fields = clhoi_teacher_fields({**base, "weights": "released-any"})
     assert fields["captioner_weights"] == "released-any"
     cap_hoi = get_captioner(other, cache, t_any, "smoke", weights=fields["captioner_weights"])
@@ -293,7 +293,7 @@ def test_two_pretrains_with_the_same_threads_give_identical_files(release):
 
 
 def test_results_md_says_which_teacher_weights_a_run_used(tmp_path):
-    from mipd_kit.analysis import write_results
+    from mipd_kit.app.analysis import write_results
     env = {"weights": {"teacher": {"source": "release", "name": "embedded-teacher-default", "dtype": "fp16",
                                    "sha256": {"config.json": "a" * 64, "model.safetensors": "b" * 64}}}}
     (tmp_path / "environment.json").write_text(json.dumps(env))

@@ -12,8 +12,8 @@ import pytest
 import torch
 import yaml
 
-from mipd_kit.config import ConfigError, RunConfig, parse_value
-from mipd_kit.pipeline import dependants, run, stage_fingerprints, stage_graph, uses_teacher
+from mipd_kit.app.config import ConfigError, RunConfig, parse_value
+from mipd_kit.app.pipeline import dependants, run, stage_fingerprints, stage_graph, uses_teacher
 from mipd_kit.teachers import TeacherConfig, build_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,8 +30,8 @@ def test_parse_value_is_yaml_and_reads_json_values_the_same(text: str, value) ->
 
 
 def test_every_set_option_uses_the_one_parser(tmp_path: Path, capsys) -> None:
-    from mipd_kit.stages.clhoi_runs import main as clhoi_main
-    from mipd_kit.stages.student_runs import config_from_args
+    from mipd_kit.app.stages.clhoi_runs import main as clhoi_main
+    from mipd_kit.app.stages.student_runs import config_from_args
 
     # ".5" and "{...}" in YAML flow style were strings for the old JSON readers
     c = config_from_args("neg", 0, True, ["w_neg=.5", "nmpa.w_neg=.25"])
@@ -57,14 +57,14 @@ def test_teacher_block_resolves_once_and_ignores_the_run_seed() -> None:
     with pytest.raises(ConfigError, match="teacher: unknown key"):
         RunConfig.load(ROOT / "configs" / "smoke.yaml", ["teacher.sise=smoke"])
     with pytest.raises(ConfigError, match="moved to the run config's teacher: block"):
-        from mipd_kit.pipeline import validate
+        from mipd_kit.app.pipeline import validate
         validate(RunConfig.load(ROOT / "configs" / "smoke.yaml", ["stages.alignment.params.teacher_smoke=true"]))
 
 
 def test_one_factory_for_every_entry_point(tmp_path: Path) -> None:
     from mipd_kit.hoi.config import CLHOIConfig
     from mipd_kit.hoi.prepare import build_teacher as hoi_teacher
-    from mipd_kit.stages.student_runs import load_teacher_kind
+    from mipd_kit.app.stages.student_runs import load_teacher_kind
     from mipd_kit.teachers.tiny import TinyRandomTeacher
 
     t = build_teacher(TeacherConfig.from_dict({"backend": "tiny"}))
@@ -156,14 +156,14 @@ def tiny_run(tmp_path_factory):
 
 
 def _dist_cfg(d: Path, **kw):
-    from mipd_kit.stages import distillation as D
+    from mipd_kit.app.stages import distillation as D
     base = dict(world_dir=str(d / "w"), cache_dir=str(d / "c"), teacher_config={"backend": "tiny"}, seeds=[0],
                 variants=["glimpse", "full"], student_smoke=True, epochs=1, threads=1)
     return D.Config(**{**base, **kw})
 
 
 def test_distillation_consumes_alignment_nmpa_weights_with_the_same_metrics(tiny_run) -> None:
-    from mipd_kit.stages import alignment as A, distillation as D
+    from mipd_kit.app.stages import alignment as A, distillation as D
     from mipd_kit.student.testing import hashed_text_embedder
 
     d, _ = tiny_run
@@ -205,7 +205,7 @@ def test_alignment_workers_train_the_nmpas_side_by_side_with_the_same_weights(ti
 
     from mipd_kit.progress import progress_lines
 
-    from mipd_kit.stages import alignment as A
+    from mipd_kit.app.stages import alignment as A
     from mipd_kit.student.testing import hashed_text_embedder
 
     d, _ = tiny_run
@@ -241,7 +241,7 @@ def test_distillation_runs_the_rows_of_its_config(tiny_run, tmp_path) -> None:
     import shutil
 
     from mipd_kit.rationales.store import Rationale
-    from mipd_kit.stages import distillation as D
+    from mipd_kit.app.stages import distillation as D
     from mipd_kit.student.testing import hashed_text_embedder
 
     d, info = tiny_run
@@ -281,7 +281,7 @@ def test_distillation_workers_train_side_by_side_with_the_same_results(tiny_run,
 
     from mipd_kit.progress import progress_lines
 
-    from mipd_kit.stages import distillation as D
+    from mipd_kit.app.stages import distillation as D
     from mipd_kit.student.testing import hashed_text_embedder
 
     d, _ = tiny_run
@@ -307,7 +307,7 @@ def test_distillation_workers_train_side_by_side_with_the_same_results(tiny_run,
     run = tmp_path / "w-fail"
     shutil.copytree(d / "alone", run, ignore=shutil.ignore_patterns("checkpoints", "predictions", "curves", "nmpa"))
     cfg = _dist_cfg(d, variants=[], rows=["baseline", "mipd"], seeds=[0], workers=2, threads=2)
-    import mipd_kit.stages.student_runs as T  # a config with lr=nan is refused at construction: fail inside the worker
+    import mipd_kit.app.stages.student_runs as T  # a config with lr=nan is refused at construction: fail inside the worker
 
     def diverges(*a, **k):
         raise FloatingPointError("the loss is not finite (planted)")
@@ -323,7 +323,7 @@ def test_side_by_side_jobs_start_longest_first() -> None:
     more than a plain one, so it is submitted first (the results stay in job order, test above)."""
     from types import SimpleNamespace
 
-    from mipd_kit.stages import distillation as D
+    from mipd_kit.app.stages import distillation as D
     from mipd_kit.student.config import StudentConfig
 
     run_w, control_w = SimpleNamespace(rationale_source="run"), SimpleNamespace(rationale_source="template")
@@ -336,7 +336,7 @@ def test_side_by_side_jobs_start_longest_first() -> None:
 
 def test_verb_text_override_reaches_the_vocabulary(tiny_run) -> None:
     from mipd_kit.data.swig import load_frame_space
-    from mipd_kit.stages import distillation as D
+    from mipd_kit.app.stages import distillation as D
     from mipd_kit.student.testing import hashed_text_embedder
 
     d, _ = tiny_run
@@ -363,14 +363,14 @@ def test_notebooks_are_what_the_one_builder_writes() -> None:
     import importlib
     import importlib.util
 
-    from mipd_kit.pipeline import notebook_parameters
-    from mipd_kit.stages import STAGE_MODULES
+    from mipd_kit.app.pipeline import notebook_parameters
+    from mipd_kit.app.registry import STAGES
 
     spec = importlib.util.spec_from_file_location("nb_build", ROOT / "notebooks" / "build.py")
     builder = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(builder)
     assert builder.main(["--check"]) == 0
-    assert sorted(builder.GENERATED.values()) == sorted(f"mipd_kit.stages.{m}" for m in STAGE_MODULES.values())
+    assert builder.GENERATED == {s.notebook: s.module for s in STAGES}
     for nb, name in builder.GENERATED.items():
         mod = importlib.import_module(name)
         params = notebook_parameters(ROOT / "notebooks" / nb)
@@ -383,7 +383,7 @@ def test_notebooks_are_what_the_one_builder_writes() -> None:
 
 def test_teacher_stage_runs_the_one_teacher(tiny_run) -> None:
     from mipd_kit.metrics import read_rows
-    from mipd_kit.stages import teacher as T
+    from mipd_kit.app.stages import teacher as T
 
     d, _ = tiny_run
     out = d / "teacher-run"
@@ -400,8 +400,8 @@ def test_cl_hoi_stage_equals_the_library_run(tmp_path: Path) -> None:
     from hoi_tinyworld import write_tiny_hoi_world
 
     from mipd_kit.hoi.config import CLHOIConfig
-    from mipd_kit.stages.clhoi_runs import run_clhoi
-    from mipd_kit.stages import cl_hoi as H
+    from mipd_kit.app.stages.clhoi_runs import run_clhoi
+    from mipd_kit.app.stages import cl_hoi as H
 
     world = write_tiny_hoi_world(tmp_path / "w")
     cfg = dataclasses.replace(H.Config.smoke(), world_dir=str(world), cache_dir=str(tmp_path / "c"),
@@ -417,7 +417,7 @@ def test_cl_hoi_stage_equals_the_library_run(tmp_path: Path) -> None:
 
 def test_rationales_and_judge_stages(tmp_path: Path) -> None:
     from mipd_kit.rationales.jrg import JRGConfig
-    from mipd_kit.stages import rationales as R
+    from mipd_kit.app.stages import rationales as R
 
     smoke = R.Config.smoke().jrg_config()
     assert (smoke.rounds, smoke.max_images) == (JRGConfig.smoke().rounds, JRGConfig.smoke().max_images)
@@ -427,7 +427,7 @@ def test_rationales_and_judge_stages(tmp_path: Path) -> None:
         R.Config(rounds=0)
     out = R.run(R.Config.smoke(), tmp_path / "run")  # no world, no evidence: the toy world
     assert out.world == tmp_path / "run" / "jrg_toy_world" and (tmp_path / "run" / "rationales.jsonl").is_file()
-    from mipd_kit.stages import judge as J
+    from mipd_kit.app.stages import judge as J
     j = J.run(J.Config.smoke(), tmp_path / "run")  # the judge reads what the rationales stage wrote
     assert j.records and j.rounds == out.jrg.rounds and j.backend == out.stats["run"]["backend"]
     assert json.loads((tmp_path / "run" / "rationales_authors.json").read_text()) == j.authors
@@ -441,19 +441,19 @@ def test_stage_command_lines_share_one_parser(name, tmp_path, capsys) -> None:
     import subprocess
     import sys
 
-    from mipd_kit.stages import stage_module
+    from mipd_kit.app.stages import stage_module
 
     mod = stage_module(name)
     assert mod.main(["--world", str(tmp_path / "w"), "--run-dir", str(tmp_path / "r"), "--set", "nosuch=1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"{name}: error: --set 'nosuch=1': unknown key 'nosuch'") and len(err.splitlines()) == 1
-    out = subprocess.run([sys.executable, "-m", f"mipd_kit.stages.{name}", "--help"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", f"mipd_kit.app.stages.{name}", "--help"], capture_output=True, text=True,
                          timeout=120)
-    assert out.returncode == 0 and f"python -m mipd_kit.stages.{name}" in out.stdout and "--set KEY=VALUE" in out.stdout
+    assert out.returncode == 0 and f"python -m mipd_kit.app.stages.{name}" in out.stdout and "--set KEY=VALUE" in out.stdout
 
 
 def test_data_stage_synth_overrides_shrink_the_world_and_refuse_unknown_keys() -> None:
-    from mipd_kit.stages import data as D
+    from mipd_kit.app.stages import data as D
 
     c = D.synth_config(D.Config(synth_size="smoke", seed=3, synth_overrides={"n_train": 120, "hoi_people": [2, 2]}))
     assert (c.size, c.seed, c.n_train, c.hoi_people) == ("smoke", 3, 120, (2, 2))

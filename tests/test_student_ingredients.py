@@ -155,3 +155,20 @@ def test_paired_difference_rows_have_bounds_and_round_trip(tmp_path):
     import json
     raw = json.loads((tmp_path / "m.json").read_text())
     assert "lo" not in raw[0] and raw[len(rows)]["lo"] == pytest.approx(10.0)
+
+
+def test_row_and_variant_names_come_from_the_one_table() -> None:
+    """ROWS is the one list of study rows: the variants, the Variant type, the model names and the report order are
+    derived from it, so adding a row touches that table only."""
+    import typing
+
+    from mipd_kit.app.analysis import README_GSR_MODELS
+    from mipd_kit.student.report import MODEL_ORDER
+    from mipd_kit.student.train import StudentConfig
+
+    assert MODEL_ORDER == tuple(ROWS)
+    assert VARIANTS == tuple(r.variant for r in ROWS.values() if r.variant is not None)
+    assert typing.get_args(typing.get_type_hints(StudentConfig)["variant"]) == VARIANTS
+    assert {MODEL_NAMES[v] for v in VARIANTS} | {"teacher", "student-zs"} == set(ROWS)
+    assert [m for m in README_GSR_MODELS if m in ROWS] == list(MODEL_ORDER)
+    assert all(StudentConfig(variant=v).model_name == BY_VARIANT[v].model for v in VARIANTS)

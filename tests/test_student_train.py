@@ -10,7 +10,7 @@ from mipd_kit.data.records import DataError
 from mipd_kit.data.splits import LeakageError
 from mipd_kit.student.model import build_student
 from mipd_kit.student.testing import hashed_text_embedder, write_tiny_world
-from mipd_kit.stages.student_runs import config_from_args, run_variant
+from mipd_kit.app.stages.student_runs import config_from_args, run_variant
 from mipd_kit.student.checkpoint import CheckpointMismatch
 from mipd_kit.student.config import StudentConfig
 from mipd_kit.student.data import prepare_world
@@ -197,7 +197,7 @@ def test_config_overrides():
 
 def test_cli_main_writes_metrics_and_predictions(tmp_path):
     from mipd_kit.metrics import read_rows
-    from mipd_kit.stages.student_runs import main
+    from mipd_kit.app.stages.student_runs import main
     info = write_tiny_world(tmp_path / "w", n_per_verb=4)
     from mipd_kit.rationales.store import Rationale
     recs = []
@@ -225,7 +225,7 @@ def test_runnable_variants_names_the_reason(tiny):
     assert ok == list(VARIANTS) and skipped == {}
     no_rat = dataclasses.replace(w, align=dataclasses.replace(w.align, glimpse_pos=torch.full_like(w.align.glimpse_pos, -1)))
     ok, skipped = runnable_variants(no_rat, list(VARIANTS))
-    assert ok == ["baseline", "feat", "feat-kd", "feat-kd-unlabeled", "upper", "feat-unlabeled"] and "rationales" in skipped["full"]
+    assert ok == ["baseline", "feat", "feat-kd", "upper", "feat-unlabeled", "feat-kd-unlabeled"] and "rationales" in skipped["full"]
     ok, skipped = runnable_variants(dataclasses.replace(w, unlabeled_gt=None), ["upper", "baseline"])
     assert ok == ["baseline"] and "unlabeled_gt.json" in skipped["upper"]
     with pytest.raises(ValueError, match="unknown variant"):
@@ -244,7 +244,7 @@ def test_report_tables_from_rows():
 
 
 def test_report_and_readme_rows_cover_every_variant():
-    from mipd_kit.analysis import README_GSR_MODELS
+    from mipd_kit.app.analysis import README_GSR_MODELS
     from mipd_kit.student.report import MODEL_ORDER
     from mipd_kit.student.ingredients import MODEL_NAMES
     assert MODEL_ORDER[:2] == ("teacher", "student-zs")

@@ -401,7 +401,7 @@ def test_parity_with_plain_python_reference():
 
 
 def test_mipd_dispatcher_runs_eval_swig(tmp_path, tiny_gt, capsys):
-    from mipd_kit.cli import main as mipd
+    from mipd_kit.app.cli import main as mipd
 
     gt_p, pred_p, out = tmp_path / "gt.json", tmp_path / "pred.json", tmp_path / "metrics.json"
     write_situations(gt_p, tiny_gt)

@@ -114,7 +114,7 @@ def test_interrupted_generation_leaves_no_accepted_world(tmp_path, monkeypatch):
 def test_cli_writes_a_world(tmp_path, capsys, monkeypatch):
     small = tiny()
     monkeypatch.setattr(G.SynthConfig, "smoke", classmethod(lambda cls, seed=0: replace(small, seed=seed)))
-    from mipd_kit.cli import main as mipd
+    from mipd_kit.app.cli import main as mipd
     assert mipd(["synth", "--out", str(tmp_path / "w"), "--seed", "3", "--size", "smoke"]) == 0
     assert "images/s" in capsys.readouterr().out
     assert read_meta(tmp_path / "w")["seed"] == 3

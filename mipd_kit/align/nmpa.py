@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..fileio import atomic_path
 from . import losses as L
 from .prompts import InstancePrompt, ScenePrompt, ScenePromptVariant, split_cls
 
@@ -520,18 +521,16 @@ def build_align_data(images: Sequence[str], roles: Sequence[Sequence[str]], boxe
 
 
 def save_nmpa(model: NMPA, path: str | Any) -> None:
-    """Write the module's weights to a safetensors file (atomically: ``name.tmp`` then ``os.replace``); the config
-    that built it is recorded by the caller (``mipd_kit.stages.alignment`` keeps it in ``nmpa/index.json``)."""
-    import os
+    """Write the module's weights to a safetensors file (atomically, :func:`mipd_kit.fileio.atomic_path`); the config
+    that built it is recorded by the caller (``mipd_kit.app.stages.alignment`` keeps it in ``nmpa/index.json``)."""
     from pathlib import Path
 
     from safetensors.torch import save_file
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp),
-              metadata={"config": __import__("json").dumps(dataclasses.asdict(model.cfg), sort_keys=True)})
-    os.replace(tmp, p)
+    with atomic_path(p) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp),
+                  metadata={"config": __import__("json").dumps(dataclasses.asdict(model.cfg), sort_keys=True)})
 
 
 def load_nmpa(path: str | Any, cfg: NMPAConfig, data: AlignData) -> NMPA:

@@ -27,7 +27,6 @@ import argparse
 import fnmatch
 import hashlib
 import http.cookiejar
-import os
 import re
 import sys
 import tarfile
@@ -195,7 +194,8 @@ def _download(src: Source, dest: Path, to: Path, opener: urllib.request.OpenerDi
                     print(f"\r  {src.dest}: {_human(done)}{pct} at {_human(rate)}/s", end="", flush=True)
     if total_n is not None and part.stat().st_size != total_n:
         raise OSError(f"{url}: got {part.stat().st_size} bytes, expected {total_n}; re-run to resume")
-    os.replace(part, dest)
+    from mipd_kit.fileio import move_into_place
+    move_into_place(part, dest)
     digest = sha256_file(dest)
     print(f"\r  done    {dest} {_human(dest.stat().st_size)} sha256 {digest}")
     with open(to / "SHA256SUMS", "a") as f:

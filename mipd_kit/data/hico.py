@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 from mipd_kit.data.records import Box, DataError, HOIImage, HOIVocab
+from mipd_kit.fileio import atomic_write_text
 
 INSTANCE_KEYS = ("annotation", "filenames", "size", "objects", "verbs", "correspondence")
 PAIR_KEYS = ("boxes_h", "boxes_o", "hoi", "object", "verb")
@@ -245,9 +246,7 @@ def write_hico_instances(path: str | os.PathLike, images: Sequence[HOIImage], vo
     d.update(extra or {})
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(d))
-    os.replace(tmp, p)
+    atomic_write_text(p, json.dumps(d))
 
 
 def rare_split(train_images: Iterable[HOIImage], num_hoi: int,

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..fileio import DataError, atomic_write_text
+from ..fileio import DataError, atomic_write_text, move_into_place
 from .download import REVISIONS, gh
 
 DATASETS = ("swig", "hico", "vcoco")
@@ -178,7 +178,7 @@ def fetch_verified(pin: Pinned, folder: Path, recorded: dict[str, str], mirror: 
     try:
         verify(dest, pin, recorded)
     except ChecksumError:
-        os.replace(dest, dest.with_name(dest.name + ".rejected"))
+        move_into_place(dest, dest.with_name(dest.name + ".rejected"))
         raise
     return dest
 

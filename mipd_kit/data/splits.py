@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Iterable, Literal, Mapping, Optional, Sequence
 
 from mipd_kit.data.records import DataError, Situation
+from mipd_kit.fileio import atomic_write_text
 
 MAIN_SPLITS = ("seen", "rare", "unseen")
 #: every split name a metric row may carry (``all`` first), in report order
@@ -126,12 +127,10 @@ class OvSplit:
                 "rule": self.rule, "counts": dict(self.counts)}
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the split JSON atomically (``path.tmp`` then rename)."""
+        """Write the split JSON atomically (:func:`mipd_kit.fileio.atomic_write_text`)."""
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(p.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=1) + "\n")
-        os.replace(tmp, p)
+        atomic_write_text(p, json.dumps(self.to_json(), indent=1) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "OvSplit":

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
 from mipd_kit.data.records import Box, DataError, FrameSpace, NounDef, Situation, VerbDef
+from mipd_kit.fileio import atomic_open
 from mipd_kit.fileio import read_json as _strict_read_json
 
 #: SWiG's marker for a role without a box.
@@ -67,11 +68,9 @@ def read_json(path: str | os.PathLike) -> Any:
 def _write_json_atomic(path: str | os.PathLike, obj: Any, indent: Optional[int] = None) -> None:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_open(p) as f:
         json.dump(obj, f, indent=indent, ensure_ascii=False)
         f.write("\n")
-    os.replace(tmp, p)
 
 
 # --------------------------------------------------------------------------------------- frame space

@@ -76,6 +76,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from mipd_kit.data.records import DataError, HOIImage, HOIVocab
+from mipd_kit.fileio import atomic_open
 from mipd_kit.metrics import MetricRow, row
 
 from .boxes import paired_iou
@@ -237,9 +238,8 @@ def save_predictions_npz(path: str | os.PathLike, preds: dict) -> None:
         "score": np.array([d["score"] for d in flat], dtype=np.float64),
     }
     p = Path(path)
-    tmp = p.with_name(p.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, p)
+    with atomic_open(p, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def load_predictions_npz(path: str | os.PathLike, images: Sequence[HOIImage], vocab: HOIVocab) -> PredictionArrays:

@@ -6,5 +6,5 @@ Translator, Interaction Cognition Network), ``losses`` (pair pooling, per-image 
 context InfoNCE), ``config`` (``CLHOIConfig``, the row names), ``world`` (the labels-stripped world), ``prepare``
 (teacher, proposals, pair data, descriptions, control targets), ``scoring`` (baselines, student scores, predictions,
 mAP rows), ``train`` (losses of a batch, ``train_student``), ``viz`` (top pairs, cases, drawing). The run folder half
-(``run_clhoi``, ``mipd clhoi``) is ``mipd_kit.stages.clhoi_runs``.
+(``run_clhoi``, ``mipd clhoi``) is ``mipd_kit.app.stages.clhoi_runs``.
 """

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from mipd_kit.data.records import DataError, HOIImage, HOIVocab
 
+from ..fileio import atomic_write_text
 from .config import CLHOIConfig
 from .descriptions import (DESCRIBE_BATCH, DescriptionStore, build_describer, describe_into_store, describe_messages,
                            encode_descriptions)
@@ -23,6 +24,7 @@ from .features import PairData, build_pair_data, crop_embeddings, encode_images
 from .proposals import (PairProposals, ProposalStats, detector_proposals, jittered_detections,
                         known_boxes_proposals, proposal_quality, write_detections)
 from .world import HOIWorld, LabelFreeImage, labelled_training_images
+
 
 def teacher_config(cfg: CLHOIConfig):
     """The ``TeacherConfig`` that ``cfg.teacher`` / ``teacher_size`` / ``teacher_checkpoint`` name (teacher seed 0,
@@ -105,9 +107,7 @@ def describe_images(sampler: Any, image_paths: Sequence[str | os.PathLike], out_
         out[Path(p).name] = sampler(describe_messages(p, inline=False)).text.strip()
     q = Path(out_path)
     q.parent.mkdir(parents=True, exist_ok=True)
-    tmp = q.with_name(q.name + ".tmp")
-    tmp.write_text(json.dumps(out, indent=1))
-    os.replace(tmp, q)
+    atomic_write_text(q, json.dumps(out, indent=1))
     return out
 
 

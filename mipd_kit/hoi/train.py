@@ -7,7 +7,7 @@ here with the contrastive distillation losses (``losses.py``) -> scores and pred
 format (``scoring.py``) -> ``mipd_kit.eval.hico.evaluate_hico`` (official protocol) on the HOI test split, Default and
 Known-object, Full / Rare / Non-rare and the world's zero-shot Unseen / Seen. The configuration and the row names are
 ``config.py``; the run (every row and seed, files in the run folder, ``mipd clhoi``) is
-``mipd_kit.stages.clhoi_runs``.
+``mipd_kit.app.stages.clhoi_runs``.
 
 **Label-free.** Training reads only images, proposal boxes (and their object categories, as a detector gives) and
 teacher outputs. The ground-truth ``hoi`` / ``verb`` fields of the training file are never read: the training
@@ -39,7 +39,7 @@ of the context path), ``clhoi-oracle-shuffled`` (those descriptions on another i
 weakly supervised baseline) and ``upper`` (the ICN trained from pair-level labels: the ceiling).
 
 Besides the HICO-DET mAP rows, every prediction file is also scored as V-COCO scenario-1 role AP
-(``mipd_kit.stages.clhoi_runs.vcoco_eval``): the test split written in the V-COCO instance format
+(``mipd_kit.app.stages.clhoi_runs.vcoco_eval``): the test split written in the V-COCO instance format
 (``mipd_kit.data.synthsitu.vcoco``) at ``run_dir/clhoi/vcoco_test.json``, the predictions at
 ``run_dir/predictions/vcoco-<model>-seed<k>.json``, so ``mipd eval-vcoco --gt run_dir/clhoi/vcoco_test.json --pred
 run_dir/predictions/vcoco-clhoi-seed0.json`` gives the same numbers.

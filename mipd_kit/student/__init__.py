@@ -4,6 +4,6 @@ One file per job: :mod:`~mipd_kit.student.config` (``StudentConfig``), :mod:`~mi
 (``build_student``), :mod:`~mipd_kit.student.data` (``prepare_world``), :mod:`~mipd_kit.student.targets`
 (``attach_targets``), :mod:`~mipd_kit.student.train` (``fit``), :mod:`~mipd_kit.student.checkpoint` (checkpoint I/O),
 :mod:`~mipd_kit.student.evaluate` (``predict_swig``), :mod:`~mipd_kit.student.predict` (``mipd predict``); tables in
-:mod:`mipd_kit.student.report`. Run folders are written by the app (``mipd_kit.stages.student_runs``:
+:mod:`mipd_kit.student.report`. Run folders are written by the app (``mipd_kit.app.stages.student_runs``:
 ``run_variant``, ``mipd train-student``).
 """

@@ -28,6 +28,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from ..fileio import atomic_path
 from .config import StudentConfig
 from .model import StudentVocab
 
@@ -232,9 +233,8 @@ def save_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimiz
         flat.update(vt)
         meta.update(vm)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(flat, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(flat, str(tmp), metadata=meta)
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, opt: Optional[torch.optim.Optimizer], cfg: StudentConfig) -> tuple[int, dict]:
@@ -286,8 +286,7 @@ def save_student_file(path: Path, state: dict[str, torch.Tensor], cfg: StudentCo
     from safetensors.torch import save_file
     path.parent.mkdir(parents=True, exist_ok=True)
     vt, vm = vocab_payload(vocab)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({**{k: v.cpu().contiguous() for k, v in state.items()}, **vt}, str(tmp),
-              metadata={"fingerprint": cfg.fingerprint(), "config": json.dumps(dataclasses.asdict(cfg)),
-                        "epoch": str(epoch), **vm})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file({**{k: v.cpu().contiguous() for k, v in state.items()}, **vt}, str(tmp),
+                  metadata={"fingerprint": cfg.fingerprint(), "config": json.dumps(dataclasses.asdict(cfg)),
+                            "epoch": str(epoch), **vm})

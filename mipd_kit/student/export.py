@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -284,7 +283,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out (and its .json sidecar)")
     a = p.parse_args(list(argv) if argv is not None else None)
     from ..data.records import DataError
-    from ..fileio import check_output_path
+    from ..fileio import check_output_path, move_into_place
     try:  # every option checked before anything is loaded or written
         if a.top_k < 1 or a.check_n < 1:
             raise DataError(f"--top-k and --check-n must be >= 1, got {a.top_k} and {a.check_n}")
@@ -333,8 +332,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(f"mipd export-onnx: the ONNX graph disagrees with torch beyond --atol {a.atol}; {out} not "
                       "written", file=sys.stderr)
                 return 1
-        os.replace(side, out.with_name(out.name + ".json"))
-        os.replace(tmp, out)
+        move_into_place(side, out.with_name(out.name + ".json"))
+        move_into_place(tmp, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.2f} MiB) and {out.name}.json", file=sys.stderr)

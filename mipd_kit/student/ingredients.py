@@ -68,7 +68,9 @@ def _s(model: str, variant: str, uses: Iterable[str], rationales: RationaleSourc
 
 _PAPER = ("distill", "glimpse", "gaze", "neg")
 
-#: every row, in report order: references, then the students of the study, then the ablation steps
+#: the one table of the study's rows, in report order (results tables, README, docs/methods.md): the references, the
+#: ablation chain, then the controls and the unlabeled-pool rows. Every list of row, variant or model names derives
+#: from it: :data:`VARIANTS`, :data:`Variant`, :data:`MODEL_NAMES`, ``mipd_kit.student.report.MODEL_ORDER``.
 ROWS: dict[str, Row] = {r.model: r for r in (
     Row("teacher", "reference", None, frozenset(), "", "the embedded teacher zero-shot (the BLIP-2 of this world)"),
     Row("student-zs", "reference", None, frozenset(), "",
@@ -76,7 +78,12 @@ ROWS: dict[str, Row] = {r.model: r for r in (
     _s("baseline", "baseline", (), "", "supervised GSR losses only"),
     _s("mipd-feat", "feat", ("distill",), "", "+ feature distillation towards the raw teacher features"),
     _s("mipd-feat-kd", "feat-kd", ("distill", "kd"), "", "+ feature distillation + logit KD (no rationales)"),
+    _s("mipd-glimpse", "glimpse", ("distill", "glimpse"), "run", "ablation: glimpse-aligned scene target only"),
+    _s("mipd-gaze", "gaze", ("distill", "glimpse", "gaze"), "run", "ablation: + gaze-aligned role targets"),
+    _s("mipd-neg", "neg", _PAPER, "run", "ablation: + negative term (the paper's ingredients; = mipd)"),
     _s("mipd", "paper", _PAPER, "run", "the paper: NMPA-aligned glimpse + gaze targets, negative term; no logit KD"),
+    _s("mipd-unlabeled", "unlabeled", (*_PAPER, "kd", "unlabeled"), "run",
+       "older name of mipd-kd-unlabeled (same ingredients)"),
     _s("mipd-kd", "full", (*_PAPER, "kd"), "run", "mipd + logit KD"),
     _s("mipd-template", "template", _PAPER, "template", "mipd on label-template rationales (form, no content)"),
     _s("mipd-shuffled", "shuffled", _PAPER, "shuffled",
@@ -96,11 +103,6 @@ ROWS: dict[str, Row] = {r.model: r for r in (
        "mipd-feat-kd + distillation on the unlabeled pool"),
     _s("mipd-kd-unlabeled", "kd-unlabeled", (*_PAPER, "kd", "unlabeled"), "run",
        "mipd-kd + distillation on the unlabeled pool"),
-    _s("mipd-glimpse", "glimpse", ("distill", "glimpse"), "run", "ablation: glimpse-aligned scene target only"),
-    _s("mipd-gaze", "gaze", ("distill", "glimpse", "gaze"), "run", "ablation: + gaze-aligned role targets"),
-    _s("mipd-neg", "neg", _PAPER, "run", "ablation: + negative term (the paper's ingredients; = mipd)"),
-    _s("mipd-unlabeled", "unlabeled", (*_PAPER, "kd", "unlabeled"), "run",
-       "older name of mipd-kd-unlabeled (same ingredients)"),
 )}
 
 #: the rows of the fair test (issue: teacher, student backbone zero-shot, baseline, feat, feat+kd, mipd, mipd+kd,
@@ -111,9 +113,10 @@ STUDY_ROWS: tuple[str, ...] = ("teacher", "student-zs", "baseline", "mipd-feat",
 
 #: variant -> its row (the students)
 BY_VARIANT: dict[str, Row] = {r.variant: r for r in ROWS.values() if r.variant is not None}
-VARIANTS: tuple[str, ...] = ("baseline", "feat", "feat-kd", "glimpse", "gaze", "neg", "paper", "full", "unlabeled",
-                             "template", "shuffled", "feat-kd-unlabeled", "kd-unlabeled", "oracle",
-                             "oracle-shuffled", "upper", "feat-unlabeled", "oracle-unlabeled")
+#: the student variants (``StudentConfig.variant``), in :data:`ROWS` order
+VARIANTS: tuple[str, ...] = tuple(BY_VARIANT)
+#: the type of ``StudentConfig.variant`` (its choices are :data:`VARIANTS`; ``typing.get_args`` reads them)
+Variant = Literal[VARIANTS]  # type: ignore[valid-type]
 MODEL_NAMES: dict[str, str] = {v: BY_VARIANT[v].model for v in VARIANTS}
 USES: dict[str, frozenset] = {v: BY_VARIANT[v].uses for v in VARIANTS}
 

@@ -363,16 +363,8 @@ def student_inspector(world_dir: str | Path, checkpoint: Optional[str | Path] = 
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
-    import os
-
-    from ..fileio import unique_tmp
-    tmp = unique_tmp(path)
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    from ..fileio import atomic_write_bytes
+    atomic_write_bytes(path, data)
 
 
 def _keys(images: Sequence[ImageLike]) -> list[str]:

@@ -17,7 +17,7 @@ and their weights (the authors', :data:`mipd_kit.student.ingredients.AUTHORS_LOS
 The rest of the student's training is one file per job: :mod:`~mipd_kit.student.config` (``StudentConfig``),
 :mod:`~mipd_kit.student.data` (``prepare_world``), :mod:`~mipd_kit.student.targets` (``attach_targets``),
 :mod:`~mipd_kit.student.checkpoint` (checkpoint I/O) and :mod:`~mipd_kit.student.predict` (``predict_swig``); the
-run-folder half (``run_variant``, ``mipd train-student``) is :mod:`mipd_kit.stages.student_runs`.
+run-folder half (``run_variant``, ``mipd train-student``) is :mod:`mipd_kit.app.stages.student_runs`.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from typing import Any, Optional
 import torch
 
 from ..machine import autocast, resolve_device, to_device
+from ..fileio import atomic_path
 from . import losses as L
 from .checkpoint import finished_checkpoint, load_checkpoint, save_checkpoint, save_student_file
 from .config import StudentConfig

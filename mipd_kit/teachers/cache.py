@@ -37,7 +37,7 @@ import torch
 from PIL import Image
 
 from ..data.records import DataError
-from ..fileio import atomic_write_text, file_lock, unique_tmp
+from ..fileio import atomic_write_text, file_lock, move_into_place, unique_tmp
 from .base import Encoded, Teacher, open_image  # noqa: F401  (open_image re-exported: importable from here too)
 
 FORMAT = "mipd-feature-cache/1"
@@ -150,7 +150,7 @@ class FeatureCache:
                 self.refresh()
                 name = self._next_shard_name()
                 path = self.dir / name
-                os.replace(tmp, path)
+                move_into_place(tmp, path)
                 self.index["shards"][name] = {"rows": len(keys), "bytes": path.stat().st_size}
                 for r, k in enumerate(keys):
                     self.index["keys"].setdefault(k, [name, r])  # keep a key another process finished first

@@ -397,10 +397,9 @@ def caption_embeddings(captions: Sequence[str], cache_dir: str | os.PathLike) ->
     else:
         _, _, emb = minilm_encode(uniq, with_tokens=False)
         path.parent.mkdir(parents=True, exist_ok=True)
-        from mipd_kit.fileio import unique_tmp
-        tmp = unique_tmp(path)  # concurrent writers never share a temporary file
-        save_file({"emb": emb.contiguous()}, str(tmp))
-        os.replace(tmp, path)
+        from mipd_kit.fileio import atomic_path
+        with atomic_path(path) as tmp:  # concurrent writers never share a temporary file
+            save_file({"emb": emb.contiguous()}, str(tmp))
     pos = {c: i for i, c in enumerate(uniq)}
     return emb[torch.tensor([pos[c] for c in captions])]
 
@@ -530,7 +529,7 @@ def save_teacher(teacher: EmbeddedTeacher, ckpt_dir: str | os.PathLike, info: di
         dtype: ``fp32`` (the cache) or ``fp16`` (a release: half the bytes; loads back as float32 modules).
     """
     from safetensors.torch import save_file
-    from mipd_kit.fileio import unique_tmp
+    from mipd_kit.fileio import replace_dir, unique_tmp
     if dtype not in ("fp32", "fp16"):
         raise ValueError(f"save_teacher: dtype {dtype!r} is not one of ('fp32', 'fp16')")
     d = Path(ckpt_dir)
@@ -542,10 +541,7 @@ def save_teacher(teacher: EmbeddedTeacher, ckpt_dir: str | os.PathLike, info: di
     own = {"format": "mipd-embedded-teacher/1", "config": config, "minilm": minilm_version(), "dtype": dtype}
     rest = {k: v for k, v in info.items() if k not in own}  # a loaded teacher's info repeats these: ours win
     (tmp / "config.json").write_text(json.dumps({**own, **rest}, indent=1))
-    if d.exists():
-        import shutil
-        shutil.rmtree(d)
-    os.replace(tmp, d)
+    replace_dir(tmp, d)
     return d
 
 

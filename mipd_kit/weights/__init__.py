@@ -25,7 +25,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Optional
 
-from mipd_kit.fileio import DataError, atomic_write_text, dumps, file_lock, read_json, unique_tmp
+from mipd_kit.fileio import DataError, atomic_write_text, dumps, file_lock, read_json, replace_dir, unique_tmp
 
 #: the package folder holding ``manifest.json`` and one sub-folder per release
 WEIGHTS_DIR = Path(__file__).resolve().parent
@@ -218,14 +218,7 @@ def write_release(name: str, src_dir: str | os.PathLike, entry: dict[str, Any],
         try:
             for f in files:
                 shutil.copyfile(src / f, tmp / f)
-            dest = base / name
-            if dest.exists():
-                old = unique_tmp(dest)
-                os.replace(dest, old)
-                os.replace(tmp, dest)
-                shutil.rmtree(old)
-            else:
-                os.replace(tmp, dest)
+            replace_dir(tmp, base / name)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

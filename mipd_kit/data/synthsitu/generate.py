@@ -39,6 +39,7 @@ import numpy as np
 from mipd_kit.data.records import DataError, FrameSpace, HOIImage, HOIVocab, NounDef, Situation, VerbDef
 from mipd_kit.data.synthsitu import world as W
 from mipd_kit.data.synthsitu.captions import hoi_caption, scene_caption
+from mipd_kit.fileio import atomic_open, replace_dir
 from mipd_kit.data.synthsitu.render import Nuisance, render_gsr, render_hoi
 from mipd_kit.fileio import file_lock
 
@@ -371,11 +372,9 @@ def _hoi_plan(cfg: SynthConfig, classes: W.HOIClasses, rng: np.random.Generator)
 # --------------------------------------------------------------------------------------------------- writing
 
 def _write_json(path: Path, obj: Any, indent: Optional[int] = None) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_open(path) as f:
         json.dump(obj, f, indent=indent, ensure_ascii=False)
         f.write("\n")
-    os.replace(tmp, path)
 
 
 def frame_space() -> FrameSpace:
@@ -435,13 +434,7 @@ def _generate_locked(cfg: SynthConfig, out: Path, overwrite: bool, verbose: bool
         except OSError as e:
             raise SynthError(f"{out}: cannot write the world there ({e.strerror or e})") from e
         meta = _build(cfg, tmp)
-        if out.exists():
-            old = out.parent / f".{out.name}.{tag}.old"
-            os.rename(out, old)
-            os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -576,21 +569,17 @@ def _build(cfg: SynthConfig, out: Path) -> dict:
     _write_json(out / "hoi_zero_shot.json", {"unseen_composition": zs})
     _write_json(out / "hoi_prompts.json", [W.hoi_phrase(classes.objects[o], classes.verbs[v])
                                            for _, o, v in classes.correspondence])
-    tmp = out / "pretrain" / "captions.jsonl.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_open(out / "pretrain" / "captions.jsonl") as f:
         for n, c in zip(names, caps):
             f.write(json.dumps({"image": f"pretrain/images/{n}", "caption": c["caption"], "verbs": c["verbs"],
                                 "noisy": c["noisy"]}) + "\n")
-    os.replace(tmp, out / "pretrain" / "captions.jsonl")
     rendered = [(f"images/{n}", split, r["rendered"]) for split in ("train", "dev", "test", "unlabeled")
                 for n, r in recs[split].items()]
     rendered += [(f"images/{n}", split, d) for split in ("hoi_train", "hoi_test") for n, d in hoi_rendered[split]]
     rendered += [(f"pretrain/images/{n}", "pretrain", c["rendered"]) for n, c in zip(names, caps)]
-    tmp = out / (RENDERED_FILE + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_open(out / RENDERED_FILE) as f:
         for image, split, d in rendered:
             f.write(json.dumps({"image": image, "split": split, **d}) + "\n")
-    os.replace(tmp, out / RENDERED_FILE)
     timings["json"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     n_images = sum(counts[k] for k in ("train", "dev", "test", "unlabeled", "hoi_train", "hoi_test", "pretrain"))

@@ -29,6 +29,7 @@ import torch
 
 from mipd_kit.language.captioner.model import (
     PAD, Captioner, CaptionerConfig, CaptionerError, Vocab, encode_tokens, open_image_file)
+from mipd_kit.fileio import replace_dir
 from mipd_kit.torch_utils import warmup_cosine_lr
 
 FORMAT = "mipd-embedded-captioner/1"
@@ -181,9 +182,7 @@ def save_captioner(captioner: Captioner, ckpt_dir: str | os.PathLike, extra: Opt
             "teacher_fingerprint": captioner.teacher_fingerprint, "fingerprint": captioner.fingerprint,
             "info": captioner.info, **(extra or {})}
     (tmp / "captioner.json").write_text(json.dumps(meta, indent=1))
-    if d.exists():
-        shutil.rmtree(d)
-    os.replace(tmp, d)
+    replace_dir(tmp, d)
     return d
 
 

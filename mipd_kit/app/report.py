@@ -1,6 +1,6 @@
 """``mipd publish``: turn a finished run folder into the small report committed beside the code.
 
-A run folder (``reports/<run-id>/``, see ``mipd_kit.pipeline``) holds gigabytes of predictions, checkpoints and the
+A run folder (``reports/<run-id>/``, see ``mipd_kit.app.pipeline``) holds gigabytes of predictions, checkpoints and the
 full rationale store; the committed report (``reports/latest-default/``) keeps what a reader needs to check the
 numbers and see the rationales without running anything:
 
@@ -46,10 +46,12 @@ from typing import Any, Optional, Sequence
 from PIL import Image
 
 from mipd_kit.data.records import DataError
-from mipd_kit.fileio import atomic_write_text, dumps, loads_strict, redact_file
+from mipd_kit.fileio import atomic_path, atomic_write_text, dumps, redact_file, replace_dir
 from mipd_kit.rationales.store import complete_lines, parse_rationale_lines
 from mipd_kit.redaction import find_secrets
 from mipd_kit.viz.rationales import build_items, load_world_situations, render_item, sample_items, verdict_text
+
+from .pipeline import PipelineError, read_status
 
 #: the largest copy ``publish`` writes (bytes); a larger one is refused.
 MAX_BYTES = 20_000_000
@@ -97,20 +99,6 @@ class PublishReport:
 
 
 # -- pieces (pure or single-file) -------------------------------------------------------------------------------------
-def read_status(run_dir: Path) -> dict[str, Any]:
-    """The run's ``status.json``; ``PublishError`` naming the file when absent or unreadable."""
-    p = run_dir / "status.json"
-    if not p.is_file():
-        raise PublishError(f"{p} is absent: {run_dir} is not a run folder made by `mipd run`")
-    try:
-        status = loads_strict(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise PublishError(f"{p}: cannot read the run status ({e})") from e
-    if not isinstance(status, dict):
-        raise PublishError(f"{p}: expected a JSON object")
-    return status
-
-
 def world_of(status: dict[str, Any]) -> Optional[Path]:
     """The world folder the run's stages were given (``stages.*.params.world_dir`` of ``status.json``)."""
     for st in (status.get("stages") or {}).values():
@@ -238,9 +226,8 @@ def write_samples(records: Sequence[Any], world_dir: Optional[Path], image_root:
                     with Image.open(src) as im:
                         drawn = render_item(it, im.convert("RGB"))
                     drawn.thumbnail((MAX_SAMPLE_SIDE, MAX_SAMPLE_SIDE))  # real-mode photos: keep the report small
-                    tmp = out / f".{name}.tmp"
-                    drawn.save(tmp, format="PNG")
-                    os.replace(tmp, out / name)
+                    with atomic_path(out / name) as tmp:
+                        drawn.save(tmp, format="PNG")
                 else:
                     shutil.copyfile(src, out / name)
                 pic = f"![{r.kind} {r.polarity}: {r.image}]({name})"
@@ -299,7 +286,10 @@ def publish(run_dir: str | os.PathLike, dest: str | os.PathLike, sample_lines_n:
         raise PublishError(f"{run}: no such run folder")
     if dst == run or run in dst.parents:
         raise PublishError(f"{dst}: the destination must lie outside the run folder {run}")
-    status = read_status(run)
+    try:
+        status = read_status(run, required=True)
+    except PipelineError as e:
+        raise PublishError(str(e)) from e
     state = str(status.get("state"))
     if state != "done" and not allow_partial:
         where = f" (failed at stage {status.get('failed_stage')})" if status.get("failed_stage") else ""
@@ -361,18 +351,7 @@ def publish(run_dir: str | os.PathLike, dest: str | os.PathLike, sample_lines_n:
         if rep.bytes > limit:
             raise PublishError(f"the copy of {run} is {rep.bytes / 1e6:.1f} MB, over the limit of {limit / 1e6:.1f} MB; "
                                f"{dst} is unchanged (use fewer --sample-lines / --samples, or prune the run's figures)")
-        old = None
-        if dst.exists():
-            old = dst.parent / f".{dst.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            os.replace(dst, old)
-        try:
-            os.replace(tmp, dst)
-        except BaseException:
-            if old is not None:
-                os.replace(old, dst)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, dst)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

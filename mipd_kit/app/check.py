@@ -3,7 +3,7 @@
 Items, one line each (``ok`` / ``problem`` with its remedy), for the enabled stages only:
 
 * ``config``: the run config loads, every stage's params are parameters of its notebook
-  (``mipd_kit.pipeline.validate``) and each standard stage's ``Config`` accepts them (its own checks run);
+  (``mipd_kit.app.pipeline.validate``) and each standard stage's ``Config`` accepts them (its own checks run);
 * ``world``: the files the stages read (SWiG / imSitu JSONs and images for the GSR stages; HICO-DET instances,
   prompts, images and the detector's boxes for CL-HOI), or stage ``data`` generating the world; the checksums of the
   files ``mipd data prepare`` recorded in ``prepared.json``;
@@ -67,10 +67,11 @@ class Item:
 def stage_configs(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     """Each enabled standard stage's ``Config`` built from the parameters the runner would pass (run seed, folders,
     teacher block), so that their own checks (``__post_init__``) run; stages of one's own notebooks are skipped."""
-    from .stages import STAGE_MODULES, stage_module
+    from .registry import stage_specs
+    from .stages import stage_module
     out = {}
     for name, st in cfg.stages.items():
-        if not st.enabled or name not in STAGE_MODULES:
+        if not st.enabled or name not in stage_specs():
             continue
         mod = stage_module(name)
         fields = {f.name for f in dataclasses.fields(mod.Config)}
@@ -152,7 +153,7 @@ def check_world(cfg: RunConfig, confs: dict[str, Any]) -> list[Item]:
 def check_prepared(world: Path) -> list[Item]:
     """The sha256 of every file ``mipd data prepare`` recorded in ``world/prepared.json`` (annotation files; the
     archives were verified when downloaded)."""
-    from .data.prepare import sha256_file
+    from ..data.prepare import sha256_file
     manifest = world / "prepared.json"
     if not manifest.is_file():
         return []
@@ -172,8 +173,8 @@ def check_split(cfg: RunConfig) -> list[Item]:
     """The open-vocabulary split of a SWiG-format world (not when stage ``data`` generates it)."""
     if not _enabled(cfg, GSR_STAGES) or _generated(cfg):
         return []
-    from .data.splits import OvSplit
-    from .data.swig import load_frame_space
+    from ..data.splits import OvSplit
+    from ..data.swig import load_frame_space
     world = cfg.path("world_dir")
     p = world / "ov_split.json"
     if not p.is_file() or not (world / "imsitu_space.json").is_file():
@@ -193,7 +194,7 @@ def check_split(cfg: RunConfig) -> list[Item]:
 # ---------------------------------------------------------------------------------------------------- models
 def model_blocks(cfg: RunConfig, confs: dict[str, Any]) -> dict[str, Any]:
     """The models the run builds: ``teacher`` and, when set, ``student_backbone`` (``TeacherConfig``s)."""
-    from .teachers.backends import TeacherConfig
+    from ..teachers.backends import TeacherConfig
     out = {}
     if _enabled(cfg, GSR_STAGES + HOI_STAGES):
         out["teacher"] = TeacherConfig.from_dict(cfg.teacher_config())
@@ -325,7 +326,7 @@ def check_models(cfg: RunConfig, confs: dict[str, Any]) -> tuple[list[Item], dic
 
 
 def _release_exists(name: str) -> bool:
-    from .weights import get_release
+    from ..weights import get_release
     return get_release(name) is not None
 
 

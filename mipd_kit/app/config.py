@@ -15,10 +15,11 @@ A run config (``configs/default.yaml``, ``configs/smoke.yaml``) looks like::
       seed: 0                    # the teacher's own seed; ${seed} ties it to the run seed
     stages:                      # ordered: executed top to bottom
       data:
-        notebook: 00_data.ipynb
         params: {size: default}  # keys must be parameters of the notebook's `parameters` cell
-        outputs: ["${world_dir}/meta.json"]   # optional: files the stage must leave behind
         enabled: true            # optional
+      my_stage:                  # a stage of one's own (not in the stage registry, mipd_kit.app.registry)
+        notebook: 09_mine.ipynb  # required for it; a standard stage's notebook comes from the registry
+        outputs: [mine.json]     # optional: files it must leave behind, besides a standard stage's declared ones
 
 ``${seed}``, ``${root}``, ``${world_dir}``, ``${cache_dir}`` and ``${run_dir}`` are substituted in strings.
 Overrides use dotted paths with YAML-typed values: ``seed=1``, ``stages.teacher.params.epochs=3``,
@@ -40,22 +41,11 @@ from typing import Any, Optional
 
 import yaml
 
-from .overrides import ConfigError, parse_value  # noqa: F401  (re-exported: the app's names)
+from ..overrides import ConfigError, parse_value  # noqa: F401  (re-exported: the app's names)
+from .registry import stage_order, stage_specs
 
 #: project root: the folder holding the ``mipd_kit`` package (an editable install keeps it in the repository).
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-
-#: canonical stage order and notebooks (analysis runs last).
-STAGE_ORDER: tuple[tuple[str, str], ...] = (
-    ("data", "00_data.ipynb"),
-    ("teacher", "01_teacher_features.ipynb"),
-    ("rationales", "02_rationales.ipynb"),
-    ("judge", "03_judge.ipynb"),
-    ("alignment", "04_alignment.ipynb"),
-    ("distillation", "05_distillation.ipynb"),
-    ("cl_hoi", "07_cl_hoi.ipynb"),
-    ("analysis", "06_analysis.ipynb"),
-)
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 #: parameters the runner injects into every notebook (absolute paths).
 COMMON_PARAMS: tuple[str, ...] = ("run_dir", "world_dir", "cache_dir", "seed")
@@ -78,9 +68,10 @@ class StageConfig:
 
     Attributes:
         name: stage name (``data``, ``teacher``, ...).
-        notebook: notebook file name inside ``notebooks_dir``.
+        notebook: notebook file name inside ``notebooks_dir`` (a standard stage's: from the stage registry).
         params: parameters passed to papermill (besides the common ones).
-        outputs: files or folders the stage must produce (``${run_dir}``-relative unless absolute).
+        outputs: files or folders the stage must produce besides the declared outputs of a standard stage on its
+            own notebook (``${run_dir}``-relative unless absolute; :meth:`RunConfig.stage_outputs` joins both).
         enabled: a disabled stage is not executed (state ``skipped``).
     """
 
@@ -137,10 +128,10 @@ class RunConfig:
             bad = sorted(set(s) - set(STAGE_KEYS))
             if bad:
                 raise ConfigError(f"{where}: unknown key(s) {bad}; valid keys: {list(STAGE_KEYS)}")
-            notebook = s.get("notebook") or dict(STAGE_ORDER).get(name)
+            notebook = s.get("notebook") or dict(stage_order()).get(name)
             if not notebook:
                 raise ConfigError(f"{where}: no 'notebook' given and {name!r} is not a standard stage "
-                                  f"({[n for n, _ in STAGE_ORDER]})")
+                                  f"({[n for n, _ in stage_order()]})")
             params = s.get("params") or {}
             if not isinstance(params, dict):
                 raise ConfigError(f"{where}.params must be a mapping, got {type(params).__name__}")
@@ -230,7 +221,7 @@ class RunConfig:
         Raises:
             ConfigError: unknown keys or choices, naming the config file.
         """
-        from .teachers.backends import TeacherConfig
+        from ..teachers.backends import TeacherConfig
 
         raw = self.substitute(copy.deepcopy(self.teacher))
         if isinstance(raw.get("seed"), str) and raw["seed"].lstrip("-").isdigit():
@@ -249,7 +240,7 @@ class RunConfig:
     def teacher_fingerprint(self) -> str:
         """Identity of the run's teacher: its config (without device, threads, folders) and the world it is trained
         on; the same for every stage that uses the teacher."""
-        from .teachers.backends import TeacherConfig
+        from ..teachers.backends import TeacherConfig
 
         ident = TeacherConfig.from_dict(self.teacher_config()).identity()
         return fingerprint({"teacher": ident, "world_dir": str(self.path("world_dir"))})
@@ -305,6 +296,13 @@ class RunConfig:
         if key == "notebooks_dir" and not out.is_dir() and (PROJECT_ROOT / p).is_dir():
             return (PROJECT_ROOT / p).resolve()  # a project of one's own without notebooks: the package's
         return out
+
+    def stage_outputs(self, name: str) -> list[str]:
+        """The files a stage must leave behind: the declared outputs of a standard stage run on its own notebook
+        (stage registry), then the config's own ``outputs``, without repeats (unsubstituted)."""
+        st, spec = self.stages[name], stage_specs().get(name)
+        declared = spec.outputs if spec is not None and st.notebook == spec.notebook else ()
+        return list(dict.fromkeys([*declared, *st.outputs]))
 
     def stage_params(self, name: str, run_dir: Path, teacher: bool = False) -> dict[str, Any]:
         """All parameters papermill receives for a stage: the common ones, the run's teacher block as

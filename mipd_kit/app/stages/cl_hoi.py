@@ -1,10 +1,10 @@
 """Stage ``cl_hoi`` (notebook ``07_cl_hoi.ipynb``): CL-HOI students and baselines (``mipd_kit.hoi.train``, run by
-``mipd_kit.stages.clhoi_runs``), distilled from the run's teacher.
+``mipd_kit.app.stages.clhoi_runs``), distilled from the run's teacher.
 
 It needs only the world and the teacher, so changes to the rationale / judge / MIPD stages do not re-run it. The
 stage's ``Config`` holds the CL-HOI fields the pipeline sets (the rest keep ``CLHOIConfig``'s defaults);
-``python -m mipd_kit.stages.cl_hoi --world DIR --run-dir DIR [--smoke] [--set KEY=VALUE ...]`` runs it without the
-notebook; ``mipd clhoi`` (``mipd_kit.stages.clhoi_runs``) runs ``CLHOIConfig`` directly.
+``python -m mipd_kit.app.stages.cl_hoi --world DIR --run-dir DIR [--smoke] [--set KEY=VALUE ...]`` runs it without the
+notebook; ``mipd clhoi`` (``mipd_kit.app.stages.clhoi_runs``) runs ``CLHOIConfig`` directly.
 """
 
 from __future__ import annotations
@@ -17,12 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from ..checks import check_config
+from ...checks import check_config
+from ...fileio import atomic_write_text
 from . import stage_main
-
-INPUTS: tuple[str, ...] = ("data",)
-OUTPUTS: tuple[str, ...] = ("clhoi/results.md",)
-USES_TEACHER = True
 
 
 @dataclass
@@ -116,7 +113,7 @@ class Config:
 
     def clhoi_config(self, run_dir: str | os.PathLike) -> Any:
         """The library's ``CLHOIConfig`` for this stage (teacher fields describing the run's teacher block)."""
-        from ..hoi.config import CONTROL_MODELS, LABEL_FREE_MODELS, CLHOIConfig
+        from ...hoi.config import CONTROL_MODELS, LABEL_FREE_MODELS, CLHOIConfig
 
         bad = [c for c in self.controls if c not in CONTROL_MODELS]
         if bad:
@@ -134,7 +131,7 @@ def clhoi_teacher_fields(teacher_config: Optional[Mapping[str, Any]]) -> dict[st
     run's teacher block in CL-HOI's own records, plus the run's ``device`` / ``amp``; only the latter for backends
     CL-HOI's fields cannot name (open_clip, transformers), whose teacher :func:`run` passes to ``run_clhoi`` directly
     as for every backend."""
-    from ..teachers import TeacherConfig
+    from ...teachers import TeacherConfig
 
     t = TeacherConfig.from_dict(dict(teacher_config or {}), where="teacher_config")
     run = {"device": t.device, "amp": bool(t.amp), "captioner_weights": t.weights}  # the run's device and weights
@@ -158,9 +155,9 @@ class Outputs:
 def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, teacher: Any = None) -> Outputs:
     """Proposal report, then ``run_clhoi`` with the run's teacher (rows into ``run_dir/metrics.json``, predictions,
     ``clhoi/summary.json``), then ``clhoi/results.md``."""
-    from ..hoi.prepare import proposal_report
-    from ..hoi.scoring import results_table
-    from ..hoi.world import load_hoi_world
+    from ...hoi.prepare import proposal_report
+    from ...hoi.scoring import results_table
+    from ...hoi.world import load_hoi_world
     from .clhoi_runs import run_clhoi
     from .teacher import build
 
@@ -176,8 +173,7 @@ def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, teacher
                   + results_table(res.rows, "scenario_1", "role_ap"))
     out = Path(run_dir) / "clhoi"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.md.tmp").write_text(table + "\n")
-    os.replace(out / "results.md.tmp", out / "results.md")
+    atomic_write_text(out / "results.md", table + "\n")
     evaluate_zero_shot_splits(cfg, world, res.prediction_files, out)
     return Outputs(ccfg, world, prop, res, table)
 
@@ -186,9 +182,9 @@ def evaluate_zero_shot_splits(cfg: Config, world: Any, prediction_files: Mapping
                               out: Path) -> dict[str, Path]:
     """Official-protocol mAP rows of every prediction file on every split of ``cfg.zero_shot_splits`` (each name
     resolved as ``mipd eval-hico --zero-shot`` resolves it), written to ``out/zero_shot/<split>.json``."""
-    from ..data.hico import resolve_zero_shot
-    from ..eval.hico import default_split_files, evaluate_hico, load_predictions
-    from ..metrics import write_rows
+    from ...data.hico import resolve_zero_shot
+    from ...eval.hico import default_split_files, evaluate_hico, load_predictions
+    from ...metrics import write_rows
 
     written: dict[str, Path] = {}
     for spec in cfg.zero_shot_splits:

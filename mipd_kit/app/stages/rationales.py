@@ -9,7 +9,7 @@ Controls: ``backend="template"`` (the embedded template generator; ``embedded`` 
 ``backend="shuffled"`` (a captioner run into ``run_dir/jrg_source/``, whose positives are then shuffled among
 images of the same verb into ``run_dir/rationales.jsonl``, see ``mipd_kit.rationales.controls``).
 
-``python -m mipd_kit.stages.rationales --world DIR --run-dir DIR [--smoke] [--set KEY=VALUE ...]`` runs it without
+``python -m mipd_kit.app.stages.rationales --world DIR --run-dir DIR [--smoke] [--set KEY=VALUE ...]`` runs it without
 the notebook; ``mipd rationales`` remains the library's CLI.
 """
 
@@ -23,16 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Optional, Sequence
 
-from ..checks import check_config
-from ..language.factory import BACKENDS as SAMPLER_BACKENDS
+from ...checks import check_config
+from ...language.factory import BACKENDS as SAMPLER_BACKENDS
 from . import stage_main
 
-INPUTS: tuple[str, ...] = ("data", "teacher")
 #: generator backends: every language backend, and the controls template (the embedded template generator, also
 #: called embedded) and shuffled (a captioner run whose positives are shuffled)
 BACKENDS: tuple[str, ...] = tuple(dict.fromkeys(("captioner", "template", "embedded", "shuffled", *SAMPLER_BACKENDS)))
-OUTPUTS: tuple[str, ...] = ("rationales.jsonl", "jrg_stats.json")
-USES_TEACHER = True
 #: generator backends that need the captioner (and so the run's teacher)
 CAPTIONER_BACKENDS = ("captioner", "shuffled")
 #: control rationale sets the stage can write beside its store (``rationales-<control>.jsonl``)
@@ -144,7 +141,7 @@ class Config:
     def jrg_config(self) -> Any:
         """The library's ``JRGConfig`` (through ``jrg.config_from_params``, whose 0 / -1 mean "keep"); the
         generator's ``captioner.batch_size`` is ``captioner_batch``."""
-        from ..rationales import jrg
+        from ...rationales import jrg
 
         generator = {**self.generator, "captioner": {**dict(self.generator.get("captioner") or {}),
                                                      "batch_size": max(1, self.captioner_batch)}}
@@ -171,7 +168,7 @@ def captioner_for_run(world_dir: str | os.PathLike, cache_dir: str | os.PathLike
     the run's (released) teacher and the world's corpus, else trained on the world's pretraining captions with the
     run's teacher the first time and loaded from ``cache_dir/captioner/`` after that
     (``mipd_kit.language.captioner.captioner_for``; ``weights`` is the teacher block's ``auto|released|retrain``)."""
-    from ..language.captioner import CaptionerConfig, captioner_for
+    from ...language.captioner import CaptionerConfig, captioner_for
 
     cfg = CaptionerConfig.smoke() if smoke else CaptionerConfig()
     return captioner_for(world_dir, cache_dir, teacher, cfg, weights=weights)
@@ -191,10 +188,10 @@ def write_control(cfg: Config, run_dir: Path, main: Outputs, control: str) -> Pa
     rewritten atomically from the finished stores, so a re-run resumes the template run and rewrites the same file."""
     import shutil
 
-    from ..fileio import atomic_write_text
-    from ..rationales import jrg
-    from ..rationales.controls import shuffle_positives
-    from ..rationales.store import read_rationales
+    from ...fileio import atomic_write_text
+    from ...rationales import jrg
+    from ...rationales.controls import shuffle_positives
+    from ...rationales.store import read_rationales
 
     dest = run_dir / f"rationales-{control}.jsonl"
     if control == "template":
@@ -213,8 +210,8 @@ def write_control(cfg: Config, run_dir: Path, main: Outputs, control: str) -> Pa
         lines = [json.dumps(r.to_json()) for r in shuffle_positives(recs, sits, seed=cfg.seed)]
         atomic_write_text(dest, "\n".join(lines) + "\n" if lines else "")
     elif control in ("oracle", "oracle-shuffled"):
-        from ..rationales.oracle import oracle_rationales
-        from ..data.swig import load_situations
+        from ...rationales.oracle import oracle_rationales
+        from ...data.swig import load_situations
         space, sits = jrg.load_world(main.world, main.jrg.split)
         pool_gt = Path(main.world) / "unlabeled_gt.json"  # the oracle also describes the unlabeled pool's images
         if pool_gt.is_file():
@@ -231,13 +228,13 @@ def write_control(cfg: Config, run_dir: Path, main: Outputs, control: str) -> Pa
 
 
 def _run_main(cfg: Config, run_dir: str | os.PathLike) -> Outputs:
-    from ..rationales import jrg
+    from ...rationales import jrg
 
     run_dir, world = Path(run_dir), Path(cfg.world_dir)
     backend = cfg.backend
     if cfg.toy_if_missing and (not (world / "train.json").exists()
                                or not (run_dir / "teacher_evidence.json").exists()):
-        from ..rationales.toy import write_toy_world
+        from ...rationales.toy import write_toy_world
         world = run_dir / "jrg_toy_world"
         write_toy_world(world, run_dir, n_per_verb=3, seed=cfg.seed)
         print(f"world or teacher evidence missing: using the 3-verb toy world written to {world}")
@@ -247,7 +244,7 @@ def _run_main(cfg: Config, run_dir: str | os.PathLike) -> Outputs:
     jcfg = dataclasses.replace(cfg, backend=backend).jrg_config()
     if backend not in CAPTIONER_BACKENDS:
         return Outputs(world, jcfg, jrg.run_jrg(jcfg, world, run_dir))
-    from ..language.factory import build_sampler
+    from ...language.factory import build_sampler
     from .teacher import build
 
     teacher = build(cfg.teacher_config, cfg.world_dir, cfg.cache_dir)
@@ -275,13 +272,13 @@ def _shuffled(cfg: Config, jcfg: Any, world: Path, run_dir: Path, generator: Any
     with the source run's record under ``stats["source"]``."""
     import shutil
 
-    from ..fileio import write_json
-    from ..redaction import redact_obj
-    from ..metrics import merge_rows
-    from ..rationales import jrg
-    from ..rationales.content import content_statistics
-    from ..rationales.controls import shuffle_positives, shuffled_backend
-    from ..rationales.store import RationaleStore
+    from ...fileio import write_json
+    from ...redaction import redact_obj
+    from ...metrics import merge_rows
+    from ...rationales import jrg
+    from ...rationales.content import content_statistics
+    from ...rationales.controls import shuffle_positives, shuffled_backend
+    from ...rationales.store import RationaleStore
 
     src = run_dir / "jrg_source"
     src.mkdir(parents=True, exist_ok=True)

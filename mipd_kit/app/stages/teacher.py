@@ -4,7 +4,7 @@ zero-shot, write ``teacher_evidence.json`` and fill the feature cache.
 The teacher is the run config's ``teacher:`` block, built by :func:`build` (``mipd_kit.teachers.build_teacher``);
 every stage that uses a teacher builds it the same way, so all of them use one teacher.
 
-``python -m mipd_kit.stages.teacher --world DIR --run-dir DIR [--smoke] [--set KEY=VALUE ...]`` runs it without the
+``python -m mipd_kit.app.stages.teacher --world DIR --run-dir DIR [--smoke] [--set KEY=VALUE ...]`` runs it without the
 notebook (``mipd teacher`` and ``mipd features`` remain the library's CLIs).
 """
 
@@ -17,14 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from ..checks import check_config
+from ...checks import check_config
 from . import stage_main
 
-INPUTS: tuple[str, ...] = ("data",)
-OUTPUTS: tuple[str, ...] = ("teacher_evidence.json", "teacher_zero_shot.json")
 #: the teacher's zero-shot top-5 verbs per image of ``eval_split`` (what the inspector shows beside the students).
 ZERO_SHOT_FILE = "teacher_zero_shot.json"
-USES_TEACHER = True
 
 #: the notebooks' default ``teacher_config`` (smoke-sized embedded teacher, seed 0).
 SMOKE_TEACHER: dict[str, Any] = {"backend": "embedded", "size": "smoke", "seed": 0}
@@ -33,7 +30,7 @@ SMOKE_TEACHER: dict[str, Any] = {"backend": "embedded", "size": "smoke", "seed":
 def build(teacher_config: Optional[Mapping[str, Any]], world_dir: str | os.PathLike, cache_dir: str | os.PathLike,
           progress: bool = False) -> Any:
     """The run's teacher from its ``teacher:`` block (a dict of ``TeacherConfig`` fields) and the run's folders."""
-    from ..teachers import TeacherConfig, build_teacher
+    from ...teachers import TeacherConfig, build_teacher
 
     cfg = TeacherConfig.from_dict(dict(teacher_config or {}), where="teacher_config")
     return build_teacher(cfg.with_paths(world_dir, cache_dir), progress=progress)
@@ -42,7 +39,7 @@ def build(teacher_config: Optional[Mapping[str, Any]], world_dir: str | os.PathL
 def run_device(teacher_config: Optional[Mapping[str, Any]]) -> tuple[str, bool]:
     """The run's ``(device, amp)``: the ``teacher:`` block's ``device`` (``auto`` | ``cpu`` | ``cuda[:N]``) and
     ``amp``, which every stage that computes uses (the teacher, NMPA, the students, CL-HOI)."""
-    from ..teachers import TeacherConfig
+    from ...teachers import TeacherConfig
 
     cfg = TeacherConfig.from_dict(dict(teacher_config or {}), where="teacher_config")
     return cfg.device, bool(cfg.amp)
@@ -97,10 +94,10 @@ def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False) -> Outp
     """Build the teacher, evaluate it zero-shot (rows merged into ``run_dir/metrics.json``, its top-5 verbs per
     image in ``run_dir/teacher_zero_shot.json``), write ``run_dir/teacher_evidence.json`` and fill the feature
     cache."""
-    from ..data.swig import load_frame_space
-    from ..metrics import merge_rows
-    from ..teachers import zero_shot as Z
-    from ..teachers.cache import cache_world_features, cached_text_features
+    from ...data.swig import load_frame_space
+    from ...metrics import merge_rows
+    from ...teachers import zero_shot as Z
+    from ...teachers.cache import cache_world_features, cached_text_features
 
     run_dir = Path(run_dir)
     seconds: dict[str, float] = {}
@@ -109,7 +106,7 @@ def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False) -> Outp
     seconds["build"] = time.time() - t0
     preds, rows = Z.zero_shot_verbs(teacher, cfg.world_dir, cfg.eval_split, seed=cfg.seed)
     merge_rows(run_dir / "metrics.json", rows)
-    from ..fileio import write_json
+    from ...fileio import write_json
     write_json(run_dir / ZERO_SHOT_FILE, {"split": cfg.eval_split, "top5": preds}, indent=None)
     evidence = Z.teacher_evidence(teacher, cfg.world_dir, run_dir / "teacher_evidence.json")
     feats: dict[str, Any] = {}

@@ -41,14 +41,14 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "features": ("mipd_kit.teachers.cache", "main", "extract and cache teacher features"),
     "pretrain": ("mipd_kit.language.pretrain", "main", "train and release the embedded teacher + captioner (fp16)"),
     "rationales": ("mipd_kit.rationales.jrg", "main", "generate and judge rationales (JRG)"),
-    "train-student": ("mipd_kit.stages.student_runs", "main", "train an Ov-GSR student (baseline / MIPD variants)"),
+    "train-student": ("mipd_kit.app.stages.student_runs", "main", "train an Ov-GSR student (baseline / MIPD variants)"),
     "predict": ("mipd_kit.student.predict", "main", "a trained student on image files: verbs, frames, boxes (SWiG format)"),
     "export-onnx": ("mipd_kit.student.export", "main", "export a trained student to ONNX, checked against torch"),
     "release-student": ("mipd_kit.student.release", "main", "release a run's student as the package's default (fp16)"),
-    "clhoi": ("mipd_kit.stages.clhoi_runs", "main", "train and evaluate CL-HOI"),
-    "check": ("mipd_kit.check", "main", "check every input a run will need (files, weights, GPU, LLM, disk)"),
-    "run": ("mipd_kit.check", "run_main", "check the inputs (mipd check), then run the notebook pipeline"),
-    "publish": ("mipd_kit.report", "main", "publish a finished run as the committed report (sampled rationales)"),
+    "clhoi": ("mipd_kit.app.stages.clhoi_runs", "main", "train and evaluate CL-HOI"),
+    "check": ("mipd_kit.app.check", "main", "check every input a run will need (files, weights, GPU, LLM, disk)"),
+    "run": ("mipd_kit.app.check", "run_main", "check the inputs (mipd check), then run the notebook pipeline"),
+    "publish": ("mipd_kit.app.report", "main", "publish a finished run as the committed report (sampled rationales)"),
 }
 
 
@@ -69,7 +69,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(usage())
         return 0
     if args[0] in ("--version", "-V"):
-        from . import __version__
+        from .. import __version__
         print(f"mipd_kit {__version__}")
         return 0
     name, rest = args[0], args[1:]
@@ -82,7 +82,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def error_line(e: BaseException) -> str:
     """One line saying what went wrong, secrets redacted (:func:`mipd_kit.redaction.redact`)."""
-    from .redaction import redact
+    from ..redaction import redact
 
     return redact(_error_text(e))
 

@@ -1,4 +1,4 @@
-"""Stage ``analysis`` (notebook ``06_analysis.ipynb``, ``mipd_kit.analysis.run_analysis``): figures, seed
+"""Stage ``analysis`` (notebook ``06_analysis.ipynb``, ``mipd_kit.app.analysis.run_analysis``): figures, seed
 aggregates and ``results.md`` from everything the run wrote, so it depends on every other stage."""
 
 from __future__ import annotations
@@ -7,11 +7,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..checks import check_config
-
-INPUTS: tuple[str, ...] = ("data", "teacher", "rationales", "judge", "alignment", "distillation", "cl_hoi")
-OUTPUTS: tuple[str, ...] = ("results.md",)
-USES_TEACHER = False
+from ...checks import check_config
 
 
 @dataclass
@@ -41,7 +37,7 @@ class Config:
 
 
 def run(cfg: Config, run_dir: str | os.PathLike) -> Any:
-    """``mipd_kit.analysis.run_analysis`` on the run folder (its result: notes, figures, ``results.md``)."""
+    """``mipd_kit.app.analysis.run_analysis`` on the run folder (its result: notes, figures, ``results.md``)."""
     from ..analysis import run_analysis
 
     return run_analysis(run_dir, cfg.world_dir, bench_dir=cfg.bench_dir, models=list(cfg.models))

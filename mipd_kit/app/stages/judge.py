@@ -12,11 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from ..checks import check_config
-
-INPUTS: tuple[str, ...] = ("data", "teacher", "rationales")
-OUTPUTS: tuple[str, ...] = ("rationales_authors.json",)
-USES_TEACHER = False
+from ...checks import check_config
 
 
 @dataclass
@@ -69,8 +65,8 @@ class Outputs:
 
 def run(cfg: Config, run_dir: str | os.PathLike) -> Outputs:
     """Read the rationales of the last JRG run's backend, compute their statistics, write the authors' export."""
-    from ..rationales.jrg import jrg_statistics, load_world
-    from ..rationales.store import export_authors_json, read_rationales
+    from ...rationales.jrg import jrg_statistics, load_world
+    from ...rationales.store import export_authors_json, read_rationales
 
     run_dir = Path(run_dir)
     stats_path = run_dir / "jrg_stats.json"

@@ -16,17 +16,17 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from ..data.records import DataError
-from ..hoi.config import CONTROL_MODELS, STUDENTS, CLHOIConfig
-from ..hoi.features import PairData, encode_texts
-from ..hoi.prepare import (build_teacher, control_targets, image_descriptions, make_proposals, pair_data_for,
+from ...data.records import DataError
+from ...hoi.config import CONTROL_MODELS, STUDENTS, CLHOIConfig
+from ...hoi.features import PairData, encode_texts
+from ...hoi.prepare import (build_teacher, control_targets, image_descriptions, make_proposals, pair_data_for,
                            read_descriptions, teacher_scale)
-from ..hoi.proposals import proposal_quality
-from ..hoi.scoring import (evaluate_predictions, predictions_from_scores, results_table, spatial_prior_scores,
+from ...hoi.proposals import proposal_quality
+from ...hoi.scoring import (evaluate_predictions, predictions_from_scores, results_table, spatial_prior_scores,
                            teacher_crop_scores, teacher_pair_scores)
-from ..hoi.train import student_scores, train_student
-from ..hoi.world import HOIWorld, dev_world, load_hoi_world
-from ..metrics import MetricRow, aggregate_seeds, merge_rows
+from ...hoi.train import student_scores, train_student
+from ...hoi.world import HOIWorld, dev_world, load_hoi_world
+from ...metrics import MetricRow, aggregate_seeds, merge_rows
 
 @dataclass
 class CLHOIResult:
@@ -195,7 +195,7 @@ def run_clhoi(cfg: CLHOIConfig, teacher: Any = None, world: Optional[HOIWorld] =
     try:
         workers = min(cfg.workers, len(jobs)) if cfg.device == "cpu" else 1
         if workers > 1:
-            from ..machine import FORKED_THREADS, fork_map
+            from ...machine import FORKED_THREADS, fork_map
             done = fork_map(_job, [(seed, model, FORKED_THREADS) for seed, model in jobs], workers, on_result=show,
                             name=lambda i: f"cl_hoi: {jobs[i][1]} seed {jobs[i][0]}")
         else:
@@ -227,7 +227,7 @@ def run_clhoi(cfg: CLHOIConfig, teacher: Any = None, world: Optional[HOIWorld] =
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``mipd clhoi``: train and evaluate CL-HOI and its baselines on a world folder."""
-    from ..overrides import ConfigError, split_set
+    from ...overrides import ConfigError, split_set
     ap = argparse.ArgumentParser(prog="mipd clhoi", description="CL-HOI training and evaluation: label-free HOI detection distilled from an image-level teacher.")
     ap.add_argument("--world", required=True, help="world / dataset folder (hoi_train.json, hoi_test.json, ...)")
     ap.add_argument("--out", required=True, help="run folder (metrics.json, predictions/, clhoi/)")

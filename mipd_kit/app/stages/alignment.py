@@ -12,7 +12,7 @@ epochs, batch size) and writes::
 Stage ``distillation`` takes its NMPA settings from ``index.json`` and loads these weights instead of training
 NMPA again (standalone, without this stage's output, it trains them itself and says so).
 
-``python -m mipd_kit.stages.alignment --world DIR --run-dir DIR [--smoke] [--seeds 0,1,2]`` runs it without the
+``python -m mipd_kit.app.stages.alignment --world DIR --run-dir DIR [--smoke] [--seeds 0,1,2]`` runs it without the
 notebook.
 """
 
@@ -27,12 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from ..checks import check_config
+from ...checks import check_config
+from ...fileio import atomic_write_text
 from . import stage_main
 
-INPUTS: tuple[str, ...] = ("data", "rationales")
-OUTPUTS: tuple[str, ...] = ("nmpa/index.json",)
-USES_TEACHER = True
 
 #: the folder of the run where the NMPA weights go.
 NMPA_DIR = "nmpa"
@@ -94,13 +92,13 @@ class Config:
 
     def nmpa_base(self) -> Any:
         """The NMPA settings of this stage (``seed``, ``w_neg`` and ``use_instances`` are set per student)."""
-        from ..align.nmpa import NMPAConfig
+        from ...align.nmpa import NMPAConfig
         return dataclasses.replace(NMPAConfig(), scene_prompt=self.scene_prompt, neg_kind=self.neg_kind,
                                    w_neg=self.w_neg, epochs=self.nmpa_epochs, batch_size=self.nmpa_batch_size)
 
     def nmpa_configs(self) -> dict[str, Any]:
         """Fingerprint -> NMPA config, one per distinct config the students of ``seeds`` x ``variants`` train."""
-        from ..student.config import StudentConfig
+        from ...student.config import StudentConfig
         out: dict[str, Any] = {}
         for s in self.seeds:
             for v in self.variants:
@@ -144,9 +142,8 @@ def _train_one(i: int, threads: int, progress: bool, keep_model: bool) -> tuple[
     with ``keep_model`` (in this process), the model (a worker returns None: the parent loads the weights)."""
     import torch
 
-    from ..align.nmpa import save_nmpa, train_nmpa
-    from ..fileio import atomic_write_text
-    from ..machine import resolve_device
+    from ...align.nmpa import save_nmpa, train_nmpa
+    from ...machine import resolve_device
 
     st = _NMPA_JOBS
     if threads:
@@ -167,11 +164,11 @@ def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, **prepa
     ``prepare_world`` (tests: ``embed_texts``)."""
     import torch
 
-    from ..align.nmpa import alignment_report
-    from ..metrics import merge_rows, row
-    from ..machine import resolve_device
-    from ..student.config import StudentConfig
-    from ..student.data import prepare_world
+    from ...align.nmpa import alignment_report
+    from ...metrics import merge_rows, row
+    from ...machine import resolve_device
+    from ...student.config import StudentConfig
+    from ...student.data import prepare_world
     from .teacher import build, run_device
 
     torch.manual_seed(cfg.seed)
@@ -186,8 +183,8 @@ def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, **prepa
     trained: dict[str, tuple[Any, list]] = {}
     device, amp = run_device(cfg.teacher_config)
     if world.align.coverage()["images_with_glimpse"] > 0:
-        from ..align.nmpa import load_nmpa
-        from ..weights import file_sha256
+        from ...align.nmpa import load_nmpa
+        from ...weights import file_sha256
 
         source = file_sha256(rationales_path) if Path(rationales_path).is_file() else ""
         todo = []
@@ -207,7 +204,7 @@ def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, **prepa
         try:
             if workers > 1:
                 # the NMPAs done before a failure keep their weights and done marks
-                from ..machine import FORKED_THREADS, fork_map
+                from ...machine import FORKED_THREADS, fork_map
                 jobs = [(i, FORKED_THREADS, progress, False) for i in range(len(todo))]  # lines from the workers
                 entries = [e for e, _ in fork_map(_train_one, jobs, workers,
                                                   name=lambda i: f"alignment: NMPA {todo[i][0]}")]
@@ -221,9 +218,7 @@ def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, **prepa
             index["models"][key] = entry
             trained[key] = (model, entry["history"])
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / (INDEX + ".tmp")
-    tmp.write_text(json.dumps(index, indent=1) + "\n")
-    os.replace(tmp, out_dir / INDEX)
+    atomic_write_text(out_dir / INDEX, json.dumps(index, indent=1) + "\n")
 
     shown_seed = cfg.seed if cfg.seed in [int(s) for s in cfg.seeds] else int(cfg.seeds[0])
     shown = StudentConfig(variant="full", seed=shown_seed, nmpa=cfg.nmpa_base()).nmpa_config().fingerprint()

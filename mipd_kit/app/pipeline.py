@@ -13,12 +13,13 @@ The run folder gets ``config.yaml`` (resolved), ``environment.json``, ``run.log`
 The run's teacher is the config's ``teacher:`` block; every notebook that declares a ``teacher_config`` parameter
 receives it, so all stages use one teacher (each stage's record in ``status.json`` has its ``teacher_fingerprint``).
 
-Resume: the stages form a graph (``mipd_kit.stages``: each stage's INPUTS). A stage's fingerprint = sha256 of its
-parameters, the common parameters, the notebook file's hash, the teacher's fingerprint (stages that use the teacher)
-and the fingerprints of its inputs -- not of every earlier stage. A stage that finished with the same fingerprint
-(and whose declared outputs still exist) is skipped, unless one of its inputs runs again. A failing stage stops the run; ``status.json`` and ``results.md`` say which stage failed and
-why; everything written before it stays. Running the same run id again continues where it stopped. A run folder made
-by a different config is refused unless ``--force`` (the old ``config.yaml`` is then kept as ``config.prev-*.yaml``).
+Resume: the stages form a graph (each stage's ``inputs`` in the stage registry, :mod:`mipd_kit.app.registry`). A
+stage's fingerprint = sha256 of its parameters, the common parameters, the notebook file's hash, the teacher's
+fingerprint (stages that use the teacher) and the fingerprints of its inputs -- not of every earlier stage. A stage
+that finished with the same fingerprint (and whose declared outputs still exist) is skipped, unless one of its
+inputs runs again. A failing stage stops the run; ``status.json`` and ``results.md`` say which stage failed and why;
+everything written before it stays. Running the same run id again continues where it stopped. A run folder made by a
+different config is refused unless ``--force`` (the old ``config.yaml`` is then kept as ``config.prev-*.yaml``).
 Fingerprints do not cover the library's source: after editing ``mipd_kit``, ``--rerun STAGE`` runs that stage and its
 dependants again.
 """
@@ -46,13 +47,14 @@ from typing import Any, Optional, Sequence
 import yaml
 
 from .config import COMMON_PARAMS, TEACHER_PARAM, ConfigError, RunConfig, file_hash, fingerprint
-from .fileio import atomic_write_text, redact_file
-from .fileio import dumps as strict_dumps
-from .redaction import redact, redact_obj
-from .machine import machine_facts
-from .progress import ConsoleFormatter, is_progress_line, stage_clock
+from .registry import stage_specs
+from ..fileio import atomic_symlink, atomic_write_text, redact_file
+from ..fileio import dumps as strict_dumps
+from ..redaction import redact, redact_obj
+from ..machine import machine_facts
+from ..progress import ConsoleFormatter, is_progress_line, stage_clock
 
-LOG = logging.getLogger("mipd_kit.pipeline")
+LOG = logging.getLogger("mipd_kit.app.pipeline")
 
 #: packages recorded in environment.json (missing ones are recorded as null).
 ENV_PACKAGES: tuple[str, ...] = (
@@ -113,15 +115,27 @@ def _atomic_write(path: Path, text: str) -> None:
     atomic_write_text(path, redact(text))
 
 
-def read_status(run_dir: Path) -> dict[str, Any]:
-    """The run's ``status.json`` (an empty skeleton when absent)."""
+def read_status(run_dir: Path, required: bool = False) -> dict[str, Any]:
+    """The run's ``status.json``: an empty skeleton when absent, unless ``required``.
+
+    Raises:
+        PipelineError: the file is absent (``required``), unreadable, not JSON or not a JSON object; the message
+            names it.
+    """
     p = Path(run_dir) / STATUS_FILE
     if not p.exists():
+        if required:
+            raise PipelineError(f"{p} is absent: {run_dir} is not a run folder made by `mipd run`")
         return {"stages": {}}
     try:
-        return json.loads(p.read_text())
+        status = json.loads(p.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise PipelineError(f"{p}: not valid JSON ({e}); delete it to start the run's stages afresh") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise PipelineError(f"{p}: cannot read the run status ({e})") from e
+    if not isinstance(status, dict):
+        raise PipelineError(f"{p}: expected a JSON object")
+    return status
 
 
 def notebook_parameters(path: Path) -> dict[str, dict[str, Any]]:
@@ -237,10 +251,10 @@ def stage_value_problems(name: str, params: dict[str, Any]) -> list[str]:
     """Every problem of a standard stage's params by its ``Config``'s own checks (types and ranges,
     :mod:`mipd_kit.checks`, then the config's ``__post_init__``); for a stage this package does not know (a custom
     notebook), the range rules by parameter name (``epochs``, ``lr``, ``api_key_env``...) only."""
-    from .checks import config_problems, value_problems
-    from .stages import STAGE_MODULES, stage_module
+    from ..checks import config_problems, value_problems
+    from .stages import stage_module
 
-    if name not in STAGE_MODULES:
+    if name not in stage_specs():
         return [p for k, v in params.items() for p in value_problems(k, v)]
     cls = stage_module(name).Config
     problems = config_problems(cls, params)
@@ -254,7 +268,7 @@ def stage_value_problems(name: str, params: dict[str, Any]) -> list[str]:
 
 
 def stage_graph(cfg: RunConfig) -> dict[str, tuple[str, ...]]:
-    """Stage -> the configured stages it reads (its ``mipd_kit.stages`` module's INPUTS); a stage the package does
+    """Stage -> the configured stages it reads (its registry ``inputs``); a stage the registry does
     not know reads every earlier stage.
 
     Raises:
@@ -288,15 +302,19 @@ def dependants(cfg: RunConfig, stage: str) -> list[str]:
 
 
 def uses_teacher(cfg: RunConfig, name: str) -> bool:
-    """Whether the stage's notebook declares the ``teacher_config`` parameter (then it gets the run's teacher)."""
+    """Whether an enabled stage gets the run's teacher: its registry entry's ``uses_teacher`` (a standard stage on
+    its own notebook), else whether its notebook declares the ``teacher_config`` parameter."""
     st = cfg.stages[name]
+    spec = stage_specs().get(name)
+    if st.enabled and spec is not None and st.notebook == spec.notebook:
+        return spec.uses_teacher
     nb = cfg.path("notebooks_dir") / st.notebook
     return st.enabled and nb.is_file() and TEACHER_PARAM in notebook_parameters(nb)
 
 
 def stage_fingerprints(cfg: RunConfig) -> dict[str, str]:
     """Graph fingerprints: a stage's params, the common params, its notebook's hash, the run's teacher fingerprint
-    (stages that use the teacher) and the fingerprints of its INPUTS (:func:`stage_graph`) -- not every earlier
+    (stages that use the teacher) and the fingerprints of its inputs (:func:`stage_graph`) -- not every earlier
     stage, so e.g. a judge parameter re-runs neither the teacher nor CL-HOI."""
     nb_dir = cfg.path("notebooks_dir")
     common = {"seed": cfg.seed, "world_dir": str(cfg.path("world_dir")), "cache_dir": str(cfg.path("cache_dir"))}
@@ -335,7 +353,7 @@ def git_info(root: Path) -> dict[str, Any]:
 def teacher_weights(cfg: RunConfig) -> dict[str, Any]:
     """Which weights the run's teacher uses (``TeacherConfig.weights_plan``): a release by name + sha256, or
     training on the world and why; ``{"error": ...}`` when the teacher block cannot say."""
-    from .teachers.backends import TeacherConfig
+    from ..teachers.backends import TeacherConfig
     try:
         tc = TeacherConfig.from_dict(cfg.teacher_config()).with_paths(cfg.path("world_dir"), cfg.path("cache_dir"))
         return {"teacher": tc.weights_plan()}
@@ -458,7 +476,7 @@ def _check_not_foreign(run_dir: Path, force: bool) -> None:
 
 def _output_paths(cfg: RunConfig, name: str, run_dir: Path) -> list[Path]:
     out = []
-    for o in cfg.stages[name].outputs:
+    for o in cfg.stage_outputs(name):
         p = Path(cfg.substitute(o, run_dir))
         out.append(p if p.is_absolute() else run_dir / p)
     return out
@@ -545,11 +563,7 @@ def _update_latest(run_dir: Path, reports_dir: Path) -> None:
         return
     link = run_dir.parent / "latest"
     if link.is_symlink() or not link.exists():
-        tmp = run_dir.parent / f".latest.{os.getpid()}.tmp"
-        if tmp.is_symlink() or tmp.exists():
-            tmp.unlink()
-        tmp.symlink_to(run_dir.name)
-        os.replace(tmp, link)
+        atomic_symlink(link, run_dir.name)
     else:
         LOG.warning("%s exists and is not a symlink; not updating it", link)
 
@@ -618,7 +632,7 @@ def publish_inspector(cfg: RunConfig, run_dir: Path) -> Optional[Path]:
     ``predictions/``, vs ``baseline`` or another model) into ``run_dir/notebooks``; returns the executed notebook,
     or None when the run has no GSR predictions or the notebook is absent. Not a stage: nothing reads it, so a
     failure is logged and the run stays complete."""
-    from .viz.cases import prediction_models
+    from ..viz.cases import prediction_models
 
     nb_in = cfg.path("notebooks_dir") / INSPECTOR_NOTEBOOK
     models = prediction_models(run_dir)
@@ -773,7 +787,7 @@ def run(cfg: RunConfig, out: Optional[str | Path] = None, force: bool = False, u
             if error is None:
                 missing = missing_outputs(cfg, name, run_dir)
                 if missing:
-                    error = ("the notebook finished but did not write its expected output(s): "
+                    error = (f"stage {name!r}: the notebook finished but did not write its declared output(s): "
                              + ", ".join(str(m) for m in missing))
             _copy_split(cfg, run_dir)
             rec["seconds"] = round(time.perf_counter() - ts, 2)

@@ -1,7 +1,7 @@
 """Stage ``data`` (notebook ``00_data.ipynb``): the SynthSitu world (generated, or reused when its config matches),
 its open-vocabulary split copied into the run folder, and the two blind difficulty baselines.
 
-``python -m mipd_kit.stages.data --world DIR --run-dir DIR [--smoke] [--set KEY=VALUE ...]`` runs it without the
+``python -m mipd_kit.app.stages.data --world DIR --run-dir DIR [--smoke] [--set KEY=VALUE ...]`` runs it without the
 notebook; ``mipd synth`` remains the generator's CLI.
 """
 
@@ -16,12 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from ..checks import check_config
+from ...checks import check_config
 from . import stage_main
-
-INPUTS: tuple[str, ...] = ()
-OUTPUTS: tuple[str, ...] = ("${world_dir}/meta.json", "${world_dir}/ov_split.json")
-USES_TEACHER = False
 
 
 @dataclass
@@ -72,7 +68,7 @@ class Outputs:
 
 def synth_config(cfg: Config) -> Any:
     """The world's ``SynthConfig``: the size's, then ``synth_overrides`` (unknown fields are refused)."""
-    from ..data.synthsitu.generate import SynthConfig
+    from ...data.synthsitu.generate import SynthConfig
 
     base = SynthConfig.from_size(cfg.synth_size, cfg.seed)
     names = {f.name for f in dataclasses.fields(SynthConfig)}
@@ -87,8 +83,8 @@ def synth_config(cfg: Config) -> Any:
 def run(cfg: Config, run_dir: str | os.PathLike) -> Outputs:
     """Generate or reuse the world, copy its ``ov_split.json`` into the run, run the baselines (rows merged into
     ``run_dir/metrics.json``)."""
-    from ..data.synthsitu.generate import ensure_world
-    from ..metrics import merge_rows
+    from ...data.synthsitu.generate import ensure_world
+    from ...metrics import merge_rows
 
     run_dir, world = Path(run_dir), Path(cfg.world_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -99,7 +95,7 @@ def run(cfg: Config, run_dir: str | os.PathLike) -> Outputs:
     rows: list = []
     info: dict[str, Any] = {}
     if cfg.run_baselines:
-        from ..eval.baselines import BaselineConfig, run_baselines
+        from ...eval.baselines import BaselineConfig, run_baselines
         bcfg = BaselineConfig.smoke() if cfg.baseline_smoke else BaselineConfig()
         bcfg.seed, bcfg.threads = cfg.seed, cfg.threads
         rows, info = run_baselines(world, bcfg, split="test", seed=cfg.seed)

@@ -1,6 +1,6 @@
 """Student runs in a run folder: train one variant and seed, write its checkpoint, test and dev predictions and loss
 curve, and return its metric rows (:func:`run_variant`, used by the distillation stage); ``mipd train-student``
-(:func:`main`), which also runs under ``torchrun --nproc_per_node N -m mipd_kit.stages.student_runs ...`` (DDP).
+(:func:`main`), which also runs under ``torchrun --nproc_per_node N -m mipd_kit.app.stages.student_runs ...`` (DDP).
 
 Run folder layout: ``checkpoints/<model>-seed<k>.safetensors`` (+ ``.best``, the dev-selected student file),
 ``predictions/<model>-seed<k>.json`` (test), ``predictions-dev/<model>-seed<k>.json``,
@@ -18,15 +18,15 @@ from typing import Any, Optional, Sequence
 
 import torch.distributed as dist
 
-from ..align.nmpa import NMPAConfig
-from ..student.checkpoint import save_student_file
-from ..student.config import StudentConfig
-from ..student.data import World, prepare_world
-from ..student.distributed import init_distributed, rank_and_size
-from ..student.evaluate import dev_unseen_rows, evaluate_predictions, predict_swig
-from ..student.ingredients import VARIANTS
-from ..student.model import centre_verb_logits
-from ..student.train import FitResult, fit
+from ...align.nmpa import NMPAConfig
+from ...student.checkpoint import save_student_file
+from ...student.config import StudentConfig
+from ...student.data import World, prepare_world
+from ...student.distributed import init_distributed, rank_and_size
+from ...student.evaluate import dev_unseen_rows, evaluate_predictions, predict_swig
+from ...student.ingredients import VARIANTS
+from ...student.model import centre_verb_logits
+from ...student.train import FitResult, fit
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -83,7 +83,7 @@ def run_variant(world: World, cfg: StudentConfig, run_dir: str | os.PathLike, re
 def config_from_args(variant: str, seed: int, smoke: bool, sets: Sequence[str]) -> StudentConfig:
     """Config from a variant, seed, smoke flag and ``key=value`` overrides (``nmpa.key=value`` for NMPA); values are
     read by ``mipd_kit.overrides.parse_value`` (YAML-typed, as ``mipd run --set``)."""
-    from ..overrides import parse_value as _parse_value
+    from ...overrides import parse_value as _parse_value
     cfg = StudentConfig.smoke(variant) if smoke else StudentConfig(variant=variant)  # type: ignore[arg-type]
     cfg.seed = seed
     for s in sets:
@@ -106,7 +106,7 @@ def config_from_args(variant: str, seed: int, smoke: bool, sets: Sequence[str]) 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``mipd train-student``: train one variant (or several) on a world, write predictions and metrics rows.
 
-    Works under ``torchrun --nproc_per_node N -m mipd_kit.stages.student_runs ...`` (DDP: gloo on the CPU; with
+    Works under ``torchrun --nproc_per_node N -m mipd_kit.app.stages.student_runs ...`` (DDP: gloo on the CPU; with
     ``--set device=cuda`` (or ``auto`` on a GPU machine) NCCL, rank ``r`` on GPU ``LOCAL_RANK``).
     """
     p = argparse.ArgumentParser(prog="mipd train-student", description="Train Ov-GSR students (baseline and MIPD variants), single process or torchrun DDP.")
@@ -136,7 +136,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         dist.barrier()
     if rank == 0:
         print(json.dumps(world.report["rationales"]))
-    from ..metrics import merge_rows
+    from ...metrics import merge_rows
     for cfg in cfgs:
         rows, res = run_variant(world, cfg, a.run_dir, resume=not a.no_resume, progress=rank == 0)
         if rank == 0:
@@ -152,7 +152,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def load_teacher_kind(kind: str, world_dir: str | os.PathLike, cache_dir: str | os.PathLike, smoke: bool = False) -> Any:
     """The teacher of ``--teacher``: ``embedded`` (smoke or default size) or ``tiny`` (random, tests only), built by
     the one factory ``mipd_kit.teachers.build_teacher`` with teacher seed 0."""
-    from ..teachers import TeacherConfig, build_teacher
+    from ...teachers import TeacherConfig, build_teacher
     if kind not in ("embedded", "tiny"):
         raise ValueError(f"teacher must be one of 'embedded', 'tiny', got {kind!r}")
     cfg = TeacherConfig(backend=kind, size="smoke" if smoke else "default")  # type: ignore[arg-type]

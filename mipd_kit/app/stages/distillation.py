@@ -15,9 +15,9 @@ The stage config turns into one ``mipd_kit.student.config.StudentConfig`` per va
 (:func:`student_config`); the world and the teacher's material are prepared once (:func:`prepare`, which passes the
 config's ``verb_text`` to the vocabulary); NMPA comes from stage ``alignment`` (``run_dir/nmpa``: its settings and
 its weights, loaded instead of retrained, :func:`load_alignment`); the training loop itself is the library's
-(``mipd_kit.student.train.fit``, through ``mipd_kit.stages.student_runs.run_variant``).
+(``mipd_kit.student.train.fit``, through ``mipd_kit.app.stages.student_runs.run_variant``).
 
-``python -m mipd_kit.stages.distillation --world DIR --run-dir DIR [--smoke] [--set KEY=VALUE ...]`` runs it
+``python -m mipd_kit.app.stages.distillation --world DIR --run-dir DIR [--smoke] [--set KEY=VALUE ...]`` runs it
 without the notebook; ``mipd train-student`` remains the per-variant CLI.
 """
 
@@ -30,14 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from ..checks import check_config
+from ...checks import check_config
 from . import stage_main
 
-INPUTS: tuple[str, ...] = ("data", "rationales", "alignment")
 #: the paper's student on the smoke world: the weaker embedded image-text backbone, frozen, features cached
 SMOKE_STUDENT_BACKBONE = {"backend": "embedded", "size": "student-smoke", "seed": 0}
-OUTPUTS: tuple[str, ...] = ("predictions", "predictions-dev", "curves", "checkpoints", "results_mipd.md")
-USES_TEACHER = True
 
 
 @dataclass
@@ -125,7 +122,7 @@ class Config:
 
     def row_list(self) -> list[Any]:
         """The ingredients-table rows to produce, in order, without repeats (``rows``, then ``variants``)."""
-        from ..student.ingredients import STUDY_ROWS, row_of
+        from ...student.ingredients import STUDY_ROWS, row_of
         names = list(self.rows) if self.rows is not None else ([] if self.variants else list(STUDY_ROWS))
         out: list[Any] = []
         for n in [*names, *self.variants]:
@@ -150,7 +147,7 @@ def student_config(cfg: Config, variant: str, seed: int, nmpa_base: Any = None,
     device and bf16 autocast are the run's (the ``teacher:`` block's ``device`` / ``amp``); with a
     ``student_backbone``, ``backbone="cached"``, ``feature_shape`` (tokens, width of its cached features) and, when
     the config's ``use_pooled``, ``pooled_dim`` (the width of its pooled embedding)."""
-    from ..student.config import StudentConfig
+    from ...student.config import StudentConfig
     from .teacher import run_device
 
     c = StudentConfig.smoke(variant) if cfg.student_smoke else StudentConfig(variant=variant)  # type: ignore[arg-type]
@@ -178,7 +175,7 @@ def student_config(cfg: Config, variant: str, seed: int, nmpa_base: Any = None,
 def prepare(cfg: Config, run_dir: str | os.PathLike, teacher: Any = None, **kw: Any) -> tuple[Any, Any]:
     """The teacher (the run's, unless given) and the prepared world, whose vocabulary follows the config's
     ``verb_text`` (also when set through ``overrides``). ``kw`` goes to ``prepare_world`` (tests: ``embed_texts``)."""
-    from ..student.data import prepare_world
+    from ...student.data import prepare_world
     from .teacher import build
 
     base = student_config(cfg, "full", cfg.seed_list[0])
@@ -198,7 +195,7 @@ def load_alignment(world: Any, run_dir: str | os.PathLike) -> tuple[Any, dict[st
     Returns:
         (NMPA base config or None, fingerprint -> file loaded).
     """
-    from ..align.nmpa import NMPAConfig, aligned_targets, load_nmpa
+    from ...align.nmpa import NMPAConfig, aligned_targets, load_nmpa
     from .alignment import NMPA_DIR, read_index
 
     index = read_index(run_dir)
@@ -234,8 +231,8 @@ def plan_rows(cfg: Config, run_dir: str | os.PathLike, world: Any) -> tuple[list
     """The student rows to train, each with the world whose rationales it uses, and the skipped rows with the reason
     (never silent): a control whose rationales file is absent, a row the world cannot support
     (``runnable_variants``)."""
-    from ..rationales.store import collect, read_rationales
-    from ..student.targets import runnable_variants, with_rationales
+    from ...rationales.store import collect, read_rationales
+    from ...student.targets import runnable_variants, with_rationales
 
     worlds: dict[str, Any] = {"run": world, "": world}
     plan, skipped = [], {}
@@ -264,9 +261,9 @@ def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, teacher
     """Produce every row of the config for every seed: reference rows (teacher, student-zs), students (predictions /
     curves / checkpoints), seed aggregates and the ``gsr-study`` paired differences, merged into
     ``run_dir/metrics.json``."""
-    from ..metrics import aggregate_seeds, merge_rows, paired_difference_rows
-    from ..student.ingredients import KEY_DIFFERENCES
-    from ..student.evaluate import teacher_rows
+    from ...metrics import aggregate_seeds, merge_rows, paired_difference_rows
+    from ...student.ingredients import KEY_DIFFERENCES
+    from ...student.evaluate import teacher_rows
     from .student_runs import run_variant
 
     run = Path(run_dir)
@@ -301,7 +298,7 @@ def run(cfg: Config, run_dir: str | os.PathLike, progress: bool = False, teacher
     if workers > 1 and any(sc.device != "cpu" for _, sc in jobs):
         workers = 1  # one GPU process (or DDP under torchrun); forked workers are a CPU measure
     if workers > 1:
-        from ..machine import FORKED_THREADS
+        from ...machine import FORKED_THREADS
         done = train_side_by_side(jobs, run, cfg.resume, workers, FORKED_THREADS, progress=progress)
     else:
         done = [(got, res.info["train_s"]) for got, res in
@@ -347,7 +344,7 @@ def train_side_by_side(jobs: list, run: Path, resume: bool, workers: int, thread
     results in job order. Every job writes only its own files (checkpoint, predictions, curve), so a failed job
     leaves the others' work on disk; its error is raised naming the student. ``progress``: each student's (and its
     own NMPA's) progress lines, per epoch with an ETA, from its worker (``mipd_kit.progress``)."""
-    from ..machine import fork_map
+    from ...machine import fork_map
 
     global _JOBS
     _JOBS = list(jobs)
