@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
-from mipd_kit import cli
+from mipd_kit.app import cli
 from mipd_kit import weights as W
 from mipd_kit.student.checkpoint import RELEASE, RELEASE_FILE, released_checkpoint
 from mipd_kit.student.predict import Predictor

@@ -242,9 +242,10 @@ def validate(cfg: RunConfig) -> dict[str, dict[str, dict[str, Any]]]:
 
 def _moved_params(name: str) -> dict[str, str]:
     """A standard stage's ``MOVED_PARAMS``: flat keys its nested blocks hold -> where to set them (for the error)."""
-    from .stages import STAGE_MODULES, stage_module
+    from .registry import stage_specs
+    from .stages import stage_module
 
-    return dict(getattr(stage_module(name), "MOVED_PARAMS", {})) if name in STAGE_MODULES else {}
+    return dict(getattr(stage_module(name), "MOVED_PARAMS", {})) if name in stage_specs() else {}
 
 
 def stage_value_problems(name: str, params: dict[str, Any]) -> list[str]:

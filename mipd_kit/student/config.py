@@ -18,11 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Optional
 
 from ..align.nmpa import NMPAConfig
-from .ingredients import INGREDIENTS, MODEL_NAMES, USES, VARIANTS
+from .ingredients import INGREDIENTS, MODEL_NAMES, USES, VARIANTS, Variant
 
-Variant = Literal["baseline", "feat", "feat-kd", "glimpse", "gaze", "neg", "paper", "full", "unlabeled", "template",
-                  "shuffled", "feat-kd-unlabeled", "kd-unlabeled", "oracle", "oracle-shuffled", "upper",
-                  "feat-unlabeled", "oracle-unlabeled"]
 
 
 def _runtime(default: Any) -> Any:
