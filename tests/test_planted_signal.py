@@ -19,15 +19,13 @@ import torch
 
 from mipd_kit.student.config import StudentConfig
 from mipd_kit.student.data import prepare_world
-from mipd_kit.student.planted import UNSEEN, write_planted_world
+from mipd_kit.student.planted import CARRYING_SETTINGS as SETTINGS
+from mipd_kit.student.planted import UNSEEN, constant_rationales, write_planted_world
 from mipd_kit.student.targets import with_rationales
 from mipd_kit.student.testing import hashed_text_embedder
 from mipd_kit.student.train import fit, verb_top1
 from mipd_kit.teachers.tiny import TinyRandomTeacher
 
-#: what carries the planted words (everything else is StudentConfig.smoke)
-SETTINGS = dict(epochs=100, lr=3e-3, batch_size=16, select_on_dev=False, text_anchor=3.0, distill_kind="cosine",
-                w_scene=30.0)
 #: chance among the three unseen verbs is 33.3%: a student that only knows "an unfamiliar colour above" scores that
 CUT_MAX = 45.0
 
@@ -64,17 +62,12 @@ def test_the_planted_words_name_unseen_verbs_that_the_teachers_features_cannot(p
     assert u_oracle - u_feat >= 40.0
 
 
-def _constant_rationales(collected: dict) -> dict:
-    return {k: {"glimpse": {"positive": ["an item and the person"], "negative": ["a tree"]}, "gaze": v["gaze"]}
-            for k, v in collected.items()}
-
-
 @pytest.mark.parametrize("cut", ["rationale content", "text in the target", "distillation", "verb table"])
 def test_cutting_any_link_from_rationale_text_to_the_student_loses_the_unseen_verbs(planted, cut, monkeypatch):
     d, info, w = planted
     over = {}
     if cut == "rationale content":  # every image's rationales say the same thing
-        w = with_rationales(w, _constant_rationales(info["collected"]), "cut")
+        w = with_rationales(w, constant_rationales(info["collected"]), "cut")
     elif cut == "text in the target":  # NMPA's aligned feature alone
         over["text_anchor"] = 0.0
     elif cut == "distillation":  # the pool's targets never reach the student

@@ -39,6 +39,10 @@ VERBS = {("red", "above"): "lofting", ("red", "below"): "dunking", ("green", "ab
 #: the unseen verbs: an item of a colour no labelled training image shows (a novel primitive), all drawn above the
 #: person, so that telling them apart takes the colour's word
 UNSEEN = ("heaving", "vaulting", "tossing")
+#: the StudentConfig fields (over ``StudentConfig.smoke``) that carry the planted words: the text anchor (3x the
+#: target's length: the random teacher feature is noise here), cosine distillation x30, 100 epochs
+CARRYING_SETTINGS = dict(epochs=100, lr=3e-3, batch_size=16, select_on_dev=False, text_anchor=3.0,
+                         distill_kind="cosine", w_scene=30.0)
 
 
 def description(colour: str, place: str) -> str:
@@ -106,3 +110,9 @@ def write_planted_world(out: str | Path, n_train: int = 12, n_eval: int = 6, n_p
                                                    "unseen_compositional": list(UNSEEN), "unseen_novel": [],
                                                    "rule": "planted-signal fixture", "counts": {}}))
     return {"collected": collected, "space": space}
+
+
+def constant_rationales(collected: dict) -> dict:
+    """The same rationales with every glimpse saying the same thing (the cut of the rationale content)."""
+    return {k: {"glimpse": {"positive": ["an item and the person"], "negative": ["a tree"]}, "gaze": v["gaze"]}
+            for k, v in collected.items()}
