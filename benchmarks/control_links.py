@@ -55,6 +55,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("run_dir", help="a finished run folder (config.yaml, rationales-oracle.jsonl, nmpa/index.json)")
     ap.add_argument("--out", required=True, help="writes OUT.json and OUT.md")
     ap.add_argument("--anchor", type=float, default=1.0, help="text_anchor of the anchored target")
+    ap.add_argument("--fidelity", type=float, nargs="*", default=[0.1, 0.0],
+                    help="also NMPA trained with these fidelity weights (w_fidelity; the run's is 1)")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args(list(sys.argv[1:] if argv is None else argv))
     torch.set_num_threads(a.threads)
@@ -104,12 +106,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     base = json.loads((run / "nmpa" / "index.json").read_text())["base"]
     ncfg = NMPAConfig(**{**base, "seed": seed})
     model, _ = train_nmpa(a_tr, ncfg)
+    others = {f: train_nmpa(a_tr, NMPAConfig(**{**base, "seed": seed, "w_fidelity": f}))[0] for f in a.fidelity}
     for where, al, gold in (("train", a_tr, gold_tr), ("pool", a_u, gold_u)):
         raw = al.pooled.float()
         aligned = aligned_targets(model, al)["scene"].float()
         anchored = text_anchored(aligned, al, a.anchor)
-        for what, t in (("raw teacher feature (mipd-feat)", raw), ("NMPA aligned on oracle rationales", aligned),
-                        (f"NMPA aligned + text_anchor {a.anchor:g}", anchored)):
+        targets = [("raw teacher feature (mipd-feat)", raw), ("NMPA aligned on oracle rationales", aligned),
+                   *((f"NMPA aligned, w_fidelity {f:g}", aligned_targets(m, al)["scene"].float())
+                     for f, m in others.items()),
+                   (f"NMPA aligned + text_anchor {a.anchor:g}", anchored)]
+        for what, t in targets:
             add("2 target", what, where, zero_shot(t, gold, table, names, kind_of),
                 cos_teacher=round(float(F.cosine_similarity(t, raw, dim=-1).mean()), 3))
     # 3. the reach: linear maps fit on the labelled training images, applied to dev images
