@@ -11,6 +11,9 @@ analyses over cases are the library's (:mod:`mipd_kit.viz.analyses`):
 - :func:`run_analysis` -- reads a run folder, draws the figures into ``run_dir/figures/``, records what was absent
   in ``run_dir/analysis.json`` and writes ``results.md``; it degrades gracefully, naming each missing input and the
   stage that writes it.
+
+The analysis stays one file (about 670 lines, most of it plotting): ``results.md``'s tables and the figures it
+embeds are written together by :func:`run_analysis`, and notebook ``06_analysis`` imports both from here.
 """
 
 from __future__ import annotations

@@ -18,6 +18,10 @@ removed by the next generation.
 place, the verb's motion cue and whether a nuisance dropped it, a false cue, distractors, the occluded role): the
 ground truth against which generated descriptions are measured. Like ``verbs`` in the captions it is for measurement
 only, never a training input.
+
+The generator stays one file (about 800 lines): the world's config (:class:`SynthConfig`, whose fields are the
+world's fingerprint), the build that writes the folder and the readers of what it wrote (``read_meta``,
+``read_rendered``, ``ensure_world``) change together, with ``GENERATOR_VERSION``.
 """
 
 from __future__ import annotations
