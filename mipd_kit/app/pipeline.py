@@ -22,6 +22,10 @@ everything written before it stays. Running the same run id again continues wher
 different config is refused unless ``--force`` (the old ``config.yaml`` is then kept as ``config.prev-*.yaml``).
 Fingerprints do not cover the library's source: after editing ``mipd_kit``, ``--rerun STAGE`` runs that stage and its
 dependants again.
+
+The checks of the config and the fingerprints are :mod:`mipd_kit.app.plan`; the run folder's bookkeeping (where it
+goes, its lock, ``status.json``, ``environment.json``, ``results.md``, ``reports/latest``) is
+:mod:`mipd_kit.app.runfolder`; this module runs the stages.
 """
 
 from __future__ import annotations
