@@ -18,7 +18,7 @@ decision against the truth, per rationale kind, plus verdicts/s (threads named).
 **Captioner mode** (``--rationales``): the rationales of a real run, written by the embedded captioner and judged by
 the embedded judge (records whose backend starts with ``gen=captioner``). A seeded sample balanced over kind (glimpse /
 gaze) and the stored verdict (accepted / rejected) is judged again by the LLM with the very messages the JRG sent
-(``jrg.judge_messages``: the annotated verb, roles and annotators' nouns, the teacher's evidence from
+(``jrg_inputs.judge_messages``: the annotated verb, roles and annotators' nouns, the teacher's evidence from
 ``teacher_evidence.json`` beside the store, the threshold of ``jrg_stats.json`` when present; text only, no image).
 Truth is the world's rendered truth (``content.is_correct``, see ``mipd_kit.rationales.judge_agreement``). The embedded
 judge is re-run on the rebuilt prompts too: its agreement with the stored verdicts checks that the prompts are the
@@ -52,7 +52,7 @@ from mipd_kit.language.openai_http import OpenAIHTTPSampler  # noqa: E402
 from mipd_kit.metrics import row, write_rows  # noqa: E402
 from mipd_kit.rationales import judge_agreement as JA  # noqa: E402
 from mipd_kit.rationales import prompts as P  # noqa: E402
-from mipd_kit.rationales.jrg import judge_messages, load_evidence, load_world  # noqa: E402
+from mipd_kit.rationales.jrg_inputs import judge_messages, load_evidence, load_world  # noqa: E402
 from mipd_kit.rationales.store import read_rationales  # noqa: E402
 from mipd_kit.rationales.toy import write_toy_world  # noqa: E402
 
@@ -242,7 +242,7 @@ def captioner_markdown(a, store, world, records, sample, items, groups, seconds,
              + (f" (the sample drawn had {len(sample)}; the time budget of {a.max_seconds:g} s stopped the judge "
                 f"after {len(items)}, a prefix that is balanced too)" if len(items) < len(sample) else "")
              + ". The images of the two in-context examples are left out. Each is judged again with the judge "
-             "messages the JRG sent (`jrg.judge_messages`: annotated verb, roles and annotators' nouns, the teacher's "
+             "messages the JRG sent (`jrg_inputs.judge_messages`: annotated verb, roles and annotators' nouns, the teacher's "
              "evidence), text only.", ""]
     if rebuild is not None:
         lines += [f"Prompt check: the embedded judge re-run on the rebuilt prompts gives the stored verdict (accept "

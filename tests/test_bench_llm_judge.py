@@ -21,7 +21,7 @@ from mipd_kit.language.embedded import EmbeddedJudge
 from mipd_kit.metrics import read_rows
 from mipd_kit.rationales import judge_agreement as JA
 from mipd_kit.rationales import prompts as P
-from mipd_kit.rationales.jrg import judge_messages, load_world
+from mipd_kit.rationales.jrg_inputs import judge_messages, load_world
 from mipd_kit.rationales.store import Rationale
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))

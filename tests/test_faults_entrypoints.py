@@ -493,14 +493,14 @@ def test_run_out_that_cannot_be_a_run_folder_is_one_line(where, tmp_path, capsys
 
 
 def test_full_disk_while_saving_the_run_status_is_one_line_and_logged(leaky_project, monkeypatch, capsys):
-    import mipd_kit.app.pipeline as pipeline
-    real = pipeline.atomic_write_text
+    import mipd_kit.app.runfolder as runfolder
+    real = runfolder.atomic_write_text
 
     def full_for_status(path, text):
         if Path(path).name == "status.json":
             _full_disk()
         return real(path, text)
-    monkeypatch.setattr(pipeline, "atomic_write_text", full_for_status)
+    monkeypatch.setattr(runfolder, "atomic_write_text", full_for_status)
     run = leaky_project / "reports" / "r1"
     assert _mipd("run", "--config", leaky_project / "cfg.yaml", "--quiet") == 2
     _one_line_error(capsys, "No space left on device", "the disk is full")

@@ -26,7 +26,8 @@ from mipd_kit.language.captioner import Caption
 from mipd_kit.rationales import prompts as P
 from mipd_kit.rationales.content import names_verb
 from mipd_kit.rationales.controls import shuffle_positives
-from mipd_kit.rationales.jrg import JRGFailed, load_world
+from mipd_kit.rationales.jrg import JRGFailed
+from mipd_kit.rationales.jrg_inputs import load_world
 from mipd_kit.rationales.store import collect, read_rationales
 from mipd_kit.app.stages import rationales as R
 from mipd_kit.teachers.embedded import EmbeddedTeacher, EmbeddedTeacherConfig, save_teacher

@@ -78,7 +78,7 @@ def test_llm_judge_answers_the_jrg_judge_prompt_in_the_verdict_format(server, tm
     real 135M model parses as a verdict (its quality is measured by benchmarks/bench_llm_judge.py, not here)."""
     from mipd_kit.language.base import FewShot
     from mipd_kit.rationales import prompts as P
-    from mipd_kit.rationales.jrg import load_evidence, load_world
+    from mipd_kit.rationales.jrg_inputs import load_evidence, load_world
     from mipd_kit.rationales.toy import write_toy_world
 
     write_toy_world(tmp_path / "w", tmp_path / "r", n_per_verb=1)

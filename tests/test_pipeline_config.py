@@ -10,7 +10,8 @@ from mipd_kit.app.analysis import aggregate, render_results_md
 from mipd_kit.app.config import ConfigError, RunConfig, apply_overrides, parse_set
 from mipd_kit.app.registry import stage_order
 from mipd_kit.metrics import row
-from mipd_kit.app.pipeline import config_diff, notebook_parameters, stage_fingerprints
+from mipd_kit.app.plan import notebook_parameters, stage_fingerprints
+from mipd_kit.app.runfolder import config_diff
 
 
 @pytest.mark.parametrize("expr,key,value", [

@@ -9,7 +9,7 @@ import nbformat as nbf
 import pytest
 import yaml
 
-from mipd_kit.app import pipeline
+from mipd_kit.app import runfolder
 from mipd_kit.app.config import ConfigError, RunConfig
 from mipd_kit.app.pipeline import PipelineError, main, run
 
@@ -205,14 +205,14 @@ def test_run_id_null_reuses_the_run_of_the_same_config(project: Path) -> None:
     second = run(RunConfig.from_dict(raw, "cfg.yaml"), quiet=True)
     assert second.run_dir == first.run_dir and set(second.stages.values()) == {"skipped"}
     raw["seed"] = 4
-    third = pipeline.resolve_run_dir(RunConfig.from_dict(raw, "cfg.yaml"))
+    third = runfolder.resolve_run_dir(RunConfig.from_dict(raw, "cfg.yaml"))
     assert third != first.run_dir  # another config gets another folder
 
 
 def test_concurrent_run_on_the_same_folder_is_refused(project: Path) -> None:
     rd = project / "reports" / "r1"
     rd.mkdir(parents=True)
-    held = pipeline._lock(rd)
+    held = runfolder._lock(rd)
     try:
         with pytest.raises(PipelineError, match="another `mipd run` is using"):
             run(RunConfig.load(project / "cfg.yaml"), quiet=True)

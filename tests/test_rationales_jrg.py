@@ -15,7 +15,8 @@ from mipd_kit.language.embedded import EmbeddedGenerator, EmbeddedJudge
 from mipd_kit.language.loopback import LoopbackServer, embedded_responder
 from mipd_kit.language.openai_http import OpenAIHTTPConfig, OpenAIHTTPSampler
 from mipd_kit.metrics import read_rows
-from mipd_kit.rationales.jrg import JRGConfig, jrg_statistics, main, run_jrg
+from mipd_kit.rationales.jrg import JRGConfig, main, run_jrg
+from mipd_kit.rationales.jrg_stats import jrg_statistics
 from mipd_kit.rationales.store import collect, read_rationales
 from mipd_kit.rationales.toy import write_toy_world
 
@@ -240,7 +241,7 @@ def test_empty_replies_and_unreadable_images_are_counted(toy):
 
 
 def test_config_from_notebook_parameters():
-    from mipd_kit.rationales.jrg import config_from_params
+    from mipd_kit.rationales.jrg_config import config_from_params
 
     gen = {"openai": {"base_url": "http://h:1/v1", "model": "m", "api_key_env": "MY_KEY", "concurrency": 3}}
     cfg = config_from_params(smoke=False, backend="openai", judge_backend="embedded", generator=gen, rounds=5,
@@ -277,7 +278,7 @@ def test_judge_figures_are_written(tmp_path):
 
 
 def test_answer_free_reasons_replace_what_names_the_annotation(toy):
-    from mipd_kit.rationales.jrg import load_world
+    from mipd_kit.rationales.jrg_inputs import load_world
     from mipd_kit.rationales.prompts import ACTIVITY_WRONG, answer_free_reasons
 
     world, _ = toy
@@ -337,7 +338,7 @@ class LeakyJudge:
 
 def test_generator_never_sees_the_answer_in_feedback(toy):
     """Whatever the judge writes, the feedback the generator reads names no annotated verb or noun."""
-    from mipd_kit.rationales.jrg import load_world
+    from mipd_kit.rationales.jrg_inputs import load_world
     from mipd_kit.rationales.prompts import answer_terms
 
     world, run = toy
@@ -358,7 +359,7 @@ def test_generator_never_sees_the_answer_in_feedback(toy):
 
 
 def test_embedded_judge_reasons_never_name_the_annotation(toy):
-    from mipd_kit.rationales.jrg import load_world
+    from mipd_kit.rationales.jrg_inputs import load_world
     from mipd_kit.rationales.prompts import answer_free_reasons
 
     world, run = toy

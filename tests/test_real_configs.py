@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mipd_kit.app import pipeline
+from mipd_kit.app import pipeline, plan
 from mipd_kit.app.check import stage_configs  # each stage's Config built as the runner would (its checks run)
 from mipd_kit.app.config import RunConfig
 from mipd_kit.teachers import TeacherConfig
@@ -19,7 +19,7 @@ REAL = ("swig_real.yaml", "hico_real.yaml", "real_smoke.yaml")
 @pytest.mark.parametrize("name", REAL)
 def test_real_config_validates_against_the_notebooks_and_stage_configs(root: Path, tmp_path: Path, name: str) -> None:
     cfg = RunConfig.load(root / "configs" / name)
-    specs = pipeline.validate(cfg)
+    specs = plan.validate(cfg)
     assert specs, "no enabled stage"
     TeacherConfig.from_dict(cfg.teacher_config())
     confs = stage_configs(cfg, tmp_path / "run")

@@ -237,7 +237,7 @@ def test_teacher_config_switch_release_or_retrain(release, monkeypatch, tmp_path
     with pytest.raises(W.ReleaseError, match=r"trained on pretraining corpus \w+, the world .* has corpus \w+; "
                                              "set weights: retrain"):
         build_teacher(TeacherConfig.from_dict({**base, "weights": "released"}).with_paths(other, cache))
-    # what a run records in environment.json (pipeline.teacher_weights): the release by name + sha256, or why not
+    # what a run records in environment.json (runfolder.teacher_weights): the release by name + sha256, or why not
     plan = TeacherConfig.from_dict(base).with_paths(world, cache).weights_plan()
     assert plan["source"] == "release" and plan["sha256"] == t_sha
     plan = TeacherConfig.from_dict({**base, "weights": "released"}).with_paths(other, cache).weights_plan()

@@ -13,7 +13,8 @@ import yaml
 
 from mipd_kit.app import registry
 from mipd_kit.app.config import RunConfig
-from mipd_kit.app.pipeline import notebook_parameters, run, stage_graph, uses_teacher
+from mipd_kit.app.pipeline import run
+from mipd_kit.app.plan import notebook_parameters, stage_graph, uses_teacher
 from mipd_kit.app.registry import STAGES, StageSpec, docs_table, stage_order
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,7 +13,8 @@ import torch
 import yaml
 
 from mipd_kit.app.config import ConfigError, RunConfig, parse_value
-from mipd_kit.app.pipeline import dependants, run, stage_fingerprints, stage_graph, uses_teacher
+from mipd_kit.app.pipeline import run
+from mipd_kit.app.plan import dependants, stage_fingerprints, stage_graph, uses_teacher
 from mipd_kit.teachers import TeacherConfig, build_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +58,7 @@ def test_teacher_block_resolves_once_and_ignores_the_run_seed() -> None:
     with pytest.raises(ConfigError, match="teacher: unknown key"):
         RunConfig.load(ROOT / "configs" / "smoke.yaml", ["teacher.sise=smoke"])
     with pytest.raises(ConfigError, match="moved to the run config's teacher: block"):
-        from mipd_kit.app.pipeline import validate
+        from mipd_kit.app.plan import validate
         validate(RunConfig.load(ROOT / "configs" / "smoke.yaml", ["stages.alignment.params.teacher_smoke=true"]))
 
 
@@ -363,7 +364,7 @@ def test_notebooks_are_what_the_one_builder_writes() -> None:
     import importlib
     import importlib.util
 
-    from mipd_kit.app.pipeline import notebook_parameters
+    from mipd_kit.app.plan import notebook_parameters
     from mipd_kit.app.registry import STAGES
 
     spec = importlib.util.spec_from_file_location("nb_build", ROOT / "notebooks" / "build.py")

@@ -11,6 +11,9 @@ analyses over cases are the library's (:mod:`mipd_kit.viz.analyses`):
 - :func:`run_analysis` -- reads a run folder, draws the figures into ``run_dir/figures/``, records what was absent
   in ``run_dir/analysis.json`` and writes ``results.md``; it degrades gracefully, naming each missing input and the
   stage that writes it.
+
+The analysis stays one file (about 670 lines, most of it plotting): ``results.md``'s tables and the figures it
+embeds are written together by :func:`run_analysis`, and notebook ``06_analysis`` imports both from here.
 """
 
 from __future__ import annotations
@@ -367,6 +370,22 @@ def run_analysis(run_dir: str | os.PathLike, world_dir: str | os.PathLike,
 
     run, world = Path(run_dir), Path(world_dir)
     res = AnalysisResult()
+    split, train_counts, cases_by_model = _read_inputs(run, world, res, models, test_file, train_file)
+    _rare_bias_figure(plt, run, res, cases_by_model, train_counts, split)
+    _confusion_figure(plt, run, world, res, cases_by_model, split)
+    _grounding_figure(plt, run, res, cases_by_model)
+    _resources_figure(plt, run, res, bench_dir)
+    info = {"figures": res.figures, "notes": res.notes, "concentration": res.tables.get("concentration", {})}
+    from mipd_kit.fileio import write_json
+    write_json(run / ANALYSIS_FILE, info)
+    res.results_md = write_results(run)
+    return res
+
+
+def _read_inputs(run: Path, world: Path, res: AnalysisResult, models: Sequence[str], test_file: str,
+                 train_file: str) -> tuple[Any, dict[str, int], dict[str, list[Case]]]:
+    """Merge the concentration rows and the seed aggregates into ``metrics.json``, then read the OV split, the
+    training counts per verb and the cases of each shown model (noting every absent input)."""
     note = res.notes.append
 
     # metrics: how concentrated each GSR model's top-1 verbs are (rows of its own), then seed aggregates
@@ -419,6 +438,12 @@ def run_analysis(run_dir: str | os.PathLike, world_dir: str | os.PathLike,
                     cs += build_cases(gt, json.loads(p.read_text()), split)
             cases_by_model[m] = cs
 
+    return split, train_counts, cases_by_model
+
+
+def _rare_bias_figure(plt: Any, run: Path, res: AnalysisResult, cases_by_model: dict[str, list[Case]],
+                      train_counts: dict[str, int], split: Any) -> None:
+    """Figure 1, rare bias: per-verb accuracy vs training-set size (``rare_bias``, table ``per_verb``)."""
     tags = (lambda v: _tags(split, v))
 
     # 1. rare bias: per-verb accuracy vs training-set size
@@ -447,6 +472,12 @@ def run_analysis(run_dir: str | os.PathLike, world_dir: str | os.PathLike,
         res.tables["per_verb"] = table
         _savefig(fig, run, "rare_bias", res)
         plt.close(fig)
+
+
+def _confusion_figure(plt: Any, run: Path, world: Path, res: AnalysisResult, cases_by_model: dict[str, list[Case]],
+                      split: Any) -> None:
+    """Figure 2, unseen confusion: unseen verbs -> top-1 prediction, nearest seen verb boxed (``unseen_confusion``)."""
+    note = res.notes.append
 
     # 2. unseen confusion
     unseen = list(getattr(split, "unseen", []) or []) if split is not None else []
@@ -483,6 +514,11 @@ def run_analysis(run_dir: str | os.PathLike, world_dir: str | os.PathLike,
     elif cases_by_model:
         note("no unseen verbs in the split: confusion figure skipped")
 
+
+def _grounding_figure(plt: Any, run: Path, res: AnalysisResult, cases_by_model: dict[str, list[Case]]) -> None:
+    """Figure 3, grounding quality by role (``grounding_by_role``)."""
+    note = res.notes.append
+
     # 3. grounding by role
     if cases_by_model:
         by_role = {m: grounding_by_role(cs) for m, cs in cases_by_model.items()}
@@ -505,6 +541,11 @@ def run_analysis(run_dir: str | os.PathLike, world_dir: str | os.PathLike,
             plt.close(fig)
         else:
             note("no predicted frames for the ground-truth verbs: grounding figure skipped")
+
+
+def _resources_figure(plt: Any, run: Path, res: AnalysisResult, bench_dir: Optional[str | os.PathLike]) -> None:
+    """Figure 4, resources: the benchmarks of ``bench_dir`` (``resources``, table ``bench``)."""
+    note = res.notes.append
 
     # 4. resources
     bench = read_bench(bench_dir) if bench_dir is not None else []
@@ -541,12 +582,6 @@ def run_analysis(run_dir: str | os.PathLike, world_dir: str | os.PathLike,
     else:
         note(f"no benchmark results in {bench_dir} (run `make bench`): resource comparison skipped"
              if bench_dir is not None else "no bench_dir given: resource comparison skipped")
-
-    info = {"figures": res.figures, "notes": res.notes, "concentration": res.tables.get("concentration", {})}
-    from mipd_kit.fileio import write_json
-    write_json(run / ANALYSIS_FILE, info)
-    res.results_md = write_results(run)
-    return res
 
 
 def _resource_family(metric: str) -> str:

@@ -3,7 +3,7 @@
 Items, one line each (``ok`` / ``problem`` with its remedy), for the enabled stages only:
 
 * ``config``: the run config loads, every stage's params are parameters of its notebook
-  (``mipd_kit.app.pipeline.validate``) and each standard stage's ``Config`` accepts them (its own checks run);
+  (``mipd_kit.app.plan.validate``) and each standard stage's ``Config`` accepts them (its own checks run);
 * ``world``: the files the stages read (SWiG / imSitu JSONs and images for the GSR stages; HICO-DET instances,
   prompts, images and the detector's boxes for CL-HOI), or stage ``data`` generating the world; the checksums of the
   files ``mipd data prepare`` recorded in ``prepared.json``;
@@ -82,7 +82,7 @@ def stage_configs(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
 
 def check_config(cfg: RunConfig) -> tuple[Item, dict[str, Any]]:
     """The config's parameters: notebooks and their parameters, then each stage's ``Config``."""
-    from .pipeline import validate
+    from .plan import validate
     try:
         validate(cfg)
         confs = stage_configs(cfg, cfg.path("reports_dir") / "check")

@@ -51,7 +51,7 @@ from mipd_kit.rationales.store import complete_lines, parse_rationale_lines
 from mipd_kit.redaction import find_secrets
 from mipd_kit.viz.rationales import build_items, load_world_situations, render_item, sample_items, verdict_text
 
-from .pipeline import PipelineError, read_status
+from .runfolder import PipelineError, read_status
 
 #: the largest copy ``publish`` writes (bytes); a larger one is refused.
 MAX_BYTES = 20_000_000

@@ -60,6 +60,9 @@ checks the two agree. CLI: ``mipd eval-hico --gt GT.json --pred PRED.json|.npz [
 [--setting default|known_object|both] [--zero-shot NAME|FILE.json:key] [--splits FILE] [--protocol
 official|continuous|qpic|both|all] --out METRICS.json [--merge|--overwrite]``; without ``--setting`` both settings
 are reported. An existing ``--out`` is never replaced silently (:mod:`mipd_kit.eval.cli_io`); user errors exit 2.
+
+The protocol stays in one file (about 640 lines) so that it reads beside the reference MATLAB (``eval_one.m``,
+``VOCevaldet_bboxpair.m``), step by step.
 """
 
 from __future__ import annotations

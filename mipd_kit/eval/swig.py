@@ -220,138 +220,178 @@ def evaluate_swig_report(gt: Mapping[str, Situation], preds: Mapping[str, Any], 
     grounded = n > 0 and all(len(s.boxes) > 0 for s in gt.values())
     if not grounded:
         notes.append("grounded metrics not reported: some ground-truth images have no boxes (plain imSitu)")
-    verb_ids: dict[str, int] = {}
-    nouns_of_space = space.nouns if space is not None else None
+    g = _gather(gt, preds, images, has_gtv, grounded, warn, space.nouns if space is not None else None, pred_source)
+    per_image = _score_roles(g, images, has_gtv, grounded, notes, pred_source)
+    rows = _breakdown_rows(g, per_image, gt, images, split, model, seed, warn, notes)
+    rep = SwigReport(rows=rows, warnings=dict(warn.counts), examples=dict(warn.examples), notes=notes,
+                     n_gt=n, n_pred=len(preds))
+    return rep
 
-    rank = np.full(n, TOP_K, dtype=np.int64)  # position of the gt verb in the ranking, TOP_K if absent
-    img_verb = np.empty(n, dtype=np.int64)
-    role_img: list[int] = []
-    role_name: list[str] = []
-    max_ann = max((len(s.frames) for s in gt.values()), default=1)
-    gt_cols: list[list] = [[] for _ in range(max_ann)]  # per annotator: the noun of every role row
-    gt_box_raw: list = []
-    pn_rank: list = []  # predicted noun of the frame for the gt verb (None: role missing)
-    pb_rank: list = []
-    pn_gtv: list = []
-    pb_gtv: list = []
 
-    def take(frame: Any, roles: list[str], img: str, nouns_out: list, boxes_out: list) -> None:
-        if frame is None:
-            frame = {}
-        if not _is_map(frame):
-            raise DataError(f"{pred_source}: image {img!r}: a frame must be an object role -> "
-                            f"{{'noun', 'box'}}, got {type(frame).__name__}")
-        hit = 0
-        for r in roles:
-            e = frame.get(r)
-            if e is None:
-                warn.add("missing_role", f"{img}/{r}")
-                nouns_out.append(None)
-                boxes_out.append(None)
-                continue
-            hit += 1
-            try:
-                noun = e["noun"]
-            except (KeyError, TypeError):
-                raise DataError(f"{pred_source}: image {img!r} role {r!r}: expected {{'noun': str, 'box': ...}}, "
-                                f"got {e!r}") from None
-            if not isinstance(noun, str):
-                raise DataError(f"{pred_source}: image {img!r} role {r!r}: noun must be a string, got {noun!r}")
-            if nouns_of_space is not None and noun and noun not in nouns_of_space:
-                warn.add("unknown_pred_noun", f"{img}/{r}:{noun}")
-            box = e.get("box")
-            if box is not None and not (isinstance(box, (list, tuple)) and len(box) == 4
-                                        and all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in box)):
-                raise DataError(f"{pred_source}: image {img!r} role {r!r}: box must be [x1, y1, x2, y2] "
-                                f"(4 numbers) or null, got {box!r}")
-            nouns_out.append(noun)
-            boxes_out.append(box)
-        if len(frame) > hit:
-            extra = [r for r in frame if r not in roles]
-            if extra:
-                warn.add("extra_role", f"{img}/{extra[0]}", len(extra))
+@dataclass
+class _RoleRows:
+    """The ground truth and the predictions as flat role rows (one per gt image x role of its verb), gathered by
+    :func:`_gather` and scored vectorised by :func:`_score_roles`."""
 
+    rank: np.ndarray  # (N,) position of the gt verb in the ranking, TOP_K if absent
+    img_verb: np.ndarray  # (N,) verb id of each gt image
+    verb_ids: dict[str, int]
+    max_ann: int
+    role_img: list[int] = field(default_factory=list)
+    role_name: list[str] = field(default_factory=list)
+    gt_cols: list[list] = field(default_factory=list)  # per annotator: the noun of every role row
+    gt_box_raw: list = field(default_factory=list)
+    pn_rank: list = field(default_factory=list)  # predicted noun of the frame for the gt verb (None: role missing)
+    pb_rank: list = field(default_factory=list)
+    pn_gtv: list = field(default_factory=list)
+    pb_gtv: list = field(default_factory=list)
+
+
+def _take(frame: Any, roles: list[str], img: str, nouns_out: list, boxes_out: list, warn: _Counter,
+          nouns_of_space: Optional[Any], pred_source: str) -> None:
+    """Append a predicted frame's noun and box for each of ``roles`` (None for a missing role), validating it."""
+    if frame is None:
+        frame = {}
+    if not _is_map(frame):
+        raise DataError(f"{pred_source}: image {img!r}: a frame must be an object role -> "
+                        f"{{'noun', 'box'}}, got {type(frame).__name__}")
+    hit = 0
+    for r in roles:
+        e = frame.get(r)
+        if e is None:
+            warn.add("missing_role", f"{img}/{r}")
+            nouns_out.append(None)
+            boxes_out.append(None)
+            continue
+        hit += 1
+        try:
+            noun = e["noun"]
+        except (KeyError, TypeError):
+            raise DataError(f"{pred_source}: image {img!r} role {r!r}: expected {{'noun': str, 'box': ...}}, "
+                            f"got {e!r}") from None
+        if not isinstance(noun, str):
+            raise DataError(f"{pred_source}: image {img!r} role {r!r}: noun must be a string, got {noun!r}")
+        if nouns_of_space is not None and noun and noun not in nouns_of_space:
+            warn.add("unknown_pred_noun", f"{img}/{r}:{noun}")
+        box = e.get("box")
+        if box is not None and not (isinstance(box, (list, tuple)) and len(box) == 4
+                                    and all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in box)):
+            raise DataError(f"{pred_source}: image {img!r} role {r!r}: box must be [x1, y1, x2, y2] "
+                            f"(4 numbers) or null, got {box!r}")
+        nouns_out.append(noun)
+        boxes_out.append(box)
+    if len(frame) > hit:
+        extra = [r for r in frame if r not in roles]
+        if extra:
+            warn.add("extra_role", f"{img}/{extra[0]}", len(extra))
+
+
+def _rank_verbs(p: Mapping[str, Any], gt_verb: str, img: str, warn: _Counter,
+                pred_source: str) -> tuple[Optional[int], Any]:
+    """Validate one prediction's verb ranking; returns the gt verb's position (None if absent) and the frame
+    predicted for it."""
+    verbs = p.get("verbs", [])
+    if not isinstance(verbs, list):
+        raise DataError(f"{pred_source}: image {img!r}: 'verbs' must be a list")
+    if len(verbs) > TOP_K:
+        warn.add("more_than_5_verbs", img)
+        verbs = verbs[:TOP_K]
+    seen_v: set = set()
+    last_score = None
+    frame_for_gt = None
+    found: Optional[int] = None
+    for k, ent in enumerate(verbs):
+        if not _is_map(ent) or not isinstance(ent.get("verb"), str):
+            raise DataError(f"{pred_source}: image {img!r}: verbs[{k}] must be an object with a string 'verb'")
+        v = ent["verb"]
+        if v in seen_v:
+            warn.add("repeated_verb", img)
+            continue
+        seen_v.add(v)
+        sc = ent.get("score")
+        if sc is not None and not is_real(sc):
+            raise DataError(f"{pred_source}: image {img!r}: verbs[{k}] score must be a finite number or absent, "
+                            f"got {sc!r}")
+        if sc is not None:
+            if last_score is not None and sc > last_score:
+                warn.add("unsorted_scores", img)
+            last_score = sc
+        if v == gt_verb and frame_for_gt is None:
+            found = k
+            frame_for_gt = ent.get("frame", {})
+    return found, frame_for_gt
+
+
+def _gather(gt: Mapping[str, Situation], preds: Mapping[str, Any], images: list[str], has_gtv: bool, grounded: bool,
+            warn: _Counter, nouns_of_space: Optional[Any], pred_source: str) -> _RoleRows:
+    """The role rows of every gt image: gt nouns per annotator, gt boxes, and the nouns and boxes predicted for
+    the gt verb (in the ranking, and with ``gt_verb_frame``); warnings counted in image order."""
+    n = len(images)
+    g = _RoleRows(rank=np.full(n, TOP_K, dtype=np.int64), img_verb=np.empty(n, dtype=np.int64), verb_ids={},
+                  max_ann=max((len(s.frames) for s in gt.values()), default=1))
+    g.gt_cols = [[] for _ in range(g.max_ann)]
     for i, img in enumerate(images):
         s = gt[img]
-        img_verb[i] = verb_ids.setdefault(s.verb, len(verb_ids))
+        g.img_verb[i] = g.verb_ids.setdefault(s.verb, len(g.verb_ids))
         roles = list(s.frames[0])
         nr = len(roles)
-        role_img += [i] * nr
-        role_name += roles
-        for a in range(max_ann):
+        g.role_img += [i] * nr
+        g.role_name += roles
+        for a in range(g.max_ann):
             if a < len(s.frames):
                 fr = s.frames[a]
-                gt_cols[a] += [fr.get(r, "") for r in roles]
+                g.gt_cols[a] += [fr.get(r, "") for r in roles]
             else:
-                gt_cols[a] += [_PAD] * nr
+                g.gt_cols[a] += [_PAD] * nr
         if grounded:
-            gt_box_raw += [s.boxes.get(r) for r in roles]
+            g.gt_box_raw += [s.boxes.get(r) for r in roles]
         p = preds.get(img)
         if p is None:
             warn.add("gt_image_without_prediction", img)
-            pn_rank += [None] * len(roles)
-            pb_rank += [None] * len(roles)
-            pn_gtv += [None] * len(roles)
-            pb_gtv += [None] * len(roles)
+            g.pn_rank += [None] * len(roles)
+            g.pb_rank += [None] * len(roles)
+            g.pn_gtv += [None] * len(roles)
+            g.pb_gtv += [None] * len(roles)
             continue
         if not _is_map(p):
             raise DataError(f"{pred_source}: image {img!r}: a prediction must be an object, got {type(p).__name__}")
-        verbs = p.get("verbs", [])
-        if not isinstance(verbs, list):
-            raise DataError(f"{pred_source}: image {img!r}: 'verbs' must be a list")
-        if len(verbs) > TOP_K:
-            warn.add("more_than_5_verbs", img)
-            verbs = verbs[:TOP_K]
-        seen_v: set = set()
-        last_score = None
-        frame_for_gt = None
-        for k, ent in enumerate(verbs):
-            if not _is_map(ent) or not isinstance(ent.get("verb"), str):
-                raise DataError(f"{pred_source}: image {img!r}: verbs[{k}] must be an object with a string 'verb'")
-            v = ent["verb"]
-            if v in seen_v:
-                warn.add("repeated_verb", img)
-                continue
-            seen_v.add(v)
-            sc = ent.get("score")
-            if sc is not None and not is_real(sc):
-                raise DataError(f"{pred_source}: image {img!r}: verbs[{k}] score must be a finite number or absent, "
-                                f"got {sc!r}")
-            if sc is not None:
-                if last_score is not None and sc > last_score:
-                    warn.add("unsorted_scores", img)
-                last_score = sc
-            if v == s.verb and frame_for_gt is None:
-                rank[i] = k
-                frame_for_gt = ent.get("frame", {})
+        found, frame_for_gt = _rank_verbs(p, s.verb, img, warn, pred_source)
+        if found is not None:
+            g.rank[i] = found
         if frame_for_gt is not None:
-            take(frame_for_gt, roles, img, pn_rank, pb_rank)
+            _take(frame_for_gt, roles, img, g.pn_rank, g.pb_rank, warn, nouns_of_space, pred_source)
         else:
-            pn_rank += [None] * len(roles)
-            pb_rank += [None] * len(roles)
+            g.pn_rank += [None] * len(roles)
+            g.pb_rank += [None] * len(roles)
         if has_gtv:
             if "gt_verb_frame" in p:
-                take(p["gt_verb_frame"], roles, img, pn_gtv, pb_gtv)
+                _take(p["gt_verb_frame"], roles, img, g.pn_gtv, g.pb_gtv, warn, nouns_of_space, pred_source)
             else:
                 warn.add("missing_gt_verb_frame", img)
-                pn_gtv += [None] * len(roles)
-                pb_gtv += [None] * len(roles)
+                g.pn_gtv += [None] * len(roles)
+                g.pb_gtv += [None] * len(roles)
         else:
-            pn_gtv += [None] * len(roles)
-            pb_gtv += [None] * len(roles)
+            g.pn_gtv += [None] * len(roles)
+            g.pb_gtv += [None] * len(roles)
+    return g
 
-    # ---- vectorised scoring over (R,) role rows
+
+def _score_roles(g: _RoleRows, images: list[str], has_gtv: bool, grounded: bool, notes: list[str],
+                 pred_source: str) -> dict[tuple[str, str], np.ndarray]:
+    """Vectorised scoring over the (R,) role rows: (setting, metric) -> (N,) per-image scores in [0, 1]."""
+    n = len(images)
+    role_img, role_name, max_ann = g.role_img, g.role_name, g.max_ann
     r_img = np.asarray(role_img, dtype=np.int64)  # (R,)
     gt_nouns = np.empty((len(role_img), max_ann), dtype=object)  # (R, A) noun strings
-    for a, col in enumerate(gt_cols):
+    for a, col in enumerate(g.gt_cols):
         gt_nouns[:, a] = col
     n_roles = np.bincount(r_img, minlength=n).astype(np.float64)  # (N,)
     if grounded:
-        gt_box = _boxes_array(gt_box_raw, "ground truth", images, role_img, role_name)  # (R, 4)
+        gt_box = _boxes_array(g.gt_box_raw, "ground truth", images, role_img, role_name)  # (R, 4)
     per_image: dict[tuple[str, str], np.ndarray] = {}  # (setting, metric) -> (N,) in {0..1}
-    frames = {"rank": (pn_rank, pb_rank)}
+    frames = {"rank": (g.pn_rank, g.pb_rank)}
     if has_gtv:
-        frames["gtv"] = (pn_gtv, pb_gtv)
+        frames["gtv"] = (g.pn_gtv, g.pb_gtv)
     scored: dict[str, tuple[np.ndarray, np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]] = {}
     for key, (pn, pb) in frames.items():
         pred_n = np.empty(len(pn), dtype=object)  # (R,) predicted noun strings, None = role missing
@@ -370,15 +410,16 @@ def evaluate_swig_report(gt: Mapping[str, Situation], preds: Mapping[str, Any], 
             gval = np.bincount(r_img, weights=g_ok, minlength=n) / np.maximum(n_roles, 1)
             gall = (np.bincount(r_img, weights=~g_ok, minlength=n) == 0).astype(np.float64)
         scored[key] = (val, val_all, gval, gall)
+    rank = g.rank
     for setting, gate in (("top1", rank == 0), ("top5", rank < TOP_K)):
-        g = gate.astype(np.float64)
-        per_image[(setting, "verb")] = g
+        gf = gate.astype(np.float64)
+        per_image[(setting, "verb")] = gf
         val, val_all, gval, gall = scored["rank"]
-        per_image[(setting, "value")] = val * g
-        per_image[(setting, "value_all")] = val_all * g
+        per_image[(setting, "value")] = val * gf
+        per_image[(setting, "value_all")] = val_all * gf
         if grounded:
-            per_image[(setting, "grnd_value")] = gval * g
-            per_image[(setting, "grnd_value_all")] = gall * g
+            per_image[(setting, "grnd_value")] = gval * gf
+            per_image[(setting, "grnd_value_all")] = gall * gf
     if has_gtv:
         val, val_all, gval, gall = scored["gtv"]
         per_image[("gt_verb", "value")] = val
@@ -388,8 +429,15 @@ def evaluate_swig_report(gt: Mapping[str, Situation], preds: Mapping[str, Any], 
             per_image[("gt_verb", "grnd_value_all")] = gall
     else:
         notes.append("gt_verb setting not reported: no prediction has 'gt_verb_frame'")
+    return per_image
 
-    # ---- breakdowns and means
+
+def _breakdown_rows(g: _RoleRows, per_image: dict[tuple[str, str], np.ndarray], gt: Mapping[str, Situation],
+                    images: list[str], split: Optional[OvSplit], model: str, seed: Optional[int], warn: _Counter,
+                    notes: list[str]) -> list[MetricRow]:
+    """Means per image and per verb of every (setting, metric), overall and per split breakdown."""
+    n = len(images)
+    img_verb, verb_ids = g.img_verb, g.verb_ids
     breakdowns: list[tuple[str, np.ndarray]] = [("all", np.ones(n, dtype=bool))]
     if split is not None:
         verb_names = list(verb_ids)
@@ -416,9 +464,7 @@ def evaluate_swig_report(gt: Mapping[str, Situation], preds: Mapping[str, Any], 
             per_verb = np.bincount(img_verb[mask], weights=v_img, minlength=nv)[present] / cnt_v[present]
             rows.append(row("gsr", model, name, setting, metric, 100.0 * float(per_verb.mean()),
                             seed=seed, mean="verb"))
-    rep = SwigReport(rows=rows, warnings=dict(warn.counts), examples=dict(warn.examples), notes=notes,
-                     n_gt=n, n_pred=len(preds))
-    return rep
+    return rows
 
 
 def evaluate_swig(gt: Mapping[str, Situation], preds: Mapping[str, Any], split: Optional[OvSplit] = None,

@@ -26,8 +26,11 @@ For every training image (annotated frame known):
 
 Every judged rationale is appended to ``run_dir/rationales.jsonl`` (:mod:`mipd_kit.rationales.store`) at once,
 so a killed run resumes where it stopped and a re-run of a finished run makes no calls. Statistics
-(:func:`jrg_statistics`, a pure function of the stored records) go to ``run_dir/jrg_stats.json`` and as tidy
-rows (task ``"jrg"``) to ``run_dir/metrics.json``.
+(:func:`~mipd_kit.rationales.jrg_stats.jrg_statistics`, a pure function of the stored records) go to
+``run_dir/jrg_stats.json`` and as tidy rows (task ``"jrg"``) to ``run_dir/metrics.json``.
+
+The settings live in :mod:`~mipd_kit.rationales.jrg_config`, the inputs and the judge's messages in
+:mod:`~mipd_kit.rationales.jrg_inputs`, the statistics in :mod:`~mipd_kit.rationales.jrg_stats`.
 """
 
 from __future__ import annotations
@@ -37,14 +40,13 @@ import hashlib
 import json
 import math
 import os
-import statistics
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from mipd_kit.data.records import DataError, FrameSpace, Situation
 from mipd_kit.fileio import write_json
@@ -52,9 +54,12 @@ from mipd_kit.language.base import Message, Sampler, SamplerAuthError, SamplerEr
 from mipd_kit.language.factory import SamplerConfig, build_sampler
 from mipd_kit.language.hf_local import HFLocalConfig
 from mipd_kit.language.openai_http import OpenAIHTTPConfig, config_secrets
-from mipd_kit.metrics import MetricRow, merge_rows, row
+from mipd_kit.metrics import merge_rows
 from mipd_kit.rationales import prompts as P
 from mipd_kit.redaction import redact_obj
+from mipd_kit.rationales.jrg_config import JRGConfig, JRGFailed
+from mipd_kit.rationales.jrg_inputs import judge_messages, load_evidence, load_world, roles_of, user_message
+from mipd_kit.rationales.jrg_stats import _keep_working_pass, jrg_statistics, stats_rows
 from mipd_kit.rationales.store import JsonlLog, Rationale, RationaleStore
 
 #: Reminder sent after an unparseable judge reply.
@@ -64,64 +69,6 @@ JUDGE_RETRY_TEMPLATE = ("Your reply could not be parsed. Reply with one JSON obj
 #: Reminder sent after an empty generator reply.
 GENERATOR_RETRY_TEMPLATE = "Your reply was empty. Write the rationale now, in one or two sentences. (attempt {attempt})"
 
-
-@dataclass
-class JRGConfig:
-    """Settings of the JRG stage.
-
-    Attributes:
-        rounds: maximum generation rounds per rationale (round 0 plus ``rounds - 1`` refinements).
-        threshold: judge score (0-10) needed to accept.
-        n_hard_negatives: confused verbs (teacher's top verbs other than the true one) per image for hard negatives.
-        hard_negative_kinds: kinds that get hard negatives.
-        kinds: rationale kinds generated.
-        judge_retries: retries of an unparseable judge reply (and of an empty generator reply).
-        workers: rationale chains processed in parallel (each chain's rounds run in order).
-        max_images: first N training images (sorted names); ``0`` = all.
-        split: annotation file of ``world_dir`` (``train`` -> ``train.json``).
-        send_images: attach the image (vision chat models); the embedded backend ignores it.
-        max_consecutive_errors: abort (keeping finished rationales) after this many sampler errors in a row.
-        max_failure_rate: the stage fails (:class:`JRGFailed`, after writing everything it finished) when more than
-            this share of the chains it ran ended as a failure (``jrg_failures.jsonl``); ``1.0`` never fails.
-        imsitu_templates: optional imSitu ``generation_templates.tab`` used for frame sentences in prompts (real mode).
-        seed: seeds the embedded backends (unless their own seed is set differently).
-        avoid_rejected_words: refinement prompts list the rejected rationales' words the judge's reasons point at
-            (``Avoid these words:``).
-        begin_hard_negatives: hard-negative prompts ask to ``Begin with:`` the confused verb.
-        drop_gold_verb_negatives: a rejected glimpse or a hard negative naming the annotated verb is stored as
-            ``"dropped"``, not as a negative.
-        generator, judge: language backends.
-    """
-
-    rounds: int = 3
-    threshold: float = 7.0
-    n_hard_negatives: int = 2
-    hard_negative_kinds: tuple[str, ...] = ("glimpse", "gaze")
-    kinds: tuple[str, ...] = ("glimpse", "gaze")
-    judge_retries: int = 2
-    workers: int = 4
-    max_images: int = 0
-    split: str = "train"
-    send_images: bool = False
-    max_consecutive_errors: int = 20
-    max_failure_rate: float = 0.2
-    imsitu_templates: str = ""
-    seed: int = 0
-    avoid_rejected_words: bool = True
-    begin_hard_negatives: bool = True
-    drop_gold_verb_negatives: bool = True
-    generator: SamplerConfig = field(default_factory=lambda: SamplerConfig(purpose="generator"))
-    judge: SamplerConfig = field(default_factory=lambda: SamplerConfig(purpose="judge"))
-
-    @classmethod
-    def smoke(cls) -> "JRGConfig":
-        return cls(rounds=2, max_images=8, workers=2, n_hard_negatives=1,
-                   generator=SamplerConfig(purpose="generator", openai=OpenAIHTTPConfig.smoke(), hf=HFLocalConfig.smoke()),
-                   judge=SamplerConfig(purpose="judge", openai=OpenAIHTTPConfig.smoke(), hf=HFLocalConfig.smoke()))
-
-
-class JRGFailed(SamplerError):
-    """The stage ran but too many chains failed (share above ``JRGConfig.max_failure_rate``); work is kept."""
 
 
 @dataclass(frozen=True)
@@ -133,45 +80,6 @@ class Chain:
     role: Optional[str]
     source: str = "generated"
     target: Optional[str] = None
-
-
-# --------------------------------------------------------------------------------------------------- inputs
-def load_evidence(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """Read ``teacher_evidence.json`` (``{image: {"top_verbs", "role_nouns"}}``), validating each entry."""
-    p = Path(path)
-    try:
-        data = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(f"{p}: not valid JSON ({e})") from e
-    if not isinstance(data, dict):
-        raise DataError(f"{p}: expected an object image -> evidence")
-    for image, ev in data.items():
-        if not isinstance(ev, dict) or not isinstance(ev.get("top_verbs", []), list) \
-                or not isinstance(ev.get("role_nouns", {}), dict):
-            raise DataError(f"{p}: entry {image!r} must be {{'top_verbs': [[verb, score]...], 'role_nouns': {{role: [[noun, score]...]}}}}")
-        for item in ev.get("top_verbs", []):
-            if not (isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], str)):
-                raise DataError(f"{p}: entry {image!r} has a bad top_verbs item {item!r}")
-        for role, cands in ev.get("role_nouns", {}).items():
-            if not isinstance(cands, list) or not all(isinstance(c, (list, tuple)) and len(c) == 2 for c in cands):
-                raise DataError(f"{p}: entry {image!r} role {role!r} must be a list of [noun, score]")
-    return data
-
-
-def load_world(world_dir: str | os.PathLike, split: str = "train") -> tuple[FrameSpace, dict[str, Situation]]:
-    """Frame space and annotated situations of a world (SynthSitu or a real SWiG folder)."""
-    from mipd_kit.data.swig import load_frame_space, load_situations
-    w = Path(world_dir)
-    for f in ("imsitu_space.json", f"{split}.json"):
-        if not (w / f).exists():
-            raise DataError(f"{w / f}: missing (a world folder needs imsitu_space.json and {split}.json)")
-    space = load_frame_space(w / "imsitu_space.json")
-    return space, load_situations(w / f"{split}.json", space)
-
-
-def roles_of(space: FrameSpace, sit: Situation) -> tuple[str, ...]:
-    """The verb's roles in frame order, plus any role the annotators used that the frame lacks."""
-    return P.frame_roles(space, sit)
 
 
 def plan_chains(space: FrameSpace, situations: Mapping[str, Situation], evidence: Mapping[str, Any],
@@ -203,23 +111,6 @@ def backend_fingerprint(generator: Sampler, judge: Sampler, cfg: JRGConfig) -> s
                            f"{cfg.begin_hard_negatives}:{cfg.drop_gold_verb_negatives}".encode()).hexdigest()[:6]
     return f"gen={generator.fingerprint}|judge={judge.fingerprint}|prompts={P.prompts_fingerprint()}|{extra}"
 
-
-def user_message(text: str, image_path: Optional[str] = None) -> Message:
-    """A user turn: the text alone, or the text and the image (an ``image_path`` part, for vision chat models)."""
-    if image_path is not None:
-        return {"role": "user", "content": [{"type": "text", "text": text}, {"type": "image_path", "path": image_path}]}
-    return {"role": "user", "content": text}
-
-
-def judge_messages(space: FrameSpace, sit: Situation, evidence: Optional[Mapping[str, Any]], kind: str,
-                   role: Optional[str], text: str, *, threshold: float, templates: Optional[Mapping[str, str]] = None,
-                   image_path: Optional[str] = None) -> list[Message]:
-    """The judge's conversation about one rationale, exactly as the JRG sends it: :data:`prompts.SYSTEM_JUDGE`,
-    then the :func:`prompts.build_judge_prompt` text (annotated frame, evidence, rationale), with the image when
-    ``image_path`` is given (``send_images``). ``benchmarks/bench_llm_judge.py`` rebuilds stored verdicts' prompts
-    with it."""
-    prompt = P.build_judge_prompt(space, sit, evidence, kind, role, text, threshold=threshold, templates=templates)
-    return [{"role": "system", "content": P.SYSTEM_JUDGE}, user_message(prompt, image_path)]
 
 
 # --------------------------------------------------------------------------------------------------- the loop
@@ -406,8 +297,8 @@ def run_jrg(cfg: JRGConfig, world_dir: str | os.PathLike, run_dir: str | os.Path
             ``jrg_failures.jsonl``, ``jrg_stats.json`` and rows in ``metrics.json``.
         generator, judge: samplers; built from ``cfg.generator`` / ``cfg.judge`` when omitted.
         unlabeled: optional ``callable(store) -> dict`` run after the chains that adds the unlabeled pool's
-            ``"unjudged"`` descriptions to the store (:func:`describe_unlabeled`); its counts go to
-            ``stats["unlabeled"]``.
+            ``"unjudged"`` descriptions to the store
+            (:func:`~mipd_kit.rationales.unlabeled_pool.describe_unlabeled`); its counts go to ``stats["unlabeled"]``.
 
     Raises:
         DataError: missing or malformed world / evidence files (naming the file and record).
@@ -505,176 +396,6 @@ def _cfg_json(cfg: JRGConfig) -> dict[str, Any]:
 def _model_name(cfg: JRGConfig, generator: Sampler) -> str:
     return f"jrg-{cfg.generator.backend}" if generator is not None else "jrg"
 
-
-def config_from_params(*, smoke: bool = True, backend: str = "embedded", judge_backend: str = "",
-                       generator: Optional[Mapping[str, Any]] = None, judge: Optional[Mapping[str, Any]] = None,
-                       rounds: int = 0, max_images: int = -1, workers: int = 0, send_images: bool = False,
-                       imsitu_templates: str = "", seed: int = 0) -> JRGConfig:
-    """A :class:`JRGConfig` from notebook / pipeline parameters (0, -1 or "" keep the config's value).
-
-    ``backend`` is the generator's: ``captioner`` (the embedded captioner, images sent in the messages),
-    ``template`` (the embedded template generator; ``embedded`` names the same), ``shuffled`` (a captioner run
-    whose positives the stage then shuffles, see ``controls``), ``openai`` or ``hf``. ``judge_backend`` defaults to
-    the embedded judge for the local generators and to ``backend`` for ``openai`` / ``hf``.
-
-    ``generator`` / ``judge`` are the two samplers' settings: ``SamplerConfig`` fields other than ``backend`` and
-    ``purpose`` (``seed``, ``p_top``, ``malformed_rate``) and the nested ``openai`` / ``hf`` / ``captioner`` blocks
-    of their configs' fields. What the judge's ``openai`` / ``hf`` blocks leave out is taken from the generator's
-    (one endpoint for both unless the judge names another). Both samplers' seeds (and the captioner's) default to
-    ``seed``. Raises ``ValueError`` naming an unknown key (``generator.openai.modle``).
-    """
-    local = {"captioner": "captioner", "shuffled": "captioner", "template": "embedded", "embedded": "embedded"}
-    if backend in local:
-        judge_backend = judge_backend or "embedded"
-        send_images = send_images or local[backend] == "captioner"
-        backend = local[backend]
-    if judge_backend in ("template", "captioner", "shuffled"):
-        raise ValueError(f"judge_backend {judge_backend!r} cannot judge; use embedded, openai or hf")
-    cfg = JRGConfig.smoke() if smoke else JRGConfig()
-    cfg.seed = seed
-    if rounds > 0:
-        cfg.rounds = rounds
-    if max_images >= 0:
-        cfg.max_images = max_images
-    if workers > 0:
-        cfg.workers = workers
-    cfg.send_images = send_images
-    cfg.imsitu_templates = imsitu_templates
-    gen, jud = dict(generator or {}), dict(judge or {})
-    for nested in ("openai", "hf"):  # the judge's endpoint is the generator's unless it names its own
-        if gen.get(nested) or jud.get(nested):
-            jud[nested] = {**dict(gen.get(nested) or {}), **dict(jud.get(nested) or {})}
-    samplers = []
-    for name, sc, b, block in (("generator", cfg.generator, backend, gen),
-                               ("judge", cfg.judge, judge_backend or backend, jud)):
-        for k in ("backend", "purpose"):
-            if k in block:
-                raise ValueError(f"{name}.{k}: the backend is chosen by the stage's backend / judge_backend, not in "
-                                 f"the {name} block")
-        sc = sc.updated({"seed": seed, **block, "captioner": {"seed": seed, **dict(block.get("captioner") or {})}},
-                        name)
-        samplers.append(replace(sc, backend=b))
-    cfg.generator, cfg.judge = samplers
-    return cfg
-
-
-# --------------------------------------------------------------------------------------------------- statistics
-def _hist(scores: Iterable[Optional[float]]) -> list[int]:
-    h = [0] * 11
-    for s in scores:
-        if s is not None:
-            h[int(min(max(round(s), 0), 10))] += 1
-    return h
-
-
-def _mean(xs: Iterable[Optional[float]]) -> Optional[float]:
-    v = [x for x in xs if x is not None]
-    return statistics.fmean(v) if v else None
-
-
-def jrg_statistics(records: Sequence[Rationale], rounds: int, images: Optional[Sequence[str]] = None) -> dict[str, Any]:
-    """Acceptance per round, score distributions and set sizes, per kind and overall (pure).
-
-    ``accept_rate_round[r]`` = accepted / judged among generated rationales of round r;
-    ``cum_accept_round[r]`` = share of generated chains accepted by round r; hard negatives are counted apart.
-    """
-    out: dict[str, Any] = {"rounds": rounds}
-    imgs = set(images) if images is not None else {r.image for r in records if r.polarity != "unjudged"}
-    recs = [r for r in records if r.image in imgs]
-    for kind in ("glimpse", "gaze", "all"):
-        rs = [r for r in recs if kind == "all" or r.kind == kind]
-        gen = [r for r in rs if r.source == "generated"]
-        hard = [r for r in rs if r.source == "hard_negative"]
-        chains: dict[tuple, list[Rationale]] = {}
-        for r in gen:
-            chains.setdefault((r.image, r.kind, r.role), []).append(r)
-        first_accept = [min((r.round for r in v if r.polarity == "positive"), default=None) for v in chains.values()]
-        per_round, cum = [], []
-        for k in range(rounds):
-            judged = [r for r in gen if r.round == k]
-            acc = sum(r.polarity == "positive" for r in judged)
-            per_round.append({"round": k, "judged": len(judged), "accepted": acc,
-                              "rate": acc / len(judged) if judged else None})
-            cum.append(sum(a is not None and a <= k for a in first_accept) / len(chains) if chains else None)
-        pos = [r for r in rs if r.polarity == "positive"]
-        neg = [r for r in rs if r.polarity == "negative"]
-        out[kind] = {
-            "chains": len(chains), "judged": len(gen), "accept_rate_round": per_round, "cum_accept_round": cum,
-            "n_positive": len(pos), "n_negative": len(neg),
-            "n_negative_rejected": sum(r.source == "generated" for r in neg),
-            "n_hard_negative": sum(r.polarity == "negative" for r in hard),
-            "hard_negative_accepted": sum(r.polarity == "positive" for r in hard),
-            "score_hist_positive": _hist(r.score for r in pos), "score_hist_negative": _hist(r.score for r in neg),
-            "mean_score_positive": _mean(r.score for r in pos),
-            "mean_score_negative": _mean(r.score for r in neg),
-        }
-    with_pos = {r.image for r in recs if r.kind == "glimpse" and r.polarity == "positive"}
-    out["images"] = len(imgs)
-    out["images_with_positive_glimpse"] = len(with_pos & imgs)
-    return out
-
-
-def _keep_working_pass(path: Path, stats: dict) -> None:
-    """A pass that found every chain finished (a resumed, already complete store) generated nothing: keep the run
-    record of the pass that did the work (same backend) instead of replacing its counts and speed by zeros, and
-    count the resumed passes (``resumed_passes``, ``last_pass_seconds``)."""
-    new = stats["run"]
-    if new["new_rationales"] or new["chains_run"] or not path.exists():
-        return
-    try:
-        old = json.loads(path.read_text()).get("run") or {}
-    except ValueError:
-        return
-    if old.get("backend") == new["backend"] and old.get("new_rationales"):
-        stats["run"] = {**old, "resumed_passes": int(old.get("resumed_passes", 0)) + 1,
-                        "last_pass_seconds": new["seconds"], "chains_skipped": new["chains_skipped"]}
-
-
-def stats_rows(stats: Mapping[str, Any], model: str, seed: Optional[int]) -> list[MetricRow]:
-    """Tidy ``metrics.json`` rows (task ``"jrg"``, split ``"train"``, setting = kind) from :func:`jrg_statistics`."""
-    rows: list[MetricRow] = []
-    for kind in ("glimpse", "gaze", "all"):
-        s = stats.get(kind)
-        if not s or not s["chains"]:
-            continue
-        add = lambda metric, v: rows.append(row("jrg", model, "train", kind, metric, v, seed=seed))  # noqa: E731
-        for pr in s["accept_rate_round"]:
-            if pr["rate"] is not None:
-                add(f"accept_rate_round{pr['round']}", 100.0 * pr["rate"])
-        for k, c in enumerate(s["cum_accept_round"]):
-            if c is not None:
-                add(f"cum_accept_round{k}", 100.0 * c)
-        for m in ("n_positive", "n_negative", "n_hard_negative", "hard_negative_accepted", "chains"):
-            add(m, s[m])
-        for m in ("mean_score_positive", "mean_score_negative"):
-            if s[m] is not None:
-                add(m, s[m])
-    content = stats.get("content") or {}
-    for kind in ("glimpse", "gaze", "all"):
-        cs = content.get(kind)
-        if not cs or not cs["n_positive"]:
-            continue
-        for m in ("judge_precision", "primitive_share", "pose_share", "relation_share", "motion_share"):
-            if cs.get(m) is not None:
-                rows.append(row("jrg", model, "train", kind, m, 100.0 * cs[m], seed=seed))
-        for m in ("distinct_masked_max", "distinct_masked_mean", "negatives_naming_gold_verb"):
-            rows.append(row("jrg", model, "train", kind, m, cs[m], seed=seed))
-    for m in ("negatives_dropped_gold_verb", "unlabeled"):
-        if m in content:
-            rows.append(row("jrg", model, "train" if m != "unlabeled" else "unlabeled", "all",
-                            "unlabeled_rationales" if m == "unlabeled" else m, content[m], seed=seed))
-    if stats.get("images"):
-        rows.append(row("jrg", model, "train", "glimpse", "coverage_positive_glimpse",
-                        100.0 * stats["images_with_positive_glimpse"] / stats["images"], seed=seed))
-    run = stats.get("run")
-    if run:
-        for m in ("failures", "judge_parse_failures", "judge_parse_retries", "sampler_errors", "new_rationales",
-                  "generator_calls", "judge_calls", "request_errors"):
-            if m in run:
-                rows.append(row("jrg", model, "train", "all", m, run[m], seed=seed))
-        if run["new_rationales"]:
-            rows.append(row("jrg", model, "train", "all", "rationales_per_s", run["rationales_per_s"], seed=seed))
-    return rows
 
 
 # --------------------------------------------------------------------------------------------------- CLI
@@ -787,46 +508,3 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 1
     return 0
 
-
-# --------------------------------------------------------------------------------------------------- unlabeled pool
-def unlabeled_backend(captioner: Any, temperature: float, top_p: float, seed: int) -> str:
-    """Backend key of the unlabeled pool's descriptions (captioner weights and sampling settings)."""
-    return f"unlabeled|captioner-v1:{captioner.fingerprint}:t{temperature:g}:p{top_p:g}:s{seed}"
-
-
-def describe_unlabeled(captioner: Any, teacher: Any, world_dir: str | os.PathLike, store: RationaleStore, *,
-                       max_images: int = 0, temperature: float = 0.7, top_p: float = 0.9, seed: int = 0,
-                       batch_size: int = 64) -> dict[str, Any]:
-    """Glimpse descriptions of the unlabeled pool (``unlabeled.json``), written by the captioner from the image alone:
-    no annotation, no evidence, no judge. Each is stored with ``polarity "unjudged"``, ``source "unlabeled"``,
-    ``score``/``verdict`` null and the backend :func:`unlabeled_backend`; images already described are skipped
-    (resumable). Glimpses only: the unlabeled pool has no boxes and the embedded teacher detects none.
-
-    Returns:
-        ``{"images", "new", "already", "skipped", "skip_reasons"}`` (reasons of the first 5 skips: an image that
-        fails to decode, a captioner that emitted nothing).
-    """
-    from mipd_kit.language.captioner import caption_images
-
-    world = Path(world_dir)
-    p = world / "unlabeled.json"
-    if not p.exists():
-        return {"images": 0, "new": 0, "already": 0, "skipped": 0, "skip_reasons": []}
-    try:
-        names = list(json.loads(p.read_text())["images"])
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise DataError(f"{p}: expected {{\"images\": [names...]}} ({e!r})") from e
-    if max_images:
-        names = names[:max_images]
-    backend = unlabeled_backend(captioner, temperature, top_p, seed)
-    key = lambda n: (n, "glimpse", None, 0, backend, "unlabeled", None, 0)  # noqa: E731
-    todo = [n for n in names if key(n) not in store]
-    batch = caption_images(captioner, teacher, [world / "images" / n for n in todo], temperature=temperature,
-                           top_p=top_p, seed=seed, batch_size=batch_size)
-    new = 0
-    for n, cap in zip(todo, batch.captions):
-        if cap is not None:
-            new += store.append(Rationale(image=n, kind="glimpse", role=None, polarity="unjudged", text=cap.text,
-                                          round=0, score=None, backend=backend, verdict=None, source="unlabeled"))
-    return {"images": len(names), "new": new, "already": len(names) - len(todo), "skipped": len(batch.skipped),
-            "skip_reasons": [r for _, r in batch.skipped[:5]]}

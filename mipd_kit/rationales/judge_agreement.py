@@ -3,7 +3,7 @@ already judged rationales compared with the verdicts stored with them and with t
 
 The measure is that of ``benchmarks/bench_llm_judge.py``: take a run's ``rationales.jsonl``, draw a seeded sample
 balanced over rationale kind and the stored (reference) verdict (:func:`stratified_sample`), let the judge under test
-answer the same judge prompt the JRG sent (``jrg.judge_messages``), and aggregate the per-rationale outcomes
+answer the same judge prompt the JRG sent (``jrg_inputs.judge_messages``), and aggregate the per-rationale outcomes
 (:class:`JudgedRationale`) with :func:`agreement_metrics`, a pure function. Truth is
 ``mipd_kit.rationales.content.is_correct`` against the world's ``rendered.jsonl`` (:func:`world_truth`): a glimpse is
 correct when it names a verb of the image and no verb the image does not show; a gaze names no verb the image does not

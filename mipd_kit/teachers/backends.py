@@ -36,6 +36,9 @@ On a GPU machine, e.g.::
     build_teacher(TeacherConfig(backend="open_clip", model="ViT-L-14-336", pretrained="openai", device="cuda"))
     build_teacher(TeacherConfig(backend="transformers", model="Salesforce/blip2-itm-vit-g", arch="blip2",
                                 device="cuda", precision="fp16"))
+
+The backends stay in one file (about 670 lines) beside the :class:`TeacherConfig` that chooses among them: each is
+a thin adapter (about 100 lines) of one library to the same ``Teacher`` interface, read side by side.
 """
 
 from __future__ import annotations

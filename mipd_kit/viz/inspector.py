@@ -14,6 +14,9 @@ list on display (CSV / JSON).
 
 ``write_demo`` writes a tiny SWiG-format world with predictions and rationales so that the inspector (and the
 analysis notebook) can be tried without running the pipeline; its numbers mean nothing.
+
+The inspector stays one file (about 620 lines, widget and drawing code): its three widgets share the case drawing
+and the export of the cases on display.
 """
 
 from __future__ import annotations

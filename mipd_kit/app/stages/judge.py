@@ -65,7 +65,8 @@ class Outputs:
 
 def run(cfg: Config, run_dir: str | os.PathLike) -> Outputs:
     """Read the rationales of the last JRG run's backend, compute their statistics, write the authors' export."""
-    from ...rationales.jrg import jrg_statistics, load_world
+    from ...rationales.jrg_inputs import load_world
+    from ...rationales.jrg_stats import jrg_statistics
     from ...rationales.store import export_authors_json, read_rationales
 
     run_dir = Path(run_dir)

@@ -139,13 +139,13 @@ class Config:
         self.jrg_config()  # unknown keys of the generator / judge blocks (their values: CHECKED_BLOCKS)
 
     def jrg_config(self) -> Any:
-        """The library's ``JRGConfig`` (through ``jrg.config_from_params``, whose 0 / -1 mean "keep"); the
+        """The library's ``JRGConfig`` (through ``jrg_config.config_from_params``, whose 0 / -1 mean "keep"); the
         generator's ``captioner.batch_size`` is ``captioner_batch``."""
-        from ...rationales import jrg
+        from ...rationales import jrg_config
 
         generator = {**self.generator, "captioner": {**dict(self.generator.get("captioner") or {}),
                                                      "batch_size": max(1, self.captioner_batch)}}
-        return jrg.config_from_params(
+        return jrg_config.config_from_params(
             smoke=self.jrg_smoke, backend=self.backend, judge_backend=self.judge_backend, generator=generator,
             judge=self.judge, rounds=self.rounds or 0, max_images=-1 if self.max_images is None else self.max_images,
             workers=self.workers or 0, send_images=self.send_images, imsitu_templates=self.imsitu_templates,
@@ -189,7 +189,7 @@ def write_control(cfg: Config, run_dir: Path, main: Outputs, control: str) -> Pa
     import shutil
 
     from ...fileio import atomic_write_text
-    from ...rationales import jrg
+    from ...rationales import jrg, jrg_inputs
     from ...rationales.controls import shuffle_positives
     from ...rationales.store import read_rationales
 
@@ -202,7 +202,7 @@ def write_control(cfg: Config, run_dir: Path, main: Outputs, control: str) -> Pa
         jrg.run_jrg(tcfg.jrg_config(), main.world, sub)
         atomic_write_text(dest, (sub / "rationales.jsonl").read_text())
     elif control == "shuffled":
-        _, sits = jrg.load_world(main.world, main.jrg.split)
+        _, sits = jrg_inputs.load_world(main.world, main.jrg.split)
         backend = main.stats.get("run", {}).get("backend")
         if not backend:
             raise ValueError("rationales: the shuffled control needs a finished main run (no run backend in its stats)")
@@ -212,7 +212,7 @@ def write_control(cfg: Config, run_dir: Path, main: Outputs, control: str) -> Pa
     elif control in ("oracle", "oracle-shuffled"):
         from ...rationales.oracle import oracle_rationales
         from ...data.swig import load_situations
-        space, sits = jrg.load_world(main.world, main.jrg.split)
+        space, sits = jrg_inputs.load_world(main.world, main.jrg.split)
         pool_gt = Path(main.world) / "unlabeled_gt.json"  # the oracle also describes the unlabeled pool's images
         if pool_gt.is_file():
             sits = {**sits, **load_situations(pool_gt, space)}
@@ -228,7 +228,7 @@ def write_control(cfg: Config, run_dir: Path, main: Outputs, control: str) -> Pa
 
 
 def _run_main(cfg: Config, run_dir: str | os.PathLike) -> Outputs:
-    from ...rationales import jrg
+    from ...rationales import jrg, unlabeled_pool
 
     run_dir, world = Path(run_dir), Path(cfg.world_dir)
     backend = cfg.backend
@@ -257,7 +257,7 @@ def _run_main(cfg: Config, run_dir: str | os.PathLike) -> Outputs:
     n_unl = cfg.max_unlabeled if cfg.max_unlabeled is not None else (16 if cfg.jrg_smoke else 0)
     unlabeled = None
     if cfg.unlabeled:
-        unlabeled = lambda store: jrg.describe_unlabeled(  # noqa: E731
+        unlabeled = lambda store: unlabeled_pool.describe_unlabeled(  # noqa: E731
             captioner, teacher, world, store, max_images=n_unl, temperature=cap.temperature, top_p=cap.top_p,
             seed=cap.seed)
     if backend == "captioner":
@@ -275,7 +275,7 @@ def _shuffled(cfg: Config, jcfg: Any, world: Path, run_dir: Path, generator: Any
     from ...fileio import write_json
     from ...redaction import redact_obj
     from ...metrics import merge_rows
-    from ...rationales import jrg
+    from ...rationales import jrg, jrg_inputs, jrg_stats
     from ...rationales.content import content_statistics
     from ...rationales.controls import shuffle_positives, shuffled_backend
     from ...rationales.store import RationaleStore
@@ -284,7 +284,7 @@ def _shuffled(cfg: Config, jcfg: Any, world: Path, run_dir: Path, generator: Any
     src.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run_dir / "teacher_evidence.json", src / "teacher_evidence.json")
     source = jrg.run_jrg(jcfg, world, src, generator=generator, unlabeled=unlabeled)
-    _, sits = jrg.load_world(world, jcfg.split)
+    _, sits = jrg_inputs.load_world(world, jcfg.split)
     src_store = RationaleStore(src / "rationales.jsonl")
     src_recs = src_store.records(source["run"]["backend"])
     unl = [r for r in src_store.records() if r.polarity == "unjudged"]
@@ -296,7 +296,7 @@ def _shuffled(cfg: Config, jcfg: Any, world: Path, run_dir: Path, generator: Any
     records = store.records(backend)
     store.close()
     images = sorted({r.image for r in src_recs})
-    stats = jrg.jrg_statistics(records, rounds=jcfg.rounds, images=images)
+    stats = jrg_stats.jrg_statistics(records, rounds=jcfg.rounds, images=images)
     stats["content"] = content_statistics(records, {i: sits[i] for i in images if i in sits}, world)
     stats["content"]["unlabeled"] = len(unl)
     stats["unlabeled"] = source.get("unlabeled", {})
@@ -304,7 +304,7 @@ def _shuffled(cfg: Config, jcfg: Any, world: Path, run_dir: Path, generator: Any
     stats["run"] = {**source["run"], "backend": backend, "control": "shuffled",
                     "source_backend": source["run"]["backend"], "source_dir": str(src)}
     write_json(run_dir / "jrg_stats.json", redact_obj(stats))
-    merge_rows(run_dir / "metrics.json", jrg.stats_rows(stats, model="jrg-shuffled", seed=cfg.seed))
+    merge_rows(run_dir / "metrics.json", jrg_stats.stats_rows(stats, model="jrg-shuffled", seed=cfg.seed))
     return stats
 
 

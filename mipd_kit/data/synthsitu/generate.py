@@ -18,6 +18,10 @@ removed by the next generation.
 place, the verb's motion cue and whether a nuisance dropped it, a false cue, distractors, the occluded role): the
 ground truth against which generated descriptions are measured. Like ``verbs`` in the captions it is for measurement
 only, never a training input.
+
+The generator stays one file (about 800 lines): the world's config (:class:`SynthConfig`, whose fields are the
+world's fingerprint), the build that writes the folder and the readers of what it wrote (``read_meta``,
+``read_rendered``, ``ensure_world``) change together, with ``GENERATOR_VERSION``.
 """
 
 from __future__ import annotations
@@ -475,6 +479,36 @@ def _build(cfg: SynthConfig, out: Path) -> dict:
     timings, counts = {}, {}
 
     # ---- GSR splits and unlabeled pool
+    space, recs = _render_gsr(cfg, plan, img_dir, timings, counts)
+    # ---- HOI splits
+    hoi_images, hoi_rendered = _render_hoi(cfg, hplan, classes, img_dir, timings, counts)
+    # ---- pretraining corpus (GSR-style scenes of every verb + multi-person HOI scenes)
+    names, caps = _render_pretrain(cfg, classes, master, pre_dir, timings, counts)
+
+    # ---- JSON files (atomic), meta.json last
+    t = time.perf_counter()
+    train_counts, comp, novel, split_obj = _write_gsr_files(cfg, out, space, recs)
+    rare, non_rare = _write_hoi_files(out, classes, hoi_images)
+    _write_corpus_files(out, names, caps, recs, hoi_rendered)
+    timings["json"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+    n_images = sum(counts[k] for k in ("train", "dev", "test", "unlabeled", "hoi_train", "hoi_test", "pretrain"))
+    timings["images_per_second"] = n_images / max(timings["total"], 1e-9)
+    counts["images"] = n_images
+    counts["train_per_verb"] = dict(sorted(train_counts.items()))
+
+    meta = _meta(cfg, counts, classes, comp, novel, rare, non_rare, split_obj)
+    # run-dependent facts (wall times, worker count) stay out of meta.json, so that every file of the world but
+    # generation.json is a function of the seed and config alone
+    _write_json(out / GENERATION_FILE, {"timings": {k: round(v, 3) for k, v in timings.items()},
+                                        "workers": cfg.workers}, indent=1)
+    _write_json(out / "meta.json", meta, indent=1)
+    return meta
+
+
+def _render_gsr(cfg: SynthConfig, plan: dict[str, list[str]], img_dir: str, timings: dict,
+                counts: dict) -> tuple[FrameSpace, dict[str, dict[str, dict]]]:
+    """Render the GSR splits and the unlabeled pool: the frame space and split -> image -> its record."""
     space = frame_space()
     recs: dict[str, dict[str, dict]] = {}
     for split in ("train", "dev", "test", "unlabeled"):
@@ -485,8 +519,13 @@ def _build(cfg: SynthConfig, out: Path) -> dict:
         recs[split] = dict(zip(names, _run(tasks, _gsr_task, cfg.workers)))
         timings[split] = time.perf_counter() - t
         counts[split] = len(names)
+    return space, recs
 
-    # ---- HOI splits
+
+def _render_hoi(cfg: SynthConfig, hplan: dict[str, list[list[tuple[str, str]]]], classes: W.HOIClasses,
+                img_dir: str, timings: dict,
+                counts: dict) -> tuple[dict[str, list[HOIImage]], dict[str, list[tuple[str, dict]]]]:
+    """Render the HOI splits: split -> its images, and split -> (name, rendered facts) per image."""
     hoi_images: dict[str, list[HOIImage]] = {}
     hoi_rendered: dict[str, list[tuple[str, dict]]] = {}
     for split in ("hoi_train", "hoi_test"):
@@ -505,8 +544,12 @@ def _build(cfg: SynthConfig, out: Path) -> dict:
         timings[split] = time.perf_counter() - t
         counts[split] = len(ims)
         counts[split + "_pairs"] = sum(len(im.hoi) for im in ims)
+    return hoi_images, hoi_rendered
 
-    # ---- pretraining corpus (GSR-style scenes of every verb + multi-person HOI scenes)
+
+def _render_pretrain(cfg: SynthConfig, classes: W.HOIClasses, master: np.random.Generator, pre_dir: str,
+                     timings: dict, counts: dict) -> tuple[list[str], list[dict]]:
+    """Render the pretraining corpus (draws from ``master`` after the GSR and HOI plans): names and captions."""
     t = time.perf_counter()
     n_hoi = int(round(cfg.n_pretrain * cfg.pretrain_hoi_fraction))
     allv = [v.name for v in W.VERBS]
@@ -525,10 +568,13 @@ def _build(cfg: SynthConfig, out: Path) -> dict:
     timings["pretrain"] = time.perf_counter() - t
     counts["pretrain"] = len(caps)
     counts["pretrain_noisy"] = sum(c["noisy"] for c in caps)
+    return names, caps
 
-    # ---- JSON files (atomic), meta.json last
-    t = time.perf_counter()
-    from mipd_kit.data.hico import rare_split, write_hico_instances
+
+def _write_gsr_files(cfg: SynthConfig, out: Path, space: FrameSpace,
+                     recs: dict[str, dict[str, dict]]) -> tuple[dict[str, int], list[str], list[str], Any]:
+    """Write the frame space, the GSR splits, the unlabeled pool and ``ov_split.json``; returns the training counts
+    per verb, the unseen compositional and novel verbs and the OV split."""
     from mipd_kit.data.splits import OvSplit
     from mipd_kit.data.swig import write_frame_space, write_situations
 
@@ -558,6 +604,13 @@ def _build(cfg: SynthConfig, out: Path) -> dict:
                      unseen_dev_novel=dev_kinds["unseen_novel"])
     split_obj = OvSplit.from_counts(train_counts, comp + novel, rare_max=cfg.rare_train, extra=extra)
     split_obj.save(out / "ov_split.json")
+    return train_counts, comp, novel, split_obj
+
+
+def _write_hoi_files(out: Path, classes: W.HOIClasses,
+                     hoi_images: dict[str, list[HOIImage]]) -> tuple[Any, Any]:
+    """Write the HOI splits, the zero-shot HOI list and the HOI prompts; returns the rare / non-rare HOI classes."""
+    from mipd_kit.data.hico import rare_split, write_hico_instances
 
     rare, non_rare = rare_split(hoi_images["hoi_train"], len(classes.correspondence))
     vocab = HOIVocab(classes.objects, classes.verbs, classes.correspondence, rare, non_rare)
@@ -569,6 +622,12 @@ def _build(cfg: SynthConfig, out: Path) -> dict:
     _write_json(out / "hoi_zero_shot.json", {"unseen_composition": zs})
     _write_json(out / "hoi_prompts.json", [W.hoi_phrase(classes.objects[o], classes.verbs[v])
                                            for _, o, v in classes.correspondence])
+    return rare, non_rare
+
+
+def _write_corpus_files(out: Path, names: list[str], caps: list[dict], recs: dict[str, dict[str, dict]],
+                        hoi_rendered: dict[str, list[tuple[str, dict]]]) -> None:
+    """Write the pretraining captions and the rendered facts of every image (``RENDERED_FILE``)."""
     with atomic_open(out / "pretrain" / "captions.jsonl") as f:
         for n, c in zip(names, caps):
             f.write(json.dumps({"image": f"pretrain/images/{n}", "caption": c["caption"], "verbs": c["verbs"],
@@ -580,13 +639,11 @@ def _build(cfg: SynthConfig, out: Path) -> dict:
     with atomic_open(out / RENDERED_FILE) as f:
         for image, split, d in rendered:
             f.write(json.dumps({"image": image, "split": split, **d}) + "\n")
-    timings["json"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - t0
-    n_images = sum(counts[k] for k in ("train", "dev", "test", "unlabeled", "hoi_train", "hoi_test", "pretrain"))
-    timings["images_per_second"] = n_images / max(timings["total"], 1e-9)
-    counts["images"] = n_images
-    counts["train_per_verb"] = dict(sorted(train_counts.items()))
 
+
+def _meta(cfg: SynthConfig, counts: dict, classes: W.HOIClasses, comp: list[str], novel: list[str], rare: Any,
+          non_rare: Any, split_obj: Any) -> dict:
+    """The world's ``meta.json``: generator, config, counts, verbs, unseen kinds and HOI facts."""
     meta = {
         "generator": "mipd_kit.data.synthsitu", "version": GENERATOR_VERSION, "seed": cfg.seed, "size": cfg.size,
         "config": cfg.world_key(), "counts": counts,
@@ -602,11 +659,6 @@ def _build(cfg: SynthConfig, out: Path) -> dict:
         meta[OV_META_KEY] = {"version": "v2", "unseen_dev": split_obj.extra["unseen_dev"],
                              "unseen_test": split_obj.extra["unseen_test"],
                              "novel_distractor_p": cfg.novel_distractor_p}
-    # run-dependent facts (wall times, worker count) stay out of meta.json, so that every file of the world but
-    # generation.json is a function of the seed and config alone
-    _write_json(out / GENERATION_FILE, {"timings": {k: round(v, 3) for k, v in timings.items()},
-                                        "workers": cfg.workers}, indent=1)
-    _write_json(out / "meta.json", meta, indent=1)
     return meta
 
 
