@@ -159,3 +159,17 @@ def test_authors_json_accepts_lists_and_rejects_bad_types():
         from_authors_json({"x.jpg": {"pos_verb_caption": 3}}, backend="imp", source_name="f.json")
     with pytest.raises(DataError, match="not an object"):
         from_authors_json({"x.jpg": "text"}, backend="imp")
+
+
+def test_collect_does_not_depend_on_the_order_of_the_records():
+    """Records of equal score, round and index (a generated and a hard negative of one round) come out in the same
+    order whatever order the file holds them in (jobs append their records as they complete)."""
+    import random
+    rs = [rec(text=f"neg {k}", polarity="negative", score=2, rnd=0) for k in "dcab"] + \
+         [rec(text=f"pos {k}", score=9) for k in "zyx"] + [rec(kind="gaze", role="agent", text=f"g {k}") for k in "qp"]
+    want = collect(rs)
+    assert want["a.png"]["glimpse"]["negative"] == ["neg a", "neg b", "neg c", "neg d"]
+    for seed in range(5):
+        shuffled = list(rs)
+        random.Random(seed).shuffle(shuffled)
+        assert collect(shuffled) == want

@@ -215,3 +215,23 @@ def test_lazy_tokens_stream_rows_without_loading_the_cache(tmp_path, monkeypatch
     torch.testing.assert_close(lazy[torch.tensor([7, 0, 7])], full.tokens[[7, 0, 7]])
     torch.testing.assert_close(lazy[2:5], full.tokens[2:5])
     torch.testing.assert_close(lazy[9], full.tokens[9])
+
+
+def test_new_texts_are_encoded_in_key_order_whatever_order_they_are_asked_for(tmp_path):
+    """The batches a text encoder sees depend on which texts are new, not on the order of the request, so a batched
+    encoder (whose padding follows the batch) gives the same bits to two runs that ask in another order."""
+    texts = [f"text number {i}" for i in range(10)]
+
+    class Recording(CountingTeacher):
+        def __init__(self, inner):
+            super().__init__(inner)
+            self.batches = []
+
+        def encode_texts(self, texts):
+            self.batches.append(list(texts))
+            return super().encode_texts(texts)
+
+    a, b = Recording(TinyRandomTeacher()), Recording(TinyRandomTeacher())
+    cached_text_features(a, texts, tmp_path / "a", batch_size=4, progress=False)
+    cached_text_features(b, texts[::-1], tmp_path / "b", batch_size=4, progress=False)
+    assert a.batches == b.batches and len(a.batches) == 3

@@ -321,7 +321,8 @@ def read_rationales(path: str | os.PathLike) -> list[Rationale]:
 def collect(rationales: Iterable[Rationale], include_unjudged: bool = False) -> dict[str, dict[str, Any]]:
     """Group texts: ``{image: {"glimpse": {"positive": [..], "negative": [..]}, "gaze": {role: {...}}}}``.
 
-    Order within a list: by score (high first for positives, low first for negatives), then round. Gaze records
+    Order within a list: by score (high first for positives, low first for negatives), then round, index and text,
+    so the same records in any file order give the same lists. Gaze records
     without a role (imported attr captions) are filed under role ``"*"``. Records that are neither positive nor
     negative (``"dropped"``, ``"unjudged"``) are left out; with ``include_unjudged`` the unlabeled pool's
     ``"unjudged"`` descriptions are filed under an ``"unjudged"`` list (``{"glimpse": {"unjudged": [..]}}``).
@@ -335,7 +336,9 @@ def collect(rationales: Iterable[Rationale], include_unjudged: bool = False) -> 
         items.setdefault((r.image, r.kind, role, r.polarity), []).append(r)
     for (image, kind, role, pol), rs in items.items():
         sign = -1 if pol == "positive" else 1
-        rs.sort(key=lambda r: (sign * (r.score if r.score is not None else 0.0), r.round, r.index))
+        # ties broken by the text itself: the order of the records in the file (the order their jobs completed)
+        # never decides which rationales come first (and so which ``max_rationales`` NMPA keeps)
+        rs.sort(key=lambda r: (sign * (r.score if r.score is not None else 0.0), r.round, r.index, r.text))
         g = groups.setdefault(image, {"glimpse": {"positive": [], "negative": []}, "gaze": {}})
         slot = g["glimpse"] if kind == "glimpse" else g["gaze"].setdefault(role, {"positive": [], "negative": []})
         slot.setdefault(pol, []).extend(r.text for r in rs)

@@ -313,7 +313,9 @@ def _ensure_images(teacher: Teacher, image_paths: Sequence[str | os.PathLike], c
         raise ValueError("cached_image_features: no image paths")
     cache = FeatureCache(cache_dir, dataset, teacher.fingerprint, "image", tuple(teacher.grid))
     keys = image_keys(paths)
-    todo = cache.missing(keys)
+    # the missing texts in a fixed order (by key), so the encoder's batches, and the last bits of a batched encoder's
+    # output (its padding follows the batch), depend on which texts are new, not on the order they were asked for
+    todo = sorted(cache.missing(keys))
     if todo:
         first = {}
         for k, p in zip(keys, paths):
@@ -352,13 +354,19 @@ def lazy_image_tokens(teacher: Teacher, image_paths: Sequence[str | os.PathLike]
 def cached_text_features(teacher: Teacher, texts: Sequence[str], cache_dir: str | os.PathLike,
                          dataset: str = "texts", batch_size: int = 256, shard_rows: int = 4096,
                          progress: bool = True, dtype: torch.dtype = torch.float32) -> Encoded:
-    """Teacher text features (tokens (N, L, D), pooled (N, E), mask (N, L)) of ``texts``, cached by text hash."""
+    """Teacher text features (tokens (N, L, D), pooled (N, E), mask (N, L)) of ``texts``, cached by text hash.
+
+    The texts not yet in the cache are encoded in the order of their keys, whatever the order of ``texts``: two runs
+    that ask for the same texts in another order (e.g. rationale records written as their jobs completed) get the
+    same bits."""
     texts = [str(t) for t in texts]
     if not texts:
         raise ValueError("cached_text_features: no texts")
     cache = FeatureCache(cache_dir, dataset, teacher.fingerprint, "text")
     keys = [text_key(t) for t in texts]
-    todo = cache.missing(keys)
+    # the missing texts in a fixed order (by key), so the encoder's batches, and the last bits of a batched encoder's
+    # output (its padding follows the batch), depend on which texts are new, not on the order they were asked for
+    todo = sorted(cache.missing(keys))
     if todo:
         first = {}
         for k, t in zip(keys, texts):
