@@ -1,5 +1,8 @@
-"""``build_sampler(cfg)``: the one way to build a language backend (an explicit if/elif over the backend name), and
-the configs that name one (``SamplerConfig``, with one nested block per backend).
+"""``build_sampler(cfg)``: the one way to build a language backend (a table of builders by backend name,
+:data:`BUILDERS`), and the configs that name one (``SamplerConfig``, with one nested block per backend).
+
+A new backend touches this package only: its module, and one :func:`register_backend` entry (plus a nested config
+block in ``SamplerConfig`` when it has settings).
 
 This module imports no backend (nor torch) until ``build_sampler`` is called: a config can be read and checked
 cheaply, and no backend module imports this one.
@@ -8,7 +11,7 @@ cheaply, and no backend module imports this one.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Literal, Mapping, Optional
+from typing import Any, Callable, Literal, Mapping, Optional
 
 from mipd_kit.language.base import Sampler
 from mipd_kit.language.hf_local import HFLocalConfig
@@ -105,9 +108,58 @@ def _no_unknown(cls: type, d: Mapping[str, Any], where: str) -> None:
         raise ValueError(f"{where}: unknown key(s) {unknown}; {cls.__name__} has {sorted(f.name for f in fields(cls))}")
 
 
+#: backend name -> builder ``(cfg, *, threshold, captioner, teacher) -> Sampler`` (:func:`build_sampler`'s arguments)
+BUILDERS: dict[str, Callable[..., Sampler]] = {}
+
+
+def register_backend(name: str, builder: Callable[..., Sampler]) -> Callable[..., Sampler]:
+    """Add (or replace) the builder of backend ``name``; returns it (usable as a decorator's body)."""
+    BUILDERS[name] = builder
+    return builder
+
+
+def _embedded(cfg: SamplerConfig, *, threshold: Optional[float] = None, **_: Any) -> Sampler:
+    from mipd_kit.language.embedded import EmbeddedGenerator, EmbeddedJudge
+    if cfg.purpose == "judge":
+        return EmbeddedJudge(seed=cfg.seed, threshold=7.0 if threshold is None else threshold,
+                             malformed_rate=cfg.malformed_rate)
+    if cfg.purpose == "generator":
+        return EmbeddedGenerator(seed=cfg.seed, p_top=cfg.p_top)
+    raise ValueError(f"unknown purpose {cfg.purpose!r}; choose 'generator' or 'judge'")
+
+
+def _openai(cfg: SamplerConfig, **_: Any) -> Sampler:
+    from mipd_kit.language.openai_http import OpenAIHTTPSampler
+    return OpenAIHTTPSampler(cfg.openai)
+
+
+def _hf(cfg: SamplerConfig, **_: Any) -> Sampler:
+    from mipd_kit.language.hf_local import HFLocalSampler
+    return HFLocalSampler(cfg.hf)
+
+
+def _captioner(cfg: SamplerConfig, *, captioner: Any = None, teacher: Any = None, **_: Any) -> Sampler:
+    if cfg.purpose != "generator":
+        raise ValueError("the captioner backend only writes descriptions; use it with purpose 'generator'")
+    from mipd_kit.language.captioner.sampler import CaptionerSampler
+    from mipd_kit.language.captioner.train import load_captioner_with_teacher
+    c = cfg.captioner
+    if captioner is None:
+        captioner, teacher = load_captioner_with_teacher(c.checkpoint, c.teacher)
+    elif teacher is None:
+        raise ValueError("build_sampler: a loaded captioner needs the teacher it reads (teacher=...)")
+    return CaptionerSampler(captioner, teacher, temperature=c.temperature, top_p=c.top_p, seed=c.seed,
+                            max_attempts=c.max_attempts, batch_size=c.batch_size)
+
+
+for _name, _builder in zip(BACKENDS, (_embedded, _openai, _hf, _captioner)):
+    register_backend(_name, _builder)
+
+
 def build_sampler(cfg: SamplerConfig, *, threshold: Optional[float] = None, captioner: Any = None,
                   teacher: Any = None) -> Sampler:
-    """Build the sampler named by ``cfg.backend`` (the one place any backend is constructed).
+    """Build the sampler named by ``cfg.backend`` (the one place any backend is constructed), by its
+    :data:`BUILDERS` entry.
 
     Args:
         cfg: backend choice and settings.
@@ -116,30 +168,7 @@ def build_sampler(cfg: SamplerConfig, *, threshold: Optional[float] = None, capt
             from ``mipd_kit.language.captioner.captioner_for``); without them ``cfg.captioner.checkpoint`` (and
             ``.teacher``) are loaded.
     """
-    if cfg.backend == "embedded":
-        from mipd_kit.language.embedded import EmbeddedGenerator, EmbeddedJudge
-        if cfg.purpose == "judge":
-            return EmbeddedJudge(seed=cfg.seed, threshold=7.0 if threshold is None else threshold,
-                                 malformed_rate=cfg.malformed_rate)
-        if cfg.purpose == "generator":
-            return EmbeddedGenerator(seed=cfg.seed, p_top=cfg.p_top)
-        raise ValueError(f"unknown purpose {cfg.purpose!r}; choose 'generator' or 'judge'")
-    if cfg.backend == "openai":
-        from mipd_kit.language.openai_http import OpenAIHTTPSampler
-        return OpenAIHTTPSampler(cfg.openai)
-    if cfg.backend == "hf":
-        from mipd_kit.language.hf_local import HFLocalSampler
-        return HFLocalSampler(cfg.hf)
-    if cfg.backend == "captioner":
-        if cfg.purpose != "generator":
-            raise ValueError("the captioner backend only writes descriptions; use it with purpose 'generator'")
-        from mipd_kit.language.captioner.sampler import CaptionerSampler
-        from mipd_kit.language.captioner.train import load_captioner_with_teacher
-        c = cfg.captioner
-        if captioner is None:
-            captioner, teacher = load_captioner_with_teacher(c.checkpoint, c.teacher)
-        elif teacher is None:
-            raise ValueError("build_sampler: a loaded captioner needs the teacher it reads (teacher=...)")
-        return CaptionerSampler(captioner, teacher, temperature=c.temperature, top_p=c.top_p, seed=c.seed,
-                                max_attempts=c.max_attempts, batch_size=c.batch_size)
-    raise ValueError(f"unknown language backend {cfg.backend!r}; choose one of {BACKENDS}")
+    builder = BUILDERS.get(cfg.backend)
+    if builder is None:
+        raise ValueError(f"unknown language backend {cfg.backend!r}; choose one of {tuple(BUILDERS)}")
+    return builder(cfg, threshold=threshold, captioner=captioner, teacher=teacher)
