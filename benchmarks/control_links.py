@@ -91,6 +91,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if world.unlabeled_gt is None or a_u is None:
         raise SystemExit(f"{world_dir}: the world has no unlabeled pool with ground truth")
     gold_u = [names[i] for i in world.unlabeled_gt.verb.tolist()]
+    if not bool((a_u.glimpse_pos >= 0).any()):
+        raise SystemExit(f"{run / 'rationales-oracle.jsonl'}: no oracle rationale of an unlabeled pool image (of "
+                         f"{len(gold_u)}); rerun stage rationales with control 'oracle' (it also describes the pool)")
     rows: list[dict] = []
 
     def add(link: str, what: str, where: str, acc: dict[str, float], **extra: float) -> None:

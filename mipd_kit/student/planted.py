@@ -40,7 +40,8 @@ VERBS = {("red", "above"): "lofting", ("red", "below"): "dunking", ("green", "ab
 #: person, so that telling them apart takes the colour's word
 UNSEEN = ("heaving", "vaulting", "tossing")
 #: the StudentConfig fields (over ``StudentConfig.smoke``) that carry the planted words: the text anchor (3x the
-#: target's length: the random teacher feature is noise here), cosine distillation x30, 100 epochs
+#: target's length: the random teacher feature is noise here), cosine distillation x30, 100 epochs. Picked by looking
+#: at this fixture's test images (a wiring check with a known answer: its numbers are never a result)
 CARRYING_SETTINGS = dict(epochs=100, lr=3e-3, batch_size=16, select_on_dev=False, text_anchor=3.0,
                          distill_kind="cosine", w_scene=30.0)
 
